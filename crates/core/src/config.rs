@@ -1,0 +1,547 @@
+//! The Litestream configuration file (`litestream.yml`): loading, `$VAR` expansion exactly as
+//! Go's `os.ExpandEnv`, defaults and validation.
+//!
+//! Every key of Litestream v0.3.13 is accepted with its default. Unknown keys are not an error
+//! (Litestream ignores them) but are reported by [`Config::unknown_keys`] so callers can warn.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::error::{Error, Result};
+use crate::timefmt::parse_go_duration;
+
+/// Default config path when neither `-config` nor `LITESTREAM_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/litestream.yml";
+
+/// A duration as Litestream reads it: a Go duration string, or a bare integer in nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GoDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for GoDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(GoDuration(Duration::from_nanos(n))),
+            Raw::Str(s) => parse_go_duration(&s)
+                .map(GoDuration)
+                .ok_or_else(|| serde::de::Error::custom(format!("invalid duration {s:?}"))),
+        }
+    }
+}
+
+/// Logging settings (`logging:`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct LoggingConfig {
+    /// `debug`, `info`, `warn`/`warning`, `error` (default `info`).
+    pub level: Option<String>,
+    /// `text` (default) or `json`.
+    #[serde(rename = "type")]
+    pub log_type: Option<String>,
+    /// Log to stderr instead of stdout.
+    pub stderr: bool,
+}
+
+/// Client-side encryption keys (`age:`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct AgeConfig {
+    /// age identities (private keys) used to decrypt.
+    pub identities: Vec<String>,
+    /// age recipients (public keys) used to encrypt.
+    pub recipients: Vec<String>,
+}
+
+/// One replica of a database (`dbs[].replicas[]`), or the result of parsing a replica URL.
+///
+/// Field names are the YAML keys in kebab-case. Keys marked "extension" are not in Litestream
+/// v0.3.13.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct ReplicaConfig {
+    /// `type`: `file`, `s3`, `gcs`, `abs` or `sftp` (default `file`, or the URL scheme).
+    #[serde(rename = "type")]
+    pub replica_type: Option<String>,
+    /// `name` (default: the type).
+    pub name: Option<String>,
+    /// `url`: a replica URL; cannot be combined with `path`, `bucket` or `host`.
+    pub url: Option<String>,
+    /// `path`: directory (file), key prefix (s3, gcs, abs) or remote directory (sftp).
+    pub path: Option<String>,
+    /// `retention` (default 24h).
+    pub retention: Option<GoDuration>,
+    /// `retention-check-interval` (default 1h).
+    pub retention_check_interval: Option<GoDuration>,
+    /// `sync-interval` (default 1s).
+    pub sync_interval: Option<GoDuration>,
+    /// `snapshot-interval` (default off).
+    pub snapshot_interval: Option<GoDuration>,
+    /// `validation-interval` (default off).
+    pub validation_interval: Option<GoDuration>,
+    /// `access-key-id` (s3).
+    pub access_key_id: Option<String>,
+    /// `secret-access-key` (s3).
+    pub secret_access_key: Option<String>,
+    /// `region` (s3).
+    pub region: Option<String>,
+    /// `bucket` (s3, gcs; the container for abs).
+    pub bucket: Option<String>,
+    /// `endpoint` (s3, abs).
+    pub endpoint: Option<String>,
+    /// `force-path-style` (s3; default on when an endpoint is set).
+    pub force_path_style: Option<bool>,
+    /// `skip-verify` (s3): do not verify TLS certificates.
+    pub skip_verify: Option<bool>,
+    /// `account-name` (abs).
+    pub account_name: Option<String>,
+    /// `account-key` (abs; falls back to `LITESTREAM_AZURE_ACCOUNT_KEY`).
+    pub account_key: Option<String>,
+    /// `sas-token` (abs, extension).
+    pub sas_token: Option<String>,
+    /// `credential` (abs, extension): `shared-key`, `sas`, `managed-identity`, `workload-identity`.
+    pub credential: Option<String>,
+    /// `client-id` (abs, extension): managed/workload identity client ID.
+    pub client_id: Option<String>,
+    /// `tenant-id` (abs, extension): workload identity tenant.
+    pub tenant_id: Option<String>,
+    /// `host` (sftp), `HOST[:PORT]`.
+    pub host: Option<String>,
+    /// `user` (sftp).
+    pub user: Option<String>,
+    /// `password` (sftp).
+    pub password: Option<String>,
+    /// `key-path` (sftp): private key file.
+    pub key_path: Option<String>,
+    /// `host-key` (sftp, as Litestream v0.5): the pinned server public key.
+    pub host_key: Option<String>,
+    /// `known-hosts-path` (sftp, extension; default `~/.ssh/known_hosts`).
+    pub known_hosts_path: Option<String>,
+    /// `insecure-ignore-host-key` (sftp, extension): accept any host key, as Litestream v0.3 did.
+    pub insecure_ignore_host_key: Option<bool>,
+    /// `age`: client-side encryption.
+    pub age: Option<AgeConfig>,
+    /// Keys this version does not know (reported, not fatal).
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, serde::de::IgnoredAny>,
+}
+
+impl ReplicaConfig {
+    /// The replica type after applying the URL scheme (default `file`).
+    pub fn kind(&self) -> String {
+        self.replica_type.clone().unwrap_or_else(|| "file".into())
+    }
+
+    /// The replica name (default: its type).
+    pub fn display_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.kind())
+    }
+
+    /// Resolve `url` into fields (explicit fields win) and check the combination rules.
+    pub fn resolve(&self) -> Result<ReplicaConfig> {
+        let mut out = self.clone();
+        if let Some(p) = &self.path {
+            if crate::url::is_url(p) {
+                return Err(Error::InvalidConfig(format!(
+                    "replica path cannot be a url, please use the 'url' field instead: {}",
+                    crate::url::redact_url(p)
+                )));
+            }
+        }
+        if let Some(u) = &self.url {
+            let from_url = crate::url::parse_replica_url(u)?;
+            let kind = from_url.kind();
+            if self.path.is_some() {
+                return Err(Error::InvalidConfig(format!(
+                    "cannot specify url & path for {kind} replica"
+                )));
+            }
+            if self.bucket.is_some() && matches!(kind.as_str(), "s3" | "gcs" | "abs") {
+                return Err(Error::InvalidConfig(format!(
+                    "cannot specify url & bucket for {kind} replica"
+                )));
+            }
+            if self.host.is_some() && kind == "sftp" {
+                return Err(Error::InvalidConfig(
+                    "cannot specify url & host for sftp replica".into(),
+                ));
+            }
+            out.replica_type = Some(kind);
+            macro_rules! fill {
+                ($($f:ident),*) => { $( if out.$f.is_none() { out.$f = from_url.$f.clone(); } )* };
+            }
+            fill!(
+                path,
+                bucket,
+                region,
+                endpoint,
+                account_name,
+                host,
+                user,
+                password,
+                skip_verify
+            );
+            if from_url.force_path_style == Some(true) && out.force_path_style.is_none() {
+                out.force_path_style = Some(true);
+            }
+        }
+        let kind = out.kind();
+        if !matches!(kind.as_str(), "file" | "s3" | "gcs" | "abs" | "sftp") {
+            return Err(Error::InvalidConfig(format!(
+                "unknown replica type in config: {kind:?}"
+            )));
+        }
+        if kind == "file" {
+            if let Some(p) = &out.path {
+                out.path = Some(absolute_path(p)?.to_string_lossy().into_owned());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One database (`dbs[]`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct DbConfig {
+    /// `path` of the SQLite database (required).
+    pub path: String,
+    /// `meta-path` (default `<dir>/.<name>-litestream`).
+    pub meta_path: Option<String>,
+    /// `monitor-interval` (default 1s).
+    pub monitor_interval: Option<GoDuration>,
+    /// `checkpoint-interval` (default 1m).
+    pub checkpoint_interval: Option<GoDuration>,
+    /// `min-checkpoint-page-count` (default 1000).
+    pub min_checkpoint_page_count: Option<u64>,
+    /// `max-checkpoint-page-count` (default 10000; 0 disables RESTART checkpoints).
+    pub max_checkpoint_page_count: Option<u64>,
+    /// `truncate-page-count` (extension; default 500000): WAL size that forces TRUNCATE.
+    pub truncate_page_count: Option<u64>,
+    /// `replicas`.
+    pub replicas: Vec<ReplicaConfig>,
+    /// `replica` (as Litestream v0.5): a single replica.
+    pub replica: Option<ReplicaConfig>,
+    /// Keys this version does not know.
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, serde::de::IgnoredAny>,
+}
+
+impl DbConfig {
+    /// Every replica: `replicas` followed by `replica`.
+    pub fn all_replicas(&self) -> Vec<ReplicaConfig> {
+        let mut v = self.replicas.clone();
+        v.extend(self.replica.clone());
+        v
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct Config {
+    /// `dbs`.
+    pub dbs: Vec<DbConfig>,
+    /// `addr`: metrics listen address `host:port`.
+    pub addr: Option<String>,
+    /// `exec`: command to run as a child (replicate only).
+    pub exec: Option<String>,
+    /// `access-key-id` copied into every replica without one.
+    pub access_key_id: Option<String>,
+    /// `secret-access-key` copied into every replica without one.
+    pub secret_access_key: Option<String>,
+    /// `logging`.
+    pub logging: LoggingConfig,
+    /// Keys this version does not know.
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, serde::de::IgnoredAny>,
+}
+
+impl Config {
+    /// Parse configuration text (after env expansion), apply top-level credentials and make
+    /// database paths absolute.
+    pub fn parse(text: &str) -> Result<Config> {
+        let mut config: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_saphyr::from_str(text)
+                .map_err(|e| Error::InvalidConfig(format!("cannot parse config: {e}")))?
+        };
+        for db in &mut config.dbs {
+            if db.path.is_empty() {
+                return Err(Error::InvalidConfig("database path required".into()));
+            }
+            db.path = absolute_path(&db.path)?.to_string_lossy().into_owned();
+            if db.min_checkpoint_page_count == Some(0) {
+                return Err(Error::InvalidConfig(
+                    "minimum checkpoint page count required".into(),
+                ));
+            }
+            for r in db.replicas.iter_mut().chain(db.replica.iter_mut()) {
+                if r.access_key_id.is_none() {
+                    r.access_key_id = config.access_key_id.clone();
+                }
+                if r.secret_access_key.is_none() {
+                    r.secret_access_key = config.secret_access_key.clone();
+                }
+            }
+        }
+        if let Some(t) = &config.logging.log_type {
+            if !matches!(t.as_str(), "text" | "json") {
+                return Err(Error::InvalidConfig(format!(
+                    "invalid logging.type {t:?}: must be \"text\" or \"json\""
+                )));
+            }
+        }
+        Ok(config)
+    }
+
+    /// Read, expand (unless `expand_env` is false) and parse the file at `path`.
+    pub fn load(path: &Path, expand_env: bool) -> Result<Config> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::InvalidConfig(format!(
+                    "config file not found: {}",
+                    path.display()
+                )))
+            }
+            Err(e) => return Err(Error::io(path.display().to_string(), e)),
+        };
+        let text = if expand_env {
+            expand_env_text(&text)
+        } else {
+            text
+        };
+        Config::parse(&text)
+    }
+
+    /// The database whose expanded absolute path equals `path`.
+    pub fn db_by_path(&self, path: &str) -> Option<&DbConfig> {
+        self.dbs.iter().find(|d| d.path == path)
+    }
+
+    /// Unknown keys at every level, as dotted paths, for warnings.
+    pub fn unknown_keys(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.unknown.keys().cloned().collect();
+        for (i, db) in self.dbs.iter().enumerate() {
+            out.extend(db.unknown.keys().map(|k| format!("dbs[{i}].{k}")));
+            for (j, r) in db.all_replicas().iter().enumerate() {
+                out.extend(
+                    r.unknown
+                        .keys()
+                        .map(|k| format!("dbs[{i}].replicas[{j}].{k}")),
+                );
+            }
+        }
+        out
+    }
+}
+
+/// The config path to use: `-config`, else `LITESTREAM_CONFIG`, else `/etc/litestream.yml`.
+pub fn default_config_path(flag: Option<&str>) -> Result<PathBuf> {
+    if let Some(p) = flag {
+        return absolute_path(p);
+    }
+    match std::env::var("LITESTREAM_CONFIG") {
+        Ok(p) if !p.is_empty() => absolute_path(&p),
+        _ => Ok(PathBuf::from(DEFAULT_CONFIG_PATH)),
+    }
+}
+
+/// Expand `~` and make a path absolute and clean, as Litestream does for database paths.
+pub fn absolute_path(p: &str) -> Result<PathBuf> {
+    let expanded = if p == "~" || p.starts_with("~/") {
+        let home = std::env::var("HOME")
+            .map_err(|_| Error::InvalidConfig(format!("cannot expand {p:?}: HOME is not set")))?;
+        format!("{home}{}", &p[1..])
+    } else {
+        p.to_string()
+    };
+    let path = PathBuf::from(&expanded);
+    let abs = if path.is_absolute() {
+        path
+    } else {
+        std::env::current_dir()
+            .map_err(|e| Error::io(".", e))?
+            .join(path)
+    };
+    Ok(PathBuf::from(crate::layout::clean(&abs.to_string_lossy())))
+}
+
+/// Expand `$NAME` and `${NAME}` in `text` exactly like Go's `os.ExpandEnv`.
+pub fn expand_env_text(text: &str) -> String {
+    expand_with(text, |name| std::env::var(name).unwrap_or_default())
+}
+
+fn is_special(b: u8) -> bool {
+    matches!(b, b'*' | b'#' | b'$' | b'@' | b'!' | b'?' | b'-') || b.is_ascii_digit()
+}
+
+fn is_alnum(b: u8) -> bool {
+    b == b'_' || b.is_ascii_alphanumeric()
+}
+
+/// Returns (name, width consumed after the `$`).
+fn shell_name(s: &[u8]) -> (Option<&[u8]>, usize) {
+    if s[0] == b'{' {
+        if s.len() > 2 && is_special(s[1]) && s[2] == b'}' {
+            return (Some(&s[1..2]), 3);
+        }
+        for i in 1..s.len() {
+            if s[i] == b'}' {
+                if i == 1 {
+                    return (None, 2);
+                }
+                return (Some(&s[1..i]), i + 1);
+            }
+        }
+        return (None, 1);
+    }
+    if is_special(s[0]) {
+        return (Some(&s[0..1]), 1);
+    }
+    let n = s.iter().take_while(|b| is_alnum(**b)).count();
+    if n == 0 {
+        (None, 0)
+    } else {
+        (Some(&s[..n]), n)
+    }
+}
+
+/// [`expand_env_text`] with a custom lookup (for tests).
+pub fn expand_with(text: &str, lookup: impl Fn(&str) -> String) -> String {
+    let s = text.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(s.len());
+    let mut i = 0;
+    let mut j = 0;
+    while j < s.len() {
+        if s[j] == b'$' && j + 1 < s.len() {
+            out.extend_from_slice(&s[i..j]);
+            let (name, w) = shell_name(&s[j + 1..]);
+            match name {
+                None if w > 0 => {}
+                None => out.push(b'$'),
+                Some(n) => out.extend_from_slice(lookup(&String::from_utf8_lossy(n)).as_bytes()),
+            }
+            j += w;
+            i = j + 1;
+        }
+        j += 1;
+    }
+    out.extend_from_slice(&s[i.min(s.len())..]);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> String {
+        match name {
+            "FOO" => "foo".into(),
+            "B" => "bee".into(),
+            _ => String::new(),
+        }
+    }
+
+    #[test]
+    fn expands_like_go() {
+        assert_eq!(expand_with("a $FOO b", env), "a foo b");
+        assert_eq!(expand_with("${FOO}x", env), "foox");
+        assert_eq!(expand_with("$UNSET.", env), ".");
+        assert_eq!(expand_with("$$", env), "");
+        assert_eq!(expand_with("x${}y", env), "xy");
+        assert_eq!(expand_with("5$%", env), "5$%");
+        assert_eq!(expand_with("end$", env), "end$");
+        assert_eq!(expand_with("${FOO:-def}", env), "");
+        assert_eq!(expand_with("$B$FOO", env), "beefoo");
+        assert_eq!(expand_with("${", env), "");
+    }
+
+    #[test]
+    fn parses_full_config() {
+        let text = r#"
+addr: ":9090"
+access-key-id: AKID
+secret-access-key: SECRET
+logging:
+  level: debug
+  type: json
+dbs:
+  - path: /data/app.db
+    monitor-interval: 10ms
+    checkpoint-interval: 5
+    min-checkpoint-page-count: 10
+    replicas:
+      - url: s3://bkt.localhost:9000/app
+        sync-interval: 250ms
+        retention: 1h
+      - type: file
+        name: local
+        path: /backup/app
+        some-future-key: 1
+"#;
+        let c = Config::parse(text).expect("parse");
+        assert_eq!(c.addr.as_deref(), Some(":9090"));
+        let db = &c.dbs[0];
+        assert_eq!(
+            db.monitor_interval,
+            Some(GoDuration(Duration::from_millis(10)))
+        );
+        assert_eq!(
+            db.checkpoint_interval,
+            Some(GoDuration(Duration::from_nanos(5)))
+        );
+        let r0 = db.replicas[0].resolve().expect("resolve");
+        assert_eq!(r0.kind(), "s3");
+        assert_eq!(r0.bucket.as_deref(), Some("bkt"));
+        assert_eq!(r0.access_key_id.as_deref(), Some("AKID"));
+        assert_eq!(r0.force_path_style, Some(true));
+        let r1 = db.replicas[1].resolve().expect("resolve");
+        assert_eq!(r1.display_name(), "local");
+        assert_eq!(
+            c.unknown_keys(),
+            vec!["dbs[0].replicas[1].some-future-key".to_string()]
+        );
+    }
+
+    #[test]
+    fn rejects_bad_combinations() {
+        let r = ReplicaConfig {
+            url: Some("s3://b/p".into()),
+            path: Some("x".into()),
+            ..Default::default()
+        };
+        assert!(r
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("cannot specify url & path"));
+        let r = ReplicaConfig {
+            replica_type: Some("ftp".into()),
+            ..Default::default()
+        };
+        assert!(r
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("unknown replica type in config: \"ftp\""));
+        let r = ReplicaConfig {
+            path: Some("s3://b/p".into()),
+            ..Default::default()
+        };
+        assert!(r
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("please use the 'url' field"));
+    }
+}

@@ -1,0 +1,30 @@
+//! Litestream-compatible SQLite replication: the replica format, the [`ReplicaClient`] trait
+//! every backend implements, the replication engine and restore.
+//!
+//! # Overview
+//!
+//! * Format: [`Pos`] and [`Generation`] ([`pos`]), replica key names ([`layout`]), the LZ4
+//!   frame ([`lz4`]) and the SQLite WAL ([`wal`]), all byte-compatible with Litestream v0.3.13.
+//! * Storage: [`ReplicaClient`] ([`replica_client`]); backends live in their own crates
+//!   (`litestream-file`, `litestream-s3`, `litestream-abs`, `litestream-sftp`).
+//! * Restore: [`restore::restore`] rebuilds a database from a replica, byte-identical to
+//!   Litestream's, applying WAL frames directly with bounded memory and retries.
+//! * Configuration: [`config`] reads `litestream.yml`, [`url`] parses replica URLs.
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod error;
+pub mod layout;
+pub mod lz4;
+pub mod pos;
+pub mod replica_client;
+pub mod restore;
+pub mod retry;
+pub mod timefmt;
+pub mod url;
+pub mod wal;
+
+pub use error::{Error, Result};
+pub use pos::{Generation, Pos};
+pub use replica_client::{ByteStream, ReplicaClient, SnapshotInfo, WalSegmentInfo};
+pub use retry::RetryConfig;

@@ -1,0 +1,108 @@
+//! The [`ReplicaClient`] trait: the one surface every storage backend implements.
+
+use std::fmt::Debug;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use tokio::io::AsyncRead;
+
+use crate::error::Result;
+use crate::pos::{Generation, Pos};
+
+/// A stream of object bytes (LZ4 frames, passed through untouched).
+pub type ByteStream = Pin<Box<dyn AsyncRead + Send + 'static>>;
+
+/// A snapshot object as listed by a replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// Generation the snapshot belongs to.
+    pub generation: Generation,
+    /// WAL index the snapshot was taken at.
+    pub index: u32,
+    /// Stored (compressed) size in bytes.
+    pub size: u64,
+    /// Upload time as reported by the backend (file mtime, S3 `LastModified`, ...).
+    pub created_at: OffsetDateTime,
+}
+
+/// A WAL segment object as listed by a replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalSegmentInfo {
+    /// Generation the segment belongs to.
+    pub generation: Generation,
+    /// WAL index.
+    pub index: u32,
+    /// Byte offset of the segment's first byte inside that index's WAL.
+    pub offset: u64,
+    /// Stored (compressed) size in bytes.
+    pub size: u64,
+    /// Upload time as reported by the backend.
+    pub created_at: OffsetDateTime,
+}
+
+impl WalSegmentInfo {
+    /// The segment's start position.
+    pub fn pos(&self) -> Pos {
+        Pos::new(self.generation.clone(), self.index, self.offset)
+    }
+}
+
+/// Storage for one replica: generations of snapshots and WAL segments under a root.
+///
+/// # Contract
+///
+/// * Keys are exactly those of [`crate::layout`]; entries whose names do not parse are ignored
+///   by the listing methods.
+/// * [`generations`](Self::generations) returns names sorted ascending;
+///   [`snapshots`](Self::snapshots) sorted by index; [`wal_segments`](Self::wal_segments)
+///   sorted by (index, offset). A missing generation or an empty root lists as empty, not
+///   as an error.
+/// * Opening a missing object fails with an error for which
+///   [`Error::is_not_found`](crate::Error::is_not_found) is true.
+/// * Writes are atomic: a reader never sees a partly written object under its real name.
+///   Writing an existing key replaces it.
+/// * Deletes are idempotent: deleting something that does not exist succeeds.
+/// * Bytes are passed through untouched: the client never compresses or inspects payloads.
+/// * Errors that may go away on a repeat (throttling, 5xx, dropped connections) report
+///   [`Error::is_retryable`](crate::Error::is_retryable); the client itself need not retry.
+#[async_trait]
+pub trait ReplicaClient: Send + Sync + Debug {
+    /// The replica type: `file`, `s3`, `abs`, `sftp`. Used in logs, metrics and URL-mode names.
+    fn kind(&self) -> &'static str;
+
+    /// Every generation under the root, sorted.
+    async fn generations(&self) -> Result<Vec<Generation>>;
+
+    /// Every snapshot of `generation`, sorted by index.
+    async fn snapshots(&self, generation: &Generation) -> Result<Vec<SnapshotInfo>>;
+
+    /// Every WAL segment of `generation`, sorted by (index, offset).
+    async fn wal_segments(&self, generation: &Generation) -> Result<Vec<WalSegmentInfo>>;
+
+    /// Open the snapshot of `generation` at `index` for reading.
+    async fn open_snapshot(&self, generation: &Generation, index: u32) -> Result<ByteStream>;
+
+    /// Open the WAL segment starting at `pos` for reading.
+    async fn open_wal_segment(&self, pos: &Pos) -> Result<ByteStream>;
+
+    /// Store a snapshot (an LZ4 frame read from `data` until EOF).
+    async fn write_snapshot(
+        &self,
+        generation: &Generation,
+        index: u32,
+        data: ByteStream,
+    ) -> Result<SnapshotInfo>;
+
+    /// Store a WAL segment starting at `pos` (an LZ4 frame read from `data` until EOF).
+    async fn write_wal_segment(&self, pos: &Pos, data: ByteStream) -> Result<WalSegmentInfo>;
+
+    /// Delete the snapshot of `generation` at `index`.
+    async fn delete_snapshot(&self, generation: &Generation, index: u32) -> Result<()>;
+
+    /// Delete the WAL segments starting at each of `positions`.
+    async fn delete_wal_segments(&self, positions: &[Pos]) -> Result<()>;
+
+    /// Delete a whole generation with everything under it.
+    async fn delete_generation(&self, generation: &Generation) -> Result<()>;
+}

@@ -1,0 +1,1 @@
+//! Restore (placeholder while being written).

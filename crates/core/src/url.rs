@@ -1,0 +1,336 @@
+//! Replica URLs (`file://`, `s3://`, `gcs://`, `abs://`, `sftp://`) parsed into a
+//! [`ReplicaConfig`], exactly as Litestream v0.3.13 reads them, plus the `endpoint`, `region`
+//! and `forcePathStyle` query parameters Litestream v0.5 accepts.
+
+use crate::config::ReplicaConfig;
+use crate::error::{Error, Result};
+use crate::layout::clean;
+
+/// True if `s` looks like a replica URL (`^\w+://`), as Litestream decides between a
+/// database path and a URL.
+pub fn is_url(s: &str) -> bool {
+    match s.find("://") {
+        Some(i) if i > 0 => s[..i]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+        _ => false,
+    }
+}
+
+/// Parse a replica URL into a replica configuration (type, path and backend fields).
+pub fn parse_replica_url(s: &str) -> Result<ReplicaConfig> {
+    let bad =
+        |why: &str| Error::InvalidConfig(format!("invalid replica url {:?}: {why}", redact_url(s)));
+    if !s.contains("://") {
+        if s.contains(':') && !s.starts_with('/') {
+            return Err(bad("replica url scheme required"));
+        }
+        return Err(Error::InvalidConfig(
+            "replica url scheme required".to_string(),
+        ));
+    }
+    let u = url::Url::parse(s).map_err(|e| bad(&e.to_string()))?;
+    let scheme = u.scheme().to_string();
+    let mut rc = ReplicaConfig {
+        url: None,
+        ..Default::default()
+    };
+    if scheme == "file" {
+        // Litestream folds the host into the path: file://rel/x -> /rel/x.
+        let rest = &s["file://".len()..];
+        let rest = rest.split(['?', '#']).next().unwrap_or("");
+        let path = if rest.starts_with('/') {
+            rest.to_string()
+        } else {
+            format!("/{rest}")
+        };
+        let path = percent_decode(&path);
+        rc.replica_type = Some("file".into());
+        rc.path = Some(clean(&path));
+        return Ok(rc);
+    }
+    let host = match (u.host_str(), u.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        (None, _) => String::new(),
+    };
+    let raw_path = percent_decode(u.path());
+    let path = clean(&raw_path);
+    let stripped = path.trim_start_matches('/').to_string();
+    let stripped = if stripped == "." {
+        String::new()
+    } else {
+        stripped
+    };
+    match scheme.as_str() {
+        "s3" => {
+            if host.is_empty() {
+                return Err(bad("bucket required for s3 replica"));
+            }
+            let parsed = parse_s3_host(&host);
+            rc.replica_type = Some("s3".into());
+            rc.bucket = Some(parsed.bucket);
+            rc.region = parsed.region;
+            rc.endpoint = parsed.endpoint;
+            if parsed.force_path_style {
+                rc.force_path_style = Some(true);
+            }
+            rc.path = Some(stripped);
+            for (k, v) in u.query_pairs() {
+                match k.as_ref() {
+                    "endpoint" => rc.endpoint = Some(v.to_string()),
+                    "region" => rc.region = Some(v.to_string()),
+                    "forcePathStyle" | "force-path-style" => {
+                        rc.force_path_style = Some(matches!(v.as_ref(), "true" | "1" | "yes"))
+                    }
+                    "skipVerify" | "skip-verify" => {
+                        rc.skip_verify = Some(matches!(v.as_ref(), "true" | "1" | "yes"))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        "gcs" => {
+            rc.replica_type = Some("gcs".into());
+            rc.bucket = Some(host);
+            rc.path = Some(stripped);
+        }
+        "abs" => {
+            rc.replica_type = Some("abs".into());
+            if !u.username().is_empty() {
+                rc.account_name = Some(percent_decode(u.username()));
+            }
+            rc.bucket = Some(u.host_str().unwrap_or_default().to_string());
+            rc.path = Some(stripped);
+            for (k, v) in u.query_pairs() {
+                if k == "endpoint" {
+                    rc.endpoint = Some(v.to_string());
+                }
+            }
+        }
+        "sftp" => {
+            rc.replica_type = Some("sftp".into());
+            rc.host = Some(host);
+            if !u.username().is_empty() {
+                rc.user = Some(percent_decode(u.username()));
+            }
+            if let Some(p) = u.password() {
+                rc.password = Some(percent_decode(p));
+            }
+            // The sftp path keeps its leading slash (an absolute remote path).
+            rc.path = Some(if raw_path.is_empty() {
+                String::new()
+            } else {
+                path
+            });
+        }
+        other => {
+            return Err(Error::InvalidConfig(format!(
+                "unknown replica type in config: {other:?}"
+            )))
+        }
+    }
+    Ok(rc)
+}
+
+/// A URL with any password replaced by `xxxxx`, safe to log.
+pub fn redact_url(s: &str) -> String {
+    match url::Url::parse(s) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("xxxxx"));
+            u.to_string()
+        }
+        _ => s.to_string(),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What an S3 URL host says: bucket, and for provider hosts the region and endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Host {
+    /// Bucket name.
+    pub bucket: String,
+    /// Region, for provider hosts that carry one.
+    pub region: Option<String>,
+    /// Endpoint URL with scheme, for provider hosts.
+    pub endpoint: Option<String>,
+    /// Path-style addressing (every provider host; not plain AWS).
+    pub force_path_style: bool,
+}
+
+/// Split `BUCKET.provider.host[:port]` like Litestream's `s3.ParseHost`.
+pub fn parse_s3_host(s: &str) -> S3Host {
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p)),
+        _ => (s, None),
+    };
+    // `^(?:(.+)\.)?SUFFIX$` -> (bucket, captured middle)
+    fn strip<'a>(host: &'a str, suffix: &str) -> Option<&'a str> {
+        if host == suffix {
+            return Some("");
+        }
+        host.strip_suffix(suffix)?.strip_suffix('.')
+    }
+    // `^(?:(.+)\.)?PREFIX([^.]+)SUFFIX$`
+    fn strip_region<'a>(host: &'a str, prefix: &str, suffix: &str) -> Option<(&'a str, &'a str)> {
+        let body = host.strip_suffix(suffix)?;
+        let (head, region) = match body.rfind('.') {
+            Some(i) => (&body[..i], &body[i + 1..]),
+            None => ("", body),
+        };
+        if region.is_empty() {
+            return None;
+        }
+        let head = if prefix.is_empty() {
+            head
+        } else if head == prefix.trim_end_matches('.') {
+            ""
+        } else {
+            head.strip_suffix(prefix.trim_end_matches('.'))?
+                .strip_suffix('.')?
+        };
+        Some((head, region))
+    }
+    let mut scheme = "https";
+    let mut out = S3Host {
+        bucket: String::new(),
+        region: None,
+        endpoint: None,
+        force_path_style: true,
+    };
+    if let Some(b) = strip(host, "localhost") {
+        out.bucket = b.to_string();
+        out.region = Some("us-east-1".into());
+        scheme = "http";
+        out.endpoint = Some("localhost".into());
+    } else if let Some((b, r)) = strip_region(host, "s3.", ".backblazeb2.com") {
+        out.bucket = b.to_string();
+        out.region = Some(r.to_string());
+        out.endpoint = Some(format!("s3.{r}.backblazeb2.com"));
+    } else if let Some(b) = strip(host, "s3.filebase.com") {
+        out.bucket = b.to_string();
+        out.endpoint = Some("s3.filebase.com".into());
+    } else if let Some((b, r)) = strip_region(host, "", ".digitaloceanspaces.com") {
+        out.bucket = b.to_string();
+        out.region = Some(r.to_string());
+        out.endpoint = Some(format!("{r}.digitaloceanspaces.com"));
+    } else if let Some((b, r)) = strip_region(host, "s3.", ".scw.cloud") {
+        out.bucket = b.to_string();
+        out.region = Some(r.to_string());
+        out.endpoint = Some(format!("s3.{r}.scw.cloud"));
+    } else if let Some((b, r)) = strip_region(host, "", ".linodeobjects.com") {
+        out.bucket = b.to_string();
+        out.region = Some(r.to_string());
+        out.endpoint = Some(format!("{r}.linodeobjects.com"));
+    } else {
+        out.bucket = host.to_string();
+        out.force_path_style = false;
+    }
+    if let (Some(e), Some(p)) = (&out.endpoint, port) {
+        out.endpoint = Some(format!("{e}:{p}"));
+    }
+    if let Some(e) = &out.endpoint {
+        out.endpoint = Some(format!("{scheme}://{e}"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_urls_fold_host_into_path() {
+        let rc = parse_replica_url("file:///tmp/x").expect("url");
+        assert_eq!(rc.replica_type.as_deref(), Some("file"));
+        assert_eq!(rc.path.as_deref(), Some("/tmp/x"));
+        let rc = parse_replica_url("file://rel/x/").expect("url");
+        assert_eq!(rc.path.as_deref(), Some("/rel/x"));
+    }
+
+    #[test]
+    fn s3_provider_hosts() {
+        let h = parse_s3_host("mybucket.localhost:9000");
+        assert_eq!(h.bucket, "mybucket");
+        assert_eq!(h.endpoint.as_deref(), Some("http://localhost:9000"));
+        assert_eq!(h.region.as_deref(), Some("us-east-1"));
+        assert!(h.force_path_style);
+        let h = parse_s3_host("b.s3.us-west-002.backblazeb2.com");
+        assert_eq!(
+            (h.bucket.as_str(), h.region.as_deref()),
+            ("b", Some("us-west-002"))
+        );
+        assert_eq!(
+            h.endpoint.as_deref(),
+            Some("https://s3.us-west-002.backblazeb2.com")
+        );
+        let h = parse_s3_host("b.s3.filebase.com");
+        assert_eq!(h.endpoint.as_deref(), Some("https://s3.filebase.com"));
+        let h = parse_s3_host("b.nyc3.digitaloceanspaces.com");
+        assert_eq!(
+            (h.bucket.as_str(), h.region.as_deref()),
+            ("b", Some("nyc3"))
+        );
+        let h = parse_s3_host("b.s3.fr-par.scw.cloud");
+        assert_eq!(h.endpoint.as_deref(), Some("https://s3.fr-par.scw.cloud"));
+        let h = parse_s3_host("b.us-east-1.linodeobjects.com");
+        assert_eq!(
+            h.endpoint.as_deref(),
+            Some("https://us-east-1.linodeobjects.com")
+        );
+        let h = parse_s3_host("plain-bucket");
+        assert_eq!(h.bucket, "plain-bucket");
+        assert!(!h.force_path_style);
+        assert_eq!(h.endpoint, None);
+    }
+
+    #[test]
+    fn s3_urls_with_query_parameters() {
+        let rc = parse_replica_url("s3://bkt/app.sqlite?endpoint=http://127.0.0.1:9000&region=eu-west-1&forcePathStyle=true")
+            .expect("url");
+        assert_eq!(rc.bucket.as_deref(), Some("bkt"));
+        assert_eq!(rc.path.as_deref(), Some("app.sqlite"));
+        assert_eq!(rc.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(rc.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(rc.force_path_style, Some(true));
+    }
+
+    #[test]
+    fn abs_and_sftp_urls() {
+        let rc = parse_replica_url("abs://acct@container/db/path").expect("url");
+        assert_eq!(rc.account_name.as_deref(), Some("acct"));
+        assert_eq!(rc.bucket.as_deref(), Some("container"));
+        assert_eq!(rc.path.as_deref(), Some("db/path"));
+        let rc = parse_replica_url("sftp://u:p%40ss@host:2022/abs/dir").expect("url");
+        assert_eq!(rc.host.as_deref(), Some("host:2022"));
+        assert_eq!(rc.user.as_deref(), Some("u"));
+        assert_eq!(rc.password.as_deref(), Some("p@ss"));
+        assert_eq!(rc.path.as_deref(), Some("/abs/dir"));
+        assert!(!redact_url("sftp://u:secret@h/x").contains("secret"));
+    }
+
+    #[test]
+    fn bad_urls() {
+        assert!(is_url("s3://x"));
+        assert!(!is_url("/data/app.db"));
+        assert!(parse_replica_url("ftp://x/y").is_err());
+        assert!(parse_replica_url("s3://").is_err());
+    }
+}

@@ -1,0 +1,276 @@
+//! The `file` replica: a directory on a local (or mounted) file system, with the same layout
+//! as every other backend. Writes go to a temporary name, are fsynced, then renamed, so a
+//! reader never sees a partial object. Created-at times are file modification times.
+#![deny(missing_docs)]
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use litestream_core::layout;
+use litestream_core::{
+    ByteStream, Error, Generation, Pos, ReplicaClient, Result, SnapshotInfo, WalSegmentInfo,
+};
+use time::OffsetDateTime;
+use tokio::io::AsyncWriteExt;
+
+/// The replica type name.
+pub const TYPE: &str = "file";
+
+/// A replica stored in a local directory.
+#[derive(Debug, Clone)]
+pub struct FileClient {
+    root: PathBuf,
+}
+
+impl FileClient {
+    /// A client for the replica rooted at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        FileClient { root: root.into() }
+    }
+
+    /// The replica root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn root_str(&self) -> String {
+        self.root.to_string_lossy().into_owned()
+    }
+
+    fn io_err(path: &Path, e: io::Error) -> Error {
+        if e.kind() == io::ErrorKind::NotFound {
+            Error::not_found(path.display().to_string())
+        } else {
+            Error::io(path.display().to_string(), e)
+        }
+    }
+
+    async fn read_dir_names(dir: &Path, dirs: bool) -> Result<Vec<(String, std::fs::Metadata)>> {
+        let mut rd = match tokio::fs::read_dir(dir).await {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(dir.display().to_string(), e)),
+        };
+        let mut out = Vec::new();
+        loop {
+            let entry = match rd.next_entry().await {
+                Ok(Some(e)) => e,
+                Ok(None) => break,
+                Err(e) => return Err(Error::io(dir.display().to_string(), e)),
+            };
+            let meta = match entry.metadata().await {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(entry.path().display().to_string(), e)),
+            };
+            if meta.is_dir() != dirs {
+                continue;
+            }
+            out.push((entry.file_name().to_string_lossy().into_owned(), meta));
+        }
+        Ok(out)
+    }
+
+    async fn open(path: PathBuf) -> Result<ByteStream> {
+        let f = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| Self::io_err(&path, e))?;
+        Ok(Box::pin(tokio::io::BufReader::with_capacity(256 << 10, f)))
+    }
+
+    async fn write_atomic(path: &Path, mut data: ByteStream) -> Result<(u64, OffsetDateTime)> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| Error::io(dir.display().to_string(), e))?;
+        let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+        let result = async {
+            let mut f = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| Error::io(tmp.display().to_string(), e))?;
+            let n = tokio::io::copy(&mut data, &mut f)
+                .await
+                .map_err(|e| Error::io(tmp.display().to_string(), e))?;
+            f.flush()
+                .await
+                .map_err(|e| Error::io(tmp.display().to_string(), e))?;
+            f.sync_all()
+                .await
+                .map_err(|e| Error::io(tmp.display().to_string(), e))?;
+            drop(f);
+            tokio::fs::rename(&tmp, path)
+                .await
+                .map_err(|e| Error::io(path.display().to_string(), e))?;
+            let meta = tokio::fs::metadata(path)
+                .await
+                .map_err(|e| Error::io(path.display().to_string(), e))?;
+            Ok::<_, Error>((n, mtime(&meta)))
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+
+    async fn remove(path: &Path) -> Result<()> {
+        match tokio::fs::remove_file(path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(path.display().to_string(), e)),
+        }
+    }
+}
+
+fn mtime(meta: &std::fs::Metadata) -> OffsetDateTime {
+    meta.modified()
+        .map(OffsetDateTime::from)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+#[async_trait]
+impl ReplicaClient for FileClient {
+    fn kind(&self) -> &'static str {
+        TYPE
+    }
+
+    async fn generations(&self) -> Result<Vec<Generation>> {
+        let dir = PathBuf::from(layout::generations_dir(&self.root_str()));
+        let mut gens: Vec<Generation> = Self::read_dir_names(&dir, true)
+            .await?
+            .into_iter()
+            .filter_map(|(name, _)| Generation::parse(&name))
+            .collect();
+        gens.sort();
+        Ok(gens)
+    }
+
+    async fn snapshots(&self, generation: &Generation) -> Result<Vec<SnapshotInfo>> {
+        let dir = PathBuf::from(layout::snapshots_dir(&self.root_str(), generation));
+        let mut out: Vec<SnapshotInfo> = Self::read_dir_names(&dir, false)
+            .await?
+            .into_iter()
+            .filter_map(|(name, meta)| {
+                let index = layout::parse_snapshot_name(&name)?;
+                Some(SnapshotInfo {
+                    generation: generation.clone(),
+                    index,
+                    size: meta.len(),
+                    created_at: mtime(&meta),
+                })
+            })
+            .collect();
+        out.sort_by_key(|s| s.index);
+        Ok(out)
+    }
+
+    async fn wal_segments(&self, generation: &Generation) -> Result<Vec<WalSegmentInfo>> {
+        let dir = PathBuf::from(layout::wal_dir(&self.root_str(), generation));
+        let mut out: Vec<WalSegmentInfo> = Self::read_dir_names(&dir, false)
+            .await?
+            .into_iter()
+            .filter_map(|(name, meta)| {
+                let (index, offset) = layout::parse_wal_segment_name(&name)?;
+                Some(WalSegmentInfo {
+                    generation: generation.clone(),
+                    index,
+                    offset,
+                    size: meta.len(),
+                    created_at: mtime(&meta),
+                })
+            })
+            .collect();
+        out.sort_by_key(|s| (s.index, s.offset));
+        Ok(out)
+    }
+
+    async fn open_snapshot(&self, generation: &Generation, index: u32) -> Result<ByteStream> {
+        Self::open(PathBuf::from(layout::snapshot_path(
+            &self.root_str(),
+            generation,
+            index,
+        )))
+        .await
+    }
+
+    async fn open_wal_segment(&self, pos: &Pos) -> Result<ByteStream> {
+        Self::open(PathBuf::from(layout::wal_segment_path(
+            &self.root_str(),
+            &pos.generation,
+            pos.index,
+            pos.offset,
+        )))
+        .await
+    }
+
+    async fn write_snapshot(
+        &self,
+        generation: &Generation,
+        index: u32,
+        data: ByteStream,
+    ) -> Result<SnapshotInfo> {
+        let path = PathBuf::from(layout::snapshot_path(&self.root_str(), generation, index));
+        let (size, created_at) = Self::write_atomic(&path, data).await?;
+        Ok(SnapshotInfo {
+            generation: generation.clone(),
+            index,
+            size,
+            created_at,
+        })
+    }
+
+    async fn write_wal_segment(&self, pos: &Pos, data: ByteStream) -> Result<WalSegmentInfo> {
+        if !layout::offset_fits_name(pos.offset) {
+            return Err(Error::InvalidArgument(format!(
+                "wal offset {} of {pos} does not fit an 8-digit segment name",
+                pos.offset
+            )));
+        }
+        let path = PathBuf::from(layout::wal_segment_path(
+            &self.root_str(),
+            &pos.generation,
+            pos.index,
+            pos.offset,
+        ));
+        let (size, created_at) = Self::write_atomic(&path, data).await?;
+        Ok(WalSegmentInfo {
+            generation: pos.generation.clone(),
+            index: pos.index,
+            offset: pos.offset,
+            size,
+            created_at,
+        })
+    }
+
+    async fn delete_snapshot(&self, generation: &Generation, index: u32) -> Result<()> {
+        Self::remove(Path::new(&layout::snapshot_path(
+            &self.root_str(),
+            generation,
+            index,
+        )))
+        .await
+    }
+
+    async fn delete_wal_segments(&self, positions: &[Pos]) -> Result<()> {
+        for pos in positions {
+            Self::remove(Path::new(&layout::wal_segment_path(
+                &self.root_str(),
+                &pos.generation,
+                pos.index,
+                pos.offset,
+            )))
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_generation(&self, generation: &Generation) -> Result<()> {
+        let dir = PathBuf::from(layout::generation_dir(&self.root_str(), generation));
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(dir.display().to_string(), e)),
+        }
+    }
+}

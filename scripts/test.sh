@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# scripts/test.sh - THE project test command (also what CI runs via .ci/run).
+#
+#   1. installs the real Litestream binaries v0.3.13 and v0.5.17 (scripts/install-litestream.sh)
+#   2. starts local S3 (moto), Azure Blob (Azurite) and SFTP (sshd) test servers
+#      (scripts/test-servers/start.sh) and exports their env (TEST_S3_*, TEST_ABS_*, TEST_SFTP_*)
+#   3. exports LITESTREAM_V0313_BIN / LITESTREAM_V0517_BIN (absolute paths of the real binaries)
+#   4. runs `cargo test --workspace --all-features --locked "$@"` (extra args go to cargo test,
+#      e.g. `bash scripts/test.sh -p litestream --test fixtures_interop -- --nocapture`)
+#   5. stops the test servers (always, via trap) and exits with cargo's exit status.
+#
+# Env knobs: SKIP_TEST_SERVERS=1 (don't start/stop the servers), TEST_SERVERS_DIR, plus those of
+# scripts/test-servers/start.sh. Timings are printed to stderr.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+exec </dev/null                       # never wait for input (CI has no stdin)
+export DEBIAN_FRONTEND=noninteractive PIP_NO_INPUT=1 PIP_ROOT_USER_ACTION=ignore
+export npm_config_yes=true npm_config_update_notifier=false npm_config_fund=false
+
+T0=$(date +%s.%N)
+log() { echo "[test.sh] $*" >&2; }
+since() { awk -v s="$1" -v e="$(date +%s.%N)" 'BEGIN{printf "%.1fs", e-s}'; }
+
+# cargo may not be on PATH in a non-login shell
+if ! command -v cargo >/dev/null 2>&1; then
+  # shellcheck disable=SC1091
+  [ -f "${CARGO_HOME:-$HOME/.cargo}/env" ] && . "${CARGO_HOME:-$HOME/.cargo}/env"
+fi
+command -v cargo >/dev/null 2>&1 || { log "ERROR: cargo not found"; exit 1; }
+
+# --- 1. real litestream binaries ---------------------------------------------------------------
+t=$(date +%s.%N)
+LS_ENV=$(bash "$ROOT/scripts/install-litestream.sh") || { log "ERROR: install-litestream.sh failed"; exit 1; }
+eval "$LS_ENV"
+export LITESTREAM_V0313_BIN LITESTREAM_V0517_BIN
+[ -x "$LITESTREAM_V0313_BIN" ] && [ -x "$LITESTREAM_V0517_BIN" ] || { log "ERROR: litestream binaries missing"; exit 1; }
+log "litestream binaries ready ($(since "$t")): $LITESTREAM_V0313_BIN, $LITESTREAM_V0517_BIN"
+
+# --- 2. test servers ---------------------------------------------------------------------------
+SERVERS_STARTED=0
+cleanup() {
+  local rc=$?
+  if [ "$SERVERS_STARTED" = 1 ]; then
+    local t; t=$(date +%s.%N)
+    bash "$ROOT/scripts/test-servers/stop.sh" || log "WARNING: stopping the test servers failed"
+    log "test servers stopped ($(since "$t"))"
+  fi
+  log "total $(since "$T0"), exit $rc"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if [ "${SKIP_TEST_SERVERS:-0}" != 1 ]; then
+  t=$(date +%s.%N)
+  SERVERS_STARTED=1   # stop whatever got started, even if start.sh fails half-way
+  SRV_ENV=$(bash "$ROOT/scripts/test-servers/start.sh") || { log "ERROR: starting the test servers failed"; exit 1; }
+  eval "$SRV_ENV"
+  log "test servers ready ($(since "$t"))"
+else
+  log "SKIP_TEST_SERVERS=1: not starting test servers"
+fi
+
+# litestream >= 0.5 (aws-sdk-go-v2) fails on every S3 call when AWS_CA_BUNDLE is set
+unset AWS_CA_BUNDLE
+export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
+
+# --- 3. cargo test -----------------------------------------------------------------------------
+t=$(date +%s.%N)
+log "running: cargo test --workspace --all-features --locked $*"
+set +e
+cargo test --workspace --all-features --locked "$@" 2>&1
+rc=$?
+set -e
+log "cargo test finished with exit $rc ($(since "$t"))"
+exit "$rc"
