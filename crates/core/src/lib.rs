@@ -13,9 +13,11 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod layout;
 pub mod lz4;
+pub mod metrics;
 pub mod pos;
 pub mod replica_client;
 pub mod restore;

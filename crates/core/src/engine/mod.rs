@@ -1,0 +1,2 @@
+//! The replication engine (being written): tail the WAL, keep the shadow WAL, checkpoint,
+//! ship segments and snapshots, enforce retention.
