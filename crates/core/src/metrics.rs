@@ -73,6 +73,12 @@ mod tests {
             .find(|(t, o, _)| *t == "test-metrics" && *o == Operation::Put)
             .map(|(_, _, c)| c)
             .expect("counter");
-        assert_eq!(c, OperationCount { total: 2, bytes: 15 });
+        assert_eq!(
+            c,
+            OperationCount {
+                total: 2,
+                bytes: 15
+            }
+        );
     }
 }

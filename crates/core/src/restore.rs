@@ -1,1 +1,790 @@
-//! Restore (placeholder while being written).
+//! Restore: choose a generation, snapshot and WAL range exactly as Litestream v0.3.13 does, then
+//! rebuild the database by applying WAL frames straight into the output file.
+//!
+//! The result is byte-identical to Litestream's (which replays each index through SQLite's
+//! `wal_checkpoint(TRUNCATE)`): per index, every frame is written in order at its page's
+//! offset and the file is then cut to the database size of the index's last commit, which is
+//! what a checkpoint does. Unlike Litestream, every frame's salt and checksum chain is checked
+//! and any damage is an error that names the object, segments must be contiguous, objects are
+//! downloaded with bounded parallelism and retried with backoff, memory is bounded by the
+//! parallelism (not the number of segments), and the output appears atomically (temporary
+//! file beside it, fsync, link/rename) or not at all, with no `-wal`/`-shm` left behind.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use time::OffsetDateTime;
+use tokio::io::AsyncReadExt;
+use tokio::runtime::Handle;
+use tokio_util::io::SyncIoBridge;
+
+use crate::error::{Error, Result};
+use crate::lz4::Lz4FrameReader;
+use crate::pos::{Generation, Pos};
+use crate::replica_client::{ReplicaClient, SnapshotInfo, WalSegmentInfo};
+use crate::retry::RetryConfig;
+use crate::wal::{db_page_size, FrameValidator, WalHeader, WAL_HEADER_SIZE};
+
+/// Default number of concurrent downloads (`-parallelism`).
+pub const DEFAULT_PARALLELISM: usize = 8;
+
+/// Objects up to this size are downloaded ahead of the applier into memory; larger ones are
+/// streamed when their turn comes. Bounds memory at about `parallelism * 2 * PREFETCH_MAX`.
+pub const PREFETCH_MAX: u64 = 1 << 20;
+
+/// What to restore and where.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// Output database path; must not exist.
+    pub output: PathBuf,
+    /// Restrict to this generation.
+    pub generation: Option<Generation>,
+    /// Restore up to and including this WAL index.
+    pub index: Option<u32>,
+    /// Restore to the state at this time (upload times).
+    pub timestamp: Option<OffsetDateTime>,
+    /// Concurrent downloads (at least 1).
+    pub parallelism: usize,
+    /// Retry policy for every download.
+    pub retry: RetryConfig,
+}
+
+impl RestoreOptions {
+    /// Options with Litestream's defaults for `output`.
+    pub fn new(output: impl Into<PathBuf>) -> Self {
+        RestoreOptions {
+            output: output.into(),
+            generation: None,
+            index: None,
+            timestamp: None,
+            parallelism: DEFAULT_PARALLELISM,
+            retry: RetryConfig::default(),
+        }
+    }
+}
+
+/// A generation with its snapshots and WAL segments, as listed once.
+#[derive(Debug, Clone)]
+pub struct GenerationListing {
+    /// The generation.
+    pub generation: Generation,
+    /// Its snapshots, by index.
+    pub snapshots: Vec<SnapshotInfo>,
+    /// Its WAL segments, by (index, offset).
+    pub wal: Vec<WalSegmentInfo>,
+}
+
+impl GenerationListing {
+    /// List `generation` on `client` (one snapshot listing and one WAL listing).
+    pub async fn fetch(client: &dyn ReplicaClient, generation: &Generation) -> Result<Self> {
+        let (snapshots, wal) = futures::try_join!(
+            client.snapshots(generation),
+            client.wal_segments(generation)
+        )?;
+        Ok(GenerationListing {
+            generation: generation.clone(),
+            snapshots,
+            wal,
+        })
+    }
+
+    /// Earliest created-at time over snapshots and segments.
+    pub fn created_at(&self) -> Option<OffsetDateTime> {
+        self.times().min()
+    }
+
+    /// Latest created-at time over snapshots and segments.
+    pub fn updated_at(&self) -> Option<OffsetDateTime> {
+        self.times().max()
+    }
+
+    fn times(&self) -> impl Iterator<Item = OffsetDateTime> + '_ {
+        self.snapshots
+            .iter()
+            .map(|s| s.created_at)
+            .chain(self.wal.iter().map(|w| w.created_at))
+    }
+
+    /// Highest index present in the generation (snapshots or segments).
+    pub fn newest_index(&self) -> Option<u32> {
+        self.snapshots
+            .iter()
+            .map(|s| s.index)
+            .chain(self.wal.iter().map(|w| w.index))
+            .max()
+    }
+}
+
+/// List every generation of `client` (optionally only `only`), with its contents.
+pub async fn list_generations(
+    client: &dyn ReplicaClient,
+    only: Option<&Generation>,
+) -> Result<Vec<GenerationListing>> {
+    let mut out = Vec::new();
+    for generation in client.generations().await? {
+        if only.is_some_and(|g| *g != generation) {
+            continue;
+        }
+        out.push(GenerationListing::fetch(client, &generation).await?);
+    }
+    Ok(out)
+}
+
+/// Pick the generation to restore from listings of one replica (spec 6.1): the one with the
+/// latest update, among those whose time span contains `timestamp` if given.
+pub fn choose_generation(
+    listings: Vec<GenerationListing>,
+    timestamp: Option<OffsetDateTime>,
+) -> Option<GenerationListing> {
+    let mut best: Option<(OffsetDateTime, GenerationListing)> = None;
+    for l in listings {
+        let (Some(created), Some(updated)) = (l.created_at(), l.updated_at()) else {
+            continue;
+        };
+        if let Some(ts) = timestamp {
+            if ts < created || ts > updated {
+                continue;
+            }
+        }
+        if best.as_ref().is_none_or(|(t, _)| updated > *t) {
+            best = Some((updated, l));
+        }
+    }
+    best.map(|(_, l)| l)
+}
+
+/// Find what to restore on `client` for `opts` (generation filter and timestamp).
+pub async fn find_target(
+    client: &dyn ReplicaClient,
+    opts: &RestoreOptions,
+) -> Result<Option<GenerationListing>> {
+    let listings = list_generations(client, opts.generation.as_ref()).await?;
+    Ok(choose_generation(listings, opts.timestamp))
+}
+
+/// The snapshot and WAL segments a restore will use.
+#[derive(Debug, Clone)]
+pub struct RestorePlan {
+    /// The generation.
+    pub generation: Generation,
+    /// The snapshot to start from.
+    pub snapshot: SnapshotInfo,
+    /// Segments to apply, in order, for indexes from the snapshot's to the last one.
+    pub segments: Vec<WalSegmentInfo>,
+}
+
+impl RestorePlan {
+    /// Highest WAL index the plan applies (the snapshot's index when there is no WAL).
+    pub fn max_index(&self) -> u32 {
+        self.segments
+            .last()
+            .map_or(self.snapshot.index, |s| s.index)
+    }
+}
+
+/// Choose snapshot and segments from a listing (spec 6.3 and 6.4), with v0.3.13's bugs fixed:
+/// an index beyond the newest is an error, and a WAL range that ends below the snapshot is
+/// a snapshot-only restore instead of a panic.
+pub fn plan(
+    listing: &GenerationListing,
+    index: Option<u32>,
+    timestamp: Option<OffsetDateTime>,
+) -> Result<RestorePlan> {
+    let generation = &listing.generation;
+    if index.is_some() && timestamp.is_some() {
+        return Err(Error::InvalidArgument(
+            "cannot specify index & timestamp to restore".into(),
+        ));
+    }
+    let snapshot = if let Some(n) = index {
+        if let Some(newest) = listing.newest_index() {
+            if n > newest {
+                return Err(Error::InvalidArgument(format!(
+                    "unable to locate index {n:08x} in generation {generation}: newest index is {newest:08x}"
+                )));
+            }
+        }
+        listing
+            .snapshots
+            .iter()
+            .filter(|s| s.index <= n)
+            .next_back()
+            .cloned()
+            .ok_or_else(|| Error::NoSnapshots {
+                generation: generation.to_string(),
+            })?
+    } else {
+        let mut best: Option<&SnapshotInfo> = None;
+        for s in &listing.snapshots {
+            if timestamp.is_some_and(|ts| s.created_at > ts) {
+                continue;
+            }
+            if best.is_none_or(|b| s.created_at > b.created_at) {
+                best = Some(s);
+            }
+        }
+        best.cloned().ok_or_else(|| Error::NoSnapshots {
+            generation: generation.to_string(),
+        })?
+    };
+
+    let mut by_index: BTreeMap<u32, Vec<&WalSegmentInfo>> = BTreeMap::new();
+    for seg in &listing.wal {
+        if timestamp.is_some_and(|ts| seg.created_at > ts) || index.is_some_and(|n| seg.index > n) {
+            break;
+        }
+        by_index.entry(seg.index).or_default().push(seg);
+    }
+    let mut segments = Vec::new();
+    if let Some(&max) = by_index.keys().next_back() {
+        for i in snapshot.index..=max {
+            let Some(segs) = by_index.get(&i) else {
+                return Err(Error::corrupt(
+                    format!("generation {generation}"),
+                    format!("missing WAL index: {generation}/{i:08x}"),
+                ));
+            };
+            if segs[0].offset != 0 {
+                return Err(Error::corrupt(
+                    format!("generation {generation}"),
+                    format!(
+                        "missing initial wal segment: generation={generation} index={i:08x} offset={}",
+                        segs[0].offset
+                    ),
+                ));
+            }
+            for pair in segs.windows(2) {
+                if pair[1].offset <= pair[0].offset {
+                    return Err(Error::corrupt(
+                        format!("generation {generation}"),
+                        format!("wal segments out of order: {}", pair[1].pos()),
+                    ));
+                }
+            }
+            segments.extend(segs.iter().map(|s| (*s).clone()));
+        }
+    }
+    Ok(RestorePlan {
+        generation: generation.clone(),
+        snapshot,
+        segments,
+    })
+}
+
+/// What a restore did.
+#[derive(Debug, Clone)]
+pub struct RestoreOutcome {
+    /// Generation restored.
+    pub generation: Generation,
+    /// Index of the snapshot used.
+    pub snapshot_index: u32,
+    /// Highest WAL index applied.
+    pub max_index: u32,
+    /// Number of WAL segments applied.
+    pub segments: usize,
+    /// Size of the restored database.
+    pub db_size: u64,
+}
+
+/// Restore the best generation of `client` (per `opts`) into `opts.output`.
+pub async fn restore(
+    client: Arc<dyn ReplicaClient>,
+    opts: &RestoreOptions,
+) -> Result<RestoreOutcome> {
+    let listing = find_target(client.as_ref(), opts)
+        .await?
+        .ok_or(Error::NoMatchingBackups)?;
+    restore_listing(client, &listing, opts).await
+}
+
+/// Restore from an already chosen generation listing.
+pub async fn restore_listing(
+    client: Arc<dyn ReplicaClient>,
+    listing: &GenerationListing,
+    opts: &RestoreOptions,
+) -> Result<RestoreOutcome> {
+    let plan = plan(listing, opts.index, opts.timestamp)?;
+    execute(client, plan, opts).await
+}
+
+/// Path of an object for error messages.
+fn snapshot_name(g: &Generation, index: u32) -> String {
+    format!("snapshot {}", crate::layout::snapshot_path("", g, index))
+}
+
+fn segment_name(s: &WalSegmentInfo) -> String {
+    format!(
+        "wal segment {}",
+        crate::layout::wal_segment_path("", &s.generation, s.index, s.offset)
+    )
+}
+
+/// Removes the temporary output unless disarmed.
+struct TempGuard {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Run a plan: snapshot into a temporary file, apply segments, then move it into place.
+pub async fn execute(
+    client: Arc<dyn ReplicaClient>,
+    plan: RestorePlan,
+    opts: &RestoreOptions,
+) -> Result<RestoreOutcome> {
+    let output = opts.output.clone();
+    let out_str = output.display().to_string();
+    if output.symlink_metadata().is_ok() {
+        return Err(Error::InvalidArgument(format!(
+            "cannot restore, output path already exists: {out_str}"
+        )));
+    }
+    let dir = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| Error::io(dir.display().to_string(), e))?;
+    let tmp = PathBuf::from(format!("{}.{:08x}.tmp", out_str, rand::random::<u32>()));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| Error::io(tmp.display().to_string(), e))?;
+    let mut guard = TempGuard {
+        path: tmp.clone(),
+        armed: true,
+    };
+    let started = Instant::now();
+    let parallelism = opts.parallelism.max(1);
+    let retry = opts.retry;
+    let handle = Handle::current();
+
+    tracing::info!(
+        generation = %plan.generation,
+        index = plan.snapshot.index,
+        path = %tmp.display(),
+        "restoring snapshot"
+    );
+    if !plan.segments.is_empty() {
+        tracing::info!(
+            generation = %plan.generation,
+            index_min = plan.snapshot.index,
+            index_max = plan.max_index(),
+            segments = plan.segments.len(),
+            "restoring wal files"
+        );
+    }
+
+    // Prefetch small segments with bounded concurrency, in order, into a bounded channel.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Fetched>>(parallelism);
+    let fetch_client = client.clone();
+    let segments = plan.segments.clone();
+    let prefetch = tokio::spawn(async move {
+        let mut stream = futures::stream::iter(segments)
+            .map(|seg| {
+                let client = fetch_client.clone();
+                async move { fetch_segment(client.as_ref(), seg, retry).await }
+            })
+            .buffered(parallelism);
+        while let Some(item) = stream.next().await {
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+
+    let apply_client = client.clone();
+    let snapshot = plan.snapshot.clone();
+    let generation = plan.generation.clone();
+    let n_segments = plan.segments.len();
+    let applied = tokio::task::spawn_blocking(move || -> Result<u64> {
+        // Snapshot.
+        let snap_name = snapshot_name(&generation, snapshot.index);
+        {
+            let g = generation.clone();
+            let c = apply_client.clone();
+            let h = handle.clone();
+            let idx = snapshot.index;
+            let reader = ReopeningReader::new(snap_name.clone(), retry, move || {
+                let stream = h.block_on(c.open_snapshot(&g, idx))?;
+                Ok(Box::new(SyncIoBridge::new_with_handle(stream, h.clone()))
+                    as Box<dyn Read + Send>)
+            });
+            let mut lz = Lz4FrameReader::new(reader);
+            let mut w = BufWriter::with_capacity(1 << 20, &file);
+            io::copy(&mut lz, &mut w).map_err(|e| read_error(&snap_name, e))?;
+            w.flush().map_err(|e| Error::io("restored database", e))?;
+        }
+        let mut header = [0u8; 100];
+        file.read_exact_at(&mut header, 0)
+            .map_err(|e| Error::corrupt(&snap_name, format!("snapshot is not a database: {e}")))?;
+        let page_size = db_page_size(&header).map_err(|_| {
+            Error::corrupt(&snap_name, "snapshot does not start with a SQLite header")
+        })?;
+        let mut applier = Applier::new(&file, page_size);
+        for _ in 0..n_segments {
+            let item = rx.blocking_recv().ok_or_else(|| Error::Cancelled)??;
+            match item {
+                Fetched::Data(seg, bytes) => {
+                    applier.apply(&seg, Lz4FrameReader::new(bytes.as_slice()))?;
+                }
+                Fetched::Stream(seg) => {
+                    let c = apply_client.clone();
+                    let h = handle.clone();
+                    let pos = seg.pos();
+                    let reader = ReopeningReader::new(segment_name(&seg), retry, move || {
+                        let stream = h.block_on(c.open_wal_segment(&pos))?;
+                        Ok(Box::new(SyncIoBridge::new_with_handle(stream, h.clone()))
+                            as Box<dyn Read + Send>)
+                    });
+                    applier.apply(&seg, Lz4FrameReader::new(reader))?;
+                }
+            }
+        }
+        applier.finish_index()?;
+        file.sync_all()
+            .map_err(|e| Error::io("restored database", e))?;
+        file.metadata()
+            .map(|m| m.len())
+            .map_err(|e| Error::io("restored database", e))
+    })
+    .await;
+    prefetch.abort();
+    let db_size = match applied {
+        Ok(r) => r?,
+        Err(e) => {
+            return Err(Error::io(
+                tmp.display().to_string(),
+                io::Error::other(format!("restore task failed: {e}")),
+            ))
+        }
+    };
+
+    tracing::info!(path = %out_str, "renaming database from temporary location");
+    publish(&tmp, &output)?;
+    guard.armed = false;
+    if let Ok(d) = File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    tracing::info!(
+        generation = %plan.generation,
+        elapsed = ?started.elapsed(),
+        "restore complete"
+    );
+    Ok(RestoreOutcome {
+        generation: plan.generation,
+        snapshot_index: plan.snapshot.index,
+        max_index: plan
+            .segments
+            .last()
+            .map_or(plan.snapshot.index, |s| s.index),
+        segments: n_segments,
+        db_size,
+    })
+}
+
+/// Move the finished temporary file to `output` without replacing anything created there
+/// in the meantime.
+fn publish(tmp: &Path, output: &Path) -> Result<()> {
+    match std::fs::hard_link(tmp, output) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(tmp);
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::InvalidArgument(format!(
+            "cannot restore, output path already exists: {}",
+            output.display()
+        ))),
+        Err(_) => {
+            std::fs::rename(tmp, output).map_err(|e| Error::io(output.display().to_string(), e))
+        }
+    }
+}
+
+fn read_error(object: &str, e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::InvalidData {
+        return Error::corrupt(object, e.to_string());
+    }
+    match e.into_inner() {
+        Some(inner) => match inner.downcast::<Error>() {
+            Ok(core) => *core,
+            Err(other) => Error::io(object, io::Error::other(other)),
+        },
+        None => Error::io(object, io::Error::other("read failed")),
+    }
+}
+
+enum Fetched {
+    Data(WalSegmentInfo, Vec<u8>),
+    Stream(WalSegmentInfo),
+}
+
+async fn fetch_segment(
+    client: &dyn ReplicaClient,
+    seg: WalSegmentInfo,
+    retry: RetryConfig,
+) -> Result<Fetched> {
+    if seg.size > PREFETCH_MAX {
+        return Ok(Fetched::Stream(seg));
+    }
+    let name = segment_name(&seg);
+    let pos: Pos = seg.pos();
+    let bytes = retry
+        .run(&name, || async {
+            let mut stream = client.open_wal_segment(&pos).await?;
+            let mut buf = Vec::with_capacity(seg.size as usize);
+            stream
+                .read_to_end(&mut buf)
+                .await
+                .map_err(|e| Error::Backend {
+                    kind: client.kind(),
+                    message: format!("reading {name}: {e}"),
+                    retryable: true,
+                    source: Some(Box::new(e)),
+                })?;
+            Ok(buf)
+        })
+        .await?;
+    Ok(Fetched::Data(seg, bytes))
+}
+
+/// A reader that reopens its object after a failed read and skips what it already delivered.
+struct ReopeningReader<F> {
+    what: String,
+    open: F,
+    inner: Option<Box<dyn Read + Send>>,
+    consumed: u64,
+    attempt: u32,
+    retry: RetryConfig,
+}
+
+impl<F: FnMut() -> Result<Box<dyn Read + Send>>> ReopeningReader<F> {
+    fn new(what: String, retry: RetryConfig, open: F) -> Self {
+        ReopeningReader {
+            what,
+            open,
+            inner: None,
+            consumed: 0,
+            attempt: 1,
+            retry,
+        }
+    }
+
+    fn backoff(&mut self, err: &dyn std::fmt::Display) -> bool {
+        if self.attempt >= self.retry.max_attempts.max(1) {
+            return false;
+        }
+        let delay = self.retry.backoff(self.attempt);
+        tracing::warn!(what = %self.what, attempt = self.attempt, error = %err, ?delay, "retrying read");
+        std::thread::sleep(delay);
+        self.attempt += 1;
+        true
+    }
+}
+
+impl<F: FnMut() -> Result<Box<dyn Read + Send>>> Read for ReopeningReader<F> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.inner.is_none() {
+                match (self.open)() {
+                    Ok(mut r) => {
+                        let skipped = io::copy(&mut (&mut r).take(self.consumed), &mut io::sink());
+                        match skipped {
+                            Ok(n) if n == self.consumed => self.inner = Some(r),
+                            Ok(_) => {
+                                return Err(io::Error::new(
+                                    io::ErrorKind::InvalidData,
+                                    "object became shorter between attempts",
+                                ))
+                            }
+                            Err(e) => {
+                                if !self.backoff(&e) {
+                                    return Err(e);
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        if !(e.is_retryable() && self.backoff(&e)) {
+                            return Err(io::Error::other(e));
+                        }
+                    }
+                }
+                continue;
+            }
+            let Some(inner) = self.inner.as_mut() else {
+                continue;
+            };
+            match inner.read(buf) {
+                Ok(n) => {
+                    self.consumed += n as u64;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.inner = None;
+                    if !self.backoff(&e) {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Applies WAL segments of consecutive indexes to the database file.
+struct Applier<'f> {
+    file: &'f File,
+    page_size: u32,
+    index: Option<u32>,
+    validator: Option<FrameValidator>,
+    next_offset: u64,
+    last_commit: Option<u32>,
+    frame: Vec<u8>,
+}
+
+impl<'f> Applier<'f> {
+    fn new(file: &'f File, page_size: u32) -> Self {
+        Applier {
+            file,
+            page_size,
+            index: None,
+            validator: None,
+            next_offset: 0,
+            last_commit: None,
+            frame: Vec::new(),
+        }
+    }
+
+    /// End of an index: cut the file to the size its last commit recorded, as a checkpoint does.
+    fn finish_index(&mut self) -> Result<()> {
+        if let Some(pages) = self.last_commit.take() {
+            let size = u64::from(pages) * u64::from(self.page_size);
+            self.file
+                .set_len(size)
+                .map_err(|e| Error::io("restored database", e))?;
+        }
+        self.validator = None;
+        self.next_offset = 0;
+        Ok(())
+    }
+
+    fn apply(&mut self, seg: &WalSegmentInfo, mut reader: impl Read) -> Result<()> {
+        let name = segment_name(seg);
+        if self.index != Some(seg.index) {
+            self.finish_index()?;
+            self.index = Some(seg.index);
+        }
+        if seg.offset != self.next_offset {
+            return Err(Error::corrupt(
+                &name,
+                format!(
+                    "wal segment gap: segment starts at offset {} but the previous one ends at {}",
+                    seg.offset, self.next_offset
+                ),
+            ));
+        }
+        if seg.offset == 0 {
+            let mut hdr = [0u8; WAL_HEADER_SIZE];
+            read_exact_or_corrupt(
+                &mut reader,
+                &mut hdr,
+                &name,
+                "segment is shorter than a wal header",
+            )?;
+            let header = WalHeader::parse(&hdr).map_err(|r| Error::corrupt(&name, r))?;
+            if header.page_size != self.page_size {
+                return Err(Error::corrupt(
+                    &name,
+                    format!(
+                        "wal page size {} does not match the database page size {}",
+                        header.page_size, self.page_size
+                    ),
+                ));
+            }
+            self.validator = Some(FrameValidator::new(header));
+            self.next_offset = WAL_HEADER_SIZE as u64;
+        }
+        let Some(validator) = self.validator.as_mut() else {
+            return Err(Error::corrupt(
+                &name,
+                "segment without a wal header before it",
+            ));
+        };
+        let frame_size = validator.header().frame_size();
+        self.frame.resize(frame_size, 0);
+        let mut in_txn = false;
+        loop {
+            let n = read_full(&mut reader, &mut self.frame).map_err(|e| read_error(&name, e))?;
+            if n == 0 {
+                break;
+            }
+            if n < frame_size {
+                return Err(Error::corrupt(
+                    &name,
+                    format!("truncated frame at offset {}", self.next_offset),
+                ));
+            }
+            let fh = validator.check(&self.frame).map_err(|r| {
+                Error::corrupt(&name, format!("frame at offset {}: {r}", self.next_offset))
+            })?;
+            let at = u64::from(fh.pgno - 1) * u64::from(self.page_size);
+            self.file
+                .write_all_at(&self.frame[crate::wal::WAL_FRAME_HEADER_SIZE..], at)
+                .map_err(|e| Error::io("restored database", e))?;
+            self.next_offset += frame_size as u64;
+            if fh.commit_size != 0 {
+                self.last_commit = Some(fh.commit_size);
+                in_txn = false;
+            } else {
+                in_txn = true;
+            }
+        }
+        if in_txn {
+            return Err(Error::corrupt(&name, "segment ends inside a transaction"));
+        }
+        Ok(())
+    }
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn read_exact_or_corrupt(r: &mut impl Read, buf: &mut [u8], name: &str, why: &str) -> Result<()> {
+    let n = read_full(r, buf).map_err(|e| read_error(name, e))?;
+    if n < buf.len() {
+        return Err(Error::corrupt(name, why));
+    }
+    Ok(())
+}

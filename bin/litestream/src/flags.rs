@@ -1,0 +1,228 @@
+//! A command-line flag parser with Go's `flag` package rules, so every Litestream invocation
+//! keeps working: `-name`, `--name`, `-name=value`, `-name value`; boolean flags take no
+//! separate value (`-flag=false` works); parsing stops at the first positional or at `--`.
+
+use std::collections::HashMap;
+
+/// Whether a flag takes a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Bool,
+    Value,
+}
+
+#[derive(Debug, Clone)]
+struct Def {
+    name: &'static str,
+    kind: Kind,
+    usage: &'static str,
+}
+
+/// The flags one command accepts.
+#[derive(Debug, Clone)]
+pub(crate) struct FlagSet {
+    command: &'static str,
+    synopsis: &'static str,
+    defs: Vec<Def>,
+}
+
+/// Parsed flags and the remaining positional arguments.
+#[derive(Debug, Default)]
+pub(crate) struct Parsed {
+    values: HashMap<&'static str, String>,
+    /// Positional arguments.
+    pub(crate) args: Vec<String>,
+}
+
+/// Why parsing stopped.
+#[derive(Debug)]
+pub(crate) enum FlagError {
+    /// `-h` or `-help`: print usage and exit 1.
+    Help(String),
+    /// A usage error: the message, then the usage text.
+    Usage(String, String),
+}
+
+impl std::fmt::Display for FlagError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FlagError::Help(_) => f.write_str("help requested"),
+            FlagError::Usage(msg, _) => f.write_str(msg),
+        }
+    }
+}
+
+impl std::error::Error for FlagError {}
+
+impl FlagSet {
+    pub(crate) fn new(command: &'static str, synopsis: &'static str) -> Self {
+        FlagSet {
+            command,
+            synopsis,
+            defs: Vec::new(),
+        }
+    }
+
+    pub(crate) fn bool(mut self, name: &'static str, usage: &'static str) -> Self {
+        self.defs.push(Def {
+            name,
+            kind: Kind::Bool,
+            usage,
+        });
+        self
+    }
+
+    pub(crate) fn value(mut self, name: &'static str, usage: &'static str) -> Self {
+        self.defs.push(Def {
+            name,
+            kind: Kind::Value,
+            usage,
+        });
+        self
+    }
+
+    /// Usage text for this command.
+    pub(crate) fn usage(&self) -> String {
+        let mut s = format!(
+            "The {} command.\n\nUsage:\n\n\tlitestream {} {}\n\nArguments:\n\n",
+            self.command, self.command, self.synopsis
+        );
+        for d in &self.defs {
+            let arg = if d.kind == Kind::Value { " VALUE" } else { "" };
+            s.push_str(&format!("\t-{}{}\n\t    {}\n\n", d.name, arg, d.usage));
+        }
+        s
+    }
+
+    fn usage_err(&self, msg: String) -> FlagError {
+        FlagError::Usage(msg, self.usage())
+    }
+
+    pub(crate) fn parse(&self, args: &[String]) -> Result<Parsed, FlagError> {
+        let mut parsed = Parsed::default();
+        let mut i = 0;
+        while i < args.len() {
+            let arg = &args[i];
+            if arg == "--" {
+                i += 1;
+                break;
+            }
+            if arg.len() < 2 || !arg.starts_with('-') {
+                break;
+            }
+            let body = arg.strip_prefix("--").unwrap_or(&arg[1..]);
+            if body.is_empty() || body.starts_with('-') || body.starts_with('=') {
+                return Err(self.usage_err(format!("bad flag syntax: {arg}")));
+            }
+            let (name, inline) = match body.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (body, None),
+            };
+            if name == "h" || name == "help" {
+                if !self.defs.iter().any(|d| d.name == name) {
+                    return Err(FlagError::Help(self.usage()));
+                }
+            }
+            let Some(def) = self.defs.iter().find(|d| d.name == name) else {
+                return Err(self.usage_err(format!("flag provided but not defined: -{name}")));
+            };
+            match def.kind {
+                Kind::Bool => {
+                    let v = inline.unwrap_or_else(|| "true".to_string());
+                    let b = match v.as_str() {
+                        "1" | "t" | "T" | "true" | "TRUE" | "True" => "true",
+                        "0" | "f" | "F" | "false" | "FALSE" | "False" => "false",
+                        _ => {
+                            return Err(self.usage_err(format!(
+                                "invalid boolean value {v:?} for -{name}: parse error"
+                            )))
+                        }
+                    };
+                    parsed.values.insert(def.name, b.to_string());
+                }
+                Kind::Value => {
+                    let v = match inline {
+                        Some(v) => v,
+                        None => {
+                            i += 1;
+                            match args.get(i) {
+                                Some(v) => v.clone(),
+                                None => {
+                                    return Err(
+                                        self.usage_err(format!("flag needs an argument: -{name}"))
+                                    )
+                                }
+                            }
+                        }
+                    };
+                    parsed.values.insert(def.name, v);
+                }
+            }
+            i += 1;
+        }
+        parsed.args = args[i..].to_vec();
+        Ok(parsed)
+    }
+}
+
+impl Parsed {
+    /// The value of a value flag, if given.
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
+    /// True if a boolean flag was set to true.
+    pub(crate) fn is_set(&self, name: &str) -> bool {
+        self.values.get(name).is_some_and(|v| v == "true")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set() -> FlagSet {
+        FlagSet::new("restore", "[arguments] DB_PATH")
+            .value("o", "output")
+            .bool("if-db-not-exists", "skip")
+            .value("index", "index")
+    }
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_go_style_flags() {
+        let p = set()
+            .parse(&args(&[
+                "-o",
+                "out.db",
+                "--if-db-not-exists",
+                "-index=0a",
+                "s3://b/p",
+                "-x",
+            ]))
+            .expect("parse");
+        assert_eq!(p.get("o"), Some("out.db"));
+        assert!(p.is_set("if-db-not-exists"));
+        assert_eq!(p.get("index"), Some("0a"));
+        assert_eq!(p.args, args(&["s3://b/p", "-x"]));
+    }
+
+    #[test]
+    fn unknown_flags_and_help() {
+        let e = set().parse(&args(&["-v"])).unwrap_err();
+        assert_eq!(e.to_string(), "flag provided but not defined: -v");
+        assert!(matches!(
+            set().parse(&args(&["-h"])),
+            Err(FlagError::Help(_))
+        ));
+        let p = set()
+            .parse(&args(&["-if-db-not-exists=false", "--", "-o"]))
+            .expect("parse");
+        assert!(!p.is_set("if-db-not-exists"));
+        assert_eq!(p.args, args(&["-o"]));
+        assert!(set().parse(&args(&["-o"])).is_err());
+    }
+}
