@@ -17,6 +17,7 @@ pub mod engine;
 pub mod error;
 pub mod layout;
 pub mod lz4;
+pub mod memory;
 pub mod metrics;
 pub mod pos;
 pub mod replica_client;

@@ -1,0 +1,305 @@
+//! Restore against replicas built from real SQLite WAL files, through an in-memory client:
+//! several indexes and segments, transient failures retried, and damage reported.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use litestream_core::lz4::compress_to_vec;
+use litestream_core::memory::MemoryClient;
+use litestream_core::restore::{restore, RestoreOptions};
+use litestream_core::wal::{FrameHeader, WalHeader, WAL_FRAME_HEADER_SIZE, WAL_HEADER_SIZE};
+use litestream_core::{
+    ByteStream, Error, Generation, Pos, ReplicaClient, Result, RetryConfig, SnapshotInfo,
+    WalSegmentInfo,
+};
+use rusqlite::Connection;
+use tokio::io::{AsyncRead, ReadBuf};
+
+type Row = (i64, String, Vec<u8>);
+
+fn stream(bytes: Vec<u8>) -> ByteStream {
+    Box::pin(io::Cursor::new(bytes))
+}
+
+/// Committed prefix of a WAL file split at every commit into `(offset, bytes)` segments.
+fn split_wal(wal: &[u8]) -> Vec<(u64, Vec<u8>)> {
+    let header = WalHeader::parse(&wal[..WAL_HEADER_SIZE]).unwrap();
+    let fs = header.frame_size();
+    let mut segs = Vec::new();
+    let mut start = 0usize;
+    let mut at = WAL_HEADER_SIZE;
+    while at + fs <= wal.len() {
+        let fh = FrameHeader::parse(&wal[at..at + WAL_FRAME_HEADER_SIZE]);
+        if fh.salt != header.salt {
+            break;
+        }
+        at += fs;
+        if fh.commit_size != 0 {
+            segs.push((start as u64, wal[start..at].to_vec()));
+            start = at;
+        }
+    }
+    segs
+}
+
+fn rows(conn: &Connection) -> Vec<Row> {
+    let mut st = conn
+        .prepare("SELECT id, name, data FROM t ORDER BY id")
+        .unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+/// Build a replica of two WAL indexes from a live database; returns the expected rows.
+async fn build_replica(dir: &Path, client: &MemoryClient, gen: &Generation) -> Vec<Row> {
+    let db = dir.join("src.db");
+    let conn = Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=wal; PRAGMA wal_autocheckpoint=0;
+         CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, data BLOB);
+         PRAGMA wal_checkpoint(TRUNCATE);",
+    )
+    .unwrap();
+    let snapshot = std::fs::read(&db).unwrap();
+    client
+        .write_snapshot(gen, 0, stream(compress_to_vec(&snapshot)))
+        .await
+        .unwrap();
+    for i in 0..40 {
+        conn.execute(
+            "INSERT INTO t (name, data) VALUES (?1, ?2)",
+            rusqlite::params![format!("row {i}"), vec![i as u8; 3000 + i * 100]],
+        )
+        .unwrap();
+    }
+    conn.execute("DELETE FROM t WHERE id % 3 = 0", []).unwrap();
+    let wal0 = std::fs::read(dir.join("src.db-wal")).unwrap();
+    for (offset, bytes) in split_wal(&wal0) {
+        client
+            .write_wal_segment(
+                &Pos::new(gen.clone(), 0, offset),
+                stream(compress_to_vec(&bytes)),
+            )
+            .await
+            .unwrap();
+    }
+    // Checkpoint and restart the WAL: the next write starts index 1 with new salts.
+    conn.execute_batch("PRAGMA wal_checkpoint(RESTART);")
+        .unwrap();
+    conn.execute(
+        "UPDATE t SET name = name || ' updated' WHERE id % 2 = 0",
+        [],
+    )
+    .unwrap();
+    conn.execute_batch("VACUUM;").unwrap();
+    conn.execute("INSERT INTO t (name, data) VALUES ('last', x'00ff')", [])
+        .unwrap();
+    let wal1 = std::fs::read(dir.join("src.db-wal")).unwrap();
+    for (offset, bytes) in split_wal(&wal1) {
+        client
+            .write_wal_segment(
+                &Pos::new(gen.clone(), 1, offset),
+                stream(compress_to_vec(&bytes)),
+            )
+            .await
+            .unwrap();
+    }
+    rows(&conn)
+}
+
+fn fast_retry() -> RetryConfig {
+    RetryConfig {
+        max_attempts: 4,
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(5),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restores_several_indexes_and_equals_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = MemoryClient::new();
+    let gen = Generation::random();
+    let expected = build_replica(dir.path(), &client, &gen).await;
+    let out = dir.path().join("out").join("restored.db");
+    let outcome = restore(Arc::new(client), &RestoreOptions::new(&out))
+        .await
+        .unwrap();
+    assert_eq!(outcome.max_index, 1);
+    assert!(outcome.segments >= 4);
+    let conn = Connection::open(&out).unwrap();
+    assert_eq!(rows(&conn), expected);
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_option_stops_at_that_index_and_beyond_newest_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = MemoryClient::new();
+    let gen = Generation::random();
+    build_replica(dir.path(), &client, &gen).await;
+    let client = Arc::new(client);
+    let mut opts = RestoreOptions::new(dir.path().join("i0.db"));
+    opts.index = Some(0);
+    let outcome = restore(client.clone(), &opts).await.unwrap();
+    assert_eq!(outcome.max_index, 0);
+    let conn = Connection::open(dir.path().join("i0.db")).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 40 - 13);
+
+    let mut opts = RestoreOptions::new(dir.path().join("i9.db"));
+    opts.index = Some(9);
+    let err = restore(client, &opts).await.unwrap_err();
+    assert!(err.to_string().contains("00000009"), "{err}");
+    assert!(!dir.path().join("i9.db").exists());
+}
+
+/// Fails the first attempt of every open, and cuts the second snapshot stream short.
+#[derive(Debug)]
+struct FlakyClient {
+    inner: MemoryClient,
+    attempts: Mutex<HashMap<String, u32>>,
+}
+
+impl FlakyClient {
+    fn attempt(&self, key: String) -> u32 {
+        let mut m = self.attempts.lock().unwrap();
+        let n = m.entry(key).or_insert(0);
+        *n += 1;
+        *n
+    }
+}
+
+fn unavailable() -> Error {
+    Error::Backend {
+        kind: "flaky",
+        message: "503 slow down".into(),
+        retryable: true,
+        source: None,
+    }
+}
+
+/// Delivers `left` bytes, then fails like a dropped connection.
+struct CutShort {
+    inner: ByteStream,
+    left: usize,
+}
+
+impl AsyncRead for CutShort {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.left == 0 {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionReset, "reset")));
+        }
+        let want = buf.remaining().min(self.left);
+        let mut tmp = vec![0u8; want];
+        let mut rb = ReadBuf::new(&mut tmp);
+        match self.inner.as_mut().poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                buf.put_slice(rb.filled());
+                self.left -= n;
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+#[async_trait]
+impl ReplicaClient for FlakyClient {
+    fn kind(&self) -> &'static str {
+        "flaky"
+    }
+    async fn generations(&self) -> Result<Vec<Generation>> {
+        self.inner.generations().await
+    }
+    async fn snapshots(&self, g: &Generation) -> Result<Vec<SnapshotInfo>> {
+        self.inner.snapshots(g).await
+    }
+    async fn wal_segments(&self, g: &Generation) -> Result<Vec<WalSegmentInfo>> {
+        self.inner.wal_segments(g).await
+    }
+    async fn open_snapshot(&self, g: &Generation, index: u32) -> Result<ByteStream> {
+        match self.attempt(format!("snapshot {index}")) {
+            1 => Err(unavailable()),
+            2 => Ok(Box::pin(CutShort {
+                inner: self.inner.open_snapshot(g, index).await?,
+                left: 100,
+            })),
+            _ => self.inner.open_snapshot(g, index).await,
+        }
+    }
+    async fn open_wal_segment(&self, pos: &Pos) -> Result<ByteStream> {
+        if self.attempt(pos.to_string()) == 1 {
+            return Err(unavailable());
+        }
+        self.inner.open_wal_segment(pos).await
+    }
+    async fn write_snapshot(&self, g: &Generation, i: u32, d: ByteStream) -> Result<SnapshotInfo> {
+        self.inner.write_snapshot(g, i, d).await
+    }
+    async fn write_wal_segment(&self, p: &Pos, d: ByteStream) -> Result<WalSegmentInfo> {
+        self.inner.write_wal_segment(p, d).await
+    }
+    async fn delete_snapshot(&self, g: &Generation, i: u32) -> Result<()> {
+        self.inner.delete_snapshot(g, i).await
+    }
+    async fn delete_wal_segments(&self, p: &[Pos]) -> Result<()> {
+        self.inner.delete_wal_segments(p).await
+    }
+    async fn delete_generation(&self, g: &Generation) -> Result<()> {
+        self.inner.delete_generation(g).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_are_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = MemoryClient::new();
+    let gen = Generation::random();
+    let expected = build_replica(dir.path(), &inner, &gen).await;
+    let flaky = Arc::new(FlakyClient {
+        inner: inner.clone(),
+        attempts: Mutex::new(HashMap::new()),
+    });
+    let out = dir.path().join("retried.db");
+    let mut opts = RestoreOptions::new(&out);
+    opts.retry = fast_retry();
+    restore(flaky, &opts).await.unwrap();
+    assert_eq!(rows(&Connection::open(&out).unwrap()), expected);
+
+    // Without retries the same faults fail the restore and leave nothing behind.
+    let flaky = Arc::new(FlakyClient {
+        inner,
+        attempts: Mutex::new(HashMap::new()),
+    });
+    let out = dir.path().join("not-retried.db");
+    let mut opts = RestoreOptions::new(&out);
+    opts.retry = RetryConfig::none();
+    assert!(restore(flaky, &opts).await.is_err());
+    assert!(!out.exists());
+    let litter: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("not-retried"))
+        .collect();
+    assert!(litter.is_empty(), "{litter:?}");
+}
