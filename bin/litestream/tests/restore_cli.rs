@@ -86,7 +86,10 @@ fn healthcheck_with_no_replica_exits_zero_and_creates_nothing() {
     assert_exit(&res, 0, "healthcheck with no replica");
     assert!(stderr(&res).contains("no matching backups found"));
     assert!(!out.exists());
-    assert!(!out.parent().unwrap().exists(), "no directory may be created");
+    assert!(
+        !out.parent().unwrap().exists(),
+        "no directory may be created"
+    );
 
     let res = run_bin(&our_bin(), restore_args(&out, &[], &url));
     assert_exit(&res, 1, "restore with no replica and no -if-replica-exists");
@@ -133,24 +136,40 @@ fn config_file_mode_restores_to_the_database_path() {
     assert_exit(
         &run_bin(
             &litestream_v0313(),
-            ["restore", "-o", theirs.to_str().unwrap(), &file_url(&replica)],
+            [
+                "restore",
+                "-o",
+                theirs.to_str().unwrap(),
+                &file_url(&replica),
+            ],
         ),
         0,
         "v0.3.13 restore",
     );
     let mut cmd = std::process::Command::new(our_bin());
-    cmd.args(["restore", "-config", cfg.to_str().unwrap(), "-replica", "backup"])
-        .arg(&db)
-        .env("LS_TEST_REPLICA_DIR", &replica);
+    cmd.args([
+        "restore",
+        "-config",
+        cfg.to_str().unwrap(),
+        "-replica",
+        "backup",
+    ])
+    .arg(&db)
+    .env("LS_TEST_REPLICA_DIR", &replica);
     let res = run(&mut cmd);
     assert_exit(&res, 0, "config-mode restore");
     assert_files_equal(&theirs, &db, "config-mode restore vs v0.3.13");
 
     // The healthcheck in config mode leaves the now existing database alone.
     let mut cmd = std::process::Command::new(our_bin());
-    cmd.args(["restore", "-config", cfg.to_str().unwrap(), "-if-db-not-exists"])
-        .arg(&db)
-        .env("LS_TEST_REPLICA_DIR", &replica);
+    cmd.args([
+        "restore",
+        "-config",
+        cfg.to_str().unwrap(),
+        "-if-db-not-exists",
+    ])
+    .arg(&db)
+    .env("LS_TEST_REPLICA_DIR", &replica);
     assert_exit(&run(&mut cmd), 0, "config-mode healthcheck");
 
     // An unknown replica name and an unknown database are errors that name them.
@@ -170,7 +189,11 @@ fn config_file_mode_restores_to_the_database_path() {
         .env("LS_TEST_REPLICA_DIR", &replica);
     let res = run(&mut cmd);
     assert_exit(&res, 1, "unknown database");
-    assert!(stderr(&res).contains("database not found in config"), "{}", describe(&res));
+    assert!(
+        stderr(&res).contains("database not found in config"),
+        "{}",
+        describe(&res)
+    );
 }
 
 /// Run our restore of a damaged fixture copy; it must fail naming `needle`.
@@ -246,13 +269,20 @@ fn missing_initial_segment_is_an_error() {
         .filter(|p| file_name(p).ends_with("_00000000.wal.lz4"))
         .filter(|p| {
             let index = file_name(p)[..8].to_string();
-            all.iter().filter(|q| file_name(q).starts_with(&index)).count() >= 2
+            all.iter()
+                .filter(|q| file_name(q).starts_with(&index))
+                .count()
+                >= 2
         })
         .next_back()
         .cloned()
         .expect("an index with 2+ segments");
     fs::remove_file(&last_index_start).unwrap();
-    assert_restore_fails(&fx, "missing initial wal segment", "missing initial segment");
+    assert_restore_fails(
+        &fx,
+        "missing initial wal segment",
+        "missing initial segment",
+    );
 }
 
 #[test]
@@ -280,9 +310,16 @@ fn unwritable_output_directory_is_an_error_naming_the_path() {
     let blocker = fx.path().join("not-a-dir");
     fs::write(&blocker, b"x").unwrap();
     let out = blocker.join("app.db");
-    let res = run_bin(&our_bin(), restore_args(&out, &[], &file_url(&replica_path(&fx))));
+    let res = run_bin(
+        &our_bin(),
+        restore_args(&out, &[], &file_url(&replica_path(&fx))),
+    );
     assert_exit(&res, 1, "unwritable output");
-    assert!(stderr(&res).contains(&blocker.display().to_string()), "{}", describe(&res));
+    assert!(
+        stderr(&res).contains(&blocker.display().to_string()),
+        "{}",
+        describe(&res)
+    );
     assert!(!out.exists());
     assert_eq!(fs::read(&blocker).unwrap(), b"x");
 }
@@ -318,7 +355,12 @@ fn unknown_replica_type_in_config_is_an_error_naming_it() {
     .unwrap();
     let res = run_bin(
         &our_bin(),
-        ["restore", "-config", cfg.to_str().unwrap(), db.to_str().unwrap()],
+        [
+            "restore",
+            "-config",
+            cfg.to_str().unwrap(),
+            db.to_str().unwrap(),
+        ],
     );
     assert_exit(&res, 1, "unknown type");
     assert!(
@@ -337,10 +379,26 @@ fn usage_errors_exit_one() {
         (vec!["restore"], "database path or replica URL required"),
         (vec!["restore", "-o", "x", "a", "b"], "too many arguments"),
         (vec!["restore", "file:///tmp/x"], "output path required"),
-        (vec!["restore", "-index", "zz", "-o", "x", "file:///tmp/x"], "invalid hexadecimal"),
-        (vec!["restore", "-timestamp", "yesterday", "-o", "x", "file:///tmp/x"], "ISO 8601"),
+        (
+            vec!["restore", "-index", "zz", "-o", "x", "file:///tmp/x"],
+            "invalid hexadecimal",
+        ),
+        (
+            vec![
+                "restore",
+                "-timestamp",
+                "yesterday",
+                "-o",
+                "x",
+                "file:///tmp/x",
+            ],
+            "ISO 8601",
+        ),
         (vec!["restore", "-v"], "flag provided but not defined: -v"),
-        (vec!["restore", "-config", "/x.yml", "-o", "x", "file:///tmp/x"], "cannot specify a replica URL and the -config flag"),
+        (
+            vec!["restore", "-config", "/x.yml", "-o", "x", "file:///tmp/x"],
+            "cannot specify a replica URL and the -config flag",
+        ),
         (vec!["nosuch"], "unknown command"),
     ];
     for (args, needle) in cases {
