@@ -39,13 +39,25 @@ export LITESTREAM_V0313_BIN LITESTREAM_V0517_BIN
 log "litestream binaries ready ($(since "$t")): $LITESTREAM_V0313_BIN, $LITESTREAM_V0517_BIN"
 
 # --- 2. test servers ---------------------------------------------------------------------------
+# Servers that were already running before this script (e.g. a developer's own session using the
+# same .test-servers dir) are reused and left running; only the ones started here are stopped.
 SERVERS_STARTED=0
+TO_STOP=""
+server_alive() {  # server_alive NAME: pid file exists and the process is alive
+  local pf="${TEST_SERVERS_DIR:-$ROOT/.test-servers}/run/$1.pid" pid
+  [ -f "$pf" ] && pid=$(cat "$pf" 2>/dev/null) && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
 cleanup() {
   local rc=$?
   if [ "$SERVERS_STARTED" = 1 ]; then
-    local t; t=$(date +%s.%N)
-    bash "$ROOT/scripts/test-servers/stop.sh" || log "WARNING: stopping the test servers failed"
-    log "test servers stopped ($(since "$t"))"
+    if [ -n "$TO_STOP" ]; then
+      local t; t=$(date +%s.%N)
+      # shellcheck disable=SC2086
+      bash "$ROOT/scripts/test-servers/stop.sh" $TO_STOP || log "WARNING: stopping the test servers failed"
+      log "test servers stopped:$TO_STOP ($(since "$t"))"
+    else
+      log "test servers were already running before; left running"
+    fi
   fi
   log "total $(since "$T0"), exit $rc"
   exit "$rc"
@@ -56,6 +68,7 @@ trap 'exit 143' TERM
 
 if [ "${SKIP_TEST_SERVERS:-0}" != 1 ]; then
   t=$(date +%s.%N)
+  for n in s3 abs sftp; do server_alive "$n" || TO_STOP="$TO_STOP $n"; done
   SERVERS_STARTED=1   # stop whatever got started, even if start.sh fails half-way
   SRV_ENV=$(bash "$ROOT/scripts/test-servers/start.sh") || { log "ERROR: starting the test servers failed"; exit 1; }
   eval "$SRV_ENV"

@@ -3,14 +3,17 @@
 # Each PID comes from $TEST_SERVERS_DIR/run/NAME.pid and is only signalled if its command line
 # still matches what we started (guards against a recycled PID). Installs are kept.
 #   --purge   also delete server data (S3/Azurite/SFTP files), logs and env.sh
+#   NAME...   stop only these servers (s3, abs, sftp); default: all
 set -uo pipefail
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BASE=${TEST_SERVERS_DIR:-$REPO_ROOT/.test-servers}
-PURGE=0; [ "${1:-}" = --purge ] && PURGE=1
+PURGE=0; [ "${1:-}" = --purge ] && { PURGE=1; shift; }
+ONLY=" $* "
 log() { echo "[test-servers] $*" >&2; }
 
 stop_one() {  # stop_one NAME PATTERN
   local name=$1 pat=$2 pf="$BASE/run/$1.pid" pid i
+  if [ "$ONLY" != "  " ] && [[ "$ONLY" != *" $name "* ]]; then return 0; fi
   [ -f "$pf" ] || { log "$name: not running (no pid file)"; return 0; }
   pid=$(cat "$pf")
   if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then

@@ -1,0 +1,438 @@
+//! Shared helpers for the `litestream` integration tests.
+//!
+//! * Real Litestream binaries: `LITESTREAM_V0313_BIN` / `LITESTREAM_V0517_BIN` (set by
+//!   `scripts/test.sh`; the tests panic when they are missing instead of skipping).
+//! * Our binary: `CARGO_BIN_EXE_litestream`, overridable with `LITESTREAM_TEST_OUR_BIN`
+//!   (e.g. point it at the real v0.3.13 to self-check the tests' expectations).
+//! * Fixtures: `fixtures/v0.3.13/<name>/replica` written by the real v0.3.13, copied to a temp
+//!   dir with the recorded mtimes re-applied (the file backend uses mtimes as CreatedAt).
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Names of the fixtures under `fixtures/v0.3.13/`.
+pub const FIXTURES: &[&str] = &[
+    "multi-index",
+    "multi-generation",
+    "page-1024",
+    "page-65536",
+    "exact-4mib",
+    "pitr",
+];
+
+/// Repository root (two levels above this crate's manifest dir).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("canonicalize repo root")
+}
+
+/// `fixtures/v0.3.13/<name>`.
+pub fn fixture_dir(name: &str) -> PathBuf {
+    repo_root().join("fixtures").join("v0.3.13").join(name)
+}
+
+fn executable_from_env(var: &str) -> PathBuf {
+    let hint = "run the tests via `bash scripts/test.sh` (it installs the real Litestream \
+                binaries with scripts/install-litestream.sh and exports LITESTREAM_V0313_BIN / \
+                LITESTREAM_V0517_BIN), or export the variable yourself";
+    let val = match std::env::var_os(var) {
+        Some(v) if !v.is_empty() => v,
+        _ => panic!("{var} is not set: {hint}"),
+    };
+    let p = PathBuf::from(val);
+    if !is_executable(&p) {
+        panic!("{var}={} is not an executable file: {hint}", p.display());
+    }
+    p
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// The real Litestream v0.3.13 binary (panics with instructions if unavailable).
+pub fn litestream_v0313() -> PathBuf {
+    executable_from_env("LITESTREAM_V0313_BIN")
+}
+
+/// The real Litestream v0.5.17 binary (panics with instructions if unavailable).
+pub fn litestream_v0517() -> PathBuf {
+    executable_from_env("LITESTREAM_V0517_BIN")
+}
+
+/// Our `litestream` binary, or `$LITESTREAM_TEST_OUR_BIN` if set (for self-checking the tests
+/// against the real v0.3.13: `LITESTREAM_TEST_OUR_BIN=$LITESTREAM_V0313_BIN`).
+pub fn our_bin() -> PathBuf {
+    if let Some(v) = std::env::var_os("LITESTREAM_TEST_OUR_BIN") {
+        if !v.is_empty() {
+            let p = PathBuf::from(v);
+            assert!(
+                is_executable(&p),
+                "LITESTREAM_TEST_OUR_BIN={} is not an executable file",
+                p.display()
+            );
+            return p;
+        }
+    }
+    PathBuf::from(env!("CARGO_BIN_EXE_litestream"))
+}
+
+/// True when `our_bin()` was overridden (tests of deliberate differences from v0.3.13 are then
+/// meaningless and skip themselves with a message).
+pub fn our_bin_overridden() -> bool {
+    std::env::var_os("LITESTREAM_TEST_OUR_BIN").is_some_and(|v| !v.is_empty())
+}
+
+// ------------------------------------------------------------------------------------------
+// fixtures
+// ------------------------------------------------------------------------------------------
+
+/// Parse `fixtures/v0.3.13/<name>/mtimes.tsv`: relative path under `replica/` -> mtime.
+pub fn fixture_mtimes(name: &str) -> BTreeMap<String, SystemTime> {
+    let path = fixture_dir(name).join("mtimes.tsv");
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (rel, ts) = line
+            .split_once('\t')
+            .unwrap_or_else(|| panic!("bad line in {}: {line:?}", path.display()));
+        out.insert(rel.to_string(), parse_unix_nanos(ts));
+    }
+    out
+}
+
+/// Parse `SECONDS.NANOS` (nanos 9 digits; a bare integer is seconds).
+pub fn parse_unix_nanos(s: &str) -> SystemTime {
+    let (secs, frac) = s.split_once('.').unwrap_or((s, "0"));
+    let secs: u64 = secs.parse().unwrap_or_else(|_| panic!("bad mtime {s:?}"));
+    let mut frac = frac.to_string();
+    assert!(frac.len() <= 9, "bad mtime {s:?}");
+    while frac.len() < 9 {
+        frac.push('0');
+    }
+    let nanos: u32 = frac.parse().unwrap_or_else(|_| panic!("bad mtime {s:?}"));
+    UNIX_EPOCH + Duration::new(secs, nanos)
+}
+
+/// Copy `fixtures/v0.3.13/<name>/replica` to `<tempdir>/replica` and re-apply the recorded
+/// mtimes (the file replica's CreatedAt). Panics if the fixture and mtimes.tsv disagree.
+pub fn copy_fixture(name: &str) -> tempfile::TempDir {
+    let src = fixture_dir(name).join("replica");
+    assert!(
+        src.is_dir(),
+        "fixture {} missing (regenerate with fixtures/make-fixtures.sh)",
+        src.display()
+    );
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("fixture-{name}-"))
+        .tempdir()
+        .expect("create temp dir");
+    let dst = tmp.path().join("replica");
+    copy_tree(&src, &dst);
+    let mtimes = fixture_mtimes(name);
+    let files = list_files(&dst);
+    let listed: Vec<&String> = mtimes.keys().collect();
+    let found: Vec<&String> = files.iter().collect();
+    assert_eq!(
+        listed, found,
+        "fixture {name}: mtimes.tsv and replica/ list different files"
+    );
+    for (rel, t) in &mtimes {
+        let p = dst.join(rel);
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap_or_else(|e| panic!("open {}: {e}", p.display()));
+        f.set_modified(*t)
+            .unwrap_or_else(|e| panic!("set mtime of {}: {e}", p.display()));
+    }
+    tmp
+}
+
+/// The replica dir inside a copied fixture.
+pub fn replica_path(fixture: &tempfile::TempDir) -> PathBuf {
+    fixture.path().join("replica")
+}
+
+/// `file://` URL for an absolute path.
+pub fn file_url(path: &Path) -> String {
+    assert!(path.is_absolute(), "{} is not absolute", path.display());
+    format!("file://{}", path.display())
+}
+
+fn copy_tree(src: &Path, dst: &Path) {
+    fs::create_dir_all(dst).unwrap_or_else(|e| panic!("mkdir {}: {e}", dst.display()));
+    for entry in fs::read_dir(src).unwrap_or_else(|e| panic!("read_dir {}: {e}", src.display())) {
+        let entry = entry.unwrap();
+        let ty = entry.file_type().unwrap();
+        let to = dst.join(entry.file_name());
+        if ty.is_dir() {
+            copy_tree(&entry.path(), &to);
+        } else {
+            fs::copy(entry.path(), &to)
+                .unwrap_or_else(|e| panic!("copy {}: {e}", entry.path().display()));
+        }
+    }
+}
+
+/// All regular files under `root`, as sorted `/`-separated relative paths.
+pub fn list_files(root: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in fs::read_dir(dir).unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+        {
+            let entry = entry.unwrap();
+            let p = entry.path();
+            if entry.file_type().unwrap().is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).unwrap();
+                let parts: Vec<_> = rel
+                    .iter()
+                    .map(|c| c.to_string_lossy().into_owned())
+                    .collect();
+                out.push(parts.join("/"));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+/// Generation IDs present in a replica dir (sorted).
+pub fn generations(replica: &Path) -> Vec<String> {
+    let mut g: Vec<String> = fs::read_dir(replica.join("generations"))
+        .expect("read generations dir")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 16 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect();
+    g.sort();
+    g
+}
+
+/// WAL indexes with at least one segment in a generation (sorted, deduplicated).
+pub fn wal_indexes(replica: &Path, generation: &str) -> Vec<u32> {
+    let dir = replica.join("generations").join(generation).join("wal");
+    let mut v: Vec<u32> = fs::read_dir(&dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter_map(|n| {
+                    let idx = n.strip_suffix(".wal.lz4")?.split_once('_')?.0.to_string();
+                    u32::from_str_radix(&idx, 16).ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Snapshot indexes of a generation (sorted).
+pub fn snapshot_indexes(replica: &Path, generation: &str) -> Vec<u32> {
+    let dir = replica
+        .join("generations")
+        .join(generation)
+        .join("snapshots");
+    let mut v: Vec<u32> = fs::read_dir(&dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter_map(|n| u32::from_str_radix(n.strip_suffix(".snapshot.lz4")?, 16).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// `fixtures/v0.3.13/<name>/expected.tsv`: (kind, argument) -> sha256 of v0.3.13's restore.
+pub fn fixture_expected(name: &str) -> BTreeMap<(String, String), String> {
+    let path = fixture_dir(name).join("expected.tsv");
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            assert_eq!(f.len(), 3, "bad line in {}: {l:?}", path.display());
+            ((f[0].to_string(), f[1].to_string()), f[2].to_string())
+        })
+        .collect()
+}
+
+// ------------------------------------------------------------------------------------------
+// running commands
+// ------------------------------------------------------------------------------------------
+
+/// Run a command with stdin closed, capturing stdout/stderr.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap_or_else(|e| panic!("failed to spawn {cmd:?}: {e}"))
+}
+
+/// Run `bin args...` with stdin closed, capturing stdout/stderr.
+pub fn run_bin<I, S>(bin: &Path, args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new(bin);
+    cmd.args(args);
+    // Litestream reads LITESTREAM_CONFIG in config mode; keep URL-mode tests hermetic.
+    cmd.env_remove("LITESTREAM_CONFIG");
+    run(&mut cmd)
+}
+
+/// Human-readable dump of an Output, for assertion messages.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "exit: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Assert the process exited with `code`.
+#[track_caller]
+pub fn assert_exit(out: &Output, code: i32, what: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{what}: expected exit code {code}\n{}",
+        describe(out)
+    );
+}
+
+/// Assert two files have identical bytes (reports the size and first differing offset).
+#[track_caller]
+pub fn assert_files_equal(expected: &Path, actual: &Path, what: &str) {
+    let a =
+        fs::read(expected).unwrap_or_else(|e| panic!("{what}: read {}: {e}", expected.display()));
+    let b = fs::read(actual).unwrap_or_else(|e| panic!("{what}: read {}: {e}", actual.display()));
+    if a != b {
+        let first = a.iter().zip(b.iter()).position(|(x, y)| x != y);
+        panic!(
+            "{what}: {} ({} bytes) and {} ({} bytes) differ; first differing byte offset: {:?} \
+             (page {:?} at 4096-byte pages)",
+            expected.display(),
+            a.len(),
+            actual.display(),
+            b.len(),
+            first,
+            first.map(|o| o / 4096 + 1)
+        );
+    }
+}
+
+/// `PRAGMA integrity_check` on a *copy* of the database (so the checked file and its
+/// directory are left untouched: opening it could create `-wal`/`-shm` files).
+pub fn integrity_check(db: &Path) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("check.db");
+    fs::copy(db, &copy).unwrap_or_else(|e| panic!("copy {}: {e}", db.display()));
+    let conn = rusqlite::Connection::open(&copy).expect("open db copy");
+    let mut stmt = conn.prepare("PRAGMA integrity_check").expect("prepare");
+    let rows: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .expect("integrity_check")
+        .map(|r| r.expect("row"))
+        .collect();
+    rows.join("\n")
+}
+
+/// Assert `PRAGMA integrity_check` returns `ok`.
+#[track_caller]
+pub fn assert_integrity_ok(db: &Path, what: &str) {
+    let res = integrity_check(db);
+    assert_eq!(res, "ok", "{what}: integrity_check of {}", db.display());
+}
+
+/// Files next to `db` whose names start with `<db name>-` or `<db name>.` (e.g. `x.db-wal`,
+/// `x.db-shm`, `x.db.tmp`, `x.db.tmp-wal`).
+pub fn leftovers(db: &Path) -> Vec<String> {
+    let name = db.file_name().unwrap().to_string_lossy().into_owned();
+    let dir = db.parent().unwrap();
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n != &name && (n.starts_with(&format!("{name}-")) || n.starts_with(&format!("{name}.")))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Assert no `-wal`, `-shm`, `.tmp*` files were left next to `db`.
+#[track_caller]
+pub fn assert_no_leftovers(db: &Path, what: &str) {
+    let l = leftovers(db);
+    assert!(
+        l.is_empty(),
+        "{what}: files left next to {}: {l:?}",
+        db.display()
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// time
+// ------------------------------------------------------------------------------------------
+
+/// RFC 3339 UTC with 9 fractional digits, e.g. `2026-11-26T12:08:34.830672073Z`
+/// (accepted by Go's `time.Parse(time.RFC3339, …)`).
+pub fn rfc3339_nanos(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).expect("time before 1970");
+    let secs = d.as_secs() as i64;
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, dd) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}.{:09}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60,
+        d.subsec_nanos()
+    )
+}
+
+/// RFC 3339 UTC, whole seconds (Go's `time.RFC3339` format of a UTC time).
+pub fn rfc3339_secs(t: SystemTime) -> String {
+    let s = rfc3339_nanos(t);
+    format!("{}Z", &s[..19])
+}
+
+// Howard Hinnant's days -> civil date algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Midpoint of two instants.
+pub fn midpoint(a: SystemTime, b: SystemTime) -> SystemTime {
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    lo + hi.duration_since(lo).unwrap() / 2
+}
