@@ -415,3 +415,25 @@ fn usage_errors_exit_one() {
     assert_exit(&res, 0, "version");
     assert!(String::from_utf8_lossy(&res.stdout).starts_with("v0.3.13"));
 }
+
+#[test]
+fn databases_lists_the_same_rows_as_litestream() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("litestream.yml");
+    fs::write(
+        &cfg,
+        format!(
+            "dbs:\n  - path: {d}/a.db\n    replicas:\n      - path: {d}/ra\n      - name: second\n        url: file://{d}/rb\n  - path: {d}/sub/../b.db\n    replicas:\n      - url: s3://bucket/b\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let theirs = run_bin(&litestream_v0313(), ["databases", "-config", cfg.to_str().unwrap()]);
+    let ours = run_bin(&our_bin(), ["databases", "-config", cfg.to_str().unwrap()]);
+    assert_exit(&theirs, 0, "v0.3.13 databases");
+    assert_exit(&ours, 0, "our databases");
+    assert_eq!(
+        String::from_utf8_lossy(&ours.stdout),
+        String::from_utf8_lossy(&theirs.stdout)
+    );
+}
