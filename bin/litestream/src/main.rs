@@ -82,7 +82,7 @@ fn main() -> ExitCode {
             "snapshots" => cmd::list::snapshots(rest).await,
             "wal" => cmd::list::wal(rest).await,
             "databases" => cmd::databases::run(rest).await,
-            "replicate" => cmd::replicate(rest).await,
+            "replicate" => cmd::replicate::run(rest).await,
             _ => Ok(ExitCode::from(1)),
         }
     });

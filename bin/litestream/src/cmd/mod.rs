@@ -3,10 +3,10 @@
 
 pub(crate) mod databases;
 pub(crate) mod list;
+pub(crate) mod replicate;
 pub(crate) mod restore;
 pub(crate) mod version;
 
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -14,11 +14,6 @@ use litestream_core::config::{self, Config, DbConfig, ReplicaConfig};
 use litestream_core::ReplicaClient;
 
 use crate::registry::build_client;
-
-/// Placeholder until the replicate command lands.
-pub(crate) async fn replicate(_args: &[String]) -> Result<ExitCode> {
-    bail!("replicate is not built yet")
-}
 
 /// Install the global log subscriber: text to stderr (commands other than `replicate` log
 /// like Litestream does before a config file is loaded).

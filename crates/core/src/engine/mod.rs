@@ -1,2 +1,408 @@
-//! The replication engine (being written): tail the WAL, keep the shadow WAL, checkpoint,
-//! ship segments and snapshots, enforce retention.
+//! The replication engine: tail a live database's WAL into the shadow WAL, checkpoint, ship
+//! LZ4 WAL segments and snapshots to every replica, enforce retention.
+//!
+//! The central type is [`Replicator`]: one per database, running on the caller's tokio
+//! runtime. Several replicators (databases) can run in one process.
+//!
+//! ```no_run
+//! # async fn demo() -> litestream_core::Result<()> {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use litestream_core::engine::{DbOptions, ReplicaHandleConfig, Replicator};
+//! # fn client() -> Arc<dyn litestream_core::ReplicaClient> { unimplemented!() }
+//! let replicator = Replicator::start(
+//!     "/data/app.db",
+//!     vec![ReplicaHandleConfig::new(client())],
+//!     DbOptions::default(),
+//! )
+//! .await?;
+//! // ... the application writes ...
+//! let durable = replicator.sync_and_wait(Duration::from_secs(10)).await?;
+//! println!("replicated up to {durable}");
+//! replicator.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The local state (`.<name>-litestream/` with the `generation` file and the shadow WAL),
+//! the generation rules and reason strings, the replica layout and the object contents are
+//! those of Litestream v0.3.13, so either program can take over from the other. See
+//! `db.rs` for how the engine avoids Litestream's permanent read lock.
+
+mod db;
+mod options;
+mod replica;
+mod stream;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::pos::{Generation, Pos};
+
+use db::{DbCore, ShadowPos};
+pub use options::{DbOptions, ReplicaHandleConfig, ReplicaOptions};
+use replica::ReplicaTask;
+
+/// State shared between a database's monitor loop and its replicas.
+pub(crate) struct DbShared {
+    path: PathBuf,
+    meta: PathBuf,
+    core: Mutex<DbCore>,
+    pos_tx: watch::Sender<Option<ShadowPos>>,
+    change_tx: watch::Sender<u64>,
+    snapshotting: AtomicUsize,
+    replica_pos: Mutex<Vec<Option<(Generation, u32)>>>,
+    page_size: std::sync::atomic::AtomicU32,
+}
+
+impl DbShared {
+    fn shadow_path(&self, g: &Generation, index: u32) -> PathBuf {
+        self.meta
+            .join("generations")
+            .join(g.as_str())
+            .join("wal")
+            .join(format!("{index:08x}.wal"))
+    }
+
+    fn page_size(&self) -> u32 {
+        self.page_size.load(Ordering::Relaxed)
+    }
+
+    /// Run one database sync on a blocking thread; publish the position and wake replicas.
+    async fn sync(self: &Arc<Self>) -> Result<Option<ShadowPos>> {
+        let me = Arc::clone(self);
+        let out = tokio::task::spawn_blocking(move || {
+            let replica_pos = me.replica_pos.lock().map(|v| v.clone()).unwrap_or_default();
+            let allowed = me.snapshotting.load(Ordering::SeqCst) == 0;
+            let mut core = me
+                .core
+                .lock()
+                .map_err(|_| Error::io("db", io::Error::other("database state poisoned")))?;
+            let r = core.sync(&replica_pos, allowed);
+            me.page_size.store(core.page_size(), Ordering::Relaxed);
+            r
+        })
+        .await
+        .map_err(|e| Error::io("sync task", io::Error::other(e)))??;
+        if let Some(pos) = &out.pos {
+            let moved = self.pos_tx.send_if_modified(|cur| {
+                if cur.as_ref() != Some(pos) {
+                    *cur = Some(pos.clone());
+                    true
+                } else {
+                    false
+                }
+            });
+            if moved || out.changed {
+                self.change_tx.send_modify(|v| *v += 1);
+            }
+        }
+        Ok(out.pos)
+    }
+}
+
+struct ReplicaHandle {
+    name: String,
+    pos_rx: watch::Receiver<Option<Pos>>,
+    force: Arc<Notify>,
+}
+
+/// Replication of one database to one or more replicas, running on the caller's tokio
+/// runtime until [`shutdown`](Self::shutdown).
+pub struct Replicator {
+    shared: Arc<DbShared>,
+    replicas: Vec<ReplicaHandle>,
+    db_shutdown: watch::Sender<bool>,
+    replica_shutdown: watch::Sender<bool>,
+    db_task: Option<JoinHandle<()>>,
+    replica_tasks: Vec<JoinHandle<()>>,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl std::fmt::Debug for Replicator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replicator")
+            .field("db", &self.shared.path)
+            .field(
+                "replicas",
+                &self.replicas.iter().map(|r| &r.name).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+fn reached(p: &Option<Pos>, target: &ShadowPos) -> bool {
+    p.as_ref().is_some_and(|p| {
+        p.generation == target.generation && (p.index, p.offset) >= (target.index, target.size)
+    })
+}
+
+impl Replicator {
+    /// Start replicating `db_path` to `replicas`.
+    ///
+    /// Validates the options (unique replica names, Litestream's checks), runs a first sync
+    /// (so a file that is not a SQLite database fails here; a rollback-journal database is
+    /// converted to WAL mode and logged), then spawns the monitor loop and one task per
+    /// replica. If the database does not exist yet the engine waits for it to appear.
+    pub async fn start(
+        db_path: impl Into<PathBuf>,
+        replicas: Vec<ReplicaHandleConfig>,
+        opts: DbOptions,
+    ) -> Result<Replicator> {
+        opts.validate()?;
+        let mut path: PathBuf = db_path.into();
+        if path.is_relative() {
+            let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
+            path = cwd.join(path);
+        }
+        for (i, r) in replicas.iter().enumerate() {
+            if replicas[..i].iter().any(|o| o.name == r.name) {
+                return Err(Error::InvalidConfig(format!(
+                    "duplicate replica name: {:?}",
+                    r.name
+                )));
+            }
+        }
+        let was_wal = journal_is_wal(&path);
+        let core = DbCore::new(path.clone(), opts.clone());
+        let meta = core.meta.clone();
+        let (pos_tx, _) = watch::channel(None);
+        let (change_tx, _) = watch::channel(0u64);
+        let shared = Arc::new(DbShared {
+            path: path.clone(),
+            meta,
+            core: Mutex::new(core),
+            pos_tx,
+            change_tx,
+            snapshotting: AtomicUsize::new(0),
+            replica_pos: Mutex::new(vec![None; replicas.len()]),
+            page_size: Default::default(),
+        });
+        shared.sync().await?;
+        if was_wal == Some(false) {
+            tracing::info!(db = %path.display(), "database converted from rollback journal to WAL mode");
+        }
+
+        let wake = Arc::new(Notify::new());
+        let watcher = if opts.watch_wal {
+            match watch_wal(&path, Arc::clone(&wake)) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(db = %path.display(), error = %e, "wal watch unavailable, polling only");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+
+        let (db_shutdown, db_shutdown_rx) = watch::channel(false);
+        let (replica_shutdown, replica_shutdown_rx) = watch::channel(false);
+        let db_task = tokio::spawn(monitor(
+            Arc::clone(&shared),
+            opts.monitor_interval,
+            wake,
+            db_shutdown_rx,
+        ));
+        let mut handles = Vec::new();
+        let mut tasks = Vec::new();
+        for (slot, r) in replicas.into_iter().enumerate() {
+            let (pos_tx, pos_rx) = watch::channel(None);
+            let force = Arc::new(Notify::new());
+            let task = ReplicaTask {
+                slot,
+                name: r.name.clone(),
+                client: r.client,
+                opts: r.options,
+                db: Arc::clone(&shared),
+                pos: None,
+                pos_tx,
+                next_snapshot: None,
+            };
+            tasks.push(tokio::spawn(
+                task.run(replica_shutdown_rx.clone(), Arc::clone(&force)),
+            ));
+            handles.push(ReplicaHandle {
+                name: r.name,
+                pos_rx,
+                force,
+            });
+        }
+        Ok(Replicator {
+            shared,
+            replicas: handles,
+            db_shutdown,
+            replica_shutdown,
+            db_task: Some(db_task),
+            replica_tasks: tasks,
+            _watcher: watcher,
+        })
+    }
+
+    /// The database path.
+    pub fn db_path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// The meta directory (`.<name>-litestream`).
+    pub fn meta_path(&self) -> &Path {
+        &self.shared.meta
+    }
+
+    /// The current local position: generation, shadow WAL index and the committed size of
+    /// that index. `None` until the database exists.
+    pub fn position(&self) -> Option<Pos> {
+        self.shared.pos_tx.borrow().as_ref().map(ShadowPos::pos)
+    }
+
+    /// The position up to which the named replica holds the WAL (`None` if unknown).
+    pub fn replica_position(&self, name: &str) -> Option<Pos> {
+        self.replicas
+            .iter()
+            .find(|r| r.name == name)
+            .and_then(|r| r.pos_rx.borrow().clone())
+    }
+
+    /// Names of the replicas.
+    pub fn replica_names(&self) -> Vec<String> {
+        self.replicas.iter().map(|r| r.name.clone()).collect()
+    }
+
+    /// Copy every transaction committed so far into the shadow WAL now, without waiting for
+    /// the replicas; returns the local position.
+    pub async fn sync(&self) -> Result<Option<Pos>> {
+        Ok(self.shared.sync().await?.map(|p| p.pos()))
+    }
+
+    /// Sync the database now and wait until every transaction committed before this call is
+    /// durable on all replicas (each replica uploads immediately, regardless of its
+    /// `sync-interval`). Returns the position that is now durable everywhere. Fails with an
+    /// I/O error of kind `TimedOut` if that takes longer than `timeout`.
+    pub async fn sync_and_wait(&self, timeout: Duration) -> Result<Pos> {
+        let fut = async {
+            let target =
+                self.shared.sync().await?.ok_or_else(|| {
+                    Error::InvalidArgument("no generation, waiting for data".into())
+                })?;
+            for r in &self.replicas {
+                r.force.notify_one();
+            }
+            for r in &self.replicas {
+                let mut rx = r.pos_rx.clone();
+                rx.wait_for(|p| reached(p, &target))
+                    .await
+                    .map_err(|_| Error::Cancelled)?;
+            }
+            Ok::<_, Error>(target.pos())
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::io(
+                self.shared.path.display().to_string(),
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("replicas not in sync after {timeout:?}"),
+                ),
+            )),
+        }
+    }
+
+    /// Stop: a final database sync, a final upload round on every replica, then release the
+    /// read lock and close the engine's connections.
+    pub async fn shutdown(mut self) -> Result<()> {
+        self.db_shutdown.send_replace(true);
+        if let Some(t) = self.db_task.take() {
+            let _ = t.await;
+        }
+        let last = self.shared.sync().await;
+        if let Err(e) = &last {
+            tracing::warn!(db = %self.shared.path.display(), error = %e, "sync error");
+        }
+        self.replica_shutdown.send_replace(true);
+        for t in self.replica_tasks.drain(..) {
+            let _ = t.await;
+        }
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            if let Ok(mut core) = shared.core.lock() {
+                core.close();
+            }
+        })
+        .await
+        .map_err(|e| Error::io("close", io::Error::other(e)))?;
+        last.map(|_| ())
+    }
+}
+
+impl Drop for Replicator {
+    fn drop(&mut self) {
+        self.db_shutdown.send_replace(true);
+        self.replica_shutdown.send_replace(true);
+    }
+}
+
+/// Some(true) if the database header says WAL mode, Some(false) for rollback journal.
+fn journal_is_wal(path: &Path) -> Option<bool> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut h = [0u8; 20];
+    f.read_exact(&mut h).ok()?;
+    if &h[..16] != b"SQLite format 3\0" {
+        return None;
+    }
+    Some(h[18] == 2)
+}
+
+fn watch_wal(db: &Path, wake: Arc<Notify>) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::{EventKind, RecursiveMode, Watcher};
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal = PathBuf::from(wal);
+    let dir = db
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            if matches!(ev.kind, EventKind::Modify(_) | EventKind::Create(_))
+                && ev.paths.iter().any(|p| p == &wal)
+            {
+                wake.notify_one();
+            }
+        }
+    })?;
+    w.watch(&dir, RecursiveMode::NonRecursive)?;
+    Ok(w)
+}
+
+/// The monitor loop: a sync every `monitor-interval`, and early on a WAL change.
+async fn monitor(
+    shared: Arc<DbShared>,
+    interval: Duration,
+    wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            _ = tick.tick() => {}
+            _ = wake.notified() => {
+                // Let a burst of WAL writes settle a little.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        if let Err(e) = shared.sync().await {
+            tracing::warn!(db = %shared.path.display(), error = %e, "sync error");
+        }
+    }
+}

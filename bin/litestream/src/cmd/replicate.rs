@@ -1,0 +1,150 @@
+//! `litestream replicate`: replicate every database of the config file, or
+//! `replicate DB_PATH REPLICA_URL...`; `-exec CMD` runs the application as a child process.
+//! A thin layer over [`litestream_core::engine::Replicator`].
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use litestream_core::config::{self, DbConfig, ReplicaConfig};
+use litestream_core::engine::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Replicator};
+
+use super::load_config;
+use crate::flags::FlagSet;
+use crate::registry::build_client;
+
+pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
+    let fs = FlagSet::new("replicate", "[arguments] [DB_PATH REPLICA_URL [REPLICA_URL...]]")
+        .value("config", "Specifies the configuration file.")
+        .bool(
+            "no-expand-env",
+            "Disables environment variable expansion in configuration file.",
+        )
+        .value("exec", "Executes a subcommand. Litestream will exit when the child process exits. Useful for simple process management.");
+    let p = fs.parse(args)?;
+
+    let (dbs, exec) = if !p.args.is_empty() {
+        if p.get("config").is_some() {
+            bail!("cannot specify a replica URL and the -config flag");
+        }
+        if p.args.len() < 2 {
+            bail!("must specify at least one replica URL for {}", p.args[0]);
+        }
+        let db = DbConfig {
+            path: config::absolute_path(&p.args[0])?
+                .to_string_lossy()
+                .into_owned(),
+            replicas: p.args[1..]
+                .iter()
+                .map(|u| ReplicaConfig {
+                    url: Some(u.clone()),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        (vec![db], p.get("exec").map(str::to_string))
+    } else {
+        let cfg = load_config(p.get("config"), p.is_set("no-expand-env"))?;
+        let exec = p.get("exec").map(str::to_string).or(cfg.exec.clone());
+        (cfg.dbs, exec)
+    };
+    if dbs.is_empty() {
+        bail!("no databases specified in configuration");
+    }
+
+    let mut replicators = Vec::new();
+    for db in &dbs {
+        let opts = DbOptions::from_config(db)?;
+        let mut handles = Vec::new();
+        for rc in db.all_replicas() {
+            let rc = rc.resolve()?;
+            let name = rc.display_name();
+            if handles.iter().any(|h: &ReplicaHandleConfig| h.name == name) {
+                bail!("duplicate replica name: {name:?}");
+            }
+            let client = build_client(&rc)
+                .await
+                .with_context(|| format!("replica {name:?} of {}", db.path))?;
+            handles.push(ReplicaHandleConfig {
+                name,
+                client,
+                options: ReplicaOptions::from_config(&rc),
+            });
+        }
+        let path = config::absolute_path(&db.path)?;
+        tracing::info!(db = %path.display(), "initialized db");
+        for h in &handles {
+            tracing::info!(db = %path.display(), name = %h.name, r#type = h.client.kind(),
+                sync_interval = ?h.options.sync_interval, "replicating to");
+        }
+        let r = Replicator::start(&path, handles, opts)
+            .await
+            .with_context(|| format!("cannot open db: {}", path.display()))?;
+        replicators.push(r);
+    }
+
+    let mut child = match &exec {
+        Some(cmd) => Some(
+            tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .spawn()
+                .with_context(|| format!("cannot exec: {cmd}"))?,
+        ),
+        None => None,
+    };
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("install SIGTERM handler")?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("install SIGINT handler")?;
+    let mut code = ExitCode::SUCCESS;
+    let signal = tokio::select! {
+        _ = sigterm.recv() => Some(libc_sig::TERM),
+        _ = sigint.recv() => Some(libc_sig::INT),
+        st = async {
+            match child.as_mut() {
+                Some(c) => c.wait().await.ok(),
+                None => std::future::pending().await,
+            }
+        } => {
+            if let Some(st) = st {
+                if !st.success() {
+                    tracing::error!(status = %st, "subprocess exited with error");
+                    code = ExitCode::from(1);
+                }
+            }
+            child = None;
+            None
+        }
+    };
+    if let (Some(sig), Some(c)) = (signal, child.as_mut()) {
+        tracing::info!("signal received, forwarding to subprocess");
+        if let Some(pid) = c.id() {
+            let _ = std::process::Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(pid.to_string())
+                .status();
+        }
+        if let Ok(st) = c.wait().await {
+            if !st.success() {
+                code = ExitCode::from(1);
+            }
+        }
+    }
+    if signal.is_some() {
+        tracing::info!("signal received, litestream shutting down");
+    }
+    for r in replicators {
+        if let Err(e) = r.shutdown().await {
+            tracing::error!(error = %e, "shutdown error");
+        }
+    }
+    tracing::info!("litestream shut down");
+    Ok(code)
+}
+
+mod libc_sig {
+    pub(super) const TERM: &str = "TERM";
+    pub(super) const INT: &str = "INT";
+}

@@ -1,0 +1,935 @@
+//! One tracked database: the meta directory, the shadow WAL, the engine's SQLite
+//! connections and read locks, the generation rules and the checkpoint procedure.
+//!
+//! Everything here is blocking and runs on a blocking thread under the database's mutex.
+//!
+//! # Read locks
+//!
+//! Litestream holds one read transaction forever, which pins the WAL and starves the
+//! application's checkpoints. We hold a read transaction on one of two reader connections at
+//! all times instead, and move it forward on every sync: begin a new read transaction on the
+//! idle reader, copy every committed frame, and only then end the old one. While a read
+//! transaction with read mark `M` is open SQLite cannot restart the WAL past frames we have
+//! not copied (a mark > 0 bounds back-filling to `M` and forbids a restart while later frames
+//! exist; mark 0 forbids back-filling altogether), and every frame up to `M` was copied before
+//! the previous read transaction ended. So application checkpoints back-fill up to our last
+//! sync, and a WAL restart by the application can only happen after we copied everything of
+//! the old WAL: it is a new index, not a new generation. Without that continuity (start-up,
+//! lost read transaction) we apply Litestream's rules and start a new generation.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use rusqlite::Connection;
+
+use crate::error::{Error, Result};
+use crate::pos::{Generation, Pos, MAX_INDEX};
+use crate::wal::{align_frame, FrameValidator, WalHeader, WAL_FRAME_HEADER_SIZE, WAL_HEADER_SIZE};
+
+use super::options::DbOptions;
+
+const SEQ_UPSERT: &str =
+    "INSERT INTO _litestream_seq (id, seq) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET seq = seq + 1";
+const PENDING_SPILL: usize = 8 << 20;
+
+/// The committed end of the shadow WAL: generation, index and size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ShadowPos {
+    pub(crate) generation: Generation,
+    pub(crate) index: u32,
+    pub(crate) size: u64,
+}
+
+impl ShadowPos {
+    pub(crate) fn pos(&self) -> Pos {
+        Pos::new(self.generation.clone(), self.index, self.size)
+    }
+}
+
+/// Checkpoint modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CheckpointMode {
+    Passive,
+    Restart,
+    Truncate,
+}
+
+impl CheckpointMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            CheckpointMode::Passive => "PASSIVE",
+            CheckpointMode::Restart => "RESTART",
+            CheckpointMode::Truncate => "TRUNCATE",
+        }
+    }
+}
+
+/// What one sync did.
+#[derive(Debug, Default)]
+pub(crate) struct SyncOutcome {
+    /// Something changed (frames copied, new index, new generation, checkpoint).
+    pub(crate) changed: bool,
+    /// The committed shadow position after the sync (None: no database yet).
+    pub(crate) pos: Option<ShadowPos>,
+}
+
+struct Conns {
+    writer: Connection,
+    readers: [Connection; 2],
+    held: [bool; 2],
+    active: usize,
+}
+
+struct VerifyInfo {
+    generation: Option<Generation>,
+    reason: Option<&'static str>,
+    restart: bool,
+    index: u32,
+    shadow_size: u64,
+    wal_size: u64,
+}
+
+/// The blocking state of one database.
+pub(crate) struct DbCore {
+    pub(crate) path: PathBuf,
+    wal_path: PathBuf,
+    pub(crate) meta: PathBuf,
+    opts: DbOptions,
+    conns: Option<Conns>,
+    page_size: u32,
+    /// True while a read transaction has been held continuously since the last full copy.
+    continuity: bool,
+    /// Set on the first sync after start-up: the shadow tail must be trimmed to a commit.
+    trimmed: bool,
+}
+
+impl std::fmt::Debug for DbCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbCore")
+            .field("path", &self.path)
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_err(path: &Path, e: io::Error) -> Error {
+    Error::io(path.display().to_string(), e)
+}
+
+/// `/dir/.name-litestream` for `/dir/name`.
+pub(crate) fn default_meta_path(db: &Path) -> PathBuf {
+    let name = db
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = db.parent().map(Path::to_path_buf).unwrap_or_default();
+    dir.join(format!(".{name}-litestream"))
+}
+
+fn wal_path_of(db: &Path) -> PathBuf {
+    let mut s = db.as_os_str().to_owned();
+    s.push("-wal");
+    PathBuf::from(s)
+}
+
+fn read_at(path: &Path, offset: u64, len: usize) -> Result<Option<Vec<u8>>> {
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(path, e)),
+    };
+    f.seek(SeekFrom::Start(offset))
+        .map_err(|e| io_err(path, e))?;
+    let mut buf = vec![0u8; len];
+    match f.read_exact(&mut buf) {
+        Ok(()) => Ok(Some(buf)),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(io_err(path, e)),
+    }
+}
+
+fn file_size(path: &Path) -> Result<Option<u64>> {
+    match fs::metadata(path) {
+        Ok(m) => Ok(Some(m.len())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path, e)),
+    }
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Frames validated but not yet known to be committed: in memory, spilled to a file if large.
+struct Pending {
+    mem: Vec<u8>,
+    spill: Option<(File, PathBuf, u64)>,
+}
+
+impl Pending {
+    fn len(&self) -> u64 {
+        self.mem.len() as u64 + self.spill.as_ref().map_or(0, |s| s.2)
+    }
+    fn push(&mut self, frame: &[u8], tmp: &Path) -> Result<()> {
+        self.mem.extend_from_slice(frame);
+        if self.mem.len() >= PENDING_SPILL {
+            if self.spill.is_none() {
+                let f = OpenOptions::new()
+                    .create(true)
+                    .truncate(true)
+                    .read(true)
+                    .write(true)
+                    .open(tmp)
+                    .map_err(|e| io_err(tmp, e))?;
+                self.spill = Some((f, tmp.to_path_buf(), 0));
+            }
+            if let Some((f, p, n)) = self.spill.as_mut() {
+                f.write_all(&self.mem).map_err(|e| io_err(p, e))?;
+                *n += self.mem.len() as u64;
+            }
+            self.mem.clear();
+        }
+        Ok(())
+    }
+    /// Append everything pending to `out` and reset.
+    fn drain_into(&mut self, out: &mut File, out_path: &Path) -> Result<()> {
+        if let Some((mut f, p, n)) = self.spill.take() {
+            f.seek(SeekFrom::Start(0)).map_err(|e| io_err(&p, e))?;
+            let copied = io::copy(&mut (&mut f).take(n), out).map_err(|e| io_err(out_path, e))?;
+            drop(f);
+            let _ = fs::remove_file(&p);
+            if copied != n {
+                return Err(io_err(
+                    &p,
+                    io::Error::new(io::ErrorKind::UnexpectedEof, "short spill file"),
+                ));
+            }
+        }
+        out.write_all(&self.mem).map_err(|e| io_err(out_path, e))?;
+        self.mem.clear();
+        Ok(())
+    }
+    fn discard(&mut self) {
+        if let Some((_, p, _)) = self.spill.take() {
+            let _ = fs::remove_file(p);
+        }
+        self.mem.clear();
+    }
+}
+
+impl DbCore {
+    pub(crate) fn new(path: PathBuf, opts: DbOptions) -> DbCore {
+        let meta = opts
+            .meta_path
+            .clone()
+            .unwrap_or_else(|| default_meta_path(&path));
+        DbCore {
+            wal_path: wal_path_of(&path),
+            path,
+            meta,
+            opts,
+            conns: None,
+            page_size: 0,
+            continuity: false,
+            trimmed: false,
+        }
+    }
+
+    fn sql_err(&self, source: rusqlite::Error) -> Error {
+        Error::Sqlite {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    fn generations_dir(&self) -> PathBuf {
+        self.meta.join("generations")
+    }
+
+    fn shadow_dir(&self, g: &Generation) -> PathBuf {
+        self.generations_dir().join(g.as_str()).join("wal")
+    }
+
+    /// `generations/<GEN>/wal/<%08x>.wal` under the meta directory.
+    pub(crate) fn shadow_path(&self, g: &Generation, index: u32) -> PathBuf {
+        self.shadow_dir(g).join(format!("{index:08x}.wal"))
+    }
+
+    fn frame_size(&self) -> u64 {
+        WAL_FRAME_HEADER_SIZE as u64 + u64::from(self.page_size)
+    }
+
+    fn wal_size_for_pages(&self, n: u64) -> u64 {
+        WAL_HEADER_SIZE as u64 + n.saturating_mul(self.frame_size())
+    }
+
+    fn open_conn(&self) -> Result<Connection> {
+        let c = Connection::open(&self.path).map_err(|e| self.sql_err(e))?;
+        c.busy_timeout(self.opts.busy_timeout)
+            .map_err(|e| self.sql_err(e))?;
+        // Keep the -wal file when our connection is the last to close, as Litestream does,
+        // so that a restart can keep the generation.
+        let mut one: std::os::raw::c_int = 1;
+        // SAFETY: the handle is valid for the lifetime of `c`; the argument is an int as
+        // SQLITE_FCNTL_PERSIST_WAL requires.
+        unsafe {
+            rusqlite::ffi::sqlite3_file_control(
+                c.handle(),
+                c"main".as_ptr(),
+                rusqlite::ffi::SQLITE_FCNTL_PERSIST_WAL,
+                (&mut one as *mut std::os::raw::c_int).cast(),
+            );
+        }
+        Ok(c)
+    }
+
+    /// Open connections, force WAL mode, create Litestream's tables, take the read lock.
+    fn init(&mut self) -> Result<()> {
+        let writer = self.open_conn()?;
+        let mode: String = writer
+            .query_row("PRAGMA journal_mode = wal", [], |r| r.get(0))
+            .map_err(|e| self.sql_err(e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::InvalidArgument(format!(
+                "enable wal failed, mode={mode:?}"
+            )));
+        }
+        writer
+            .execute_batch(
+                "PRAGMA wal_autocheckpoint = 0;
+                 CREATE TABLE IF NOT EXISTS _litestream_seq (id INTEGER PRIMARY KEY, seq INTEGER);
+                 CREATE TABLE IF NOT EXISTS _litestream_lock (id INTEGER);",
+            )
+            .map_err(|e| self.sql_err(e))?;
+        let page_size: i64 = writer
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(|e| self.sql_err(e))?;
+        let r0 = self.open_conn()?;
+        let r1 = self.open_conn()?;
+        for c in [&r0, &r1] {
+            c.execute_batch("PRAGMA wal_autocheckpoint = 0")
+                .map_err(|e| self.sql_err(e))?;
+        }
+        self.page_size = u32::try_from(page_size)
+            .map_err(|_| Error::corrupt(self.path.display().to_string(), "bad page size"))?;
+        self.conns = Some(Conns {
+            writer,
+            readers: [r0, r1],
+            held: [false, false],
+            active: 0,
+        });
+        self.begin_read(0)?;
+        fs::create_dir_all(&self.meta).map_err(|e| io_err(&self.meta, e))?;
+        self.remove_tmp_files(&self.meta.clone());
+        self.continuity = false;
+        self.trimmed = false;
+        tracing::debug!(db = %self.path.display(), page_size, "init: database opened");
+        Ok(())
+    }
+
+    fn remove_tmp_files(&self, dir: &Path) {
+        let Ok(rd) = fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                self.remove_tmp_files(&p);
+            } else if p.extension().is_some_and(|x| x == "tmp") {
+                let _ = fs::remove_file(&p);
+            }
+        }
+    }
+
+    fn conns(&self) -> Result<&Conns> {
+        self.conns
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("database not initialised".into()))
+    }
+
+    fn begin_read(&mut self, i: usize) -> Result<()> {
+        let c = self.conns()?;
+        if c.held[i] {
+            return Ok(());
+        }
+        let r = &c.readers[i];
+        let res = r.execute_batch("BEGIN").and_then(|_| {
+            r.query_row("SELECT COUNT(1) FROM _litestream_seq", [], |row| {
+                row.get::<_, i64>(0)
+            })
+        });
+        if let Err(e) = res {
+            let _ = r.execute_batch("ROLLBACK");
+            return Err(self.sql_err(e));
+        }
+        if let Some(c) = self.conns.as_mut() {
+            c.held[i] = true;
+        }
+        Ok(())
+    }
+
+    fn end_read(&mut self, i: usize) {
+        if let Some(c) = self.conns.as_mut() {
+            if c.held[i] {
+                if let Err(e) = c.readers[i].execute_batch("ROLLBACK") {
+                    tracing::debug!(error = %e, "rollback read tx");
+                }
+                c.held[i] = false;
+            }
+        }
+    }
+
+    fn holds_read(&self) -> bool {
+        self.conns.as_ref().is_some_and(|c| c.held[0] || c.held[1])
+    }
+
+    /// Drop connections (after an error that may have lost the read lock).
+    fn reset(&mut self) {
+        if let Some(c) = self.conns.as_mut() {
+            for i in 0..2 {
+                if c.held[i] {
+                    let _ = c.readers[i].execute_batch("ROLLBACK");
+                }
+            }
+        }
+        self.conns = None;
+        self.continuity = false;
+    }
+
+    /// Release the read locks and close the connections (shutdown).
+    pub(crate) fn close(&mut self) {
+        self.reset();
+    }
+
+    /// The current generation from the `generation` file (trusted only if exactly 16 hex).
+    pub(crate) fn current_generation(&self) -> Option<Generation> {
+        let s = fs::read_to_string(self.meta.join("generation")).ok()?;
+        Generation::parse(s.trim())
+    }
+
+    fn write_generation(&self, g: &Generation) -> Result<()> {
+        let tmp = self.meta.join("generation.tmp");
+        let dst = self.meta.join("generation");
+        let mut f = File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+        f.write_all(format!("{g}\n").as_bytes())
+            .and_then(|_| f.sync_all())
+            .map_err(|e| io_err(&tmp, e))?;
+        fs::rename(&tmp, &dst).map_err(|e| io_err(&dst, e))?;
+        sync_dir(&self.meta);
+        Ok(())
+    }
+
+    fn clear_generation(&self) {
+        let _ = fs::remove_file(self.meta.join("generation"));
+    }
+
+    /// Shadow WAL indexes of a generation, ascending.
+    pub(crate) fn shadow_indexes(&self, g: &Generation) -> Result<Vec<u32>> {
+        let dir = self.shadow_dir(g);
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(&dir, e)),
+        };
+        let mut out = Vec::new();
+        for e in rd {
+            let e = e.map_err(|e| io_err(&dir, e))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(hex) = name.strip_suffix(".wal") {
+                if hex.len() == 8 {
+                    if let Ok(i) = u32::from_str_radix(hex, 16) {
+                        out.push(i);
+                    }
+                }
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Create the WAL if it is missing or shorter than its header.
+    fn ensure_wal_exists(&self) -> Result<()> {
+        if file_size(&self.wal_path)?.unwrap_or(0) >= WAL_HEADER_SIZE as u64 {
+            return Ok(());
+        }
+        self.conns()?
+            .writer
+            .execute(SEQ_UPSERT, [])
+            .map_err(|e| self.sql_err(e))?;
+        Ok(())
+    }
+
+    fn verify(&self) -> Result<VerifyInfo> {
+        let mut info = VerifyInfo {
+            generation: None,
+            reason: None,
+            restart: false,
+            index: 0,
+            shadow_size: 0,
+            wal_size: 0,
+        };
+        let Some(g) = self.current_generation() else {
+            info.reason = Some("no generation exists");
+            return Ok(info);
+        };
+        info.generation = Some(g.clone());
+        let wal_size = file_size(&self.wal_path)?.unwrap_or(0);
+        info.wal_size = wal_size;
+        let Some(&index) = self.shadow_indexes(&g)?.last() else {
+            info.reason = Some("no shadow wal");
+            return Ok(info);
+        };
+        info.index = index;
+        if index >= MAX_INDEX {
+            info.reason = Some("max index exceeded");
+            return Ok(info);
+        }
+        let shadow = self.shadow_path(&g, index);
+        let Some(raw) = file_size(&shadow)? else {
+            info.reason = Some("no shadow wal");
+            return Ok(info);
+        };
+        info.shadow_size = align_frame(raw, self.page_size);
+        if info.shadow_size < WAL_HEADER_SIZE as u64 {
+            info.reason = Some("short shadow wal");
+            return Ok(info);
+        }
+        let real_hdr = read_at(&self.wal_path, 0, WAL_HEADER_SIZE)?;
+        let shadow_hdr = read_at(&shadow, 0, WAL_HEADER_SIZE)?;
+        info.restart = real_hdr != shadow_hdr;
+        if info.restart && self.continuity {
+            // The application restarted the WAL after we had copied all of it (see the
+            // module docs): a new index, not a new generation.
+            return Ok(info);
+        }
+        if info.restart && !self.continuity {
+            // Litestream's start-up check (verifyHeadersMatch) clears the generation.
+            tracing::warn!(db = %self.path.display(),
+                "init: cannot determine last wal position, clearing generation");
+            self.clear_generation();
+            info.reason = Some("no generation exists");
+            return Ok(info);
+        }
+        if info.shadow_size > align_frame(wal_size, self.page_size) {
+            info.reason = Some("wal truncated by another process");
+            return Ok(info);
+        }
+        if info.shadow_size > WAL_HEADER_SIZE as u64 {
+            let fsz = self.frame_size();
+            let off = info.shadow_size - fsz;
+            let a = read_at(&self.wal_path, off, fsz as usize)?;
+            let b = read_at(&shadow, off, fsz as usize)?;
+            if a.is_none() || a != b {
+                info.reason = Some("wal overwritten by another process");
+                return Ok(info);
+            }
+        }
+        Ok(info)
+    }
+
+    /// Copy committed, valid frames from the real WAL (from `shadow_size`) into the shadow
+    /// file `shadow`. Returns the new shadow size.
+    fn copy_to_shadow(&self, shadow: &Path, shadow_size: u64) -> Result<u64> {
+        let hdr_bytes = read_at(shadow, 0, WAL_HEADER_SIZE)?
+            .ok_or_else(|| Error::corrupt(shadow.display().to_string(), "short shadow wal"))?;
+        let hdr = WalHeader::parse(&hdr_bytes)
+            .map_err(|r| Error::corrupt(shadow.display().to_string(), r))?;
+        let fsz = self.frame_size();
+        let last = if shadow_size > WAL_HEADER_SIZE as u64 {
+            let fh = read_at(shadow, shadow_size - fsz, WAL_FRAME_HEADER_SIZE)?
+                .ok_or_else(|| Error::corrupt(shadow.display().to_string(), "short shadow wal"))?;
+            let be = |i: usize| u32::from_be_bytes([fh[i], fh[i + 1], fh[i + 2], fh[i + 3]]);
+            (be(16), be(20))
+        } else {
+            hdr.checksum
+        };
+        let mut validator = FrameValidator::resume(hdr, last);
+        let mut wal = match File::open(&self.wal_path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(shadow_size),
+            Err(e) => return Err(io_err(&self.wal_path, e)),
+        };
+        wal.seek(SeekFrom::Start(shadow_size))
+            .map_err(|e| io_err(&self.wal_path, e))?;
+        let mut rd = io::BufReader::with_capacity(1 << 20, wal);
+        let mut frame = vec![0u8; fsz as usize];
+        let mut tmp_name = shadow.as_os_str().to_owned();
+        tmp_name.push(".tmp");
+        let tmp = PathBuf::from(tmp_name);
+        let mut pending = Pending {
+            mem: Vec::new(),
+            spill: None,
+        };
+        let mut out: Option<File> = None;
+        let mut size = shadow_size;
+        let res = (|| -> Result<u64> {
+            loop {
+                match rd.read_exact(&mut frame) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                    Err(e) => return Err(io_err(&self.wal_path, e)),
+                }
+                let fh = match validator.check(&frame) {
+                    Ok(fh) => fh,
+                    Err(reason) => {
+                        tracing::trace!(%reason, "copy shadow: stop at invalid frame");
+                        break;
+                    }
+                };
+                pending.push(&frame, &tmp)?;
+                if fh.commit_size != 0 {
+                    if out.is_none() {
+                        let f = OpenOptions::new()
+                            .write(true)
+                            .open(shadow)
+                            .map_err(|e| io_err(shadow, e))?;
+                        f.set_len(size).map_err(|e| io_err(shadow, e))?;
+                        out = Some(f);
+                    }
+                    if let Some(f) = out.as_mut() {
+                        f.seek(SeekFrom::Start(size))
+                            .map_err(|e| io_err(shadow, e))?;
+                        let n = pending.len();
+                        pending.drain_into(f, shadow)?;
+                        size += n;
+                    }
+                }
+            }
+            if let Some(f) = out.as_mut() {
+                f.sync_data().map_err(|e| io_err(shadow, e))?;
+            }
+            Ok(size)
+        })();
+        pending.discard();
+        res
+    }
+
+    /// Trim the shadow file to its last commit frame (after a crash mid-append).
+    fn trim_to_commit(&self, shadow: &Path, size: u64) -> Result<u64> {
+        let fsz = self.frame_size();
+        let mut f = File::open(shadow).map_err(|e| io_err(shadow, e))?;
+        let mut end = WAL_HEADER_SIZE as u64;
+        let mut off = WAL_HEADER_SIZE as u64;
+        let mut fh = [0u8; 8];
+        while off + fsz <= size {
+            f.seek(SeekFrom::Start(off))
+                .map_err(|e| io_err(shadow, e))?;
+            f.read_exact(&mut fh).map_err(|e| io_err(shadow, e))?;
+            off += fsz;
+            if fh[4..8] != [0, 0, 0, 0] {
+                end = off;
+            }
+        }
+        drop(f);
+        if end < size {
+            tracing::warn!(path = %shadow.display(), from = size, to = end,
+                "trimming shadow wal to last commit");
+            let f = OpenOptions::new()
+                .write(true)
+                .open(shadow)
+                .map_err(|e| io_err(shadow, e))?;
+            f.set_len(end).map_err(|e| io_err(shadow, e))?;
+            f.sync_all().map_err(|e| io_err(shadow, e))?;
+        }
+        Ok(end)
+    }
+
+    /// Start a shadow file for `index` with the real WAL's header, then copy its frames.
+    fn start_shadow_index(&self, g: &Generation, index: u32) -> Result<u64> {
+        let hdr = read_at(&self.wal_path, 0, WAL_HEADER_SIZE)?.ok_or_else(|| {
+            Error::corrupt(
+                self.wal_path.display().to_string(),
+                "primary wal header: EOF",
+            )
+        })?;
+        WalHeader::parse(&hdr)
+            .map_err(|r| Error::corrupt(self.wal_path.display().to_string(), r))?;
+        let dir = self.shadow_dir(g);
+        fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        let p = self.shadow_path(g, index);
+        let mut f = File::create(&p).map_err(|e| io_err(&p, e))?;
+        f.write_all(&hdr)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| io_err(&p, e))?;
+        drop(f);
+        sync_dir(&dir);
+        self.copy_to_shadow(&p, WAL_HEADER_SIZE as u64)
+    }
+
+    fn create_generation(&mut self, reason: &str) -> Result<ShadowPos> {
+        let g = Generation::random();
+        let size = self.start_shadow_index(&g, 0)?;
+        self.write_generation(&g)?;
+        self.clean_generations(&g);
+        tracing::info!(db = %self.path.display(), generation = %g, reason, "sync: new generation");
+        Ok(ShadowPos {
+            generation: g,
+            index: 0,
+            size,
+        })
+    }
+
+    fn clean_generations(&self, keep: &Generation) {
+        let dir = self.generations_dir();
+        let Ok(rd) = fs::read_dir(&dir) else { return };
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy() != keep.as_str() {
+                if let Err(err) = fs::remove_dir_all(e.path()) {
+                    tracing::warn!(path = %e.path().display(), error = %err, "clean: remove generation");
+                }
+            }
+        }
+    }
+
+    /// Verify and copy new frames into the shadow WAL (handling a WAL restart and the
+    /// generation rules). Returns (position, changed, real WAL size before copy).
+    fn copy_frames(&mut self) -> Result<(ShadowPos, bool, u64)> {
+        let info = self.verify()?;
+        if let Some(reason) = info.reason {
+            let pos = self.create_generation(reason)?;
+            self.trimmed = true;
+            return Ok((pos, true, info.wal_size));
+        }
+        let g = info
+            .generation
+            .clone()
+            .ok_or_else(|| Error::InvalidArgument("no generation".into()))?;
+        let shadow = self.shadow_path(&g, info.index);
+        let mut size = info.shadow_size;
+        if !self.trimmed {
+            size = self.trim_to_commit(&shadow, size)?;
+            self.trimmed = true;
+        }
+        let new_size = self.copy_to_shadow(&shadow, size)?;
+        let mut changed = new_size != size;
+        let mut pos = ShadowPos {
+            generation: g.clone(),
+            index: info.index,
+            size: new_size,
+        };
+        if info.restart {
+            let index = info.index + 1;
+            let size = self.start_shadow_index(&g, index)?;
+            tracing::debug!(db = %self.path.display(), index, "sync: new wal index");
+            pos = ShadowPos {
+                generation: g,
+                index,
+                size,
+            };
+            changed = true;
+        }
+        Ok((pos, changed, info.wal_size))
+    }
+
+    /// One `DB.Sync`: init if needed, ensure the WAL, move the read lock forward while
+    /// copying frames, checkpoint per the policy, clean up. `replica_indexes` are the
+    /// indexes (in the current generation) replicas still need, `None` for a replica without
+    /// a position in it; `checkpoint_allowed` is false while a snapshot is in progress.
+    pub(crate) fn sync(
+        &mut self,
+        replica_indexes: &[Option<(Generation, u32)>],
+        checkpoint_allowed: bool,
+    ) -> Result<SyncOutcome> {
+        if self.conns.is_none() {
+            if !self.path.exists() {
+                tracing::debug!(db = %self.path.display(), "sync: no database found");
+                return Ok(SyncOutcome::default());
+            }
+            if let Err(e) = self.init() {
+                self.reset();
+                return Err(e);
+            }
+        }
+        let res = self.sync_inner(replica_indexes, checkpoint_allowed);
+        if res.is_err() && !self.holds_read() {
+            self.reset();
+        }
+        res
+    }
+
+    fn sync_inner(
+        &mut self,
+        replica_indexes: &[Option<(Generation, u32)>],
+        checkpoint_allowed: bool,
+    ) -> Result<SyncOutcome> {
+        self.ensure_wal_exists()?;
+        // Move the read lock forward: new read tx first, copy, then end the old one.
+        let (old, new) = {
+            let c = self.conns()?;
+            if c.held[c.active] {
+                (Some(c.active), 1 - c.active)
+            } else {
+                (None, c.active)
+            }
+        };
+        self.begin_read(new)?;
+        let copied = self.copy_frames();
+        let (mut pos, mut changed, wal_size) = match copied {
+            Ok(v) => v,
+            Err(e) => {
+                if old.is_some() {
+                    self.end_read(new);
+                }
+                return Err(e);
+            }
+        };
+        if let Some(o) = old {
+            self.end_read(o);
+        }
+        if let Some(c) = self.conns.as_mut() {
+            c.active = new;
+        }
+        self.continuity = true;
+
+        // Checkpoint policy.
+        let mode = if self
+            .opts
+            .truncate_page_count
+            .is_some_and(|n| wal_size >= self.wal_size_for_pages(n))
+        {
+            Some(CheckpointMode::Truncate)
+        } else if self
+            .opts
+            .max_checkpoint_page_count
+            .is_some_and(|n| pos.size >= self.wal_size_for_pages(n))
+        {
+            Some(CheckpointMode::Restart)
+        } else if pos.size >= self.wal_size_for_pages(self.opts.min_checkpoint_page_count) {
+            Some(CheckpointMode::Passive)
+        } else if let Some(iv) = self.opts.checkpoint_interval {
+            let old_enough = fs::metadata(&self.path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .is_some_and(|age| age > iv);
+            (old_enough && pos.size > self.wal_size_for_pages(1)).then_some(CheckpointMode::Passive)
+        } else {
+            None
+        };
+        if let Some(mode) = mode {
+            if checkpoint_allowed {
+                pos = self.checkpoint(mode)?;
+                changed = true;
+            } else {
+                tracing::debug!(db = %self.path.display(), "checkpoint skipped: snapshot in progress");
+            }
+        }
+        self.clean_shadow(&pos, replica_indexes);
+        Ok(SyncOutcome {
+            changed,
+            pos: Some(pos),
+        })
+    }
+
+    /// Litestream's checkpoint, without the long read lock.
+    ///
+    /// Take the write lock (so the WAL is frozen), copy the rest, release our read locks,
+    /// back-fill (PASSIVE), take a read lock again (mark 0 if everything was back-filled: it
+    /// forbids any further back-fill), release the write lock, then write the
+    /// `_litestream_seq` frame in a fresh transaction so that SQLite restarts the WAL (the
+    /// writer's own read mark must be 0 for that), and copy the new index. Application
+    /// writers wait for at most the copy and the back-fill.
+    pub(crate) fn checkpoint(&mut self, mode: CheckpointMode) -> Result<ShadowPos> {
+        let started = std::time::Instant::now();
+        self.conns()?
+            .writer
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.sql_err(e))?;
+        let inner = (|| -> Result<()> {
+            self.copy_frames()?;
+            self.end_read(0);
+            self.end_read(1);
+            let c = self.conns()?;
+            let (busy, log, ckpt): (i64, i64, i64) = c.readers[0]
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .map_err(|e| self.sql_err(e))?;
+            tracing::debug!(db = %self.path.display(), mode = mode.as_str(),
+                result = %format!("{busy},{log},{ckpt}"), "checkpoint");
+            Ok(())
+        })();
+        // Never release the write lock without a read lock held (see module docs).
+        let active = self.conns()?.active;
+        let reread = self.begin_read(active);
+        let end = self.conns()?.writer.execute_batch("ROLLBACK");
+        if reread.is_err() {
+            self.continuity = false;
+        }
+        inner.map_err(|e| {
+            Error::InvalidArgument(format!("checkpoint: mode={} err={e}", mode.as_str()))
+        })?;
+        reread?;
+        end.map_err(|e| self.sql_err(e))?;
+        let c = self.conns()?;
+        if mode == CheckpointMode::Truncate {
+            c.writer
+                .execute_batch("PRAGMA journal_size_limit = 0")
+                .map_err(|e| self.sql_err(e))?;
+        }
+        let seq = c.writer.execute(SEQ_UPSERT, []);
+        if mode == CheckpointMode::Truncate {
+            let _ = c.writer.execute_batch("PRAGMA journal_size_limit = -1");
+        }
+        seq.map_err(|e| self.sql_err(e))?;
+        let (pos, _, _) = self.copy_frames()?;
+        tracing::debug!(db = %self.path.display(), mode = mode.as_str(),
+            elapsed = ?started.elapsed(), position = %pos.pos(), "checkpoint done");
+        Ok(pos)
+    }
+
+    /// Local shadow-WAL retention: keep what the slowest replica needs (minus one extra
+    /// older file, as Litestream), but never more than `max_shadow_wal_bytes` of old files.
+    fn clean_shadow(&self, pos: &ShadowPos, replica_indexes: &[Option<(Generation, u32)>]) {
+        let g = &pos.generation;
+        let Ok(indexes) = self.shadow_indexes(g) else {
+            return;
+        };
+        let mut min: Option<u32> = None;
+        for r in replica_indexes {
+            let i = match r {
+                Some((rg, i)) if rg == g => *i,
+                _ => 0,
+            };
+            min = Some(min.map_or(i, |m| m.min(i)));
+        }
+        let keep_from = match min {
+            Some(m) if m > 0 => m - 1,
+            _ => 0,
+        };
+        let mut budget = self.opts.max_shadow_wal_bytes;
+        let mut over = false;
+        for &i in indexes.iter().rev() {
+            if i + 1 >= pos.index {
+                continue; // the current index and the one before are always kept
+            }
+            let p = self.shadow_path(g, i);
+            let sz = file_size(&p).ok().flatten().unwrap_or(0);
+            if !over && sz <= budget {
+                budget -= sz;
+            } else {
+                over = true;
+            }
+            if i < keep_from || over {
+                if over && i >= keep_from {
+                    tracing::warn!(db = %self.path.display(), index = i,
+                        "shadow wal retention bound reached, removing wal still needed by a lagging replica");
+                }
+                if let Err(e) = fs::remove_file(&p) {
+                    tracing::warn!(path = %p.display(), error = %e, "clean: remove shadow wal");
+                }
+            }
+        }
+    }
+
+    /// The page size (0 before init).
+    pub(crate) fn page_size(&self) -> u32 {
+        self.page_size
+    }
+}
+
+/// Keep unused-field lints quiet for Duration import on some cfgs.
+#[allow(dead_code)]
+fn _unused(_: Duration) {}

@@ -1,0 +1,387 @@
+//! One replica of a database: the upload loop (one round per `sync-interval` when something
+//! changed), snapshots (new generation, `snapshot-interval`, retention), retention, and the
+//! start-up position calculation (`calcPos`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::pos::{Generation, Pos};
+use crate::replica_client::{ReplicaClient, SnapshotInfo};
+use crate::wal::align_frame;
+
+use super::options::ReplicaOptions;
+use super::stream::{decompressed_len, lz4_file_stream};
+use super::DbShared;
+
+pub(crate) struct ReplicaTask {
+    pub(crate) slot: usize,
+    pub(crate) name: String,
+    pub(crate) client: Arc<dyn ReplicaClient>,
+    pub(crate) opts: ReplicaOptions,
+    pub(crate) db: Arc<DbShared>,
+    pub(crate) pos: Option<Pos>,
+    pub(crate) pos_tx: watch::Sender<Option<Pos>>,
+    pub(crate) next_snapshot: Option<Instant>,
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86400 * 365)
+}
+
+fn since(t: OffsetDateTime) -> Duration {
+    let d = OffsetDateTime::now_utc() - t;
+    d.try_into().unwrap_or(Duration::ZERO)
+}
+
+struct SnapshotGuard<'a>(&'a DbShared);
+impl Drop for SnapshotGuard<'_> {
+    fn drop(&mut self) {
+        self.0
+            .snapshotting
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl ReplicaTask {
+    fn set_pos(&mut self, pos: Option<Pos>) {
+        if let Ok(mut v) = self.db.replica_pos.lock() {
+            if let Some(slot) = v.get_mut(self.slot) {
+                *slot = pos.as_ref().map(|p| (p.generation.clone(), p.index));
+            }
+        }
+        self.pos = pos.clone();
+        self.pos_tx.send_replace(pos);
+    }
+
+    /// The upload loop; returns after the final sync on shutdown.
+    pub(crate) async fn run(mut self, mut shutdown: watch::Receiver<bool>, force: Arc<Notify>) {
+        if self.opts.validation_interval.is_some() {
+            tracing::warn!(replica = %self.name, "validation-interval is not implemented yet; ignored");
+        }
+        let mut change_rx = self.db.change_tx.subscribe();
+        let mut dirty = true;
+        let mut last_sync: Option<Instant> = None;
+        let retention_period = self
+            .opts
+            .retention
+            .map(|r| r.min(self.opts.retention_check_interval));
+        let mut next_retention = retention_period.map(|p| Instant::now() + p);
+        loop {
+            let sync_at = last_sync
+                .map(|t| t + self.opts.sync_interval)
+                .unwrap_or_else(Instant::now);
+            let snap_at = self.next_snapshot.unwrap_or_else(far_future);
+            let ret_at = next_retention.unwrap_or_else(far_future);
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                _ = force.notified() => {
+                    change_rx.borrow_and_update();
+                    dirty = false;
+                    last_sync = Some(Instant::now());
+                    if self.sync_logged().await.is_err() { dirty = true; }
+                }
+                r = change_rx.changed(), if !dirty => {
+                    if r.is_err() { break; }
+                    dirty = true;
+                }
+                _ = tokio::time::sleep_until(sync_at), if dirty => {
+                    change_rx.borrow_and_update();
+                    dirty = false;
+                    last_sync = Some(Instant::now());
+                    if self.sync_logged().await.is_err() { dirty = true; }
+                }
+                _ = tokio::time::sleep_until(snap_at), if self.next_snapshot.is_some() => {
+                    self.next_snapshot = self.opts.snapshot_interval.map(|i| Instant::now() + i);
+                    if let Err(e) = self.snapshot().await {
+                        tracing::warn!(replica = %self.name, error = %e, "snapshotter error");
+                    }
+                }
+                _ = tokio::time::sleep_until(ret_at), if next_retention.is_some() => {
+                    next_retention = retention_period.map(|p| Instant::now() + p);
+                    if let Err(e) = self.enforce_retention().await {
+                        tracing::warn!(replica = %self.name, error = %e, "retainer error");
+                    }
+                }
+            }
+        }
+        // Final sync on shutdown.
+        let _ = self.sync_logged().await;
+    }
+
+    async fn sync_logged(&mut self) -> Result<()> {
+        let r = self.sync().await;
+        if let Err(e) = &r {
+            tracing::warn!(db = %self.db.path.display(), replica = %self.name, error = %e, "monitor error");
+        }
+        r
+    }
+
+    /// `Replica.Sync`: make sure the replica has a snapshot and a position in the current
+    /// generation, then upload every new part of the shadow WAL.
+    pub(crate) async fn sync(&mut self) -> Result<()> {
+        let dpos = self
+            .db
+            .pos_tx
+            .borrow()
+            .clone()
+            .ok_or_else(|| Error::InvalidArgument("no generation, waiting for data".into()))?;
+        let g = dpos.generation.clone();
+        if self.pos.as_ref().map(|p| &p.generation) != Some(&g) {
+            let snaps = self
+                .opts
+                .retry
+                .run("list snapshots", || self.client.snapshots(&g))
+                .await?;
+            if snaps.is_empty() {
+                self.snapshot().await?;
+                let now = self.db.pos_tx.borrow().clone();
+                if now.map(|p| p.generation) != Some(g.clone()) {
+                    return Err(Error::InvalidArgument(
+                        "generation changed during snapshot, exiting sync".into(),
+                    ));
+                }
+            } else if self.next_snapshot.is_none() {
+                if let (Some(iv), Some(last)) = (
+                    self.opts.snapshot_interval,
+                    snaps.iter().map(|s| s.created_at).max(),
+                ) {
+                    let next = iv.saturating_sub(since(last));
+                    tracing::info!(replica = %self.name, previous = %last, next = ?next, "snapshot interval adjusted");
+                    self.next_snapshot = Some(Instant::now() + next);
+                }
+            }
+            let pos = self.calc_pos(&g).await?;
+            tracing::debug!(replica = %self.name, position = %pos, "replica position calculated");
+            self.set_pos(Some(pos));
+        }
+        while self.sync_wal().await? {}
+        Ok(())
+    }
+
+    /// `calcPos`: after the newest snapshot, the end of the newest WAL segment.
+    async fn calc_pos(&self, g: &Generation) -> Result<Pos> {
+        let snaps = self
+            .opts
+            .retry
+            .run("list snapshots", || self.client.snapshots(g))
+            .await?;
+        let snap_index = snaps
+            .iter()
+            .map(|s| s.index)
+            .max()
+            .ok_or_else(|| Error::NoSnapshots {
+                generation: g.to_string(),
+            })?;
+        let segs = self
+            .opts
+            .retry
+            .run("list wal segments", || self.client.wal_segments(g))
+            .await?;
+        let Some(last) = segs.iter().max_by_key(|s| (s.index, s.offset)) else {
+            return Ok(Pos::new(g.clone(), snap_index, 0));
+        };
+        if last.index < snap_index {
+            return Ok(Pos::new(g.clone(), snap_index, 0));
+        }
+        let lpos = last.pos();
+        let n = self
+            .opts
+            .retry
+            .run("read wal segment", || async {
+                let s = self.client.open_wal_segment(&lpos).await?;
+                decompressed_len(s, lpos.to_string()).await
+            })
+            .await?;
+        Ok(Pos::new(g.clone(), last.index, last.offset + n))
+    }
+
+    /// Upload the next part of the shadow WAL; false when there is nothing more to do.
+    async fn sync_wal(&mut self) -> Result<bool> {
+        let Some(pos) = self.pos.clone() else {
+            return Ok(false);
+        };
+        let Some(dpos) = self.db.pos_tx.borrow().clone() else {
+            return Ok(false);
+        };
+        if dpos.generation != pos.generation || pos.index > dpos.index {
+            return Ok(false);
+        }
+        let path = self.db.shadow_path(&pos.generation, pos.index);
+        let end = if pos.index == dpos.index {
+            dpos.size
+        } else {
+            match std::fs::metadata(&path) {
+                Ok(m) => align_frame(m.len(), self.db.page_size()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::warn!(replica = %self.name, position = %pos,
+                        "replica fell behind local shadow wal retention, restarting from a new snapshot");
+                    self.set_pos(None);
+                    self.snapshot().await?;
+                    let p = self.calc_pos(&pos.generation).await?;
+                    self.set_pos(Some(p));
+                    return Ok(true);
+                }
+                Err(e) => return Err(Error::io(path.display().to_string(), e)),
+            }
+        };
+        if pos.offset >= end {
+            if pos.offset > end {
+                tracing::warn!(replica = %self.name, position = %pos, end,
+                    "replica position is past the local shadow wal");
+                return Ok(false);
+            }
+            if pos.index < dpos.index {
+                self.set_pos(Some(Pos::new(pos.generation.clone(), pos.index + 1, 0)));
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        if !layout::offset_fits_name(pos.offset) {
+            return Err(Error::InvalidArgument(format!(
+                "wal offset {} does not fit a v0.3 segment name",
+                pos.offset
+            )));
+        }
+        let started = std::time::Instant::now();
+        tracing::debug!(replica = %self.name, position = %pos, "write wal segment");
+        let len = end - pos.offset;
+        self.opts
+            .retry
+            .run("write wal segment", || {
+                let stream = lz4_file_stream(path.clone(), pos.offset, Some(len));
+                self.client.write_wal_segment(&pos, stream)
+            })
+            .await?;
+        tracing::info!(replica = %self.name, position = %pos, elapsed = ?started.elapsed(), sz = len,
+            "wal segment written");
+        self.set_pos(Some(Pos::new(pos.generation.clone(), pos.index, end)));
+        Ok(true)
+    }
+
+    /// `Replica.Snapshot`: stream the main database file through LZ4 to the replica, labelled
+    /// with the current shadow index. The engine's checkpoints are skipped meanwhile.
+    pub(crate) async fn snapshot(&mut self) -> Result<SnapshotInfo> {
+        self.db
+            .snapshotting
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _guard = SnapshotGuard(&self.db);
+        let dpos = self
+            .db
+            .pos_tx
+            .borrow()
+            .clone()
+            .ok_or_else(|| Error::InvalidArgument("no generation, waiting for data".into()))?;
+        let pos = dpos.pos();
+        let started = std::time::Instant::now();
+        tracing::info!(replica = %self.name, position = %pos, "write snapshot");
+        let path = self.db.path.clone();
+        let info = self
+            .opts
+            .retry
+            .run("write snapshot", || {
+                let stream = lz4_file_stream(path.clone(), 0, None);
+                self.client
+                    .write_snapshot(&dpos.generation, dpos.index, stream)
+            })
+            .await?;
+        tracing::info!(replica = %self.name, position = %pos, elapsed = ?started.elapsed(), sz = info.size,
+            "snapshot written");
+        if let Some(iv) = self.opts.snapshot_interval {
+            self.next_snapshot = Some(Instant::now() + iv);
+        }
+        Ok(info)
+    }
+
+    /// Retention (spec 5.3), except that the current generation is never deleted: if it has
+    /// no snapshot inside the window a new one is taken.
+    pub(crate) async fn enforce_retention(&mut self) -> Result<()> {
+        let Some(retention) = self.opts.retention else {
+            return Ok(());
+        };
+        let cutoff = OffsetDateTime::now_utc() - retention;
+        let current = self.db.pos_tx.borrow().clone().map(|p| p.generation);
+        let gens = self
+            .opts
+            .retry
+            .run("list generations", || self.client.generations())
+            .await?;
+        let mut all = Vec::new();
+        for g in &gens {
+            let snaps = self
+                .opts
+                .retry
+                .run("list snapshots", || self.client.snapshots(g))
+                .await?;
+            all.push((g.clone(), snaps));
+        }
+        let any_retained = all
+            .iter()
+            .any(|(_, s)| s.iter().any(|s| s.created_at >= cutoff));
+        let current_retained = current.as_ref().is_some_and(|c| {
+            all.iter()
+                .any(|(g, s)| g == c && s.iter().any(|s| s.created_at >= cutoff))
+        });
+        if (!any_retained || !current_retained) && current.is_some() {
+            let info = self.snapshot().await?;
+            match all.iter_mut().find(|(g, _)| *g == info.generation) {
+                Some((_, s)) => {
+                    s.retain(|x| x.index != info.index);
+                    s.push(info);
+                }
+                None => all.push((info.generation.clone(), vec![info])),
+            }
+        }
+        for (g, snaps) in &all {
+            let retained: Vec<&SnapshotInfo> =
+                snaps.iter().filter(|s| s.created_at >= cutoff).collect();
+            let Some(k) = retained.iter().map(|s| s.index).min() else {
+                if Some(g) == current.as_ref() {
+                    continue;
+                }
+                self.opts
+                    .retry
+                    .run("delete generation", || self.client.delete_generation(g))
+                    .await?;
+                tracing::info!(replica = %self.name, generation = %g, "generation deleted");
+                continue;
+            };
+            for s in snaps.iter().filter(|s| s.index < k) {
+                self.opts
+                    .retry
+                    .run("delete snapshot", || {
+                        self.client.delete_snapshot(g, s.index)
+                    })
+                    .await?;
+                tracing::info!(replica = %self.name, generation = %g, index = k, "snapshot deleted");
+            }
+            let segs = self
+                .opts
+                .retry
+                .run("list wal segments", || self.client.wal_segments(g))
+                .await?;
+            let old: Vec<Pos> = segs
+                .iter()
+                .filter(|s| s.index < k)
+                .map(|s| s.pos())
+                .collect();
+            if !old.is_empty() {
+                self.opts
+                    .retry
+                    .run("delete wal segments", || {
+                        self.client.delete_wal_segments(&old)
+                    })
+                    .await?;
+                tracing::info!(replica = %self.name, generation = %g, index = k, n = old.len(),
+                    "wal segmented deleted before");
+            }
+        }
+        Ok(())
+    }
+}

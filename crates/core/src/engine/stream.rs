@@ -1,0 +1,95 @@
+//! Bridges between blocking file I/O + LZ4 and the async [`ByteStream`] the clients take,
+//! with bounded memory (one LZ4 block plus a few channel chunks in flight).
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use crate::error::{Error, Result};
+use crate::lz4::{Lz4FrameReader, Lz4FrameWriter};
+use crate::replica_client::ByteStream;
+
+const CHUNK: usize = 256 << 10;
+
+struct ChannelWriter {
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "upload stream closed"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Stream `len` bytes (or to EOF when `None`) of `path` from `offset`, LZ4-framed.
+///
+/// The file is opened when the stream is created; the reading and compression run on a
+/// blocking thread. A short file (fewer than `len` bytes) ends the stream with an error.
+pub(crate) fn lz4_file_stream(path: PathBuf, offset: u64, len: Option<u64>) -> ByteStream {
+    let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(4);
+    let opened = File::open(&path);
+    tokio::task::spawn_blocking(move || {
+        let res = (|| -> io::Result<()> {
+            let mut f = opened?;
+            f.seek(SeekFrom::Start(offset))?;
+            let mut w = Lz4FrameWriter::new(ChannelWriter {
+                tx: tx.clone(),
+                buf: Vec::with_capacity(CHUNK),
+            });
+            let n = match len {
+                Some(n) => io::copy(&mut (&mut f).take(n), &mut w)?,
+                None => io::copy(&mut f, &mut w)?,
+            };
+            if let Some(want) = len {
+                if n != want {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("{}: read {n} of {want} bytes", path.display()),
+                    ));
+                }
+            }
+            let mut cw = w.finish()?;
+            cw.send()
+        })();
+        if let Err(e) = res {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    Box::pin(StreamReader::new(stream))
+}
+
+/// Decompress an LZ4-framed stream and count its bytes (used to find a segment's length).
+pub(crate) async fn decompressed_len(stream: ByteStream, what: String) -> Result<u64> {
+    let bridge = SyncIoBridge::new(stream);
+    tokio::task::spawn_blocking(move || {
+        let mut r = Lz4FrameReader::new(bridge);
+        io::copy(&mut r, &mut io::sink()).map_err(|e| Error::io(what, e))
+    })
+    .await
+    .map_err(|e| Error::io("decompress task", io::Error::other(e)))?
+}

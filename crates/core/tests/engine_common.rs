@@ -1,0 +1,77 @@
+//! Shared helpers of the engine integration tests (included with `#[path]`, not a test).
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Path of a real Litestream binary from `var`; panics (never skips) if it is not there.
+pub fn litestream_bin(var: &str) -> PathBuf {
+    match std::env::var_os(var).map(PathBuf::from) {
+        Some(p) if p.is_file() => p,
+        other => panic!(
+            "{var} is {other:?}: the interop tests need the real Litestream binaries; \
+             run them through `scripts/test.sh` (it installs them and sets {var})"
+        ),
+    }
+}
+
+/// `litestream restore -o OUT file://REPLICA` with a real binary; panics on failure.
+pub fn restore_with(bin: &Path, replica: &Path, out: &Path) {
+    let url = format!("file://{}", replica.display());
+    let o = Command::new(bin)
+        .args(["restore", "-o"])
+        .arg(out)
+        .arg(&url)
+        .output()
+        .expect("run litestream restore");
+    assert!(
+        o.status.success() && out.exists(),
+        "{} restore failed: {}\n{}",
+        bin.display(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Every user table (and `_litestream_seq`) with its rows as text, in rowid order.
+pub fn dump(db: &Path) -> Vec<(String, Vec<String>)> {
+    let c = rusqlite::Connection::open(db).expect("open");
+    let mut tables: Vec<String> = c
+        .prepare("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    tables.retain(|t| t != "_litestream_lock");
+    let mut out = Vec::new();
+    for t in tables {
+        let mut st = c
+            .prepare(&format!(
+                "SELECT quote(t.rowid), * FROM \"{t}\" AS t ORDER BY t.rowid"
+            ))
+            .expect("prepare");
+        let n = st.column_count();
+        let rows: Vec<String> = st
+            .query_map([], |r| {
+                let mut s = String::new();
+                for i in 0..n {
+                    let v: rusqlite::types::Value = r.get(i)?;
+                    s.push_str(&format!("{v:?}|"));
+                }
+                Ok(s)
+            })
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        out.push((t, rows));
+    }
+    out
+}
+
+/// `PRAGMA integrity_check` result.
+pub fn integrity(db: &Path) -> String {
+    let c = rusqlite::Connection::open(db).expect("open");
+    c.query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity_check")
+}
