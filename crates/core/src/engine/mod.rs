@@ -32,6 +32,7 @@ mod db;
 mod options;
 mod replica;
 mod stream;
+mod validate;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -39,7 +40,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
@@ -48,6 +49,7 @@ use crate::pos::{Generation, Pos};
 use db::{DbCore, ShadowPos};
 pub use options::{DbOptions, ReplicaHandleConfig, ReplicaOptions};
 use replica::ReplicaTask;
+pub use validate::{ValidationReport, ValidationStats};
 
 /// State shared between a database's monitor loop and its replicas.
 pub(crate) struct DbShared {
@@ -59,9 +61,29 @@ pub(crate) struct DbShared {
     snapshotting: AtomicUsize,
     replica_pos: Mutex<Vec<Option<(Generation, u32)>>>,
     page_size: std::sync::atomic::AtomicU32,
+    /// The database file, opened once and never closed while the replicator runs (see
+    /// `stream::lz4_shared_file_stream` for why).
+    db_file: Mutex<Option<Arc<std::fs::File>>>,
 }
 
 impl DbShared {
+    /// The shared, never-closed handle on the database file.
+    fn db_file(&self) -> Result<Arc<std::fs::File>> {
+        let mut guard = self
+            .db_file
+            .lock()
+            .map_err(|_| Error::InvalidArgument("database file lock poisoned".into()))?;
+        if let Some(f) = guard.as_ref() {
+            return Ok(Arc::clone(f));
+        }
+        let f = Arc::new(
+            std::fs::File::open(&self.path)
+                .map_err(|e| Error::io(self.path.display().to_string(), e))?,
+        );
+        *guard = Some(Arc::clone(&f));
+        Ok(f)
+    }
+
     fn shadow_path(&self, g: &Generation, index: u32) -> PathBuf {
         self.meta
             .join("generations")
@@ -91,19 +113,48 @@ impl DbShared {
         .await
         .map_err(|e| Error::io("sync task", io::Error::other(e)))??;
         if let Some(pos) = &out.pos {
-            let moved = self.pos_tx.send_if_modified(|cur| {
-                if cur.as_ref() != Some(pos) {
-                    *cur = Some(pos.clone());
-                    true
-                } else {
-                    false
-                }
-            });
-            if moved || out.changed {
-                self.change_tx.send_modify(|v| *v += 1);
-            }
+            self.publish(pos, out.changed);
         }
         Ok(out.pos)
+    }
+
+    /// Publish a new local position and wake the replicas if anything changed.
+    fn publish(&self, pos: &ShadowPos, changed: bool) {
+        let moved = self.pos_tx.send_if_modified(|cur| {
+            if cur.as_ref() != Some(pos) {
+                *cur = Some(pos.clone());
+                true
+            } else {
+                false
+            }
+        });
+        if moved || changed {
+            self.change_tx.send_modify(|v| *v += 1);
+        }
+    }
+
+    /// Pin the current position (see `validate.rs`) and compute the CRC-64/ISO of the
+    /// database as of that position. The database lock is held only while pinning.
+    async fn validation_checksum(self: &Arc<Self>) -> Result<(ShadowPos, u64)> {
+        let me = Arc::clone(self);
+        let (pos, crc) = tokio::task::spawn_blocking(move || {
+            let vp = {
+                let mut core = me
+                    .core
+                    .lock()
+                    .map_err(|_| Error::io("db", io::Error::other("database state poisoned")))?;
+                core.validation_point()?
+            };
+            let crc = validate::page_image_checksum(&vp.db, &vp.shadow, vp.page_size, vp.pos.size)
+                .map_err(|e| Error::io(me.path.display().to_string(), e))?;
+            // Release the pin only after the page image was read.
+            drop(vp.pin);
+            Ok::<_, Error>((vp.pos, crc))
+        })
+        .await
+        .map_err(|e| Error::io("validation task", io::Error::other(e)))??;
+        self.publish(&pos, false);
+        Ok((pos, crc))
     }
 }
 
@@ -111,6 +162,8 @@ struct ReplicaHandle {
     name: String,
     pos_rx: watch::Receiver<Option<Pos>>,
     force: Arc<Notify>,
+    validate_tx: mpsc::Sender<oneshot::Sender<Result<ValidationReport>>>,
+    validation: Arc<Mutex<ValidationStats>>,
 }
 
 /// Replication of one database to one or more replicas, running on the caller's tokio
@@ -169,7 +222,10 @@ impl Replicator {
                 )));
             }
         }
-        let was_wal = journal_is_wal(&path);
+        // Open the database file once (never closed while we run): closing any descriptor of
+        // it would drop every POSIX lock this process holds, an embedding app's included.
+        let db_file = std::fs::File::open(&path).ok().map(Arc::new);
+        let was_wal = db_file.as_deref().and_then(journal_is_wal);
         let core = DbCore::new(path.clone(), opts.clone());
         let meta = core.meta.clone();
         let (pos_tx, _) = watch::channel(None);
@@ -183,6 +239,7 @@ impl Replicator {
             snapshotting: AtomicUsize::new(0),
             replica_pos: Mutex::new(vec![None; replicas.len()]),
             page_size: Default::default(),
+            db_file: Mutex::new(db_file),
         });
         shared.sync().await?;
         if was_wal == Some(false) {
@@ -215,6 +272,8 @@ impl Replicator {
         for (slot, r) in replicas.into_iter().enumerate() {
             let (pos_tx, pos_rx) = watch::channel(None);
             let force = Arc::new(Notify::new());
+            let (validate_tx, validate_rx) = mpsc::channel(4);
+            let validation = Arc::new(Mutex::new(ValidationStats::default()));
             let task = ReplicaTask {
                 slot,
                 name: r.name.clone(),
@@ -224,14 +283,19 @@ impl Replicator {
                 pos: None,
                 pos_tx,
                 next_snapshot: None,
+                validation: Arc::clone(&validation),
             };
-            tasks.push(tokio::spawn(
-                task.run(replica_shutdown_rx.clone(), Arc::clone(&force)),
-            ));
+            tasks.push(tokio::spawn(task.run(
+                replica_shutdown_rx.clone(),
+                Arc::clone(&force),
+                validate_rx,
+            )));
             handles.push(ReplicaHandle {
                 name: r.name,
                 pos_rx,
                 force,
+                validate_tx,
+                validation,
             });
         }
         Ok(Replicator {
@@ -267,6 +331,30 @@ impl Replicator {
             .iter()
             .find(|r| r.name == name)
             .and_then(|r| r.pos_rx.borrow().clone())
+    }
+
+    /// Validate the named replica now (spec 5.4, see [`ValidationReport`]): pin the current
+    /// position, checksum the database as of it, upload exactly up to it, restore the replica
+    /// up to it into a temporary directory and compare. Returns the comparison (check
+    /// [`ValidationReport::ok`]); errors if the replica is unknown or the restore fails. The
+    /// counters of [`validation_stats`](Self::validation_stats) are updated either way.
+    pub async fn validate(&self, name: &str) -> Result<ValidationReport> {
+        let r = self
+            .replicas
+            .iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| Error::InvalidArgument(format!("replica {name:?} not found")))?;
+        let (tx, rx) = oneshot::channel();
+        r.validate_tx.send(tx).await.map_err(|_| Error::Cancelled)?;
+        rx.await.map_err(|_| Error::Cancelled)?
+    }
+
+    /// Validation counters and last result of the named replica (`None` if unknown).
+    pub fn validation_stats(&self, name: &str) -> Option<ValidationStats> {
+        self.replicas
+            .iter()
+            .find(|r| r.name == name)
+            .and_then(|r| r.validation.lock().ok().map(|v| v.clone()))
     }
 
     /// Names of the replicas.
@@ -348,11 +436,9 @@ impl Drop for Replicator {
 }
 
 /// Some(true) if the database header says WAL mode, Some(false) for rollback journal.
-fn journal_is_wal(path: &Path) -> Option<bool> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).ok()?;
+fn journal_is_wal(f: &std::fs::File) -> Option<bool> {
     let mut h = [0u8; 20];
-    f.read_exact(&mut h).ok()?;
+    std::os::unix::fs::FileExt::read_exact_at(f, &mut h, 0).ok()?;
     if &h[..16] != b"SQLite format 3\0" {
         return None;
     }
@@ -403,6 +489,14 @@ async fn monitor(
         }
         if let Err(e) = shared.sync().await {
             tracing::warn!(db = %shared.path.display(), error = %e, "sync error");
+            // Back off for a whole interval: our own recovery writes touch the WAL and would
+            // otherwise wake us again at once.
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                _ = tokio::time::sleep(interval.max(Duration::from_millis(100))) => {}
+            }
+            tick.reset();
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::replica_client::{ReplicaClient, SnapshotInfo};
 use crate::wal::align_frame;
 
 use super::options::ReplicaOptions;
-use super::stream::{decompressed_len, lz4_file_stream};
+use super::stream::{decompressed_len, lz4_file_stream, lz4_shared_file_stream};
 use super::DbShared;
 
 pub(crate) struct ReplicaTask {
@@ -281,12 +281,12 @@ impl ReplicaTask {
         let pos = dpos.pos();
         let started = std::time::Instant::now();
         tracing::info!(replica = %self.name, position = %pos, "write snapshot");
-        let path = self.db.path.clone();
+        let db_file = self.db.db_file()?;
         let info = self
             .opts
             .retry
             .run("write snapshot", || {
-                let stream = lz4_file_stream(path.clone(), 0, None);
+                let stream = lz4_shared_file_stream(Arc::clone(&db_file));
                 self.client
                     .write_snapshot(&dpos.generation, dpos.index, stream)
             })

@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -72,6 +73,47 @@ pub(crate) fn lz4_file_stream(path: PathBuf, offset: u64, len: Option<u64>) -> B
                     ));
                 }
             }
+            let mut cw = w.finish()?;
+            cw.send()
+        })();
+        if let Err(e) = res {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    Box::pin(StreamReader::new(stream))
+}
+
+/// Reads a shared file handle positionally, so that the handle is never closed.
+///
+/// Closing any descriptor of the database file drops every POSIX lock this process holds on
+/// it, SQLite's included; without our SHARED lock another process closing its last
+/// connection would checkpoint and delete the WAL under us. So the database file is opened
+/// once per replicator and only ever read through this reader.
+struct SharedFileReader {
+    file: Arc<File>,
+    pos: u64,
+}
+
+impl Read for SharedFileReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(self.file.as_ref(), buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Stream the whole of a shared (never closed) file handle, LZ4-framed.
+pub(crate) fn lz4_shared_file_stream(file: Arc<File>) -> ByteStream {
+    let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let res = (|| -> io::Result<()> {
+            let mut r = SharedFileReader { file, pos: 0 };
+            let mut w = Lz4FrameWriter::new(ChannelWriter {
+                tx: tx.clone(),
+                buf: Vec::with_capacity(CHUNK),
+            });
+            io::copy(&mut r, &mut w)?;
             let mut cw = w.finish()?;
             cw.send()
         })();
