@@ -6,6 +6,8 @@
 
 mod cmd;
 mod flags;
+mod http;
+mod logging;
 mod registry;
 
 use std::process::ExitCode;
@@ -64,7 +66,7 @@ fn main() -> ExitCode {
         eprintln!("litestream {command}: unknown command");
         return ExitCode::from(1);
     }
-    cmd::init_logging(None);
+    logging::init_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -15,30 +15,11 @@ use litestream_core::ReplicaClient;
 
 use crate::registry::build_client;
 
-/// Install the global log subscriber: text to stderr (commands other than `replicate` log
-/// like Litestream does before a config file is loaded).
-pub(crate) fn init_logging(level: Option<&str>) {
-    let filter = match level.map(str::to_ascii_lowercase).as_deref() {
-        Some("debug") => "debug",
-        Some("warn") | Some("warning") => "warn",
-        Some("error") => "error",
-        _ => "info",
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_target(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LITESTREAM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
-        )
-        .try_init();
-}
-
 /// Load the config file named by `-config` / `LITESTREAM_CONFIG` / the default path.
 pub(crate) fn load_config(flag: Option<&str>, no_expand_env: bool) -> Result<Config> {
     let path = config::default_config_path(flag)?;
     let cfg = Config::load(&path, !no_expand_env)?;
+    crate::logging::init(&cfg.logging)?;
     for key in cfg.unknown_keys() {
         tracing::warn!(key = %key, path = %path.display(), "unknown config key ignored");
     }

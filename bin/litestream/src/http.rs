@@ -1,0 +1,318 @@
+//! The metrics and health HTTP server on the config's `addr`.
+//!
+//! * `GET /metrics`: [`litestream_core::metrics::render_prometheus`] as
+//!   `text/plain; version=0.0.4; charset=utf-8`.
+//! * `GET /healthz`: `200 ok` when every registered replica synced within the lag threshold
+//!   (default [`DEFAULT_MAX_LAG`]), else `503` naming each lagging replica and its lag.
+//! * `HEAD` works on both; other methods get `405`, other paths `404`. (Litestream also
+//!   serves Go's `/debug/pprof/`; we don't.)
+//!
+//! A deliberately small HTTP/1.1 server over tokio's `TcpListener`: one request per
+//! connection (`Connection: close`), request heads up to 16 KiB, 10 s to send them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use litestream_core::metrics;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// `/healthz` fails for a replica that has not synced for longer than this.
+pub(crate) const DEFAULT_MAX_LAG: Duration = Duration::from_secs(60);
+
+const MAX_HEAD: usize = 16 * 1024;
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Split `addr` as Go's `net.SplitHostPort` does and require a port, with Litestream's
+/// error: `must specify port for bind address: "9999"`. Returns (host, port).
+pub(crate) fn parse_addr(addr: &str) -> Result<(String, u16)> {
+    let no_port = || anyhow::anyhow!("must specify port for bind address: {addr:?}");
+    let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
+        let (h, p) = rest.split_once(']').ok_or_else(no_port)?;
+        (h, p.strip_prefix(':').ok_or_else(no_port)?)
+    } else {
+        let (h, p) = addr.rsplit_once(':').ok_or_else(no_port)?;
+        if h.contains(':') {
+            bail!("invalid bind address {addr:?}: too many colons");
+        }
+        (h, p)
+    };
+    if port.is_empty() {
+        return Err(no_port());
+    }
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("invalid port in bind address: {addr:?}"))?;
+    Ok((host.to_string(), port))
+}
+
+/// Check `addr` without binding (for config validation at start).
+pub(crate) fn validate_addr(addr: &str) -> Result<()> {
+    parse_addr(addr).map(|_| ())
+}
+
+/// The URL Litestream logs (`serving metrics on url=…`): an empty host prints `localhost`.
+pub(crate) fn metrics_url(addr: &str) -> Result<String> {
+    let (host, port) = parse_addr(addr)?;
+    let host = match host.as_str() {
+        "" => "localhost".to_string(),
+        h if h.contains(':') => format!("[{h}]"),
+        h => h.to_string(),
+    };
+    Ok(format!("http://{host}:{port}/metrics"))
+}
+
+/// A bound, not yet serving, listener (bind errors surface before anything runs).
+#[derive(Debug)]
+pub(crate) struct Server {
+    listener: TcpListener,
+    max_lag: Duration,
+}
+
+impl Server {
+    /// Bind `addr` (`host:port`; an empty host listens on all interfaces).
+    pub(crate) async fn bind(addr: &str) -> Result<Server> {
+        let (host, port) = parse_addr(addr)?;
+        let listener = if host.is_empty() {
+            // All interfaces: IPv6 (dual stack where available), else IPv4.
+            match TcpListener::bind(("::", port)).await {
+                Ok(l) => l,
+                Err(_) => TcpListener::bind(("0.0.0.0", port)).await?,
+            }
+        } else {
+            TcpListener::bind((host.as_str(), port)).await?
+        };
+        Ok(Server {
+            listener,
+            max_lag: DEFAULT_MAX_LAG,
+        })
+    }
+
+    /// Set the `/healthz` lag threshold.
+    pub(crate) fn with_max_lag(mut self, max_lag: Duration) -> Server {
+        self.max_lag = max_lag;
+        self
+    }
+
+    /// The bound address (useful with port 0).
+    pub(crate) fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Serve until `shutdown` turns true (or its sender is dropped).
+    pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    if shutdown.has_changed().is_err() || *shutdown.borrow() {
+                        return Ok(());
+                    }
+                }
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let max_lag = self.max_lag;
+                        tokio::spawn(async move {
+                            if let Err(e) = handle(stream, max_lag).await {
+                                tracing::debug!(error = %e, "http request failed");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        // e.g. EMFILE: back off instead of spinning.
+                        tracing::warn!(error = %e, "http accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Bind `addr` and serve `/metrics` and `/healthz` until `shutdown` turns true.
+pub(crate) async fn serve(addr: &str, shutdown: watch::Receiver<bool>) -> Result<()> {
+    Server::bind(addr).await?.run(shutdown).await
+}
+
+/// A response: status line text, content type and body.
+#[derive(Debug, PartialEq)]
+struct Response {
+    status: &'static str,
+    content_type: &'static str,
+    body: String,
+}
+
+fn text(status: &'static str, body: impl Into<String>) -> Response {
+    Response {
+        status,
+        content_type: "text/plain; charset=utf-8",
+        body: body.into(),
+    }
+}
+
+/// Route one request (method and target from the request line).
+fn route(method: &str, target: &str, max_lag: Duration) -> Response {
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    match path {
+        "/metrics" | "/healthz" if method != "GET" && method != "HEAD" => {
+            text("405 Method Not Allowed", "method not allowed\n")
+        }
+        "/metrics" => Response {
+            status: "200 OK",
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: metrics::render_prometheus(),
+        },
+        "/healthz" => healthz(max_lag),
+        _ => text("404 Not Found", "404 page not found\n"),
+    }
+}
+
+fn healthz(max_lag: Duration) -> Response {
+    let health = metrics::replica_health(max_lag);
+    let bad: Vec<_> = health.iter().filter(|h| !h.healthy).collect();
+    if bad.is_empty() {
+        return text("200 OK", "ok\n");
+    }
+    let mut body = format!(
+        "{} of {} replicas lagging (threshold {}s):\n",
+        bad.len(),
+        health.len(),
+        max_lag.as_secs()
+    );
+    for h in bad {
+        let what = if h.synced {
+            "last synced"
+        } else {
+            "never synced, started"
+        };
+        body.push_str(&format!(
+            "db={} replica={} {what} {:.1}s ago\n",
+            h.db,
+            h.name,
+            h.lag.as_secs_f64()
+        ));
+    }
+    text("503 Service Unavailable", body)
+}
+
+async fn handle(mut stream: TcpStream, max_lag: Duration) -> Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let head_end = tokio::time::timeout(READ_TIMEOUT, async {
+        let mut chunk = [0u8; 2048];
+        loop {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                bail!("connection closed before the request head ended");
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = find(&buf, b"\r\n\r\n").or_else(|| find(&buf, b"\n\n")) {
+                return Ok(i);
+            }
+            if buf.len() > MAX_HEAD {
+                bail!("request head too large");
+            }
+        }
+    })
+    .await
+    .context("timed out reading the request")??;
+    let head = String::from_utf8_lossy(&buf[..head_end]);
+    let mut parts = head.lines().next().unwrap_or("").split_whitespace();
+    let (method, target, version) = (parts.next(), parts.next(), parts.next());
+    let resp = match (method, target, version) {
+        (Some(m), Some(t), Some(v)) if v.starts_with("HTTP/1.") => route(m, t, max_lag),
+        _ => text("400 Bad Request", "bad request\n"),
+    };
+    let mut out = format!(
+        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        resp.status,
+        resp.content_type,
+        resp.body.len()
+    )
+    .into_bytes();
+    if method != Some("HEAD") {
+        out.extend_from_slice(resp.body.as_bytes());
+    }
+    stream.write_all(&out).await?;
+    stream.shutdown().await?;
+    Ok(())
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn addr_requires_port() {
+        let e = parse_addr("9999").unwrap_err().to_string();
+        assert_eq!(e, "must specify port for bind address: \"9999\"");
+        assert!(parse_addr("localhost:").is_err());
+        assert_eq!(parse_addr(":9090").unwrap(), (String::new(), 9090));
+        assert_eq!(parse_addr("[::1]:9090").unwrap(), ("::1".into(), 9090));
+        assert_eq!(
+            metrics_url(":9090").unwrap(),
+            "http://localhost:9090/metrics"
+        );
+        assert_eq!(
+            metrics_url("127.0.0.1:9090").unwrap(),
+            "http://127.0.0.1:9090/metrics"
+        );
+    }
+
+    async fn get(addr: SocketAddr, req: &str) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_health_and_404() {
+        let server = Server::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .with_max_lag(Duration::from_secs(30));
+        let addr = server.local_addr().unwrap();
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(server.run(rx));
+
+        let db = "/tmp/http-test/app.db";
+        metrics::db(db).sync_count.inc();
+        let r = metrics::replica(db, "file");
+        r.mark_synced();
+
+        let m = get(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(m.starts_with("HTTP/1.1 200 OK\r\n"), "{m}");
+        assert!(m.contains("Content-Type: text/plain; version=0.0.4"), "{m}");
+        assert!(m.contains("litestream_sync_count{db=\"/tmp/http-test/app.db\"} 1"));
+
+        let h = get(addr, "GET /healthz HTTP/1.1\r\n\r\n").await;
+        assert!(
+            h.starts_with("HTTP/1.1 200 OK\r\n") && h.ends_with("\r\n\r\nok\n"),
+            "{h}"
+        );
+
+        r.mark_synced_at(std::time::SystemTime::now() - Duration::from_secs(90));
+        let h = get(addr, "GET /healthz HTTP/1.1\r\n\r\n").await;
+        assert!(h.starts_with("HTTP/1.1 503 "), "{h}");
+        assert!(h.contains("replica=file"), "{h}");
+
+        let n = get(addr, "GET /nope HTTP/1.1\r\n\r\n").await;
+        assert!(n.starts_with("HTTP/1.1 404 "), "{n}");
+        let p = get(addr, "POST /metrics HTTP/1.1\r\n\r\n").await;
+        assert!(p.starts_with("HTTP/1.1 405 "), "{p}");
+
+        metrics::unregister_db(db);
+        tx.send(true).unwrap();
+        task.await.unwrap().unwrap();
+    }
+}

@@ -1,0 +1,500 @@
+//! Logging through `tracing`, formatted like Litestream v0.3.13's `log/slog` output.
+//!
+//! * Before a config file is loaded ([`init_default`]): Go's default `log` bridge format on
+//!   **stderr**, `YYYY/MM/DD HH:MM:SS LEVEL msg key=value …`.
+//! * Once a config is loaded ([`init`]): slog text (`time=… level=… msg=… key=value`) or,
+//!   with `logging.type: json`, one JSON object per line (`{"time":…,"level":…,"msg":…,…}`),
+//!   on **stdout** (stderr with `logging.stderr: true`); level by `logging.level`
+//!   (`debug`, `info`, `warn`/`warning`, `error`, case-insensitive, anything else = info).
+//! * `LITESTREAM_LOG` (an `EnvFilter` directive such as `debug,litestream_s3=trace`), when set,
+//!   overrides the level and lets dependencies' events through (a debugging aid).
+//! * Events of other crates (SDKs, HTTP, SSH) are shown only at `warn` and above.
+//! * Times are UTC with millisecond precision (Litestream prints local time; containers run in
+//!   UTC).
+//!
+//! # Secrets
+//! Nothing in this project logs credentials: replica URLs are logged through
+//! [`litestream_core::url::redact_url`] and configuration structs are never logged whole. As a
+//! second line of defence this formatter replaces the value of any field whose name looks like
+//! a credential (`password`, `secret`, `token`, `account-key`, `credential`, `authorization`,
+//! `passphrase`, `private-key`) with `REDACTED`, and passes every string value that looks like
+//! a URL with a password through `redact_url`.
+//!
+//! The subscriber is installed once per process; [`init`] may be called after
+//! [`init_default`] and switches the format, destination and level in place.
+
+use std::fmt::{self, Write as _};
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::OnceLock;
+
+use anyhow::{bail, Result};
+use litestream_core::config::LoggingConfig;
+use tracing::field::{Field, Visit};
+use tracing::subscriber::Interest;
+use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::prelude::*;
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Format {
+    /// Go's default log bridge (before a config is loaded).
+    GoLog = 0,
+    /// slog text handler.
+    Text = 1,
+    /// slog JSON handler.
+    Json = 2,
+}
+
+static FORMAT: AtomicU8 = AtomicU8::new(Format::GoLog as u8);
+/// 1 error, 2 warn, 3 info, 4 debug, 5 trace.
+static LEVEL: AtomicU8 = AtomicU8::new(3);
+static STDERR: AtomicBool = AtomicBool::new(true);
+/// `LITESTREAM_LOG` is set: its filter decides, our level check is bypassed.
+static ENV_OVERRIDE: AtomicBool = AtomicBool::new(false);
+static INSTALLED: OnceLock<()> = OnceLock::new();
+
+fn level_num(l: &Level) -> u8 {
+    match *l {
+        Level::ERROR => 1,
+        Level::WARN => 2,
+        Level::INFO => 3,
+        Level::DEBUG => 4,
+        Level::TRACE => 5,
+    }
+}
+
+/// Parse `logging.level` as Litestream does (anything unknown = info).
+fn parse_level(s: Option<&str>) -> u8 {
+    match s.map(str::to_ascii_lowercase).as_deref() {
+        Some("debug") => 4,
+        Some("warn") | Some("warning") => 2,
+        Some("error") => 1,
+        Some("trace") => 5,
+        _ => 3,
+    }
+}
+
+fn enabled(meta: &Metadata<'_>) -> bool {
+    if ENV_OVERRIDE.load(Ordering::Relaxed) {
+        return true;
+    }
+    let mut max = LEVEL.load(Ordering::Relaxed);
+    if !meta.target().starts_with("litestream") {
+        max = max.min(2);
+    }
+    level_num(meta.level()) <= max
+}
+
+fn install() {
+    INSTALLED.get_or_init(|| {
+        let env = std::env::var("LITESTREAM_LOG")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok());
+        ENV_OVERRIDE.store(env.is_some(), Ordering::Relaxed);
+        let _ = tracing_subscriber::registry()
+            .with(env)
+            .with(LitestreamLayer)
+            .try_init();
+    });
+}
+
+/// Install the subscriber with the pre-config format: Go `log` style on stderr, level info.
+pub(crate) fn init_default() {
+    install();
+    FORMAT.store(Format::GoLog as u8, Ordering::Relaxed);
+    STDERR.store(true, Ordering::Relaxed);
+    LEVEL.store(3, Ordering::Relaxed);
+    tracing::callsite::rebuild_interest_cache();
+}
+
+/// Switch to the configured format, destination and level (installs the subscriber if
+/// needed). An unknown `logging.type` is an error (Litestream v0.3.13 panics on it).
+pub(crate) fn init(cfg: &LoggingConfig) -> Result<()> {
+    let format = match cfg
+        .log_type
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("") | Some("text") => Format::Text,
+        Some("json") => Format::Json,
+        Some(other) => bail!("unknown logging type: {other:?} (expected \"text\" or \"json\")"),
+    };
+    install();
+    FORMAT.store(format as u8, Ordering::Relaxed);
+    STDERR.store(cfg.stderr, Ordering::Relaxed);
+    LEVEL.store(parse_level(cfg.level.as_deref()), Ordering::Relaxed);
+    tracing::callsite::rebuild_interest_cache();
+    Ok(())
+}
+
+/// The layer writing Litestream-formatted lines.
+struct LitestreamLayer;
+
+impl<S: Subscriber> Layer<S> for LitestreamLayer {
+    fn register_callsite(&self, _meta: &'static Metadata<'static>) -> Interest {
+        // The level can change at run time (init after init_default): decide per event.
+        Interest::sometimes()
+    }
+
+    fn enabled(&self, meta: &Metadata<'_>, _ctx: Context<'_, S>) -> bool {
+        enabled(meta)
+    }
+
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        if !enabled(event.metadata()) {
+            return;
+        }
+        let format = match FORMAT.load(Ordering::Relaxed) {
+            1 => Format::Text,
+            2 => Format::Json,
+            _ => Format::GoLog,
+        };
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let line = format_line(
+            format,
+            time::OffsetDateTime::now_utc(),
+            event.metadata().level(),
+            &fields,
+        );
+        if STDERR.load(Ordering::Relaxed) {
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        } else {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(line.as_bytes());
+            let _ = out.flush();
+        }
+    }
+}
+
+/// A field value, keeping numbers and booleans typed for JSON.
+#[derive(Debug, Clone, PartialEq)]
+enum Value {
+    Str(String),
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Bool(bool),
+}
+
+/// The message and key/value fields of one event.
+#[derive(Debug, Default)]
+struct Fields {
+    msg: String,
+    kv: Vec<(String, Value)>,
+}
+
+/// True if a field of this name must never be printed.
+fn is_secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase().replace(['-', '.'], "_");
+    [
+        "password",
+        "secret",
+        "token",
+        "account_key",
+        "credential",
+        "authorization",
+        "passphrase",
+        "private_key",
+        "identities",
+    ]
+    .iter()
+    .any(|s| n.contains(s))
+}
+
+/// Redact what looks like a secret inside a free-form string value (URLs with passwords).
+pub(crate) fn redact_value(s: &str) -> String {
+    if !(s.contains("://") && s.contains('@')) {
+        return s.to_string();
+    }
+    s.split(' ')
+        .map(|w| {
+            if w.contains("://") && w.contains('@') {
+                litestream_core::url::redact_url(w)
+            } else {
+                w.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Fields {
+    fn push(&mut self, field: &Field, v: Value) {
+        let name = field.name();
+        if name == "message" {
+            self.msg = match v {
+                Value::Str(s) => redact_value(&s),
+                other => value_text(&other),
+            };
+            return;
+        }
+        if name.starts_with("log.") {
+            return; // tracing-log bookkeeping (target, module path, file, line)
+        }
+        let v = if is_secret_name(name) {
+            Value::Str("REDACTED".into())
+        } else {
+            match v {
+                Value::Str(s) => Value::Str(redact_value(&s)),
+                other => other,
+            }
+        };
+        self.kv.push((name.replace('_', "-"), v));
+    }
+}
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.push(field, Value::Str(format!("{value:?}")));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.push(field, Value::Str(value.to_string()));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.push(field, Value::I64(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.push(field, Value::U64(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.push(field, Value::F64(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.push(field, Value::Bool(value));
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.push(field, Value::Str(value.to_string()));
+    }
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::Str(s) => s.clone(),
+        Value::I64(n) => n.to_string(),
+        Value::U64(n) => n.to_string(),
+        Value::F64(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+    }
+}
+
+fn level_name(l: &Level) -> &'static str {
+    match *l {
+        Level::ERROR => "ERROR",
+        Level::WARN => "WARN",
+        Level::INFO => "INFO",
+        // slog has no trace level; Litestream never logs below debug.
+        Level::DEBUG | Level::TRACE => "DEBUG",
+    }
+}
+
+/// slog's rule: quote a text value when it is empty or has spaces, `=`, `"` or control
+/// characters.
+fn text_value(s: &str) -> String {
+    let needs = s.is_empty()
+        || s.chars()
+            .any(|c| c.is_whitespace() || c == '=' || c == '"' || c.is_control());
+    if !needs {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn json_value(out: &mut String, v: &Value) {
+    match v {
+        Value::Str(s) => json_string(out, s),
+        Value::I64(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::U64(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::F64(n) if n.is_finite() => {
+            let _ = write!(out, "{n}");
+        }
+        Value::F64(n) => json_string(out, &n.to_string()),
+        Value::Bool(b) => {
+            let _ = write!(out, "{b}");
+        }
+    }
+}
+
+const RFC3339_MILLIS: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+);
+const GO_LOG_TIME: &[time::format_description::FormatItem<'static>] =
+    time::macros::format_description!("[year]/[month]/[day] [hour]:[minute]:[second]");
+
+/// Format one event as a full line (with the trailing newline).
+fn format_line(format: Format, now: time::OffsetDateTime, level: &Level, f: &Fields) -> String {
+    let mut out = String::with_capacity(128);
+    match format {
+        Format::GoLog => {
+            let _ = write!(
+                out,
+                "{} {} {}",
+                now.format(GO_LOG_TIME).unwrap_or_default(),
+                level_name(level),
+                f.msg
+            );
+            for (k, v) in &f.kv {
+                let _ = write!(out, " {k}={}", text_value(&value_text(v)));
+            }
+        }
+        Format::Text => {
+            let _ = write!(
+                out,
+                "time={} level={} msg={}",
+                now.format(RFC3339_MILLIS).unwrap_or_default(),
+                level_name(level),
+                text_value(&f.msg)
+            );
+            for (k, v) in &f.kv {
+                let _ = write!(out, " {k}={}", text_value(&value_text(v)));
+            }
+        }
+        Format::Json => {
+            out.push_str("{\"time\":");
+            json_string(&mut out, &now.format(RFC3339_MILLIS).unwrap_or_default());
+            out.push_str(",\"level\":");
+            json_string(&mut out, level_name(level));
+            out.push_str(",\"msg\":");
+            json_string(&mut out, &f.msg);
+            for (k, v) in &f.kv {
+                out.push(',');
+                json_string(&mut out, k);
+                out.push(':');
+                json_value(&mut out, v);
+            }
+            out.push('}');
+        }
+    }
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(msg: &str, kv: &[(&str, Value)]) -> Fields {
+        Fields {
+            msg: msg.into(),
+            kv: kv.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        }
+    }
+
+    fn t0() -> time::OffsetDateTime {
+        time::macros::datetime!(2024-05-01 12:00:00.123 UTC)
+    }
+
+    #[test]
+    fn text_format_is_slog_like() {
+        let f = fields(
+            "initialized db",
+            &[
+                ("path", Value::Str("/data/app.db".into())),
+                ("n", Value::U64(3)),
+                ("reason", Value::Str("no generation exists".into())),
+            ],
+        );
+        assert_eq!(
+            format_line(Format::Text, t0(), &Level::INFO, &f),
+            "time=2024-05-01T12:00:00.123Z level=INFO msg=\"initialized db\" path=/data/app.db \
+             n=3 reason=\"no generation exists\"\n"
+        );
+        assert_eq!(
+            format_line(Format::GoLog, t0(), &Level::WARN, &f),
+            "2024/05/01 12:00:00 WARN initialized db path=/data/app.db n=3 \
+             reason=\"no generation exists\"\n"
+        );
+    }
+
+    #[test]
+    fn json_format() {
+        let f = fields(
+            "write \"wal\" segment",
+            &[
+                ("db", Value::Str("/data/a\\b.db".into())),
+                ("index", Value::U64(7)),
+                ("ok", Value::Bool(true)),
+            ],
+        );
+        assert_eq!(
+            format_line(Format::Json, t0(), &Level::DEBUG, &f),
+            "{\"time\":\"2024-05-01T12:00:00.123Z\",\"level\":\"DEBUG\",\
+             \"msg\":\"write \\\"wal\\\" segment\",\"db\":\"/data/a\\\\b.db\",\"index\":7,\
+             \"ok\":true}\n"
+        );
+    }
+
+    #[test]
+    fn levels_parse_like_litestream() {
+        assert_eq!(parse_level(Some("DEBUG")), 4);
+        assert_eq!(parse_level(Some("Warning")), 2);
+        assert_eq!(parse_level(Some("warn")), 2);
+        assert_eq!(parse_level(Some("error")), 1);
+        assert_eq!(parse_level(Some("bogus")), 3);
+        assert_eq!(parse_level(None), 3);
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        assert!(is_secret_name("password"));
+        assert!(is_secret_name("secret_access_key"));
+        assert!(is_secret_name("account-key"));
+        assert!(!is_secret_name("path"));
+        assert!(!is_secret_name("key-path"));
+        let v = redact_value("replicating to sftp://u:hunter2@host:22/x now");
+        assert!(!v.contains("hunter2"), "{v}");
+        assert!(v.contains("sftp://u:xxxxx@host:22/x"), "{v}");
+    }
+
+    #[test]
+    fn unknown_type_is_an_error() {
+        let cfg = LoggingConfig {
+            log_type: Some("xml".into()),
+            ..Default::default()
+        };
+        assert!(init(&cfg).is_err());
+    }
+}
