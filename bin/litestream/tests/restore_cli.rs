@@ -19,8 +19,15 @@ fn restore_args(out: &Path, extra: &[&str], target: &str) -> Vec<String> {
     v
 }
 
+/// Everything the command printed (logs go to stdout once a config file is loaded, as in
+/// Litestream), with log-quoting undone.
 fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    )
+    .replace("\\\"", "\"")
 }
 
 /// The segment files of the fixture copy, sorted.
@@ -428,7 +435,10 @@ fn databases_lists_the_same_rows_as_litestream() {
         ),
     )
     .unwrap();
-    let theirs = run_bin(&litestream_v0313(), ["databases", "-config", cfg.to_str().unwrap()]);
+    let theirs = run_bin(
+        &litestream_v0313(),
+        ["databases", "-config", cfg.to_str().unwrap()],
+    );
     let ours = run_bin(&our_bin(), ["databases", "-config", cfg.to_str().unwrap()]);
     assert_exit(&theirs, 0, "v0.3.13 databases");
     assert_exit(&ours, 0, "our databases");

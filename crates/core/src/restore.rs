@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -395,10 +395,15 @@ pub async fn execute(
         );
     }
 
+    // Segments are applied newest index first (offsets ascending within an index), so that
+    // every page is written once: see `Applier`.
+    let mut order = plan.segments.clone();
+    order.sort_by(|x, y| y.index.cmp(&x.index).then(x.offset.cmp(&y.offset)));
+
     // Prefetch small segments with bounded concurrency, in order, into a bounded channel.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Fetched>>(parallelism);
     let fetch_client = client.clone();
-    let segments = plan.segments.clone();
+    let segments = order;
     let prefetch = tokio::spawn(async move {
         let mut stream = futures::stream::iter(segments)
             .map(|seg| {
@@ -419,32 +424,9 @@ pub async fn execute(
     let generation = plan.generation.clone();
     let n_segments = plan.segments.len();
     let applied = tokio::task::spawn_blocking(move || -> Result<u64> {
-        // Snapshot.
-        let snap_name = snapshot_name(&generation, snapshot.index);
-        {
-            let g = generation.clone();
-            let c = apply_client.clone();
-            let h = handle.clone();
-            let idx = snapshot.index;
-            let reader = ReopeningReader::new(snap_name.clone(), retry, move || {
-                let stream = h.block_on(c.open_snapshot(&g, idx))?;
-                Ok(Box::new(SyncIoBridge::new_with_handle(stream, h.clone()))
-                    as Box<dyn Read + Send>)
-            });
-            let mut lz = Lz4FrameReader::new(reader);
-            let mut w = BufWriter::with_capacity(1 << 20, &file);
-            io::copy(&mut lz, &mut w).map_err(|e| read_error(&snap_name, e))?;
-            w.flush().map_err(|e| Error::io("restored database", e))?;
-        }
-        let mut header = [0u8; 100];
-        file.read_exact_at(&mut header, 0)
-            .map_err(|e| Error::corrupt(&snap_name, format!("snapshot is not a database: {e}")))?;
-        let page_size = db_page_size(&header).map_err(|_| {
-            Error::corrupt(&snap_name, "snapshot does not start with a SQLite header")
-        })?;
-        let mut applier = Applier::new(&file, page_size);
+        let mut applier = Applier::new(&file);
         for _ in 0..n_segments {
-            let item = rx.blocking_recv().ok_or_else(|| Error::Cancelled)??;
+            let item = rx.blocking_recv().ok_or(Error::Cancelled)??;
             match item {
                 Fetched::Data(seg, bytes) => {
                     applier.apply(&seg, Lz4FrameReader::new(bytes.as_slice()))?;
@@ -463,6 +445,16 @@ pub async fn execute(
             }
         }
         applier.finish_index()?;
+        let snap_name = snapshot_name(&generation, snapshot.index);
+        let g = generation.clone();
+        let c = apply_client.clone();
+        let h = handle.clone();
+        let idx = snapshot.index;
+        let reader = ReopeningReader::new(snap_name.clone(), retry, move || {
+            let stream = h.block_on(c.open_snapshot(&g, idx))?;
+            Ok(Box::new(SyncIoBridge::new_with_handle(stream, h.clone())) as Box<dyn Read + Send>)
+        });
+        applier.apply_snapshot(&snap_name, Lz4FrameReader::new(reader))?;
         file.sync_all()
             .map_err(|e| Error::io("restored database", e))?;
         file.metadata()
@@ -653,41 +645,113 @@ impl<F: FnMut() -> Result<Box<dyn Read + Send>>> Read for ReopeningReader<F> {
     }
 }
 
-/// Applies WAL segments of consecutive indexes to the database file.
+/// A growable set of page numbers.
+#[derive(Debug, Default)]
+struct PageSet {
+    bits: Vec<u64>,
+}
+
+impl PageSet {
+    fn contains(&self, pgno: u32) -> bool {
+        let i = pgno as usize;
+        self.bits
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    /// Insert; returns true if it was not present.
+    fn insert(&mut self, pgno: u32) -> bool {
+        let i = pgno as usize;
+        if self.bits.len() <= i / 64 {
+            self.bits.resize(i / 64 + 1, 0);
+        }
+        let was = self.bits[i / 64] & (1 << (i % 64)) != 0;
+        self.bits[i / 64] |= 1 << (i % 64);
+        !was
+    }
+}
+
+/// Writes the restored database so that every page is written once.
+///
+/// Litestream replays index after index through SQLite checkpoints: each writes every
+/// committed frame's page in order and then sets the file to the size of the index's last
+/// commit (cutting, or extending with zeros). The final content of page `p` is therefore the
+/// newest version written by the newest index, unless a later index's size cut it off (then it
+/// is zero), and the snapshot's page when no index wrote it and no index's size cut it.
+/// Applying indexes newest first, skipping pages a newer index already decided, and the
+/// snapshot last gives exactly that file with one write per page. Every frame of every
+/// segment is still read and validated (salt, checksum chain, whole transactions).
 struct Applier<'f> {
     file: &'f File,
-    page_size: u32,
+    page_size: Option<u32>,
     index: Option<u32>,
     validator: Option<FrameValidator>,
     next_offset: u64,
     last_commit: Option<u32>,
     frame: Vec<u8>,
+    /// Pages whose final content a newer index decided.
+    decided: PageSet,
+    /// Pages written by the index being applied.
+    written: PageSet,
+    written_list: Vec<u32>,
+    /// Smallest commit size of the newer indexes: pages above it were cut off.
+    limit: Option<u32>,
+    /// Size of the newest index with a commit: the final database size.
+    final_pages: Option<u32>,
 }
 
 impl<'f> Applier<'f> {
-    fn new(file: &'f File, page_size: u32) -> Self {
+    fn new(file: &'f File) -> Self {
         Applier {
             file,
-            page_size,
+            page_size: None,
             index: None,
             validator: None,
             next_offset: 0,
             last_commit: None,
             frame: Vec::new(),
+            decided: PageSet::default(),
+            written: PageSet::default(),
+            written_list: Vec::new(),
+            limit: None,
+            final_pages: None,
         }
     }
 
-    /// End of an index: cut the file to the size its last commit recorded, as a checkpoint does.
+    fn below_limit(&self, pgno: u32) -> bool {
+        self.limit.is_none_or(|l| pgno <= l)
+    }
+
+    /// End of an index: pages it wrote above its own last commit size were cut off by it.
     fn finish_index(&mut self) -> Result<()> {
         if let Some(pages) = self.last_commit.take() {
-            let size = u64::from(pages) * u64::from(self.page_size);
-            self.file
-                .set_len(size)
-                .map_err(|e| Error::io("restored database", e))?;
+            let limit = self.limit.map_or(pages, |l| l.min(pages));
+            let page_size = self.page_size.unwrap_or(0) as usize;
+            let zeros = vec![0u8; page_size];
+            for &p in &self.written_list {
+                if p > limit {
+                    self.write_page(p, &zeros)?;
+                }
+            }
+            self.limit = Some(limit);
+            if self.final_pages.is_none() {
+                self.final_pages = Some(pages);
+            }
         }
+        for p in self.written_list.drain(..) {
+            self.decided.insert(p);
+        }
+        self.written = PageSet::default();
         self.validator = None;
         self.next_offset = 0;
         Ok(())
+    }
+
+    fn write_page(&self, pgno: u32, data: &[u8]) -> Result<()> {
+        let at = u64::from(pgno - 1) * data.len() as u64;
+        self.file
+            .write_all_at(data, at)
+            .map_err(|e| Error::io("restored database", e))
     }
 
     fn apply(&mut self, seg: &WalSegmentInfo, mut reader: impl Read) -> Result<()> {
@@ -714,57 +778,139 @@ impl<'f> Applier<'f> {
                 "segment is shorter than a wal header",
             )?;
             let header = WalHeader::parse(&hdr).map_err(|r| Error::corrupt(&name, r))?;
-            if header.page_size != self.page_size {
-                return Err(Error::corrupt(
-                    &name,
-                    format!(
-                        "wal page size {} does not match the database page size {}",
-                        header.page_size, self.page_size
-                    ),
-                ));
+            match self.page_size {
+                Some(p) if p != header.page_size => {
+                    return Err(Error::corrupt(
+                        &name,
+                        format!(
+                            "wal page size {} does not match the page size {p} of newer indexes",
+                            header.page_size
+                        ),
+                    ))
+                }
+                _ => self.page_size = Some(header.page_size),
             }
             self.validator = Some(FrameValidator::new(header));
             self.next_offset = WAL_HEADER_SIZE as u64;
         }
-        let Some(validator) = self.validator.as_mut() else {
+        let Some(mut validator) = self.validator.take() else {
             return Err(Error::corrupt(
                 &name,
                 "segment without a wal header before it",
             ));
         };
         let frame_size = validator.header().frame_size();
-        self.frame.resize(frame_size, 0);
-        let mut in_txn = false;
-        loop {
-            let n = read_full(&mut reader, &mut self.frame).map_err(|e| read_error(&name, e))?;
-            if n == 0 {
-                break;
+        let mut frame = std::mem::take(&mut self.frame);
+        frame.resize(frame_size, 0);
+        let result = (|| {
+            let mut in_txn = false;
+            loop {
+                let n = read_full(&mut reader, &mut frame).map_err(|e| read_error(&name, e))?;
+                if n == 0 {
+                    break;
+                }
+                if n < frame_size {
+                    return Err(Error::corrupt(
+                        &name,
+                        format!("truncated frame at offset {}", self.next_offset),
+                    ));
+                }
+                let fh = validator.check(&frame).map_err(|r| {
+                    Error::corrupt(&name, format!("frame at offset {}: {r}", self.next_offset))
+                })?;
+                if !self.decided.contains(fh.pgno) && self.below_limit(fh.pgno) {
+                    self.write_page(fh.pgno, &frame[crate::wal::WAL_FRAME_HEADER_SIZE..])?;
+                    if self.written.insert(fh.pgno) {
+                        self.written_list.push(fh.pgno);
+                    }
+                }
+                self.next_offset += frame_size as u64;
+                if fh.commit_size != 0 {
+                    self.last_commit = Some(fh.commit_size);
+                    in_txn = false;
+                } else {
+                    in_txn = true;
+                }
             }
-            if n < frame_size {
+            if in_txn {
+                return Err(Error::corrupt(&name, "segment ends inside a transaction"));
+            }
+            Ok(())
+        })();
+        self.frame = frame;
+        self.validator = Some(validator);
+        result
+    }
+
+    /// Write the snapshot's pages that no index decided, then set the final size.
+    fn apply_snapshot(&mut self, name: &str, mut reader: impl Read) -> Result<()> {
+        let mut header = [0u8; 100];
+        read_exact_or_corrupt(
+            &mut reader,
+            &mut header,
+            name,
+            "snapshot is shorter than a database header",
+        )?;
+        let page_size = db_page_size(&header)
+            .map_err(|_| Error::corrupt(name, "snapshot does not start with a SQLite header"))?;
+        if let Some(p) = self.page_size {
+            if p != page_size {
                 return Err(Error::corrupt(
-                    &name,
-                    format!("truncated frame at offset {}", self.next_offset),
+                    name,
+                    format!("database page size {page_size} does not match the wal page size {p}"),
                 ));
             }
-            let fh = validator.check(&self.frame).map_err(|r| {
-                Error::corrupt(&name, format!("frame at offset {}: {r}", self.next_offset))
-            })?;
-            let at = u64::from(fh.pgno - 1) * u64::from(self.page_size);
-            self.file
-                .write_all_at(&self.frame[crate::wal::WAL_FRAME_HEADER_SIZE..], at)
-                .map_err(|e| Error::io("restored database", e))?;
-            self.next_offset += frame_size as u64;
-            if fh.commit_size != 0 {
-                self.last_commit = Some(fh.commit_size);
-                in_txn = false;
-            } else {
-                in_txn = true;
+        }
+        // Consecutive pages to write are gathered into runs of up to 1 MiB.
+        let ps = page_size as usize;
+        let mut run: Vec<u8> = Vec::with_capacity((1 << 20).max(ps));
+        let mut run_start: u32 = 1;
+        let mut page = vec![0u8; ps];
+        page[..100].copy_from_slice(&header);
+        let mut filled = 100;
+        let mut pgno: u32 = 1;
+        let mut total: u64 = 0;
+        loop {
+            let n = read_full(&mut reader, &mut page[filled..]).map_err(|e| read_error(name, e))?;
+            let len = filled + n;
+            filled = 0;
+            if len == 0 {
+                break;
             }
+            total += len as u64;
+            let keep = !self.decided.contains(pgno) && self.below_limit(pgno);
+            if keep {
+                if run.is_empty() {
+                    run_start = pgno;
+                }
+                run.extend_from_slice(&page[..len]);
+            }
+            if (!keep || run.len() + ps > run.capacity()) && !run.is_empty() {
+                self.write_run(run_start, ps, &run)?;
+                run.clear();
+            }
+            if len < ps {
+                break;
+            }
+            pgno = pgno.saturating_add(1);
         }
-        if in_txn {
-            return Err(Error::corrupt(&name, "segment ends inside a transaction"));
+        if !run.is_empty() {
+            self.write_run(run_start, ps, &run)?;
         }
-        Ok(())
+        let size = match self.final_pages {
+            Some(p) => u64::from(p) * page_size as u64,
+            None => total,
+        };
+        self.file
+            .set_len(size)
+            .map_err(|e| Error::io("restored database", e))
+    }
+
+    fn write_run(&self, start: u32, page_size: usize, run: &[u8]) -> Result<()> {
+        let at = u64::from(start - 1) * page_size as u64;
+        self.file
+            .write_all_at(run, at)
+            .map_err(|e| Error::io("restored database", e))
     }
 }
 
