@@ -84,13 +84,18 @@ pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
     }
 
     let mut child = match &exec {
-        Some(cmd) => Some(
-            tokio::process::Command::new("sh")
-                .arg("-c")
-                .arg(cmd)
-                .spawn()
-                .with_context(|| format!("cannot exec: {cmd}"))?,
-        ),
+        Some(cmd) => {
+            let argv = shell_words(cmd)?;
+            let Some((prog, rest)) = argv.split_first() else {
+                bail!("cannot parse exec command: {cmd:?}");
+            };
+            Some(
+                tokio::process::Command::new(prog)
+                    .args(rest)
+                    .spawn()
+                    .with_context(|| format!("cannot exec: {cmd}"))?,
+            )
+        }
         None => None,
     };
 
@@ -142,6 +147,68 @@ pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
     }
     tracing::info!("litestream shut down");
     Ok(code)
+}
+
+/// Split a command line with shell quoting rules (single quotes, double quotes with
+/// backslash escapes, backslashes), as Litestream's `shellwords.Parse`; no expansion.
+fn shell_words(s: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => cur.push(c),
+                        None => bail!("invalid command line string"),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => cur.push(c),
+                            Some(c) => {
+                                cur.push('\\');
+                                cur.push(c);
+                            }
+                            None => bail!("invalid command line string"),
+                        },
+                        Some(c) => cur.push(c),
+                        None => bail!("invalid command line string"),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                match chars.next() {
+                    Some(c) => cur.push(c),
+                    None => bail!("invalid command line string"),
+                }
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        out.push(cur);
+    }
+    Ok(out)
 }
 
 mod libc_sig {

@@ -20,7 +20,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use rusqlite::Connection;
 
@@ -103,6 +103,15 @@ pub(crate) struct DbCore {
     continuity: bool,
     /// Set on the first sync after start-up: the shadow tail must be trimmed to a commit.
     trimmed: bool,
+}
+
+/// A position pinned for validation: the committed shadow position `pos`, a connection whose
+/// read transaction holds the WAL at `pos`, and the shadow file to build the page image from.
+pub(crate) struct ValidationPoint {
+    pub(crate) pos: ShadowPos,
+    pub(crate) pin: Connection,
+    pub(crate) shadow: File,
+    pub(crate) page_size: u32,
 }
 
 impl std::fmt::Debug for DbCore {
@@ -880,6 +889,40 @@ impl DbCore {
         Ok(pos)
     }
 
+    /// Pin a position for validation (see `validate.rs`): under the write lock copy every
+    /// committed frame into the shadow WAL, then open a read transaction on a new connection,
+    /// which sees exactly that position and keeps SQLite from back-filling or restarting the
+    /// WAL past it until it is dropped. Application writers wait for at most the copy.
+    pub(crate) fn validation_point(&mut self) -> Result<ValidationPoint> {
+        self.conns()?
+            .writer
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.sql_err(e))?;
+        let inner = (|| -> Result<(ShadowPos, Connection, File)> {
+            let (pos, _, _) = self.copy_frames()?;
+            let pin = self.open_conn()?;
+            pin.execute_batch("BEGIN")
+                .and_then(|_| {
+                    pin.query_row("SELECT COUNT(1) FROM _litestream_seq", [], |r| {
+                        r.get::<_, i64>(0)
+                    })
+                })
+                .map_err(|e| self.sql_err(e))?;
+            let p = self.shadow_path(&pos.generation, pos.index);
+            let shadow = File::open(&p).map_err(|e| io_err(&p, e))?;
+            Ok((pos, pin, shadow))
+        })();
+        let end = self.conns()?.writer.execute_batch("ROLLBACK");
+        let (pos, pin, shadow) = inner?;
+        end.map_err(|e| self.sql_err(e))?;
+        Ok(ValidationPoint {
+            pos,
+            pin,
+            shadow,
+            page_size: self.page_size,
+        })
+    }
+
     /// Local shadow-WAL retention: keep what the slowest replica needs (minus one extra
     /// older file, as Litestream), but never more than `max_shadow_wal_bytes` of old files.
     fn clean_shadow(&self, pos: &ShadowPos, replica_indexes: &[Option<(Generation, u32)>]) {
@@ -929,7 +972,3 @@ impl DbCore {
         self.page_size
     }
 }
-
-/// Keep unused-field lints quiet for Duration import on some cfgs.
-#[allow(dead_code)]
-fn _unused(_: Duration) {}

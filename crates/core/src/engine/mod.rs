@@ -137,6 +137,7 @@ impl DbShared {
     /// database as of that position. The database lock is held only while pinning.
     async fn validation_checksum(self: &Arc<Self>) -> Result<(ShadowPos, u64)> {
         let me = Arc::clone(self);
+        let db = self.db_file()?;
         let (pos, crc) = tokio::task::spawn_blocking(move || {
             let vp = {
                 let mut core = me
@@ -145,7 +146,7 @@ impl DbShared {
                     .map_err(|_| Error::io("db", io::Error::other("database state poisoned")))?;
                 core.validation_point()?
             };
-            let crc = validate::page_image_checksum(&vp.db, &vp.shadow, vp.page_size, vp.pos.size)
+            let crc = validate::page_image_checksum(&db, &vp.shadow, vp.page_size, vp.pos.size)
                 .map_err(|e| Error::io(me.path.display().to_string(), e))?;
             // Release the pin only after the page image was read.
             drop(vp.pin);

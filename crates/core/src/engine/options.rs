@@ -121,8 +121,9 @@ pub struct ReplicaOptions {
     pub retention: Option<Duration>,
     /// `retention-check-interval` (default 1 h).
     pub retention_check_interval: Duration,
-    /// `validation-interval` (default `None`). Accepted but not yet implemented: a warning is
-    /// logged when set.
+    /// `validation-interval` (default `None`): this often, restore the replica up to a pinned
+    /// position and compare its checksum with the database's (see
+    /// [`Replicator::validate`](super::Replicator::validate)).
     pub validation_interval: Option<Duration>,
     /// Retries of each replica request.
     pub retry: RetryConfig,

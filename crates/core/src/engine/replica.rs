@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
@@ -15,8 +15,10 @@ use crate::pos::{Generation, Pos};
 use crate::replica_client::{ReplicaClient, SnapshotInfo};
 use crate::wal::align_frame;
 
+use super::db::ShadowPos;
 use super::options::ReplicaOptions;
 use super::stream::{decompressed_len, lz4_file_stream, lz4_shared_file_stream};
+use super::validate::{file_checksum, ValidationReport, ValidationStats};
 use super::DbShared;
 
 pub(crate) struct ReplicaTask {
@@ -28,7 +30,10 @@ pub(crate) struct ReplicaTask {
     pub(crate) pos: Option<Pos>,
     pub(crate) pos_tx: watch::Sender<Option<Pos>>,
     pub(crate) next_snapshot: Option<Instant>,
+    pub(crate) validation: Arc<std::sync::Mutex<ValidationStats>>,
 }
+
+type ValidateRequest = oneshot::Sender<Result<ValidationReport>>;
 
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86400 * 365)
@@ -60,10 +65,13 @@ impl ReplicaTask {
     }
 
     /// The upload loop; returns after the final sync on shutdown.
-    pub(crate) async fn run(mut self, mut shutdown: watch::Receiver<bool>, force: Arc<Notify>) {
-        if self.opts.validation_interval.is_some() {
-            tracing::warn!(replica = %self.name, "validation-interval is not implemented yet; ignored");
-        }
+    pub(crate) async fn run(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+        force: Arc<Notify>,
+        mut validate_rx: mpsc::Receiver<ValidateRequest>,
+    ) {
+        let mut next_validation = self.opts.validation_interval.map(|i| Instant::now() + i);
         let mut change_rx = self.db.change_tx.subscribe();
         let mut dirty = true;
         let mut last_sync: Option<Instant> = None;
@@ -78,6 +86,7 @@ impl ReplicaTask {
                 .unwrap_or_else(Instant::now);
             let snap_at = self.next_snapshot.unwrap_or_else(far_future);
             let ret_at = next_retention.unwrap_or_else(far_future);
+            let val_at = next_validation.unwrap_or_else(far_future);
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
@@ -109,6 +118,13 @@ impl ReplicaTask {
                         tracing::warn!(replica = %self.name, error = %e, "retainer error");
                     }
                 }
+                _ = tokio::time::sleep_until(val_at), if next_validation.is_some() => {
+                    let _ = self.validate().await;
+                    next_validation = self.opts.validation_interval.map(|i| Instant::now() + i);
+                }
+                Some(reply) = validate_rx.recv() => {
+                    let _ = reply.send(self.validate().await);
+                }
             }
         }
         // Final sync on shutdown.
@@ -126,6 +142,11 @@ impl ReplicaTask {
     /// `Replica.Sync`: make sure the replica has a snapshot and a position in the current
     /// generation, then upload every new part of the shadow WAL.
     pub(crate) async fn sync(&mut self) -> Result<()> {
+        self.sync_upto(None).await
+    }
+
+    /// [`sync`](Self::sync), uploading nothing past `cap` when it is given.
+    async fn sync_upto(&mut self, cap: Option<&ShadowPos>) -> Result<()> {
         let dpos = self
             .db
             .pos_tx
@@ -161,7 +182,7 @@ impl ReplicaTask {
             tracing::debug!(replica = %self.name, position = %pos, "replica position calculated");
             self.set_pos(Some(pos));
         }
-        while self.sync_wal().await? {}
+        while self.sync_wal(cap).await? {}
         Ok(())
     }
 
@@ -203,13 +224,19 @@ impl ReplicaTask {
     }
 
     /// Upload the next part of the shadow WAL; false when there is nothing more to do.
-    async fn sync_wal(&mut self) -> Result<bool> {
+    async fn sync_wal(&mut self, cap: Option<&ShadowPos>) -> Result<bool> {
         let Some(pos) = self.pos.clone() else {
             return Ok(false);
         };
-        let Some(dpos) = self.db.pos_tx.borrow().clone() else {
+        let Some(mut dpos) = self.db.pos_tx.borrow().clone() else {
             return Ok(false);
         };
+        if let Some(c) = cap {
+            if c.generation != dpos.generation {
+                return Ok(false);
+            }
+            dpos = c.clone();
+        }
         if dpos.generation != pos.generation || pos.index > dpos.index {
             return Ok(false);
         }
@@ -263,6 +290,89 @@ impl ReplicaTask {
             "wal segment written");
         self.set_pos(Some(Pos::new(pos.generation.clone(), pos.index, end)));
         Ok(true)
+    }
+
+    /// Validation (spec 5.4, `validate.rs`): checksum the database as of a pinned position,
+    /// upload exactly up to it, restore the replica up to it and compare. Logs
+    /// `validator status=ok|mismatch` and updates the counters.
+    pub(crate) async fn validate(&mut self) -> Result<ValidationReport> {
+        let r = self.validate_inner().await;
+        let ok = matches!(&r, Ok(rep) if rep.ok());
+        if let Ok(mut v) = self.validation.lock() {
+            if ok {
+                v.ok += 1;
+            } else {
+                v.error += 1;
+            }
+            if let Ok(rep) = &r {
+                v.last = Some(rep.clone());
+            }
+        }
+        match &r {
+            Ok(rep) if !rep.ok() => {
+                tracing::error!(db = %self.db.path.display(), replica = %self.name,
+                    error = "invalid replica, checksum mismatch", "validator error");
+            }
+            Err(e) => {
+                tracing::error!(db = %self.db.path.display(), replica = %self.name, error = %e,
+                    "validator error");
+            }
+            Ok(_) => {}
+        }
+        r
+    }
+
+    async fn validate_inner(&mut self) -> Result<ValidationReport> {
+        // A first attempt may find the replica without a position in the pinned generation
+        // (a new generation needs a snapshot, which is labelled with a later index); the
+        // next one then starts from a replica that has one.
+        let mut attempt = 0;
+        let (pos, db_checksum) = loop {
+            attempt += 1;
+            let (pin, crc) = self.db.validation_checksum().await?;
+            self.sync_upto(Some(&pin)).await?;
+            let target = pin.pos();
+            if self.pos.as_ref() == Some(&target) {
+                break (target, crc);
+            }
+            if attempt >= 3 {
+                return Err(Error::InvalidArgument(format!(
+                    "validation: replica position {} did not reach {target}",
+                    self.pos.as_ref().map(|p| p.to_string()).unwrap_or_default()
+                )));
+            }
+        };
+        let dir = std::env::temp_dir().join(format!("{:016x}-litestream", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
+        let out = dir.join("replica");
+        let mut opts = crate::restore::RestoreOptions::new(&out);
+        opts.generation = Some(pos.generation.clone());
+        opts.index = Some(pos.index);
+        opts.retry = self.opts.retry;
+        let restored = crate::restore::restore(Arc::clone(&self.client), &opts).await;
+        let replica_checksum = match restored {
+            Ok(_) => {
+                let o = out.clone();
+                tokio::task::spawn_blocking(move || file_checksum(&o))
+                    .await
+                    .map_err(|e| Error::io("validation task", std::io::Error::other(e)))
+                    .and_then(|r| r.map_err(|e| Error::io(out.display().to_string(), e)))
+            }
+            Err(e) => Err(e),
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        let replica_checksum = replica_checksum?;
+        let rep = ValidationReport {
+            position: pos,
+            db_checksum,
+            replica_checksum,
+        };
+        let status = if rep.ok() { "ok" } else { "mismatch" };
+        tracing::info!(db = %self.db.path.display(), replica = %self.name, status,
+            db_checksum = %format!("{db_checksum:016x}"),
+            replica_checksum = %format!("{replica_checksum:016x}"),
+            position = %rep.position, "validator");
+        Ok(rep)
     }
 
     /// `Replica.Snapshot`: stream the main database file through LZ4 to the replica, labelled

@@ -1,0 +1,451 @@
+//! [`AbsBuilder`]: validates the `type: abs` settings once and builds an [`AbsClient`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use litestream_core::config::ReplicaConfig;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::{BackoffConfig, ClientOptions, RetryConfig};
+
+use crate::client::AbsClient;
+use crate::error::{Error, ErrorContext};
+
+/// Environment variable holding the account key when `account-key` is not set (as Litestream).
+pub const ACCOUNT_KEY_ENV: &str = "LITESTREAM_AZURE_ACCOUNT_KEY";
+
+/// How requests are authorised: the `credential` config key.
+#[derive(Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Credential {
+    /// `shared-key` (default, as Litestream): the storage account key from `account-key`
+    /// or `LITESTREAM_AZURE_ACCOUNT_KEY`.
+    #[default]
+    SharedKey,
+    /// `sas`: the shared access signature in `sas-token` (with or without a leading `?`).
+    Sas,
+    /// `managed-identity`: Azure instance metadata (IMDS) tokens; `client-id` picks a
+    /// user-assigned identity. `AZURE_MSI_ENDPOINT`/`MSI_ENDPOINT` override the IMDS URL.
+    ManagedIdentity,
+    /// `workload-identity`: AKS workload identity federation, from `client-id`/`tenant-id`
+    /// (or `AZURE_CLIENT_ID`/`AZURE_TENANT_ID`) and the token file in
+    /// `AZURE_FEDERATED_TOKEN_FILE`; `AZURE_AUTHORITY_HOST` overrides the login host.
+    WorkloadIdentity,
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Credential {
+    /// Parse the `credential` config value.
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+            "shared-key" | "sharedkey" | "account-key" => Ok(Credential::SharedKey),
+            "sas" | "sas-token" => Ok(Credential::Sas),
+            "managed-identity" | "msi" => Ok(Credential::ManagedIdentity),
+            "workload-identity" => Ok(Credential::WorkloadIdentity),
+            _ => Err(Error::UnknownCredential(s.to_string())),
+        }
+    }
+
+    /// The config spelling of this credential.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Credential::SharedKey => "shared-key",
+            Credential::Sas => "sas",
+            Credential::ManagedIdentity => "managed-identity",
+            Credential::WorkloadIdentity => "workload-identity",
+        }
+    }
+}
+
+/// Settings for an [`AbsClient`], validated by [`build`](Self::build).
+///
+/// `Debug` never prints the account key or the SAS token.
+#[derive(Clone, Default)]
+pub struct AbsBuilder {
+    account: Option<String>,
+    account_key: Option<String>,
+    container: Option<String>,
+    path: String,
+    endpoint: Option<String>,
+    credential: Option<Credential>,
+    sas_token: Option<String>,
+    client_id: Option<String>,
+    tenant_id: Option<String>,
+    retry: Option<RetryConfig>,
+    part_size: Option<usize>,
+}
+
+impl fmt::Debug for AbsBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AbsBuilder")
+            .field("account", &self.account)
+            .field(
+                "account_key",
+                &self.account_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("container", &self.container)
+            .field("path", &self.path)
+            .field("endpoint", &self.endpoint)
+            .field("credential", &self.credential)
+            .field("sas_token", &self.sas_token.as_ref().map(|_| "<redacted>"))
+            .field("client_id", &self.client_id)
+            .field("tenant_id", &self.tenant_id)
+            .finish()
+    }
+}
+
+/// Default size of one block when a snapshot is uploaded in parts.
+pub const DEFAULT_PART_SIZE: usize = 8 << 20;
+
+impl AbsBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A builder seeded from the environment: only `LITESTREAM_AZURE_ACCOUNT_KEY`.
+    pub fn from_env() -> Self {
+        Self::new().with_account_key_opt(non_empty(std::env::var(ACCOUNT_KEY_ENV).ok()))
+    }
+
+    /// A builder from a resolved replica config (`account-name`, `account-key` falling back to
+    /// `LITESTREAM_AZURE_ACCOUNT_KEY`, `bucket`, `path`, `endpoint`, `credential`, `sas-token`,
+    /// `client-id`, `tenant-id`).
+    pub fn from_replica_config(cfg: &ReplicaConfig) -> Result<Self, Error> {
+        let mut b = Self::from_env();
+        if let Some(k) = non_empty(cfg.account_key.clone()) {
+            b.account_key = Some(k);
+        }
+        b.account = non_empty(cfg.account_name.clone());
+        b.container = non_empty(cfg.bucket.clone());
+        b.path = cfg.path.clone().unwrap_or_default();
+        b.endpoint = non_empty(cfg.endpoint.clone());
+        b.sas_token = non_empty(cfg.sas_token.clone());
+        b.client_id = non_empty(cfg.client_id.clone());
+        b.tenant_id = non_empty(cfg.tenant_id.clone());
+        if let Some(c) = non_empty(cfg.credential.clone()) {
+            b.credential = Some(Credential::parse(&c)?);
+        }
+        Ok(b)
+    }
+
+    /// Storage account name.
+    pub fn with_account(mut self, account: impl Into<String>) -> Self {
+        self.account = Some(account.into());
+        self
+    }
+
+    /// Storage account key (base64), for [`Credential::SharedKey`].
+    pub fn with_account_key(mut self, key: impl Into<String>) -> Self {
+        self.account_key = Some(key.into());
+        self
+    }
+
+    fn with_account_key_opt(mut self, key: Option<String>) -> Self {
+        self.account_key = key;
+        self
+    }
+
+    /// Container name (Litestream's `bucket`).
+    pub fn with_container(mut self, container: impl Into<String>) -> Self {
+        self.container = Some(container.into());
+        self
+    }
+
+    /// Key prefix inside the container (Litestream's `path`).
+    pub fn with_path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+
+    /// Blob service endpoint, e.g. `http://127.0.0.1:10000/devstoreaccount1` for Azurite
+    /// (path style: the account is the first path segment) or a sovereign-cloud URL.
+    /// Default `https://ACCOUNT.blob.core.windows.net`. `http://` endpoints are allowed.
+    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// How requests are authorised (default: [`Credential::Sas`] when only a SAS token is
+    /// configured, otherwise [`Credential::SharedKey`]).
+    pub fn with_credential(mut self, credential: Credential) -> Self {
+        self.credential = Some(credential);
+        self
+    }
+
+    /// SAS token for [`Credential::Sas`].
+    pub fn with_sas_token(mut self, token: impl Into<String>) -> Self {
+        self.sas_token = Some(token.into());
+        self
+    }
+
+    /// Client ID of a user-assigned managed identity or of the workload identity.
+    pub fn with_client_id(mut self, id: impl Into<String>) -> Self {
+        self.client_id = Some(id.into());
+        self
+    }
+
+    /// Tenant of the workload identity.
+    pub fn with_tenant_id(mut self, id: impl Into<String>) -> Self {
+        self.tenant_id = Some(id.into());
+        self
+    }
+
+    /// Retry policy of the underlying HTTP client (default: 3 retries, 100 ms..4 s backoff,
+    /// at most 30 s per request). Core's retry loop still wraps every replica operation.
+    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
+    /// Size of one block for uploads in parts (default [`DEFAULT_PART_SIZE`]; at least 1 MiB).
+    /// Payloads up to this size are sent in one request.
+    pub fn with_part_size(mut self, bytes: usize) -> Self {
+        self.part_size = Some(bytes.max(1 << 20));
+        self
+    }
+
+    fn effective_credential(&self) -> Credential {
+        match &self.credential {
+            Some(c) => c.clone(),
+            None if self.account_key.is_none() && self.sas_token.is_some() => Credential::Sas,
+            None => Credential::SharedKey,
+        }
+    }
+
+    /// Validate the settings and build the client. Makes no request.
+    pub fn build(self) -> Result<AbsClient, Error> {
+        let account = self.account.clone().ok_or(Error::MissingAccountName)?;
+        let container = self.container.clone().ok_or(Error::MissingContainer)?;
+        let credential = self.effective_credential();
+        let missing = |what: &str| Error::MissingCredential {
+            account: account.clone(),
+            container: container.clone(),
+            what: what.to_string(),
+        };
+
+        let retry = self.retry.clone().unwrap_or_else(default_retry);
+        let mut options = ClientOptions::new()
+            .with_connect_timeout(Duration::from_secs(10))
+            .with_timeout(Duration::from_secs(120))
+            .with_pool_idle_timeout(Duration::from_secs(30));
+        let mut az = MicrosoftAzureBuilder::new()
+            .with_account(account.clone())
+            .with_container_name(container.clone())
+            .with_retry(retry);
+
+        if let Some(ep) = &self.endpoint {
+            let url = url_parse(ep).map_err(|reason| Error::InvalidEndpoint {
+                endpoint: ep.clone(),
+                reason,
+            })?;
+            if url.0 == "http" {
+                options = options.with_allow_http(true);
+            }
+            az = az.with_endpoint(ep.trim_end_matches('/').to_string());
+        }
+
+        let mut secrets = Vec::new();
+        az = match credential {
+            Credential::SharedKey => {
+                let key = self.account_key.clone().ok_or_else(|| {
+                    missing(
+                        "account-key required (set account-key, or LITESTREAM_AZURE_ACCOUNT_KEY, or choose another credential: sas, managed-identity, workload-identity)",
+                    )
+                })?;
+                secrets.push(key.clone());
+                az.with_access_key(key).with_credential_type("access_key")
+            }
+            Credential::Sas => {
+                let sas = self
+                    .sas_token
+                    .clone()
+                    .ok_or_else(|| missing("sas-token required for credential sas"))?;
+                let sas = sas.trim_start_matches('?').to_string();
+                secrets.push(sas.clone());
+                for (_, v) in sas.split('&').filter_map(|kv| kv.split_once('=')) {
+                    secrets.push(v.to_string());
+                }
+                let pairs = object_store::azure::split_sas(&sas)
+                    .map_err(|_| missing("sas-token is not a valid query string (k=v&k=v...)"))?;
+                az.with_sas_authorization(pairs)
+                    .with_credential_type("sas_token")
+            }
+            Credential::ManagedIdentity => {
+                let mut az = az.with_credential_type("managed_identity");
+                if let Some(id) = &self.client_id {
+                    az = az.with_client_id(id.clone());
+                }
+                if let Some(ep) =
+                    env_any(&["AZURE_MSI_ENDPOINT", "MSI_ENDPOINT", "IDENTITY_ENDPOINT"])
+                {
+                    az = az.with_msi_endpoint(ep);
+                }
+                az
+            }
+            Credential::WorkloadIdentity => {
+                let client_id = self
+                    .client_id
+                    .clone()
+                    .or_else(|| env_any(&["AZURE_CLIENT_ID"]))
+                    .ok_or_else(|| {
+                        missing("client-id (or AZURE_CLIENT_ID) required for workload-identity")
+                    })?;
+                let tenant_id = self
+                    .tenant_id
+                    .clone()
+                    .or_else(|| env_any(&["AZURE_TENANT_ID"]))
+                    .ok_or_else(|| {
+                        missing("tenant-id (or AZURE_TENANT_ID) required for workload-identity")
+                    })?;
+                let token_file = env_any(&["AZURE_FEDERATED_TOKEN_FILE"]).ok_or_else(|| {
+                    missing("AZURE_FEDERATED_TOKEN_FILE required for workload-identity")
+                })?;
+                let mut az = az
+                    .with_credential_type("workload_identity")
+                    .with_client_id(client_id)
+                    .with_tenant_id(tenant_id)
+                    .with_federated_token_file(token_file);
+                if let Some(h) = env_any(&["AZURE_AUTHORITY_HOST"]) {
+                    az = az.with_authority_host(h);
+                }
+                az
+            }
+        };
+
+        let ctx = ErrorContext {
+            account: account.clone(),
+            container: container.clone(),
+            secrets,
+        };
+        let store = az
+            .with_client_options(options)
+            .build()
+            .map_err(|e| Error::Build {
+                account: account.clone(),
+                container: container.clone(),
+                message: ctx.redact(&crate::error::chain_message(&e)),
+            })?;
+        Ok(AbsClient::new(
+            Arc::new(store),
+            ctx,
+            root_prefix(&self.path),
+            credential,
+            self.endpoint.clone(),
+            self.part_size.unwrap_or(DEFAULT_PART_SIZE),
+        ))
+    }
+}
+
+/// The object key prefix for `path`: leading slashes are dropped (blob names are relative to
+/// the container) and `.`/`..`/`//` are cleaned as Go's `path.Join` does.
+fn root_prefix(path: &str) -> String {
+    let cleaned = litestream_core::layout::clean(path.trim_start_matches('/'));
+    if cleaned == "." {
+        String::new()
+    } else {
+        cleaned.trim_start_matches('/').to_string()
+    }
+}
+
+fn default_retry() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(4),
+            base: 2.0,
+        },
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(30),
+    }
+}
+
+/// Minimal URL check: `scheme://host...`; returns (scheme, rest).
+fn url_parse(s: &str) -> Result<(String, String), String> {
+    let (scheme, rest) = s
+        .split_once("://")
+        .ok_or_else(|| "expected http://HOST[:PORT][/ACCOUNT] or https://...".to_string())?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("unsupported scheme {scheme:?} (use http or https)"));
+    }
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err("missing host".into());
+    }
+    Ok((scheme, rest.to_string()))
+}
+
+fn env_any(names: &[&str]) -> Option<String> {
+    names.iter().find_map(|n| non_empty(std::env::var(n).ok()))
+}
+
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.filter(|v| !v.trim().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_prefix_is_cleaned() {
+        assert_eq!(root_prefix(""), "");
+        assert_eq!(root_prefix("."), "");
+        assert_eq!(root_prefix("/a//b/"), "a/b");
+        assert_eq!(root_prefix("db"), "db");
+    }
+
+    #[test]
+    fn credential_names_parse() {
+        assert_eq!(
+            Credential::parse("managed_identity").ok(),
+            Some(Credential::ManagedIdentity)
+        );
+        assert_eq!(Credential::parse("SAS").ok(), Some(Credential::Sas));
+        assert!(Credential::parse("password").is_err());
+    }
+
+    #[test]
+    fn missing_settings_are_named() {
+        let e = AbsBuilder::new().with_container("c").build().err();
+        assert!(matches!(e, Some(Error::MissingAccountName)));
+        let e = AbsBuilder::new().with_account("a").build().err();
+        assert!(matches!(e, Some(Error::MissingContainer)));
+        let e = AbsBuilder::new()
+            .with_account("a")
+            .with_container("c")
+            .with_credential(Credential::Sas)
+            .build()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("account a container c"), "{e}");
+        assert!(e.contains("sas-token"), "{e}");
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let b = AbsBuilder::new()
+            .with_account_key("c2VjcmV0")
+            .with_sas_token("sig=abc");
+        let s = format!("{b:?}");
+        assert!(!s.contains("c2VjcmV0") && !s.contains("sig=abc"), "{s}");
+    }
+
+    #[test]
+    fn bad_endpoint_is_rejected() {
+        let e = AbsBuilder::new()
+            .with_account("a")
+            .with_container("c")
+            .with_account_key("a2V5")
+            .with_endpoint("127.0.0.1:10000")
+            .build()
+            .err();
+        assert!(matches!(e, Some(Error::InvalidEndpoint { .. })));
+    }
+}

@@ -1,0 +1,540 @@
+//! [`S3Client`]: the [`ReplicaClient`] over one bucket and key prefix.
+//!
+//! Requests: listings are ListObjectsV2 (one LIST per page), reads one GetObject, writes
+//! one PutObject when the payload fits one part and otherwise CreateMultipartUpload +
+//! UploadPart per part + CompleteMultipartUpload (each counted as a PUT), deletes
+//! DeleteObjects in batches of 1000. Nothing lists during plain writes.
+
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use aws_sdk_s3::primitives::ByteStream as SdkStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
+use litestream_core::layout;
+use litestream_core::metrics::{record_operation, Operation};
+use litestream_core::{
+    ByteStream, Error, Generation, Pos, ReplicaClient, Result, SnapshotInfo, WalSegmentInfo,
+};
+use time::OffsetDateTime;
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, ReadBuf};
+
+use crate::error::Target;
+use crate::TYPE;
+
+/// Largest number of keys in one DeleteObjects request.
+const DELETE_BATCH: usize = 1000;
+
+/// A replica stored under a key prefix of an S3 (or S3-compatible) bucket.
+///
+/// Build one with [`crate::S3Builder`] or [`S3Client::from_replica_config`].
+#[derive(Clone)]
+pub struct S3Client {
+    client: aws_sdk_s3::Client,
+    target: Target,
+    root: String,
+    region: String,
+    part_size: usize,
+}
+
+impl fmt::Debug for S3Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Client")
+            .field("bucket", &self.target.bucket)
+            .field("endpoint", &self.target.endpoint)
+            .field("root", &self.root)
+            .field("region", &self.region)
+            .field("part_size", &self.part_size)
+            .finish()
+    }
+}
+
+/// One listed object: key base name, size and last-modified time.
+struct Listed {
+    name: String,
+    size: u64,
+    modified: OffsetDateTime,
+}
+
+fn to_offset(dt: Option<&aws_sdk_s3::primitives::DateTime>) -> OffsetDateTime {
+    dt.and_then(|d| {
+        let nanos = i128::from(d.secs()) * 1_000_000_000 + i128::from(d.subsec_nanos());
+        OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
+    })
+    .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Read from `data` until `buf` holds `limit` bytes or EOF; returns true at EOF.
+async fn fill(data: &mut ByteStream, buf: &mut Vec<u8>, limit: usize) -> std::io::Result<bool> {
+    while buf.len() < limit {
+        let want = limit - buf.len();
+        let n = (&mut *data).take(want as u64).read_to_end(buf).await?;
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// A GetObject body whose read errors are reported as transport errors (connection reset,
+/// timed out), naming the object, so callers see them as retryable: a body cut off mid-way
+/// is worth reading again.
+struct BodyReader {
+    inner: Pin<Box<dyn AsyncBufRead + Send>>,
+    what: String,
+}
+
+impl AsyncRead for BodyReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.inner.as_mut().poll_read(cx, buf) {
+            Poll::Ready(Err(e)) => {
+                let kind = match e.kind() {
+                    io::ErrorKind::TimedOut => io::ErrorKind::TimedOut,
+                    _ => io::ErrorKind::ConnectionReset,
+                };
+                let msg = format!("reading {}: {e}", self.what);
+                Poll::Ready(Err(io::Error::new(kind, msg)))
+            }
+            other => other,
+        }
+    }
+}
+
+impl S3Client {
+    pub(crate) fn new(
+        client: aws_sdk_s3::Client,
+        target: Target,
+        root: String,
+        region: String,
+        part_size: usize,
+    ) -> Self {
+        S3Client {
+            client,
+            target,
+            root,
+            region,
+            part_size,
+        }
+    }
+
+    /// Build a client from a resolved replica config (see [`crate::S3Builder`] for the keys).
+    pub async fn from_replica_config(cfg: &litestream_core::config::ReplicaConfig) -> Result<Self> {
+        crate::S3Builder::from_replica_config(cfg)?.build().await
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        &self.target.bucket
+    }
+
+    /// The key prefix under which `generations/` lives.
+    pub fn path(&self) -> &str {
+        &self.root
+    }
+
+    /// The region requests are signed for (given, defaulted or looked up).
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// The custom endpoint, if any.
+    pub fn endpoint(&self) -> Option<&str> {
+        self.target.endpoint.as_deref()
+    }
+
+    /// The underlying SDK client, for operations the trait does not cover.
+    pub fn sdk_client(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+
+    /// List every object under `dir/` (paginated). With `dirs`, return the immediate
+    /// sub-"directories" (common prefixes) instead of objects.
+    async fn list(&self, dir: &str, dirs: bool) -> Result<Vec<Listed>> {
+        let prefix = format!("{dir}/");
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut req = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.target.bucket)
+                .prefix(&prefix);
+            if dirs {
+                req = req.delimiter("/");
+            }
+            if let Some(t) = &token {
+                req = req.continuation_token(t);
+            }
+            record_operation(TYPE, Operation::List, 0);
+            let page = req
+                .send()
+                .await
+                .map_err(|e| self.target.sdk("list", &prefix, e))?;
+            if dirs {
+                for p in page.common_prefixes() {
+                    if let Some(name) = p
+                        .prefix()
+                        .and_then(|p| p.strip_prefix(&prefix))
+                        .map(|p| p.trim_end_matches('/'))
+                    {
+                        out.push(Listed {
+                            name: name.to_string(),
+                            size: 0,
+                            modified: OffsetDateTime::UNIX_EPOCH,
+                        });
+                    }
+                }
+            } else {
+                for o in page.contents() {
+                    let Some(key) = o.key() else { continue };
+                    let name = key.strip_prefix(&prefix).unwrap_or(key);
+                    out.push(Listed {
+                        name: name.to_string(),
+                        size: o.size().unwrap_or(0).max(0) as u64,
+                        modified: to_offset(o.last_modified()),
+                    });
+                }
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn open(&self, key: String) -> Result<ByteStream> {
+        let res = self
+            .client
+            .get_object()
+            .bucket(&self.target.bucket)
+            .key(&key)
+            .send()
+            .await;
+        let len = match &res {
+            Ok(out) => out.content_length().unwrap_or(0).max(0) as u64,
+            Err(_) => 0,
+        };
+        record_operation(TYPE, Operation::Get, len);
+        let out = res.map_err(|e| self.target.sdk("get", &key, e))?;
+        Ok(Box::pin(BodyReader {
+            inner: Box::pin(out.body.into_async_read()),
+            what: format!("s3://{}/{key}", self.target.bucket),
+        }))
+    }
+
+    /// Upload `data` to `key`: one PutObject if it fits one part, else multipart.
+    /// Returns the number of bytes stored.
+    async fn put(&self, key: &str, mut data: ByteStream) -> Result<u64> {
+        let io_err = |e: std::io::Error| Error::io(format!("s3://{}/{key}", self.target.bucket), e);
+        let mut buf = Vec::with_capacity(self.part_size.min(1 << 20));
+        // Read one byte past a part so an exactly-part-sized payload is a single PUT.
+        let eof = fill(&mut data, &mut buf, self.part_size + 1)
+            .await
+            .map_err(io_err)?;
+        if eof {
+            let n = buf.len() as u64;
+            record_operation(TYPE, Operation::Put, n);
+            self.client
+                .put_object()
+                .bucket(&self.target.bucket)
+                .key(key)
+                .content_length(n as i64)
+                .body(SdkStream::from(buf))
+                .send()
+                .await
+                .map_err(|e| self.target.sdk("put", key, e))?;
+            return Ok(n);
+        }
+
+        record_operation(TYPE, Operation::Put, 0);
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.target.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.target.sdk("create multipart upload", key, e))?;
+        let Some(upload_id) = created.upload_id().map(str::to_string) else {
+            return Err(self.target.backend(
+                "create multipart upload",
+                key,
+                "no upload id in response".into(),
+                true,
+            ));
+        };
+        let result = self.upload_parts(key, &upload_id, data, buf).await;
+        if result.is_err() {
+            record_operation(TYPE, Operation::Delete, 0);
+            if let Err(e) = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.target.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await
+            {
+                tracing::warn!(
+                    key,
+                    error = %self.target.sdk("abort multipart upload", key, e),
+                    "cannot abort multipart upload"
+                );
+            }
+        }
+        result
+    }
+
+    async fn upload_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        mut data: ByteStream,
+        mut pending: Vec<u8>,
+    ) -> Result<u64> {
+        let io_err = |e: std::io::Error| Error::io(format!("s3://{}/{key}", self.target.bucket), e);
+        let mut parts = Vec::new();
+        let mut total = 0u64;
+        let mut number = 1i32;
+        loop {
+            // `pending` holds at most part_size + 1 bytes: send part_size, carry the rest.
+            let eof = fill(&mut data, &mut pending, self.part_size)
+                .await
+                .map_err(io_err)?;
+            let mut rest = if pending.len() > self.part_size {
+                pending.split_off(self.part_size)
+            } else {
+                Vec::new()
+            };
+            let last = eof && rest.is_empty();
+            if !pending.is_empty() {
+                let n = pending.len() as u64;
+                record_operation(TYPE, Operation::Put, n);
+                let body = std::mem::take(&mut pending);
+                let out = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.target.bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .part_number(number)
+                    .content_length(n as i64)
+                    .body(SdkStream::from(body))
+                    .send()
+                    .await
+                    .map_err(|e| self.target.sdk(&format!("upload part {number} of"), key, e))?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(out.e_tag().map(str::to_string))
+                        .build(),
+                );
+                total += n;
+                number += 1;
+            }
+            if last {
+                break;
+            }
+            pending = std::mem::take(&mut rest);
+            pending.reserve(self.part_size.saturating_sub(pending.len()));
+        }
+        record_operation(TYPE, Operation::Put, 0);
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.target.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.target.sdk("complete multipart upload", key, e))?;
+        Ok(total)
+    }
+
+    /// Delete `keys` in batches; keys that do not exist are not an error.
+    async fn delete_keys(&self, keys: Vec<String>) -> Result<()> {
+        for batch in keys.chunks(DELETE_BATCH) {
+            let objects = batch
+                .iter()
+                .map(|k| {
+                    ObjectIdentifier::builder()
+                        .key(k)
+                        .build()
+                        .map_err(|e| self.target.backend("delete", k, e.to_string(), false))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let first = batch.first().map(String::as_str).unwrap_or("");
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| self.target.backend("delete", first, e.to_string(), false))?;
+            record_operation(TYPE, Operation::Delete, 0);
+            let out = self
+                .client
+                .delete_objects()
+                .bucket(&self.target.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| self.target.sdk("delete", first, e))?;
+            if let Some(err) = out.errors().iter().find(|e| e.code() != Some("NoSuchKey")) {
+                let code = err.code().unwrap_or("error");
+                let retryable = matches!(code, "InternalError" | "SlowDown" | "ServiceUnavailable");
+                return Err(self.target.backend(
+                    "delete",
+                    err.key().unwrap_or(first),
+                    format!("{code}: {}", err.message().unwrap_or("")),
+                    retryable,
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ReplicaClient for S3Client {
+    fn kind(&self) -> &'static str {
+        TYPE
+    }
+
+    async fn generations(&self) -> Result<Vec<Generation>> {
+        let dir = layout::generations_dir(&self.root);
+        let mut gens: Vec<Generation> = self
+            .list(&dir, true)
+            .await?
+            .into_iter()
+            .filter_map(|l| Generation::parse(&l.name))
+            .collect();
+        gens.sort();
+        gens.dedup();
+        Ok(gens)
+    }
+
+    async fn snapshots(&self, generation: &Generation) -> Result<Vec<SnapshotInfo>> {
+        let dir = layout::snapshots_dir(&self.root, generation);
+        let mut out: Vec<SnapshotInfo> = self
+            .list(&dir, false)
+            .await?
+            .into_iter()
+            .filter_map(|l| {
+                let index = layout::parse_snapshot_name(&l.name)?;
+                Some(SnapshotInfo {
+                    generation: generation.clone(),
+                    index,
+                    size: l.size,
+                    created_at: l.modified,
+                })
+            })
+            .collect();
+        out.sort_by_key(|s| s.index);
+        Ok(out)
+    }
+
+    async fn wal_segments(&self, generation: &Generation) -> Result<Vec<WalSegmentInfo>> {
+        let dir = layout::wal_dir(&self.root, generation);
+        let mut out: Vec<WalSegmentInfo> = self
+            .list(&dir, false)
+            .await?
+            .into_iter()
+            .filter_map(|l| {
+                let (index, offset) = layout::parse_wal_segment_name(&l.name)?;
+                Some(WalSegmentInfo {
+                    generation: generation.clone(),
+                    index,
+                    offset,
+                    size: l.size,
+                    created_at: l.modified,
+                })
+            })
+            .collect();
+        out.sort_by_key(|s| (s.index, s.offset));
+        Ok(out)
+    }
+
+    async fn open_snapshot(&self, generation: &Generation, index: u32) -> Result<ByteStream> {
+        self.open(layout::snapshot_path(&self.root, generation, index))
+            .await
+    }
+
+    async fn open_wal_segment(&self, pos: &Pos) -> Result<ByteStream> {
+        self.open(layout::wal_segment_path(
+            &self.root,
+            &pos.generation,
+            pos.index,
+            pos.offset,
+        ))
+        .await
+    }
+
+    async fn write_snapshot(
+        &self,
+        generation: &Generation,
+        index: u32,
+        data: ByteStream,
+    ) -> Result<SnapshotInfo> {
+        let key = layout::snapshot_path(&self.root, generation, index);
+        let size = self.put(&key, data).await?;
+        Ok(SnapshotInfo {
+            generation: generation.clone(),
+            index,
+            size,
+            created_at: OffsetDateTime::now_utc(),
+        })
+    }
+
+    async fn write_wal_segment(&self, pos: &Pos, data: ByteStream) -> Result<WalSegmentInfo> {
+        if !layout::offset_fits_name(pos.offset) {
+            return Err(Error::InvalidArgument(format!(
+                "wal offset {} of {pos} does not fit an 8-digit segment name",
+                pos.offset
+            )));
+        }
+        let key = layout::wal_segment_path(&self.root, &pos.generation, pos.index, pos.offset);
+        let size = self.put(&key, data).await?;
+        Ok(WalSegmentInfo {
+            generation: pos.generation.clone(),
+            index: pos.index,
+            offset: pos.offset,
+            size,
+            created_at: OffsetDateTime::now_utc(),
+        })
+    }
+
+    async fn delete_snapshot(&self, generation: &Generation, index: u32) -> Result<()> {
+        self.delete_keys(vec![layout::snapshot_path(&self.root, generation, index)])
+            .await
+    }
+
+    async fn delete_wal_segments(&self, positions: &[Pos]) -> Result<()> {
+        let keys = positions
+            .iter()
+            .map(|p| layout::wal_segment_path(&self.root, &p.generation, p.index, p.offset))
+            .collect();
+        self.delete_keys(keys).await
+    }
+
+    async fn delete_generation(&self, generation: &Generation) -> Result<()> {
+        let dir = layout::generation_dir(&self.root, generation);
+        let prefix = format!("{dir}/");
+        let keys: Vec<String> = self
+            .list(&dir, false)
+            .await?
+            .into_iter()
+            .map(|l| format!("{prefix}{}", l.name))
+            .collect();
+        self.delete_keys(keys).await
+    }
+}

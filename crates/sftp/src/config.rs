@@ -1,0 +1,170 @@
+//! Validated SFTP settings, built once from a resolved [`ReplicaConfig`].
+
+use std::fmt;
+use std::path::PathBuf;
+
+use litestream_core::config::ReplicaConfig;
+use litestream_core::{Error, Result};
+
+use crate::known_hosts::{parse_host_key, HostKeyPolicy};
+
+/// Default SSH port when `host` has none.
+pub const DEFAULT_PORT: u16 = 22;
+
+/// Validated connection settings of one SFTP replica. `Debug` never prints the password.
+#[derive(Clone)]
+pub struct SftpConfig {
+    /// Server host name or address (without brackets or port).
+    pub host: String,
+    /// Server port (default 22).
+    pub port: u16,
+    /// Login user.
+    pub user: String,
+    /// Password for `password` authentication, if any.
+    pub password: Option<String>,
+    /// Private key file (OpenSSH or PEM; ed25519, RSA, ECDSA) for `publickey` authentication.
+    pub key_path: Option<PathBuf>,
+    /// Remote replica root (absolute, or relative to the login directory).
+    pub path: String,
+    /// How the server's host key is checked.
+    pub host_key_policy: HostKeyPolicy,
+}
+
+impl fmt::Debug for SftpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SftpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("key_path", &self.key_path)
+            .field("path", &self.path)
+            .field("host_key_policy", &self.host_key_policy)
+            .finish()
+    }
+}
+
+impl SftpConfig {
+    /// `user@host:port`, the name used in every error message.
+    pub fn endpoint(&self) -> String {
+        if self.host.contains(':') {
+            format!("{}@[{}]:{}", self.user, self.host, self.port)
+        } else {
+            format!("{}@{}:{}", self.user, self.host, self.port)
+        }
+    }
+
+    /// Validate a replica config (call [`ReplicaConfig::resolve`] first so URL fields are in).
+    ///
+    /// Keys: `host` (`HOST[:PORT]`, required), `user` (required), `password`, `key-path`,
+    /// `path`, `host-key`, `known-hosts-path` (default `~/.ssh/known_hosts`),
+    /// `insecure-ignore-host-key`.
+    pub fn from_replica_config(cfg: &ReplicaConfig) -> Result<SftpConfig> {
+        let host_port = cfg
+            .host
+            .as_deref()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| Error::InvalidConfig("host required for sftp replica".into()))?;
+        let (host, port) = split_host_port(host_port)?;
+        let user = cfg
+            .user
+            .clone()
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| Error::InvalidConfig("user required for sftp replica".into()))?;
+        let insecure = cfg.insecure_ignore_host_key.unwrap_or(false);
+        let host_key_policy = if insecure {
+            HostKeyPolicy::InsecureIgnore
+        } else if let Some(pinned) = cfg.host_key.as_deref().filter(|k| !k.trim().is_empty()) {
+            let key = parse_host_key(pinned).ok_or_else(|| {
+                Error::InvalidConfig(format!(
+                    "sftp replica {user}@{host_port}: cannot parse host-key (expected \"ALGORITHM BASE64\", e.g. \"ssh-ed25519 AAAA...\")"
+                ))
+            })?;
+            HostKeyPolicy::Pinned(Box::new(key))
+        } else {
+            let path = match cfg.known_hosts_path.as_deref().filter(|p| !p.is_empty()) {
+                Some(p) => expand_tilde(p),
+                None => default_known_hosts()?,
+            };
+            HostKeyPolicy::KnownHosts(path)
+        };
+        Ok(SftpConfig {
+            host,
+            port,
+            user,
+            password: cfg.password.clone().filter(|p| !p.is_empty()),
+            key_path: cfg
+                .key_path
+                .as_deref()
+                .filter(|p| !p.is_empty())
+                .map(expand_tilde),
+            path: cfg.path.clone().unwrap_or_default(),
+            host_key_policy,
+        })
+    }
+}
+
+fn split_host_port(s: &str) -> Result<(String, u16)> {
+    let bad = || Error::InvalidConfig(format!("sftp replica: invalid host {s:?}"));
+    if let Some(rest) = s.strip_prefix('[') {
+        let (h, tail) = rest.split_once(']').ok_or_else(bad)?;
+        let port = match tail.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| bad())?,
+            None if tail.is_empty() => DEFAULT_PORT,
+            None => return Err(bad()),
+        };
+        return Ok((h.to_string(), port));
+    }
+    match s.split_once(':') {
+        Some((h, p)) if !p.contains(':') => Ok((h.to_string(), p.parse().map_err(|_| bad())?)),
+        Some(_) => Ok((s.to_string(), DEFAULT_PORT)),
+        None => Ok((s.to_string(), DEFAULT_PORT)),
+    }
+}
+
+fn expand_tilde(p: &str) -> PathBuf {
+    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(p),
+    }
+}
+
+fn default_known_hosts() -> Result<PathBuf> {
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".ssh").join("known_hosts"))
+        .ok_or_else(|| {
+            Error::InvalidConfig(
+                "sftp replica: HOME is unset; set known-hosts-path or host-key".into(),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(
+            split_host_port("h").expect("ok"),
+            ("h".to_string(), DEFAULT_PORT)
+        );
+        assert_eq!(split_host_port("h:2022").expect("ok"), ("h".into(), 2022));
+        assert_eq!(split_host_port("[::1]:2").expect("ok"), ("::1".into(), 2));
+        assert!(split_host_port("h:x").is_err());
+    }
+
+    #[test]
+    fn debug_redacts_password() {
+        let cfg = ReplicaConfig {
+            host: Some("h:1".into()),
+            user: Some("u".into()),
+            password: Some("s3cret".into()),
+            insecure_ignore_host_key: Some(true),
+            ..Default::default()
+        };
+        let c = SftpConfig::from_replica_config(&cfg).expect("cfg");
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert_eq!(c.endpoint(), "u@h:1");
+    }
+}
