@@ -190,9 +190,14 @@ fn host_env(backend: &str) -> (BTreeMap<String, String>, Vec<String>) {
         "s3" => {
             put("AWS_ACCESS_KEY_ID", env("TEST_S3_ACCESS_KEY_ID"));
             put("AWS_SECRET_ACCESS_KEY", env("TEST_S3_SECRET_ACCESS_KEY"));
-            put("LITESTREAM_S3_BUCKET", env("TEST_S3_BUCKET"));
-            put("LITESTREAM_S3_ENDPOINT", env("TEST_S3_ENDPOINT"));
-            put("LITESTREAM_S3_REGION", env("TEST_S3_REGION"));
+            // The seed's `s3://${AWS_S3_BUCKET}/...` URL: on the local server the bucket host
+            // is BUCKET.localhost:PORT (path style over plain HTTP), as for MinIO.
+            let endpoint = env("TEST_S3_ENDPOINT");
+            let port = endpoint.rsplit(':').next().unwrap_or("9000").to_string();
+            put(
+                "AWS_S3_BUCKET",
+                format!("{}.localhost:{port}", env("TEST_S3_BUCKET")),
+            );
             put("LITESTREAM_REPLICA_PATH", unique("s3"));
             vec![env("TEST_S3_SECRET_ACCESS_KEY")]
         }

@@ -22,7 +22,7 @@ pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
         .value("exec", "Executes a subcommand. Litestream will exit when the child process exits. Useful for simple process management.");
     let p = fs.parse(args)?;
 
-    let (dbs, exec) = if !p.args.is_empty() {
+    let (dbs, exec, addr) = if !p.args.is_empty() {
         if p.get("config").is_some() {
             bail!("cannot specify a replica URL and the -config flag");
         }
@@ -42,14 +42,26 @@ pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
                 .collect(),
             ..Default::default()
         };
-        (vec![db], p.get("exec").map(str::to_string))
+        (vec![db], p.get("exec").map(str::to_string), None)
     } else {
         let cfg = load_config(p.get("config"), p.is_set("no-expand-env"))?;
         let exec = p.get("exec").map(str::to_string).or(cfg.exec.clone());
-        (cfg.dbs, exec)
+        (cfg.dbs, exec, cfg.addr.filter(|a| !a.is_empty()))
     };
+    tracing::info!(
+        version = %super::version::version_string(),
+        "litestream"
+    );
     if dbs.is_empty() {
-        bail!("no databases specified in configuration");
+        tracing::error!("no databases specified in configuration");
+    }
+
+    // Metrics and health endpoint, when `addr` is set.
+    let (stop_http, stop_http_rx) = tokio::sync::watch::channel(false);
+    if let Some(addr) = &addr {
+        let server = crate::http::Server::bind(addr).await?;
+        tracing::info!(url = %crate::http::metrics_url(addr)?, "serving metrics on");
+        tokio::spawn(server.run(stop_http_rx));
     }
 
     let mut replicators = Vec::new();
@@ -145,6 +157,10 @@ pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
             tracing::error!(error = %e, "shutdown error");
         }
     }
+    for db in &dbs {
+        litestream_core::metrics::unregister_db(&db.path);
+    }
+    let _ = stop_http.send(true);
     tracing::info!("litestream shut down");
     Ok(code)
 }

@@ -541,6 +541,14 @@ impl DbCore {
     /// Copy committed, valid frames from the real WAL (from `shadow_size`) into the shadow
     /// file `shadow`. Returns the new shadow size.
     fn copy_to_shadow(&self, shadow: &Path, shadow_size: u64) -> Result<u64> {
+        let end = self.copy_to_shadow_raw(shadow, shadow_size)?;
+        crate::metrics::db(&self.path.to_string_lossy())
+            .total_wal_bytes
+            .add(end.saturating_sub(shadow_size));
+        Ok(end)
+    }
+
+    fn copy_to_shadow_raw(&self, shadow: &Path, shadow_size: u64) -> Result<u64> {
         let hdr_bytes = read_at(shadow, 0, WAL_HEADER_SIZE)?
             .ok_or_else(|| Error::corrupt(shadow.display().to_string(), "short shadow wal"))?;
         let hdr = WalHeader::parse(&hdr_bytes)
@@ -819,7 +827,15 @@ impl DbCore {
         };
         if let Some(mode) = mode {
             if checkpoint_allowed {
-                pos = self.checkpoint(mode)?;
+                let started = std::time::Instant::now();
+                let r = self.checkpoint(mode);
+                let m = crate::metrics::db(&self.path.to_string_lossy()).checkpoint(mode.as_str());
+                m.count.inc();
+                m.seconds.add_duration(started.elapsed());
+                if r.is_err() {
+                    m.error_count.inc();
+                }
+                pos = r?;
                 changed = true;
             } else {
                 tracing::debug!(db = %self.path.display(), "checkpoint skipped: snapshot in progress");

@@ -98,6 +98,31 @@ impl DbShared {
 
     /// Run one database sync on a blocking thread; publish the position and wake replicas.
     async fn sync(self: &Arc<Self>) -> Result<Option<ShadowPos>> {
+        let started = std::time::Instant::now();
+        let r = self.sync_inner().await;
+        let m = crate::metrics::db(&self.path.to_string_lossy());
+        match &r {
+            Ok(pos) => {
+                m.record_sync(started.elapsed());
+                if let Ok(meta) = std::fs::metadata(&self.path) {
+                    m.db_size.set(meta.len());
+                }
+                let mut wal = self.path.clone().into_os_string();
+                wal.push("-wal");
+                if let Ok(meta) = std::fs::metadata(&wal) {
+                    m.wal_size.set(meta.len());
+                }
+                if let Some(p) = pos {
+                    m.shadow_wal_index.set(p.index);
+                    m.shadow_wal_size.set(p.size);
+                }
+            }
+            Err(_) => m.record_sync_error(started.elapsed()),
+        }
+        r
+    }
+
+    async fn sync_inner(self: &Arc<Self>) -> Result<Option<ShadowPos>> {
         let me = Arc::clone(self);
         let out = tokio::task::spawn_blocking(move || {
             let replica_pos = me.replica_pos.lock().map(|v| v.clone()).unwrap_or_default();

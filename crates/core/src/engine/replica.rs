@@ -60,8 +60,18 @@ impl ReplicaTask {
                 *slot = pos.as_ref().map(|p| (p.generation.clone(), p.index));
             }
         }
+        if let Some(p) = &pos {
+            let m = self.metrics();
+            m.wal_index.set(p.index);
+            m.wal_offset.set(p.offset);
+        }
         self.pos = pos.clone();
         self.pos_tx.send_replace(pos);
+    }
+
+    /// This replica's metrics (`litestream_replica_*{db,name}`).
+    fn metrics(&self) -> std::sync::Arc<crate::metrics::ReplicaMetrics> {
+        crate::metrics::replica(&self.db.path.to_string_lossy(), &self.name)
     }
 
     /// The upload loop; returns after the final sync on shutdown.
@@ -142,7 +152,9 @@ impl ReplicaTask {
     /// `Replica.Sync`: make sure the replica has a snapshot and a position in the current
     /// generation, then upload every new part of the shadow WAL.
     pub(crate) async fn sync(&mut self) -> Result<()> {
-        self.sync_upto(None).await
+        self.sync_upto(None).await?;
+        self.metrics().mark_synced();
+        Ok(())
     }
 
     /// [`sync`](Self::sync), uploading nothing past `cap` when it is given.
@@ -288,6 +300,7 @@ impl ReplicaTask {
             .await?;
         tracing::info!(replica = %self.name, position = %pos, elapsed = ?started.elapsed(), sz = len,
             "wal segment written");
+        self.metrics().wal_bytes.add(len);
         self.set_pos(Some(Pos::new(pos.generation.clone(), pos.index, end)));
         Ok(true)
     }
@@ -298,6 +311,7 @@ impl ReplicaTask {
     pub(crate) async fn validate(&mut self) -> Result<ValidationReport> {
         let r = self.validate_inner().await;
         let ok = matches!(&r, Ok(rep) if rep.ok());
+        self.metrics().record_validation(ok);
         if let Ok(mut v) = self.validation.lock() {
             if ok {
                 v.ok += 1;
