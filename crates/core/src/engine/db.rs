@@ -17,10 +17,12 @@
 //! the old WAL: it is a new index, not a new generation. Without that continuity (start-up,
 //! lost read transaction) we apply Litestream's rules and start a new generation.
 
+use std::cell::Cell;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::raw::{c_int, c_void};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use rusqlite::Connection;
 
@@ -33,6 +35,45 @@ use super::options::DbOptions;
 const SEQ_UPSERT: &str =
     "INSERT INTO _litestream_seq (id, seq) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET seq = seq + 1";
 const PENDING_SPILL: usize = 8 << 20;
+/// How often the engine's writer connection retries a busy write lock.
+const WRITE_LOCK_POLL: Duration = Duration::from_micros(100);
+
+/// Longest time a RESTART or TRUNCATE checkpoint holds the write lock waiting for the
+/// application's readers to move past the last frame (also at most a quarter of the busy
+/// timeout, so the application's writers, whose busy timeout is at least ours, never time out).
+const RESTART_WAIT: Duration = Duration::from_millis(100);
+const RESTART_WAIT_POLL: Duration = Duration::from_millis(1);
+
+thread_local! {
+    /// When the current wait of `poll_busy_handler` on this thread began.
+    static BUSY_SINCE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Busy handler of the engine's writer connection: retry every `WRITE_LOCK_POLL` until the
+/// timeout (microseconds, carried in `arg`) has passed.
+///
+/// SQLite's own `busy_timeout` handler sleeps 1, 2, 5, 10, … 100 ms between attempts, so
+/// against an application that commits back to back (its next transaction takes the write
+/// lock microseconds after the last one released it) it almost never wins the lock: our
+/// checkpoint then waits out the whole timeout, fails, and the WAL grows for a second per
+/// attempt. Polling every 100 µs finds one of the gaps between two application transactions
+/// within a few of them.
+unsafe extern "C" fn poll_busy_handler(arg: *mut c_void, count: c_int) -> c_int {
+    let timeout = Duration::from_micros(arg.addr() as u64);
+    let now = Instant::now();
+    let since = BUSY_SINCE.with(|s| match s.get() {
+        Some(t) if count > 0 => t,
+        _ => {
+            s.set(Some(now));
+            now
+        }
+    });
+    if now.duration_since(since) >= timeout {
+        return 0;
+    }
+    std::thread::sleep(WRITE_LOCK_POLL);
+    1
+}
 
 /// The committed end of the shadow WAL: generation, index and size.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,6 +340,22 @@ impl DbCore {
     /// Open connections, force WAL mode, create Litestream's tables, take the read lock.
     fn init(&mut self) -> Result<()> {
         let writer = self.open_conn()?;
+        let timeout_us = usize::try_from(self.opts.busy_timeout.as_micros()).unwrap_or(usize::MAX);
+        // SAFETY: the handle is valid for the lifetime of `writer`; the handler only reads
+        // its argument as an integer.
+        let rc = unsafe {
+            rusqlite::ffi::sqlite3_busy_handler(
+                writer.handle(),
+                Some(poll_busy_handler),
+                std::ptr::without_provenance_mut(timeout_us),
+            )
+        };
+        if rc != rusqlite::ffi::SQLITE_OK {
+            return Err(self.sql_err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rc),
+                Some("busy handler".into()),
+            )));
+        }
         let mode: String = writer
             .query_row("PRAGMA journal_mode = wal", [], |r| r.get(0))
             .map_err(|e| self.sql_err(e))?;
@@ -827,7 +884,7 @@ impl DbCore {
         };
         if let Some(mode) = mode {
             if checkpoint_allowed {
-                let started = std::time::Instant::now();
+                let started = Instant::now();
                 let r = self.checkpoint(mode);
                 let m = crate::metrics::db(&self.path.to_string_lossy()).checkpoint(mode.as_str());
                 m.count.inc();
@@ -855,9 +912,12 @@ impl DbCore {
     /// forbids any further back-fill), release the write lock, then write the
     /// `_litestream_seq` frame in a fresh transaction so that SQLite restarts the WAL (the
     /// writer's own read mark must be 0 for that), and copy the new index. Application
-    /// writers wait for at most the copy and the back-fill.
+    /// writers wait for at most the copy and the back-fill (plus, for RESTART and TRUNCATE, at
+    /// most `RESTART_WAIT` for readers still on older frames, so that the back-fill is
+    /// complete and the WAL can restart). The write lock is taken with `poll_busy_handler`,
+    /// which gets in between two transactions of an application that writes back to back.
     pub(crate) fn checkpoint(&mut self, mode: CheckpointMode) -> Result<ShadowPos> {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         self.conns()?
             .writer
             .execute_batch("BEGIN IMMEDIATE")
@@ -867,13 +927,34 @@ impl DbCore {
             self.end_read(0);
             self.end_read(1);
             let c = self.conns()?;
-            let (busy, log, ckpt): (i64, i64, i64) = c.readers[0]
-                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .map_err(|e| self.sql_err(e))?;
-            tracing::debug!(db = %self.path.display(), mode = mode.as_str(),
+            // RESTART and TRUNCATE wait (a bounded time, holding the write lock so the WAL
+            // cannot grow meanwhile) for the application's readers that still use older
+            // frames to finish, so that the WAL is fully back-filled and the next writer can
+            // restart it. PASSIVE takes what it can at once.
+            let deadline = (mode != CheckpointMode::Passive)
+                .then(|| Instant::now() + RESTART_WAIT.min(self.opts.busy_timeout / 4));
+            let mut attempts = 0u32;
+            let (busy, log, ckpt) = loop {
+                attempts += 1;
+                let (busy, log, ckpt): (i64, i64, i64) = c.readers[0]
+                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
+                    .map_err(|e| self.sql_err(e))?;
+                let done = busy == 0 && ckpt >= log;
+                match deadline {
+                    Some(d) if !done && Instant::now() < d => {
+                        std::thread::sleep(RESTART_WAIT_POLL);
+                    }
+                    _ => break (busy, log, ckpt),
+                }
+            };
+            tracing::debug!(db = %self.path.display(), mode = mode.as_str(), attempts,
                 result = %format!("{busy},{log},{ckpt}"), "checkpoint");
+            if busy != 0 || ckpt < log {
+                tracing::debug!(db = %self.path.display(), mode = mode.as_str(),
+                    "checkpoint: wal not fully back-filled (readers), it is not restarted yet");
+            }
             Ok(())
         })();
         // Never release the write lock without a read lock held (see module docs).
