@@ -17,7 +17,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
-    assert_exit, assert_files_equal, assert_integrity_ok, describe, litestream_v0313, our_bin, run,
+    assert_exit, assert_files_equal, assert_integrity_ok, describe, litestream_v0313,
+    litestream_v0517, our_bin, run,
 };
 
 fn env(name: &str) -> String {
@@ -264,9 +265,10 @@ fn s3_healthcheck_restore_url_mode_with_env_credentials() {
 }
 
 /// A replica we write (first snapshot over one multipart part, several WAL indexes) is
-/// restored by the real v0.3.13 through the same bucket, with every row.
+/// restored by the real v0.3.13 and by the real v0.5.17 (its URL form with `?endpoint=` and
+/// `forcePathStyle=true`) through the same bucket, with every row, all three restores equal.
 #[test]
-fn s3_we_replicate_litestream_v0313_restores() {
+fn s3_we_replicate_litestream_v0313_and_v0517_restore() {
     let case = Case::new("we-replicate");
     workload(&case, &our_bin(), "ours");
     let theirs = case.path("theirs.db");
@@ -279,6 +281,35 @@ fn s3_we_replicate_litestream_v0313_restores() {
     let out = restore_url(&our_bin(), &case.url(), &ours, &[], &secret);
     assert_exit(&out, 0, "our restore of our replica");
     assert_files_equal(&theirs, &ours, "our restore vs v0.3.13's restore");
+
+    // v0.5.17 (aws-sdk-go-v2 breaks with AWS_CA_BUNDLE set, so restore_url removes it).
+    let v05 = case.path("v0517.db");
+    let url = format!(
+        "s3://{}/{}?endpoint={}&forcePathStyle=true&region={}",
+        env("TEST_S3_BUCKET"),
+        case.prefix,
+        env("TEST_S3_ENDPOINT"),
+        env("TEST_S3_REGION")
+    );
+    let out = restore_url(&litestream_v0517(), &url, &v05, &[], &secret);
+    assert_exit(&out, 0, "v0.5.17 restore of our replica");
+    assert_integrity_ok(&v05, "v0.5.17 restore");
+    assert_eq!(count_rows(&v05), count_rows(&case.db));
+    assert_eq!(
+        all_rows(&v05),
+        all_rows(&case.db),
+        "v0.5.17 restore vs source"
+    );
+}
+
+/// Every row as (id, v), in id order.
+fn all_rows(db: &Path) -> Vec<(i64, Vec<u8>)> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn.prepare("SELECT id, v FROM t ORDER BY id").unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
 }
 
 /// An endpoint nobody listens on and a bucket that does not exist: exit 1 with an error that
@@ -309,4 +340,226 @@ fn s3_bad_endpoint_and_missing_bucket_are_clear_errors_without_the_secret() {
     assert!(text.contains(&s3_port()), "endpoint not named:\n{text}");
     assert!(!text.contains(secret), "secret leaked:\n{text}");
     assert!(!case.path("b.db").exists());
+}
+
+/// A private moto server (own free port, killed on drop) with IAM authentication switched on:
+/// one IAM user with an allow-all policy and an access key, and `bucket` created, before
+/// `POST /moto-api/reset-auth 0` makes moto check every later request's key and signature.
+struct AuthMoto {
+    port: u16,
+    child: Child,
+    key: String,
+    secret: String,
+}
+
+impl Drop for AuthMoto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One raw HTTP/1.1 request to 127.0.0.1:`port`; returns the whole response.
+fn http(port: u16, method: &str, path: &str, headers: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}Content-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp
+}
+
+fn xml_value(resp: &str, tag: &str) -> String {
+    let open = format!("<{tag}>");
+    let start = resp
+        .find(&open)
+        .unwrap_or_else(|| panic!("no {tag} in {resp}"))
+        + open.len();
+    let end = start + resp[start..].find('<').unwrap();
+    resp[start..end].to_string()
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl AuthMoto {
+    fn start(bucket: &str, log: &Path) -> AuthMoto {
+        let bin = PathBuf::from(env("TEST_SERVERS_DIR")).join("venv/bin/moto_server");
+        assert!(
+            bin.exists(),
+            "{} missing: run scripts/test.sh",
+            bin.display()
+        );
+        let port = free_port();
+        let log = std::fs::File::create(log).unwrap();
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut m = AuthMoto {
+            port,
+            child,
+            key: String::new(),
+            secret: String::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "private moto did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Before auth is on, moto checks no signature; the Authorization header's scope only
+        // routes the request to IAM.
+        let iam = |body: &str| {
+            let resp = http(
+                port,
+                "POST",
+                "/",
+                "Content-Type: application/x-www-form-urlencoded\r\nAuthorization: \
+                 AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/iam/aws4_request, \
+                 SignedHeaders=host, Signature=0\r\n",
+                &format!("{body}&Version=2010-05-08"),
+            );
+            assert!(resp.starts_with("HTTP/1.1 200"), "IAM {body}: {resp}");
+            resp
+        };
+        iam("Action=CreateUser&UserName=litestream");
+        let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
+        iam(&format!(
+            "Action=PutUserPolicy&UserName=litestream&PolicyName=all&PolicyDocument={}",
+            percent_encode(policy)
+        ));
+        let resp = iam("Action=CreateAccessKey&UserName=litestream");
+        m.key = xml_value(&resp, "AccessKeyId");
+        m.secret = xml_value(&resp, "SecretAccessKey");
+        let resp = http(port, "PUT", &format!("/{bucket}"), "", "");
+        assert!(resp.starts_with("HTTP/1.1 200"), "create bucket: {resp}");
+        let resp = http(
+            port,
+            "POST",
+            "/moto-api/reset-auth",
+            "Content-Type: text/plain\r\n",
+            "0",
+        );
+        assert!(resp.starts_with("HTTP/1.1 200"), "reset-auth: {resp}");
+        m
+    }
+}
+
+/// Wrong credentials against an S3 server that checks them (a private moto with IAM auth on):
+/// a wrong secret for a valid key, and an unknown key, both exit 1 from `restore` with an
+/// error naming bucket and endpoint and the secret in no output line; the right pair works
+/// (control). `replicate` with a wrong secret in its config logs errors naming bucket and
+/// endpoint, never the secret.
+#[test]
+fn s3_wrong_credentials_are_a_clear_error_without_the_secret() {
+    let case = Case::new("wrong-creds");
+    let bucket = "auth-bucket";
+    let moto = AuthMoto::start(bucket, &case.path("moto.log"));
+    let url = format!("s3://{bucket}.localhost:{}/app.sqlite", moto.port);
+    let restore = |key: &str, secret: &str, out: &Path, extra: &[&str]| {
+        let mut cmd = Command::new(our_bin());
+        cmd.arg("restore")
+            .args(extra)
+            .arg("-o")
+            .arg(out)
+            .arg(&url)
+            .env_remove("LITESTREAM_CONFIG")
+            .env_remove("LITESTREAM_ACCESS_KEY_ID")
+            .env_remove("LITESTREAM_SECRET_ACCESS_KEY")
+            .env_remove("AWS_CA_BUNDLE")
+            .env_remove("AWS_PROFILE")
+            .env("AWS_ACCESS_KEY_ID", key)
+            .env("AWS_SECRET_ACCESS_KEY", secret);
+        run(&mut cmd)
+    };
+
+    // Control: the right key and secret are accepted (no replica yet: exit 0, nothing made).
+    let out = restore(&moto.key, &moto.secret, &case.path("ok.db"), HEALTHCHECK);
+    assert_exit(&out, 0, "restore with the right credentials");
+    assert!(!case.path("ok.db").exists());
+
+    let wrong = "wR0ngSecretValueThatMustNeverBePrinted00";
+    for (what, key) in [
+        ("wrong secret", moto.key.as_str()),
+        ("unknown key", "AKIAUNKNOWNKEY000000"),
+    ] {
+        let out_db = case.path("wrong.db");
+        let out = restore(key, wrong, &out_db, HEALTHCHECK);
+        assert_exit(&out, 1, what);
+        let text = output_text(&out);
+        assert!(text.contains(bucket), "{what}: bucket not named:\n{text}");
+        assert!(
+            text.contains(&format!("localhost:{}", moto.port)),
+            "{what}: endpoint not named:\n{text}"
+        );
+        assert!(!text.contains(wrong), "{what}: secret leaked:\n{text}");
+        assert!(
+            !text.contains(&moto.secret),
+            "{what}: real secret leaked:\n{text}"
+        );
+        assert!(!out_db.exists(), "{what}: created {}", out_db.display());
+        eprintln!("{what}: {}", text.trim());
+    }
+
+    // replicate with a wrong secret in the config: errors name bucket and endpoint, never
+    // the secret (in the log, at debug level too).
+    case.create_db();
+    insert(&case.db, 5, 100);
+    let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    let cfg = case.path("wrong.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "dbs:\n  - path: {db}\n    replicas:\n      - type: s3\n        bucket: {bucket}\n        \
+             path: app.sqlite\n        endpoint: {endpoint}\n        region: us-east-1\n        \
+             access-key-id: {key}\n        secret-access-key: {wrong}\n        \
+             sync-interval: 200ms\n",
+            db = case.db.display(),
+            key = moto.key,
+        ),
+    )
+    .unwrap();
+    let log = case.path("replicate-wrong.log");
+    let logf = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new(our_bin())
+        .args(["replicate", "-config"])
+        .arg(&cfg)
+        .env_remove("LITESTREAM_CONFIG")
+        .env_remove("AWS_CA_BUNDLE")
+        .env("LITESTREAM_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(logf.try_clone().unwrap())
+        .stderr(logf)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains(bucket) && l.contains(&endpoint)),
+        "no log line names bucket and endpoint:\n{text}"
+    );
+    assert!(
+        !text.contains(wrong),
+        "secret leaked into the replicate log:\n{text}"
+    );
 }
