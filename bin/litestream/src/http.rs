@@ -49,6 +49,7 @@ pub(crate) fn parse_addr(addr: &str) -> Result<(String, u16)> {
 }
 
 /// Check `addr` without binding (for config validation at start).
+#[allow(dead_code)] // API kept for callers
 pub(crate) fn validate_addr(addr: &str) -> Result<()> {
     parse_addr(addr).map(|_| ())
 }
@@ -91,12 +92,14 @@ impl Server {
     }
 
     /// Set the `/healthz` lag threshold.
+    #[cfg_attr(not(test), allow(dead_code))] // API kept for callers and tests
     pub(crate) fn with_max_lag(mut self, max_lag: Duration) -> Server {
         self.max_lag = max_lag;
         self
     }
 
     /// The bound address (useful with port 0).
+    #[cfg_attr(not(test), allow(dead_code))] // API kept for callers and tests
     pub(crate) fn local_addr(&self) -> Result<SocketAddr> {
         Ok(self.listener.local_addr()?)
     }
@@ -134,6 +137,7 @@ impl Server {
 }
 
 /// Bind `addr` and serve `/metrics` and `/healthz` until `shutdown` turns true.
+#[allow(dead_code)] // API kept for callers
 pub(crate) async fn serve(addr: &str, shutdown: watch::Receiver<bool>) -> Result<()> {
     Server::bind(addr).await?.run(shutdown).await
 }

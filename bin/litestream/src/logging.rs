@@ -163,7 +163,12 @@ impl<S: Subscriber> Layer<S> for LitestreamLayer {
             &fields,
         );
         if STDERR.load(Ordering::Relaxed) {
-            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            let mut err = std::io::stderr().lock();
+            if crate::progress::line_active() {
+                // Erase the restore progress line; its next tick redraws it below.
+                let _ = err.write_all(crate::progress::CLEAR_LINE.as_bytes());
+            }
+            let _ = err.write_all(line.as_bytes());
         } else {
             let mut out = std::io::stdout().lock();
             let _ = out.write_all(line.as_bytes());

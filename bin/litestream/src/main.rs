@@ -8,6 +8,7 @@ mod cmd;
 mod flags;
 mod http;
 mod logging;
+mod progress;
 mod registry;
 
 use std::process::ExitCode;

@@ -53,7 +53,87 @@ pub struct RestoreOptions {
     pub parallelism: usize,
     /// Retry policy for every download.
     pub retry: RetryConfig,
+    // --- progress callback (begin) ---
+    /// Called with the bytes read so far while a restore runs (see [`RestoreProgress`]).
+    pub progress: Option<ProgressCallback>,
+    // --- progress callback (end) ---
 }
+
+// --- progress callback (begin) ---
+/// Progress of a running restore: compressed bytes of the snapshot and WAL segments read so
+/// far, against the total listed for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestoreProgress {
+    /// Compressed bytes read so far.
+    pub bytes_done: u64,
+    /// Compressed bytes of the snapshot and segments in the plan (listing sizes).
+    pub bytes_total: u64,
+    /// True on the last call, once every object was applied and the file synced.
+    pub finished: bool,
+}
+
+/// A progress callback (see [`RestoreOptions::progress`]); called from a blocking thread,
+/// possibly after every read, so it must be cheap and do its own throttling.
+#[derive(Clone)]
+pub struct ProgressCallback(pub Arc<dyn Fn(RestoreProgress) + Send + Sync>);
+
+impl std::fmt::Debug for ProgressCallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressCallback")
+    }
+}
+
+/// Counts bytes read through it and reports them to the callback.
+struct ProgressReader<'a, R> {
+    inner: R,
+    tracker: &'a ProgressTracker,
+}
+
+impl<R: Read> Read for ProgressReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.tracker.add(n as u64);
+        Ok(n)
+    }
+}
+
+/// Running total for the callback (a no-op without one).
+struct ProgressTracker {
+    cb: Option<ProgressCallback>,
+    done: std::sync::atomic::AtomicU64,
+    total: u64,
+}
+
+impl ProgressTracker {
+    fn add(&self, n: u64) {
+        if let Some(cb) = &self.cb {
+            let done = self.done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+            (cb.0)(RestoreProgress {
+                bytes_done: done.min(self.total),
+                bytes_total: self.total,
+                finished: false,
+            });
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(cb) = &self.cb {
+            (cb.0)(RestoreProgress {
+                bytes_done: self.total,
+                bytes_total: self.total,
+                finished: true,
+            });
+        }
+    }
+
+    fn reader<R: Read>(&self, inner: R) -> ProgressReader<'_, R> {
+        ProgressReader {
+            inner,
+            tracker: self,
+        }
+    }
+}
+// --- progress callback (end) ---
 
 impl RestoreOptions {
     /// Options with Litestream's defaults for `output`.
@@ -65,6 +145,7 @@ impl RestoreOptions {
             timestamp: None,
             parallelism: DEFAULT_PARALLELISM,
             retry: RetryConfig::default(),
+            progress: None,
         }
     }
 }
@@ -423,6 +504,13 @@ pub async fn execute(
     let snapshot = plan.snapshot.clone();
     let generation = plan.generation.clone();
     let n_segments = plan.segments.len();
+    // --- progress callback (begin) ---
+    let tracker = ProgressTracker {
+        cb: opts.progress.clone(),
+        done: std::sync::atomic::AtomicU64::new(0),
+        total: plan.snapshot.size + plan.segments.iter().map(|s| s.size).sum::<u64>(),
+    };
+    // --- progress callback (end) ---
     let applied = tokio::task::spawn_blocking(move || -> Result<u64> {
         let mut applier = Applier::new(&file);
         for _ in 0..n_segments {
@@ -430,6 +518,7 @@ pub async fn execute(
             match item {
                 Fetched::Data(seg, bytes) => {
                     applier.apply(&seg, Lz4FrameReader::new(bytes.as_slice()))?;
+                    tracker.add(bytes.len() as u64); // progress callback
                 }
                 Fetched::Stream(seg) => {
                     let c = apply_client.clone();
@@ -440,7 +529,7 @@ pub async fn execute(
                         Ok(Box::new(SyncIoBridge::new_with_handle(stream, h.clone()))
                             as Box<dyn Read + Send>)
                     });
-                    applier.apply(&seg, Lz4FrameReader::new(reader))?;
+                    applier.apply(&seg, Lz4FrameReader::new(tracker.reader(reader)))?;
                 }
             }
         }
@@ -454,9 +543,10 @@ pub async fn execute(
             let stream = h.block_on(c.open_snapshot(&g, idx))?;
             Ok(Box::new(SyncIoBridge::new_with_handle(stream, h.clone())) as Box<dyn Read + Send>)
         });
-        applier.apply_snapshot(&snap_name, Lz4FrameReader::new(reader))?;
+        applier.apply_snapshot(&snap_name, Lz4FrameReader::new(tracker.reader(reader)))?;
         file.sync_all()
             .map_err(|e| Error::io("restored database", e))?;
+        tracker.finish(); // progress callback
         file.metadata()
             .map(|m| m.len())
             .map_err(|e| Error::io("restored database", e))
