@@ -118,10 +118,8 @@ impl FlagSet {
                 Some((n, v)) => (n, Some(v.to_string())),
                 None => (body, None),
             };
-            if name == "h" || name == "help" {
-                if !self.defs.iter().any(|d| d.name == name) {
-                    return Err(FlagError::Help(self.usage()));
-                }
+            if (name == "h" || name == "help") && !self.defs.iter().any(|d| d.name == name) {
+                return Err(FlagError::Help(self.usage()));
             }
             let Some(def) = self.defs.iter().find(|d| d.name == name) else {
                 return Err(self.usage_err(format!("flag provided but not defined: -{name}")));

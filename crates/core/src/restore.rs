@@ -294,8 +294,7 @@ pub fn plan(
         listing
             .snapshots
             .iter()
-            .filter(|s| s.index <= n)
-            .next_back()
+            .rfind(|s| s.index <= n)
             .cloned()
             .ok_or_else(|| Error::NoSnapshots {
                 generation: generation.to_string(),
