@@ -528,7 +528,8 @@ pub async fn execute(
                         Ok(Box::new(SyncIoBridge::new_with_handle(stream, h.clone()))
                             as Box<dyn Read + Send>)
                     });
-                    applier.apply(&seg, Lz4FrameReader::new(tracker.reader(reader)))?;
+                    let lz = Lz4FrameReader::new(tracker.reader(reader));
+                    with_read_ahead(lz, |r| applier.apply(&seg, r))?;
                 }
             }
         }
@@ -542,7 +543,8 @@ pub async fn execute(
             let stream = h.block_on(c.open_snapshot(&g, idx))?;
             Ok(Box::new(SyncIoBridge::new_with_handle(stream, h.clone())) as Box<dyn Read + Send>)
         });
-        applier.apply_snapshot(&snap_name, Lz4FrameReader::new(tracker.reader(reader)))?;
+        let lz = Lz4FrameReader::new(tracker.reader(reader));
+        with_read_ahead(lz, |r| applier.apply_snapshot(&snap_name, r))?;
         file.sync_all()
             .map_err(|e| Error::io("restored database", e))?;
         tracker.finish(); // progress callback
@@ -1000,6 +1002,72 @@ impl<'f> Applier<'f> {
         self.file
             .write_all_at(run, at)
             .map_err(|e| Error::io("restored database", e))
+    }
+}
+
+/// Size of the chunks a read-ahead thread hands over.
+const READ_AHEAD_CHUNK: usize = 1 << 20;
+
+/// Run `f` over `source` read by a second thread, so that downloading and LZ4 decoding
+/// (with its content checksum) overlap with frame validation and writing. Memory: two chunks
+/// in flight plus the one being consumed.
+fn with_read_ahead<R: Read + Send, T>(source: R, f: impl FnOnce(&mut ChunkReader) -> T) -> T {
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(2);
+        scope.spawn(move || {
+            let mut source = source;
+            loop {
+                let mut buf = vec![0u8; READ_AHEAD_CHUNK];
+                match read_full(&mut source, &mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if tx.send(Ok(buf)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        break;
+                    }
+                }
+            }
+        });
+        let mut reader = ChunkReader {
+            rx,
+            chunk: Vec::new(),
+            pos: 0,
+        };
+        let out = f(&mut reader);
+        // Dropping the receiver stops the producer at its next chunk.
+        drop(reader);
+        out
+    })
+}
+
+/// The consuming side of [`with_read_ahead`].
+struct ChunkReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = (self.chunk.len() - self.pos).min(buf.len());
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 
