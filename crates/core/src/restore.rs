@@ -35,8 +35,14 @@ use crate::wal::{db_page_size, FrameValidator, WalHeader, WAL_HEADER_SIZE};
 pub const DEFAULT_PARALLELISM: usize = 8;
 
 /// Objects up to this size are downloaded ahead of the applier into memory; larger ones are
-/// streamed when their turn comes. Bounds memory at about `parallelism * 2 * PREFETCH_MAX`.
+/// streamed when their turn comes.
 pub const PREFETCH_MAX: u64 = 1 << 20;
+
+/// Requests in flight per unit of `parallelism` when prefetching small objects.
+pub const PREFETCH_WINDOW: usize = 8;
+
+/// Memory budget (KiB) for prefetched objects waiting to be applied: 16 MiB.
+const PREFETCH_BUDGET_KIB: usize = 16 << 10;
 
 /// What to restore and where.
 #[derive(Debug, Clone)]
@@ -480,17 +486,34 @@ pub async fn execute(
     let mut order = plan.segments.clone();
     order.sort_by(|x, y| y.index.cmp(&x.index).then(x.offset.cmp(&y.offset)));
 
-    // Prefetch small segments with bounded concurrency, in order, into a bounded channel.
+    // Prefetch small segments in order, into a bounded channel: up to
+    // `parallelism * PREFETCH_WINDOW` requests in flight (remote stores are latency-bound on
+    // small objects), within a memory budget of PREFETCH_BUDGET bytes held until applied.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Fetched>>(parallelism);
     let fetch_client = client.clone();
     let segments = order;
+    let budget = Arc::new(tokio::sync::Semaphore::new(PREFETCH_BUDGET_KIB));
     let prefetch = tokio::spawn(async move {
         let mut stream = futures::stream::iter(segments)
             .map(|seg| {
                 let client = fetch_client.clone();
-                async move { fetch_segment(client.as_ref(), seg, retry).await }
+                let budget = budget.clone();
+                async move {
+                    let permit = if seg.size > PREFETCH_MAX {
+                        None
+                    } else {
+                        let kib = (seg.size.div_ceil(1024).max(1)) as u32;
+                        Some(
+                            budget
+                                .acquire_many_owned(kib)
+                                .await
+                                .map_err(|_| Error::Cancelled)?,
+                        )
+                    };
+                    fetch_segment(client.as_ref(), seg, retry, permit).await
+                }
             })
-            .buffered(parallelism);
+            .buffered(parallelism.saturating_mul(PREFETCH_WINDOW));
         while let Some(item) = stream.next().await {
             let failed = item.is_err();
             if tx.send(item).await.is_err() || failed {
@@ -515,7 +538,7 @@ pub async fn execute(
         for _ in 0..n_segments {
             let item = rx.blocking_recv().ok_or(Error::Cancelled)??;
             match item {
-                Fetched::Data(seg, bytes) => {
+                Fetched::Data(seg, bytes, _permit) => {
                     applier.apply(&seg, Lz4FrameReader::new(bytes.as_slice()))?;
                     tracker.add(bytes.len() as u64); // progress callback
                 }
@@ -619,7 +642,12 @@ fn read_error(object: &str, e: io::Error) -> Error {
 }
 
 enum Fetched {
-    Data(WalSegmentInfo, Vec<u8>),
+    /// A small segment downloaded ahead; the permit returns its bytes to the budget on drop.
+    Data(
+        WalSegmentInfo,
+        Vec<u8>,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    ),
     Stream(WalSegmentInfo),
 }
 
@@ -627,6 +655,7 @@ async fn fetch_segment(
     client: &dyn ReplicaClient,
     seg: WalSegmentInfo,
     retry: RetryConfig,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<Fetched> {
     if seg.size > PREFETCH_MAX {
         return Ok(Fetched::Stream(seg));
@@ -649,7 +678,7 @@ async fn fetch_segment(
             Ok(buf)
         })
         .await?;
-    Ok(Fetched::Data(seg, bytes))
+    Ok(Fetched::Data(seg, bytes, permit))
 }
 
 /// A reader that reopens its object after a failed read and skips what it already delivered.
