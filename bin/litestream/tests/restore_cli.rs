@@ -274,14 +274,13 @@ fn missing_initial_segment_is_an_error() {
     let last_index_start = all
         .iter()
         .filter(|p| file_name(p).ends_with("_00000000.wal.lz4"))
-        .filter(|p| {
+        .rfind(|p| {
             let index = file_name(p)[..8].to_string();
             all.iter()
                 .filter(|q| file_name(q).starts_with(&index))
                 .count()
                 >= 2
         })
-        .next_back()
         .cloned()
         .expect("an index with 2+ segments");
     fs::remove_file(&last_index_start).unwrap();

@@ -258,7 +258,7 @@ fn handle(
             down.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
             let mut buf = [0u8; 4096];
             let _ = down.read(&mut buf);
-            let status = if n % 5 == 0 {
+            let status = if n.is_multiple_of(5) {
                 "503 Service Unavailable"
             } else {
                 "500 Internal Server Error"
