@@ -16,7 +16,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
-    assert_exit, assert_files_equal, assert_integrity_ok, describe, litestream_v0313, our_bin, run,
+    assert_exit, assert_files_equal, assert_integrity_ok, count_rows, describe, insert,
+    litestream_v0313, our_bin, run, sigint_and_wait, spawn_replicate,
 };
 
 fn env(name: &str) -> String {
@@ -137,72 +138,6 @@ impl Case {
 impl Drop for Case {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.remote);
-    }
-}
-
-fn count_rows(db: &Path) -> i64 {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
-        .unwrap()
-}
-
-/// Insert `rows` rows of `size` pseudo-random (incompressible) bytes.
-fn insert(db: &Path, rows: usize, size: usize) {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    let mut seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    for _ in 0..rows {
-        let blob: Vec<u8> = (0..size)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed as u8
-            })
-            .collect();
-        conn.execute("INSERT INTO t(v) VALUES (?1)", [blob])
-            .unwrap();
-    }
-}
-
-fn spawn_replicate(bin: &Path, cfg: &Path, log: &Path) -> Child {
-    let log = std::fs::File::create(log).unwrap();
-    Command::new(bin)
-        .args(["replicate", "-config"])
-        .arg(cfg)
-        .env_remove("LITESTREAM_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap()
-}
-
-fn sigint_and_wait(mut child: Child, log: &Path) {
-    Command::new("kill")
-        .arg("-INT")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            assert!(
-                st.success(),
-                "replicate exited with {st}; log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-            return;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("replicate did not stop after SIGINT");
-        }
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

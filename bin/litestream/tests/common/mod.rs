@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Names of the fixtures under `fixtures/v0.3.13/`.
 pub const FIXTURES: &[&str] = &[
@@ -435,4 +435,78 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 pub fn midpoint(a: SystemTime, b: SystemTime) -> SystemTime {
     let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
     lo + hi.duration_since(lo).unwrap() / 2
+}
+
+// ------------------------------------------------------------------------------------------
+// replicate workloads (shared by the backend CLI tests)
+// ------------------------------------------------------------------------------------------
+
+/// Rows in table `t` of `db`.
+pub fn count_rows(db: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Insert `rows` rows of `size` pseudo-random (incompressible) bytes.
+pub fn insert(db: &Path, rows: usize, size: usize) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    let mut seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    for _ in 0..rows {
+        let blob: Vec<u8> = (0..size)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        conn.execute("INSERT INTO t(v) VALUES (?1)", [blob])
+            .unwrap();
+    }
+}
+
+/// Start `bin replicate -config cfg` with stdout and stderr going to `log`.
+pub fn spawn_replicate(bin: &Path, cfg: &Path, log: &Path) -> Child {
+    let log = std::fs::File::create(log).unwrap();
+    Command::new(bin)
+        .args(["replicate", "-config"])
+        .arg(cfg)
+        .env_remove("LITESTREAM_CONFIG")
+        .env_remove("AWS_CA_BUNDLE")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// SIGINT a `replicate` child and wait (60 s at most) for a successful exit.
+pub fn sigint_and_wait(mut child: Child, log: &Path) {
+    Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            assert!(
+                st.success(),
+                "replicate exited with {st}; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("replicate did not stop after SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
