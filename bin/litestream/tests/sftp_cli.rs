@@ -17,7 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
     assert_exit, assert_files_equal, assert_integrity_ok, count_rows, describe, insert,
-    litestream_v0313, our_bin, run, sigint_and_wait, spawn_replicate,
+    litestream_v0313, our_bin, replicate_workload, restore_config, run, sigint_and_wait,
+    spawn_replicate, HEALTHCHECK,
 };
 
 fn env(name: &str) -> String {
@@ -145,36 +146,13 @@ impl Drop for Case {
 /// more than 1000 pages (each ends in a checkpoint, so a new WAL index) and small commits.
 fn workload_with(case: &Case, bin: &Path, cfg: &Path, tag: &str) {
     case.create_db();
-    insert(&case.db, 80, 128 << 10);
-    let log = case.path(&format!("replicate-{tag}.log"));
-    let child = spawn_replicate(bin, cfg, &log);
-    std::thread::sleep(Duration::from_secs(3));
-    for _ in 0..3 {
-        insert(&case.db, 40, 128 << 10);
-        std::thread::sleep(Duration::from_millis(2500));
-    }
-    for _ in 0..20 {
-        insert(&case.db, 5, 100);
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_secs(3));
-    sigint_and_wait(child, &log);
+    replicate_workload(
+        &case.db,
+        bin,
+        cfg,
+        &case.path(&format!("replicate-{tag}.log")),
+    );
 }
-
-fn restore_config(bin: &Path, cfg: &Path, db: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut cmd = Command::new(bin);
-    cmd.arg("restore")
-        .args(extra)
-        .arg("-config")
-        .arg(cfg)
-        .arg("-o")
-        .arg(out)
-        .arg(db)
-        .env_remove("LITESTREAM_CONFIG");
-    run(&mut cmd)
-}
-
-const HEALTHCHECK: &[&str] = &["-if-db-not-exists", "-if-replica-exists"];
 
 fn assert_no_secret(text: &str, secret: &str) {
     assert!(!text.contains(secret), "secret leaked:\n{text}");

@@ -510,3 +510,39 @@ pub fn sigint_and_wait(mut child: Child, log: &Path) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The healthcheck flags of the compose deployments.
+pub const HEALTHCHECK: &[&str] = &["-if-db-not-exists", "-if-replica-exists"];
+
+/// The backend CLI tests' write workload around `replicate -config cfg` on an existing `db`:
+/// ~10 MiB before replication (first snapshot > 8 MiB), then three rounds of > 1000 pages
+/// (each ends in a checkpoint, so a new WAL index) and small commits, then SIGINT.
+pub fn replicate_workload(db: &Path, bin: &Path, cfg: &Path, log: &Path) {
+    insert(db, 80, 128 << 10);
+    let child = spawn_replicate(bin, cfg, log);
+    std::thread::sleep(Duration::from_secs(3));
+    for _ in 0..3 {
+        insert(db, 40, 128 << 10);
+        std::thread::sleep(Duration::from_millis(2500));
+    }
+    for _ in 0..20 {
+        insert(db, 5, 100);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    sigint_and_wait(child, log);
+}
+
+/// `bin restore EXTRA -config cfg -o out db`.
+pub fn restore_config(bin: &Path, cfg: &Path, db: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut cmd = Command::new(bin);
+    cmd.arg("restore")
+        .args(extra)
+        .arg("-config")
+        .arg(cfg)
+        .arg("-o")
+        .arg(out)
+        .arg(db)
+        .env_remove("LITESTREAM_CONFIG");
+    run(&mut cmd)
+}
