@@ -22,6 +22,8 @@ pub const BLOCK_SIZE: usize = 4 << 20;
 const LEGACY_BLOCK_SIZE: usize = 8 << 20;
 const UNCOMPRESSED_BIT: u32 = 0x8000_0000;
 const DICT_SIZE: usize = 64 << 10;
+/// Smallest first guess of a block's decoded size (grown on demand up to the block maximum).
+const MIN_DECODE_BUFFER: usize = 64 << 10;
 
 fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("lz4: {}", msg.into()))
@@ -317,22 +319,34 @@ impl<R: Read> Lz4FrameReader<R> {
             std::mem::swap(&mut self.out, &mut self.compressed);
             self.out_len = len;
         } else {
+            // The block decodes to at most `cap` bytes. Start from a guess that fits typical
+            // ratios and grow on `OutputTooSmall`: zeroing a `cap`-sized buffer for every
+            // small WAL segment cost more than decoding it.
             let cap = self
                 .block_max
                 .min(len.saturating_mul(256).saturating_add(64));
-            if self.out.len() < cap {
-                self.out.resize(cap, 0);
-            }
-            let result = if self.independent || self.dict.is_empty() {
-                lz4_flex::block::decompress_into(&self.compressed, &mut self.out[..cap])
-            } else {
-                lz4_flex::block::decompress_into_with_dict(
-                    &self.compressed,
-                    &mut self.out[..cap],
-                    &self.dict,
-                )
+            let mut size = cap.min(len.saturating_mul(8).max(MIN_DECODE_BUFFER));
+            self.out_len = loop {
+                if self.out.len() < size {
+                    self.out.resize(size, 0);
+                }
+                let result = if self.independent || self.dict.is_empty() {
+                    lz4_flex::block::decompress_into(&self.compressed, &mut self.out[..size])
+                } else {
+                    lz4_flex::block::decompress_into_with_dict(
+                        &self.compressed,
+                        &mut self.out[..size],
+                        &self.dict,
+                    )
+                };
+                match result {
+                    Ok(n) => break n,
+                    Err(lz4_flex::block::DecompressError::OutputTooSmall { .. }) if size < cap => {
+                        size = cap.min(size.saturating_mul(4));
+                    }
+                    Err(e) => return Err(invalid(format!("corrupt block: {e}"))),
+                }
             };
-            self.out_len = result.map_err(|e| invalid(format!("corrupt block: {e}")))?;
         }
         self.out_pos = 0;
         let block = &self.out[..self.out_len];
@@ -442,6 +456,25 @@ mod tests {
                 "n={n}"
             );
         }
+    }
+
+    #[test]
+    fn highly_compressible_blocks_grow_the_decode_buffer() {
+        // Zeros compress about 250:1, far beyond the first guess of the decoded size; small
+        // blocks read after a large one reuse the grown buffer.
+        let mut frames = Vec::new();
+        for data in [vec![0u8; BLOCK_SIZE], vec![0u8; 300_000], sample(5000)] {
+            let frame = compress_to_vec(&data);
+            assert!(frame.len() * 8 < data.len() || data.len() == 5000);
+            frames.push((frame, data));
+        }
+        for (frame, data) in &frames {
+            assert_eq!(&decompress_to_vec(frame).expect("decompress"), data);
+        }
+        let mut r = Lz4FrameReader::new(frames[0].0.as_slice());
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).expect("read");
+        assert_eq!(out, frames[0].1);
     }
 
     #[test]
