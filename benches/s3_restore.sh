@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
 # benches/s3_restore.sh - S3 restore benchmark: our `litestream restore` vs. the real Litestream
-# v0.3.13, both restoring the same replica from a PRIVATE local moto server (own free port; the
+# v0.3.13, both restoring the same replica from a PRIVATE local S3 server (own free port; the
 # shared test server is never touched). Run on demand (not in CI).
 #
-#   bash benches/s3_restore.sh [--runs N] [--scenario a|b]
+#   bash benches/s3_restore.sh [--runs N] [--scenario a|b] [--server moto|s3s-fs]
+#
+# Servers:
+#   moto    (default) the test suite's moto server (Python, one process): every request costs it
+#           several ms of CPU, so it sets the pace for both tools (its CPU time is reported).
+#   s3s-fs  the storage of s3s-fs 0.14.1 (crates.io; Rust, multi-threaded, serves a directory)
+#           behind benches/s3-server, a small front end that sets TCP_NODELAY as production S3
+#           servers do (the s3s-fs binary does not, and then every GET waits 40 ms for a delayed
+#           ACK) and logs one line per request. Built on first use (a few minutes).
 #
 # The replica is one cached by benches/restore.sh (written by the real v0.3.13 `replicate`):
 # $BENCH_DIR/scenario-<S>/replica. Run `bash benches/restore.sh --scenarios b` once first if it
 # is missing. Its files are uploaded as-is (v0.3 layout) under s3://BUCKET/bench/<S>/.
 #
 # Per run and tool: wall time and peak RSS (/usr/bin/time), and the number of HTTP requests the
-# restore made, by kind, counted from moto's access log (one line per request; moto is private,
-# so every line between two marks belongs to that restore). Every output must be byte-identical
+# restore made, by kind, counted from the server's log (one line per request; the server is
+# private, so every line between two marks belongs to that restore), and the CPU time the server
+# process used during the restore. Every output must be byte-identical
 # to v0.3.13's first output and pass integrity_check.
 #
 # Environment:
@@ -20,6 +29,7 @@
 #   LITESTREAM_V0313_BIN   the real v0.3.13 (default .tools/litestream-0.3.13/bin/litestream)
 #   BENCH_DIR              default /tmp/litestream-bench
 #   TEST_SERVERS_DIR       where moto's venv is (default <repo>/.test-servers; scripts/test-servers/start.sh installs it)
+#   S3S_SERVER_BIN         use this bench-s3-server binary (no build)
 #   BENCH_SKIP_BUILD=1     use the existing release binary as is
 set -euo pipefail
 
@@ -29,10 +39,12 @@ log() { echo "[s3-restore-bench] $*" >&2; }
 
 RUNS=3
 SCENARIO=b
+SERVER=moto
 while [ $# -gt 0 ]; do
   case $1 in
     --runs) RUNS=$2; shift 2 ;;
     --scenario|--scenarios) SCENARIO=$2; shift 2 ;;
+    --server) SERVER=$2; shift 2 ;;
     *) log "unknown argument $1"; exit 2 ;;
   esac
 done
@@ -67,30 +79,63 @@ if [ ! -x "$THEIRS" ]; then
 fi
 [ "$("$THEIRS" version 2>&1)" = v0.3.13 ] || { log "ERROR: $THEIRS is not Litestream v0.3.13"; exit 1; }
 
-TSD=${TEST_SERVERS_DIR:-$ROOT/.test-servers}
-MOTO=$TSD/venv/bin/moto_server
-[ -x "$MOTO" ] || { log "ERROR: $MOTO missing; run: bash scripts/test-servers/start.sh"; exit 1; }
 [ -x /usr/bin/time ] || { log "ERROR: /usr/bin/time missing (apt-get install time)"; exit 1; }
-
 WORK=$(mktemp -d "$BENCH_DIR/s3-XXXXXX")
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-log "private moto on 127.0.0.1:$PORT (log $WORK/moto.log)"
-"$MOTO" -H 127.0.0.1 -p "$PORT" </dev/null >"$WORK/moto.log" 2>&1 &
-MOTO_PID=$!
-cleanup() { kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true; rm -rf "$WORK/out"; }
+SERVER_LOG=$WORK/server.log
+case $SERVER in
+  moto)
+    TSD=${TEST_SERVERS_DIR:-$ROOT/.test-servers}
+    MOTO=$TSD/venv/bin/moto_server
+    [ -x "$MOTO" ] || { log "ERROR: $MOTO missing; run: bash scripts/test-servers/start.sh"; exit 1; }
+    log "private moto on 127.0.0.1:$PORT (log $SERVER_LOG)"
+    "$MOTO" -H 127.0.0.1 -p "$PORT" </dev/null >"$SERVER_LOG" 2>&1 &
+    SERVER_PID=$!
+    ;;
+  s3s-fs)
+    # benches/s3-server: s3s-fs storage behind a front end that sets TCP_NODELAY and writes
+    # one access-log line per request (see its src/main.rs). Built on demand (a few minutes).
+    S3S=${S3S_SERVER_BIN:-}
+    if [ -z "$S3S" ]; then
+      log "building benches/s3-server (cargo build --release, target dir $BENCH_DIR/s3-server-target)"
+      CARGO_TARGET_DIR=$BENCH_DIR/s3-server-target \
+        cargo build --release --locked --manifest-path "$ROOT/benches/s3-server/Cargo.toml" >&2
+      S3S=$BENCH_DIR/s3-server-target/release/bench-s3-server
+    fi
+    # s3s-fs serves ROOT/<bucket>/<key>: hard-link the replica in (it only reads it).
+    mkdir -p "$WORK/s3root/bench/bench"
+    cp -al "$REPLICA" "$WORK/s3root/bench/bench/$SCENARIO"
+    log "private s3s-fs (benches/s3-server) on 127.0.0.1:$PORT (access log $SERVER_LOG)"
+    "$S3S" --port "$PORT" --access-key test --secret-key testtest --access-log "$SERVER_LOG" \
+      "$WORK/s3root" </dev/null 2>"$WORK/server.stderr" &
+    SERVER_PID=$!
+    ;;
+  *) log "unknown server $SERVER (moto or s3s-fs)"; exit 2 ;;
+esac
+cleanup() {
+  kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true
+  rm -rf "$WORK/out" "$WORK/s3root"
+}
 trap cleanup EXIT
 for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
 
 log "ours:   $OURS"
 log "theirs: $THEIRS"
-python3 - "$OURS" "$THEIRS" "$PORT" "$REPLICA" "$SCENARIO" "$RUNS" "$WORK" <<'PY'
+python3 - "$OURS" "$THEIRS" "$PORT" "$REPLICA" "$SCENARIO" "$RUNS" "$WORK" "$SERVER_PID" "$SERVER" \
+  "$SERVER_LOG" <<'PY'
 import concurrent.futures, http.client, os, re, sqlite3, statistics, subprocess, sys, time
 
-ours, theirs, port, replica, scenario, runs, work = sys.argv[1:8]
+ours, theirs, port, replica, scenario, runs, work, server_pid, server, server_log = sys.argv[1:11]
 port, runs = int(port), int(runs)
+TICK = os.sysconf("SC_CLK_TCK")
+
+def server_cpu():
+    """CPU seconds (user + system) the S3 server process has used so far."""
+    with open(f"/proc/{server_pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
 BUCKET = "bench"
 PREFIX = f"bench/{scenario}"
-moto_log = os.path.join(work, "moto.log")
 
 def log(m): print("[s3-restore-bench] " + m, file=sys.stderr, flush=True)
 
@@ -101,36 +146,43 @@ def put(path, body):
     if r.status != 200:
         raise SystemExit(f"PUT {path}: {r.status}")
 
-put(f"/{BUCKET}", b"")
 files = []
 for d, _, names in os.walk(replica):
     for n in names:
         full = os.path.join(d, n)
         files.append((full, os.path.relpath(full, replica)))
+total = sum(os.path.getsize(f) for f, _ in files)
 t0 = time.time()
-total = 0
 def upload(f):
     full, rel = f
     with open(full, "rb") as fh:
         data = fh.read()
     put(f"/{BUCKET}/{PREFIX}/{rel}", data)
-    return len(data)
-with concurrent.futures.ThreadPoolExecutor(8) as ex:
-    total = sum(ex.map(upload, files))
+if server == "moto":  # s3s-fs serves the hard-linked files as they are
+    put(f"/{BUCKET}", b"")
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        list(ex.map(upload, files))
 log(f"uploaded {len(files)} objects, {total/1e6:.1f} MB, in {time.time()-t0:.1f} s")
 
 def log_lines():
-    with open(moto_log, errors="replace") as f:
-        return [l for l in f if '" ' in l and "HTTP/1." in l]
+    """The server's log lines that stand for one request each."""
+    with open(server_log, errors="replace") as f:
+        if server == "moto":  # werkzeug's access log
+            return [l for l in f if '" ' in l and "HTTP/1." in l]
+        return [l for l in f if l.strip()]  # bench-s3-server: "METHOD URI STATUS"
 
-REQ = re.compile(r'"(\w+) (\S+) HTTP/1\.[01]" (\d+)')
+MOTO_REQ = re.compile(r'"(\w+) (\S+) HTTP/1\.[01]" (\d+)')
+S3S_REQ = re.compile(r'^(\w+) (\S+) (\S+)$')
+def requests_in(lines):
+    """(method, path, status) per request."""
+    for l in lines:
+        m = (MOTO_REQ.search(l) if server == "moto" else S3S_REQ.match(l.strip()))
+        if m:
+            yield m.groups()
+
 def classify(lines):
     kinds = {}
-    for l in lines:
-        m = REQ.search(l)
-        if not m:
-            continue
-        method, path, status = m.groups()
+    for method, path, status in requests_in(lines):
         p, _, q = path.partition("?")
         parts = [x for x in p.split("/") if x]
         if method == "GET" and len(parts) <= 1:
@@ -167,9 +219,11 @@ for i in range(runs):
     for t in order:
         out = os.path.join(out_dir, f"{t}-{i}.db")
         before = len(log_lines())
+        cpu0 = server_cpu()
         p = subprocess.run(["/usr/bin/time", "-f", "%e %M", tools[t], "restore", "-o", out, url],
                            env=env, capture_output=True, text=True)
-        time.sleep(0.5)  # let moto flush its access log
+        time.sleep(0.5)  # let the server flush its log
+        server_s = server_cpu() - cpu0
         reqs = classify(log_lines()[before:])
         last = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ""
         if p.returncode != 0:
@@ -186,27 +240,29 @@ for i in range(runs):
         if reference and subprocess.run(["cmp", "-s", reference, out]).returncode != 0:
             log(f"{t} run {i}: output differs from {reference}"); failed = True
         n = sum(reqs.values())
-        log(f"{t} run {i}: {wall:.2f} s, {rss:.1f} MB, {n} requests {reqs}")
-        res[t].append((wall, rss, n, reqs))
+        log(f"{t} run {i}: {wall:.2f} s, {rss:.1f} MB, {n} requests {reqs}, "
+            f"server CPU {server_s:.2f} s ({1000 * server_s / max(n, 1):.2f} ms/request)")
+        res[t].append((wall, rss, n, reqs, server_s))
         for f in os.listdir(out_dir):
             fp = os.path.join(out_dir, f)
             if fp != reference and f.startswith(f"{t}-{i}"):
                 os.remove(fp)
 
 print(f"\nS3 restore, scenario {scenario}: {len(files)} objects, {total/1e6:.1f} MB, "
-      f"private moto on 127.0.0.1:{port}, {runs} runs per tool\n")
-print("| tool | median wall s | runs (s) | max RSS MB | requests per restore | by kind |")
-print("|---|---|---|---|---|---|")
+      f"private {server} on 127.0.0.1:{port}, {runs} runs per tool\n")
+print("| tool | median wall s | runs (s) | max RSS MB | requests per restore | by kind | server CPU s (median) |")
+print("|---|---|---|---|---|---|---|")
 med = {}
 for t in ("v0.3.13", "ours"):
     r = res[t]
     if not r:
-        print(f"| {t} | failed | | | | |"); continue
+        print(f"| {t} | failed | | | | | |"); continue
     med[t] = statistics.median(x[0] for x in r)
     counts = sorted(set(x[2] for x in r))
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(r[-1][3].items()))
     print(f"| {t} | {med[t]:.2f} | {' '.join(f'{x[0]:.2f}' for x in r)} | "
-          f"{max(x[1] for x in r):.1f} | {'/'.join(map(str, counts))} | {kinds} |")
+          f"{max(x[1] for x in r):.1f} | {'/'.join(map(str, counts))} | {kinds} | "
+          f"{statistics.median(x[4] for x in r):.2f} |")
 if len(med) == 2:
     ratio = med["ours"] / med["v0.3.13"]
     nreq = {t: max(x[2] for x in res[t]) for t in res}
