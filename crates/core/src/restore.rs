@@ -15,7 +15,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures::StreamExt;
@@ -535,46 +536,90 @@ pub async fn execute(
     };
     // --- progress callback (end) ---
     let applied = tokio::task::spawn_blocking(move || -> Result<u64> {
-        let mut applier = Applier::new(&file);
-        for _ in 0..n_segments {
-            let item = rx.blocking_recv().ok_or(Error::Cancelled)??;
-            match item {
-                Fetched::Data(seg, bytes, _permit) => {
-                    applier.apply(&seg, Lz4FrameReader::new(bytes.as_slice()))?;
-                    tracker.add(bytes.len() as u64); // progress callback
+        let claims = Mutex::new(PageClaims::default());
+        let cancel = AtomicBool::new(false);
+        std::thread::scope(|scope| -> Result<u64> {
+            // The snapshot streams in beside the segments and fills only the pages no segment
+            // claims (see `PageClaims`), so its download overlaps theirs.
+            let snapshot_writer = scope.spawn(|| -> Result<SnapshotWritten> {
+                let snap_name = snapshot_name(&generation, snapshot.index);
+                let (g, c, h) = (generation.clone(), apply_client.clone(), handle.clone());
+                let idx = snapshot.index;
+                let reader = ReopeningReader::new(snap_name.clone(), retry, move || {
+                    let stream = h.block_on(c.open_snapshot(&g, idx))?;
+                    Ok(Box::new(SyncIoBridge::new_with_handle(stream, h.clone()))
+                        as Box<dyn Read + Send>)
+                });
+                let lz = Lz4FrameReader::new(tracker.reader(reader));
+                let written = with_read_ahead(lz, |r| {
+                    write_snapshot(&file, &claims, &snap_name, r, &cancel)
+                });
+                if written.is_err() {
+                    cancel.store(true, Ordering::Relaxed);
                 }
-                Fetched::Stream(seg) => {
-                    let c = apply_client.clone();
-                    let h = handle.clone();
-                    let pos = seg.pos();
-                    let reader = ReopeningReader::new(segment_name(&seg), retry, move || {
-                        let stream = h.block_on(c.open_wal_segment(&pos))?;
-                        Ok(Box::new(SyncIoBridge::new_with_handle(stream, h.clone()))
-                            as Box<dyn Read + Send>)
-                    });
-                    let lz = Lz4FrameReader::new(tracker.reader(reader));
-                    with_read_ahead(lz, |r| applier.apply(&seg, r))?;
+                written
+            });
+            let segments = (|| -> Result<Applier<'_>> {
+                let mut applier = Applier::new(&file, &claims);
+                for _ in 0..n_segments {
+                    if cancel.load(Ordering::Relaxed) {
+                        return Err(Error::Cancelled);
+                    }
+                    let item = rx.blocking_recv().ok_or(Error::Cancelled)??;
+                    match item {
+                        Fetched::Data(seg, bytes, _permit) => {
+                            applier.apply(&seg, Lz4FrameReader::new(bytes.as_slice()))?;
+                            tracker.add(bytes.len() as u64); // progress callback
+                        }
+                        Fetched::Stream(seg) => {
+                            let (c, h) = (apply_client.clone(), handle.clone());
+                            let pos = seg.pos();
+                            let reader =
+                                ReopeningReader::new(segment_name(&seg), retry, move || {
+                                    let stream = h.block_on(c.open_wal_segment(&pos))?;
+                                    Ok(Box::new(SyncIoBridge::new_with_handle(stream, h.clone()))
+                                        as Box<dyn Read + Send>)
+                                });
+                            let lz = Lz4FrameReader::new(tracker.reader(reader));
+                            with_read_ahead(lz, |r| applier.apply(&seg, r))?;
+                        }
+                    }
                 }
+                applier.finish_index()?;
+                Ok(applier)
+            })();
+            if segments.is_err() {
+                cancel.store(true, Ordering::Relaxed);
             }
-        }
-        applier.finish_index()?;
-        let snap_name = snapshot_name(&generation, snapshot.index);
-        let g = generation.clone();
-        let c = apply_client.clone();
-        let h = handle.clone();
-        let idx = snapshot.index;
-        let reader = ReopeningReader::new(snap_name.clone(), retry, move || {
-            let stream = h.block_on(c.open_snapshot(&g, idx))?;
-            Ok(Box::new(SyncIoBridge::new_with_handle(stream, h.clone())) as Box<dyn Read + Send>)
-        });
-        let lz = Lz4FrameReader::new(tracker.reader(reader));
-        with_read_ahead(lz, |r| applier.apply_snapshot(&snap_name, r))?;
-        file.sync_all()
-            .map_err(|e| Error::io("restored database", e))?;
-        tracker.finish(); // progress callback
-        file.metadata()
-            .map(|m| m.len())
-            .map_err(|e| Error::io("restored database", e))
+            let snapshot_written = snapshot_writer.join().map_err(|_| {
+                Error::io(
+                    "restored database",
+                    io::Error::other("snapshot writer panicked"),
+                )
+            });
+            // A segment that stopped only because the snapshot failed reports the snapshot's
+            // error.
+            let (applier, written) = match (segments, snapshot_written) {
+                (Ok(a), Ok(Ok(w))) => (a, w),
+                (Err(Error::Cancelled), Ok(Err(e))) | (Ok(_), Ok(Err(e))) => return Err(e),
+                (Err(e), _) | (_, Err(e)) => return Err(e),
+            };
+            let claims = claims
+                .lock()
+                .map_err(|_| Error::io("restored database", io::Error::other("lock poisoned")))?;
+            applier.finish(
+                &snapshot_name(&generation, snapshot.index),
+                &written,
+                &claims,
+            )?;
+            drop(claims);
+            file.sync_all()
+                .map_err(|e| Error::io("restored database", e))?;
+            tracker.finish(); // progress callback
+            file.metadata()
+                .map(|m| m.len())
+                .map_err(|e| Error::io("restored database", e))
+        })
     })
     .await;
     prefetch.abort();
@@ -780,6 +825,15 @@ impl PageSet {
             .is_some_and(|w| w & (1 << (i % 64)) != 0)
     }
 
+    /// The pages in the set, ascending.
+    fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.bits.iter().enumerate().flat_map(|(w, &bits)| {
+            (0..64u32)
+                .filter(move |b| bits & (1u64 << b) != 0)
+                .map(move |b| w as u32 * 64 + b)
+        })
+    }
+
     /// Insert; returns true if it was not present.
     fn insert(&mut self, pgno: u32) -> bool {
         let i = pgno as usize;
@@ -799,11 +853,15 @@ impl PageSet {
 /// commit (cutting, or extending with zeros). The final content of page `p` is therefore the
 /// newest version written by the newest index, unless a later index's size cut it off (then it
 /// is zero), and the snapshot's page when no index wrote it and no index's size cut it.
-/// Applying indexes newest first, skipping pages a newer index already decided, and the
-/// snapshot last gives exactly that file with one write per page. Every frame of every
-/// segment is still read and validated (salt, checksum chain, whole transactions).
+/// Applying indexes newest first, skipping pages a newer index already decided, and filling
+/// the rest from the snapshot gives exactly that file with one write per page (the snapshot's
+/// cut-off pages are zeroed at the end). The snapshot is written by a second thread while the
+/// segments are applied, coordinated through [`PageClaims`]. Every frame of every segment is
+/// still read and validated (salt, checksum chain, whole transactions).
 struct Applier<'f> {
     file: &'f File,
+    /// Shared with the snapshot writer: pages claimed here are never written by it.
+    claims: &'f Mutex<PageClaims>,
     page_size: Option<u32>,
     index: Option<u32>,
     validator: Option<FrameValidator>,
@@ -822,9 +880,10 @@ struct Applier<'f> {
 }
 
 impl<'f> Applier<'f> {
-    fn new(file: &'f File) -> Self {
+    fn new(file: &'f File, claims: &'f Mutex<PageClaims>) -> Self {
         Applier {
             file,
+            claims,
             page_size: None,
             index: None,
             validator: None,
@@ -940,10 +999,18 @@ impl<'f> Applier<'f> {
                     Error::corrupt(&name, format!("frame at offset {}: {r}", self.next_offset))
                 })?;
                 if !self.decided.contains(fh.pgno) && self.below_limit(fh.pgno) {
-                    self.write_page(fh.pgno, &frame[crate::wal::WAL_FRAME_HEADER_SIZE..])?;
                     if self.written.insert(fh.pgno) {
                         self.written_list.push(fh.pgno);
+                        // Claim before writing, so the snapshot writer never writes after us.
+                        self.claims
+                            .lock()
+                            .map_err(|_| {
+                                Error::io("restored database", io::Error::other("lock poisoned"))
+                            })?
+                            .wal
+                            .insert(fh.pgno);
                     }
+                    self.write_page(fh.pgno, &frame[crate::wal::WAL_FRAME_HEADER_SIZE..])?;
                 }
                 self.next_offset += frame_size as u64;
                 if fh.commit_size != 0 {
@@ -963,76 +1030,133 @@ impl<'f> Applier<'f> {
         result
     }
 
-    /// Write the snapshot's pages that no index decided, then set the final size.
-    fn apply_snapshot(&mut self, name: &str, mut reader: impl Read) -> Result<()> {
-        let mut header = [0u8; 100];
-        read_exact_or_corrupt(
-            &mut reader,
-            &mut header,
-            name,
-            "snapshot is shorter than a database header",
-        )?;
-        let page_size = db_page_size(&header)
-            .map_err(|_| Error::corrupt(name, "snapshot does not start with a SQLite header"))?;
+    /// After the segments and the snapshot are written: check that their page sizes agree,
+    /// zero the snapshot's pages that a newer index's size cut off, and set the final size.
+    fn finish(self, name: &str, snapshot: &SnapshotWritten, claims: &PageClaims) -> Result<()> {
         if let Some(p) = self.page_size {
-            if p != page_size {
+            if p != snapshot.page_size {
                 return Err(Error::corrupt(
                     name,
-                    format!("database page size {page_size} does not match the wal page size {p}"),
+                    format!(
+                        "database page size {} does not match the wal page size {p}",
+                        snapshot.page_size
+                    ),
                 ));
             }
         }
-        // Consecutive pages to write are gathered into runs of up to 1 MiB.
-        let ps = page_size as usize;
-        let mut run: Vec<u8> = Vec::with_capacity((1 << 20).max(ps));
-        let mut run_start: u32 = 1;
-        let mut page = vec![0u8; ps];
-        page[..100].copy_from_slice(&header);
-        let mut filled = 100;
-        let mut pgno: u32 = 1;
-        let mut total: u64 = 0;
-        loop {
-            let n = read_full(&mut reader, &mut page[filled..]).map_err(|e| read_error(name, e))?;
-            let len = filled + n;
-            filled = 0;
-            if len == 0 {
-                break;
-            }
-            total += len as u64;
-            let keep = !self.decided.contains(pgno) && self.below_limit(pgno);
-            if keep {
-                if run.is_empty() {
-                    run_start = pgno;
+        let page_size = snapshot.page_size as usize;
+        if let (Some(limit), Some(final_pages)) = (self.limit, self.final_pages) {
+            let zeros = vec![0u8; page_size];
+            for p in claims.snapshot.iter() {
+                if p > limit && p <= final_pages && !claims.wal.contains(p) {
+                    self.write_page(p, &zeros)?;
                 }
-                run.extend_from_slice(&page[..len]);
             }
-            if (!keep || run.len() + ps > run.capacity()) && !run.is_empty() {
-                self.write_run(run_start, ps, &run)?;
-                run.clear();
-            }
-            if len < ps {
-                break;
-            }
-            pgno = pgno.saturating_add(1);
-        }
-        if !run.is_empty() {
-            self.write_run(run_start, ps, &run)?;
         }
         let size = match self.final_pages {
             Some(p) => u64::from(p) * page_size as u64,
-            None => total,
+            None => snapshot.bytes,
         };
         self.file
             .set_len(size)
             .map_err(|e| Error::io("restored database", e))
     }
+}
 
-    fn write_run(&self, start: u32, page_size: usize, run: &[u8]) -> Result<()> {
-        let at = u64::from(start - 1) * page_size as u64;
-        self.file
-            .write_all_at(run, at)
-            .map_err(|e| Error::io("restored database", e))
+/// Who wrote which page, shared by the segment applier and the snapshot writer that run side
+/// by side. The applier claims a page (under the lock) before it writes it; the snapshot writer
+/// checks and writes under the lock, skipping claimed pages. Either way the newer content
+/// lands last.
+#[derive(Debug, Default)]
+struct PageClaims {
+    /// Pages some WAL segment wrote (their final content, or zeros for cut-off pages).
+    wal: PageSet,
+    /// Pages the snapshot wrote.
+    snapshot: PageSet,
+}
+
+/// What the snapshot writer found.
+#[derive(Debug)]
+struct SnapshotWritten {
+    page_size: u32,
+    bytes: u64,
+}
+
+/// Write the snapshot's pages that no segment claimed, in runs of up to 1 MiB.
+fn write_snapshot(
+    file: &File,
+    claims: &Mutex<PageClaims>,
+    name: &str,
+    mut reader: impl Read,
+    cancel: &AtomicBool,
+) -> Result<SnapshotWritten> {
+    let mut header = [0u8; 100];
+    read_exact_or_corrupt(
+        &mut reader,
+        &mut header,
+        name,
+        "snapshot is shorter than a database header",
+    )?;
+    let page_size = db_page_size(&header)
+        .map_err(|_| Error::corrupt(name, "snapshot does not start with a SQLite header"))?;
+    let ps = page_size as usize;
+    let pages_per_chunk = ((1 << 20) / ps).max(1);
+    let mut chunk = vec![0u8; pages_per_chunk * ps];
+    chunk[..100].copy_from_slice(&header);
+    let mut filled = 100;
+    let mut first: u32 = 1;
+    let mut bytes: u64 = 0;
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled);
+        }
+        let n = read_full(&mut reader, &mut chunk[filled..]).map_err(|e| read_error(name, e))?;
+        let len = filled + n;
+        filled = 0;
+        if len == 0 {
+            break;
+        }
+        bytes += len as u64;
+        let mut claims = claims
+            .lock()
+            .map_err(|_| Error::io("restored database", io::Error::other("lock poisoned")))?;
+        // Runs of consecutive unclaimed pages, each written with one call.
+        let mut run: Option<usize> = None;
+        for (i, page) in chunk[..len].chunks(ps).enumerate() {
+            let pgno = first.saturating_add(i as u32);
+            let claimed = claims.wal.contains(pgno);
+            if !claimed {
+                claims.snapshot.insert(pgno);
+            }
+            match (run, claimed) {
+                (None, false) => run = Some(i),
+                (Some(start), true) => {
+                    write_at(file, first, start, ps, &chunk[start * ps..i * ps])?;
+                    run = None;
+                }
+                _ => {}
+            }
+            if page.len() < ps {
+                break;
+            }
+        }
+        if let Some(start) = run {
+            write_at(file, first, start, ps, &chunk[start * ps..len])?;
+        }
+        drop(claims);
+        if len < chunk.len() {
+            break;
+        }
+        first = first.saturating_add(pages_per_chunk as u32);
     }
+    Ok(SnapshotWritten { page_size, bytes })
+}
+
+/// Write `data`, the pages from the `start`-th page of a chunk starting at page `first`.
+fn write_at(file: &File, first: u32, start: usize, page_size: usize, data: &[u8]) -> Result<()> {
+    let at = (u64::from(first - 1) + start as u64) * page_size as u64;
+    file.write_all_at(data, at)
+        .map_err(|e| Error::io("restored database", e))
 }
 
 /// Size of the chunks a read-ahead thread hands over.

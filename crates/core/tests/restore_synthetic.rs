@@ -303,3 +303,131 @@ async fn transient_failures_are_retried() {
         .collect();
     assert!(litter.is_empty(), "{litter:?}");
 }
+
+/// The snapshot is much larger than the database after index 0 (VACUUM shrinks it), and
+/// index 1 grows it again but not back to the snapshot's size: the snapshot's pages above the
+/// shrunk size must not survive, wherever the snapshot writer and the segments meet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_pages_cut_off_by_a_shrink_do_not_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = MemoryClient::new();
+    let gen = Generation::random();
+    let db = dir.path().join("src.db");
+    let conn = Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=wal; PRAGMA wal_autocheckpoint=0;
+         CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, data BLOB);",
+    )
+    .unwrap();
+    for i in 0..400 {
+        conn.execute(
+            "INSERT INTO t (name, data) VALUES (?1, randomblob(3000))",
+            rusqlite::params![format!("big {i}")],
+        )
+        .unwrap();
+    }
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
+    let snapshot = std::fs::read(&db).unwrap();
+    client
+        .write_snapshot(&gen, 0, stream(compress_to_vec(&snapshot)))
+        .await
+        .unwrap();
+    conn.execute("DELETE FROM t WHERE id > 10", []).unwrap();
+    conn.execute_batch("VACUUM;").unwrap();
+    let upload = |index: u32| {
+        let wal = std::fs::read(dir.path().join("src.db-wal")).unwrap();
+        let client = &client;
+        let gen = gen.clone();
+        async move {
+            for (offset, bytes) in split_wal(&wal) {
+                client
+                    .write_wal_segment(
+                        &Pos::new(gen.clone(), index, offset),
+                        stream(compress_to_vec(&bytes)),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    upload(0).await;
+    conn.execute_batch("PRAGMA wal_checkpoint(RESTART);")
+        .unwrap();
+    let shrunk = std::fs::metadata(&db).unwrap().len();
+    for i in 0..150 {
+        conn.execute(
+            "INSERT INTO t (name, data) VALUES (?1, randomblob(3000))",
+            rusqlite::params![format!("again {i}")],
+        )
+        .unwrap();
+    }
+    upload(1).await;
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
+    let expected = std::fs::read(&db).unwrap();
+    assert!(
+        shrunk * 4 < snapshot.len() as u64,
+        "index 0 must shrink the file"
+    );
+    assert!(expected.len() * 3 / 2 < snapshot.len() && expected.len() as u64 > shrunk * 2);
+
+    let out = dir.path().join("restored.db");
+    restore(Arc::new(client.clone()), &RestoreOptions::new(&out))
+        .await
+        .unwrap();
+    assert!(
+        std::fs::read(&out).unwrap() == expected,
+        "restored file differs"
+    );
+}
+
+/// Hand-made WAL: index 0 cuts the database to 5 pages, index 1 sets it to 20 pages while
+/// writing only page 3. As with Litestream's checkpoints, pages 6-20 must be zeros, not the
+/// snapshot's pages (the snapshot has 40).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_between_a_shrink_and_a_later_size_are_zeros() {
+    use litestream_core::wal::{encode_frame, encode_header};
+    const PS: usize = 4096;
+    let client = MemoryClient::new();
+    let gen = Generation::random();
+    let mut snapshot = Vec::new();
+    for pgno in 1..=40u8 {
+        snapshot.extend(std::iter::repeat_n(pgno, PS));
+    }
+    snapshot[..16].copy_from_slice(b"SQLite format 3\0");
+    snapshot[16..18].copy_from_slice(&(PS as u16).to_be_bytes());
+    client
+        .write_snapshot(&gen, 0, stream(compress_to_vec(&snapshot)))
+        .await
+        .unwrap();
+    for (index, pgno, fill, commit) in [(0u32, 2u32, 0xA2u8, 5u32), (1, 3, 0xB3, 20)] {
+        let hdr = encode_header(false, PS as u32, index, (index + 1, 7));
+        let header = WalHeader::parse(&hdr).unwrap();
+        let (frame, _) = encode_frame(&header, header.checksum, pgno, commit, &[fill; PS]);
+        let mut seg = hdr.to_vec();
+        seg.extend_from_slice(&frame);
+        client
+            .write_wal_segment(
+                &Pos::new(gen.clone(), index, 0),
+                stream(compress_to_vec(&seg)),
+            )
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("restored.db");
+    restore(Arc::new(client), &RestoreOptions::new(&out))
+        .await
+        .unwrap();
+    let got = std::fs::read(&out).unwrap();
+    assert_eq!(got.len(), 20 * PS);
+    let page = |p: usize| &got[(p - 1) * PS..p * PS];
+    assert_eq!(page(1), &snapshot[..PS]);
+    assert!(page(2).iter().all(|&b| b == 0xA2));
+    assert!(page(3).iter().all(|&b| b == 0xB3));
+    assert!(page(4).iter().all(|&b| b == 4) && page(5).iter().all(|&b| b == 5));
+    for p in 6..=20 {
+        assert!(page(p).iter().all(|&b| b == 0), "page {p} must be zeros");
+    }
+}
