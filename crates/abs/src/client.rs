@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use litestream_core::layout;
+use litestream_core::listing::{self, ListedObject};
 use litestream_core::metrics::{record_operation, Operation};
 use litestream_core::{
     ByteStream, Error, Generation, Pos, ReplicaClient, Result, SnapshotInfo, WalSegmentInfo,
@@ -105,13 +106,8 @@ impl AbsClient {
         self.ctx.convert(op, key, e)
     }
 
-    /// Every blob directly under the directory `dir` (no delimiter, so paged internally),
-    /// keeping only those whose base name `parse` accepts.
-    async fn list_dir<T>(
-        &self,
-        dir: &str,
-        mut parse: impl FnMut(&str, &ObjectMeta) -> Option<T>,
-    ) -> Result<Vec<T>> {
+    /// Every blob directly under the directory `dir` (no delimiter, so paged internally).
+    async fn list_dir(&self, dir: &str) -> Result<Vec<ListedObject>> {
         let prefix = Path::from(dir);
         record_operation(TYPE, Operation::List, 0);
         let mut stream = self.store.list(Some(&prefix));
@@ -126,9 +122,11 @@ impl AbsClient {
             if name.contains('/') {
                 continue;
             }
-            if let Some(v) = parse(name, &meta) {
-                out.push(v);
-            }
+            out.push(ListedObject {
+                name: name.to_string(),
+                size: meta.size,
+                modified: to_time(&meta),
+            });
         }
         Ok(out)
     }
@@ -273,48 +271,21 @@ impl ReplicaClient for AbsClient {
             .list_with_delimiter(Some(&prefix))
             .await
             .map_err(|e| self.err(Operation::List, &dir, e))?;
-        let mut gens: Vec<Generation> = res
-            .common_prefixes
-            .iter()
-            .filter_map(|p| p.filename().and_then(Generation::parse))
-            .collect();
-        gens.sort();
-        gens.dedup();
-        Ok(gens)
+        Ok(listing::generations_from_names(
+            res.common_prefixes.iter().filter_map(|p| p.filename()),
+        ))
     }
 
     async fn snapshots(&self, generation: &Generation) -> Result<Vec<SnapshotInfo>> {
         let dir = layout::snapshots_dir(&self.root, generation);
-        let mut out = self
-            .list_dir(&dir, |name, meta| {
-                Some(SnapshotInfo {
-                    generation: generation.clone(),
-                    index: layout::parse_snapshot_name(name)?,
-                    size: meta.size,
-                    created_at: to_time(meta),
-                })
-            })
-            .await?;
-        out.sort_by_key(|s| s.index);
-        Ok(out)
+        let listed = self.list_dir(&dir).await?;
+        Ok(listing::snapshots_from_listing(generation, listed))
     }
 
     async fn wal_segments(&self, generation: &Generation) -> Result<Vec<WalSegmentInfo>> {
         let dir = layout::wal_dir(&self.root, generation);
-        let mut out = self
-            .list_dir(&dir, |name, meta| {
-                let (index, offset) = layout::parse_wal_segment_name(name)?;
-                Some(WalSegmentInfo {
-                    generation: generation.clone(),
-                    index,
-                    offset,
-                    size: meta.size,
-                    created_at: to_time(meta),
-                })
-            })
-            .await?;
-        out.sort_by_key(|s| (s.index, s.offset));
-        Ok(out)
+        let listed = self.list_dir(&dir).await?;
+        Ok(listing::wal_segments_from_listing(generation, listed))
     }
 
     async fn open_snapshot(&self, generation: &Generation, index: u32) -> Result<ByteStream> {
@@ -341,31 +312,15 @@ impl ReplicaClient for AbsClient {
         let started = OffsetDateTime::now_utc();
         let key = layout::snapshot_path(&self.root, generation, index);
         let size = self.upload(&key, data).await?;
-        Ok(SnapshotInfo {
-            generation: generation.clone(),
-            index,
-            size,
-            created_at: started,
-        })
+        Ok(SnapshotInfo::new(generation, index, size, started))
     }
 
     async fn write_wal_segment(&self, pos: &Pos, data: ByteStream) -> Result<WalSegmentInfo> {
-        if !layout::offset_fits_name(pos.offset) {
-            return Err(Error::InvalidArgument(format!(
-                "wal offset {} of {pos} does not fit an 8-digit segment name",
-                pos.offset
-            )));
-        }
+        layout::check_offset_fits_name(pos)?;
         let started = OffsetDateTime::now_utc();
         let key = layout::wal_segment_path(&self.root, &pos.generation, pos.index, pos.offset);
         let size = self.upload(&key, data).await?;
-        Ok(WalSegmentInfo {
-            generation: pos.generation.clone(),
-            index: pos.index,
-            offset: pos.offset,
-            size,
-            created_at: started,
-        })
+        Ok(WalSegmentInfo::at(pos, size, started))
     }
 
     async fn delete_snapshot(&self, generation: &Generation, index: u32) -> Result<()> {

@@ -4,7 +4,8 @@
 //! Names use 8 lowercase hex digits for index and offset, exactly as Litestream v0.3.13;
 //! names that do not match are ignored by the listing code of every backend.
 
-use crate::pos::{is_lower_hex, Generation};
+use crate::error::{Error, Result};
+use crate::pos::{is_lower_hex, Generation, Pos};
 
 /// Directory under a replica root that holds every generation.
 pub const GENERATIONS_DIR: &str = "generations";
@@ -109,6 +110,20 @@ pub fn offset_fits_name(offset: u64) -> bool {
     offset <= u64::from(u32::MAX)
 }
 
+/// Refuse a segment position whose offset does not fit its name ([`offset_fits_name`]).
+///
+/// Backends call this before writing a WAL segment; the error is
+/// [`Error::InvalidArgument`].
+pub fn check_offset_fits_name(pos: &Pos) -> Result<()> {
+    if offset_fits_name(pos.offset) {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument(format!(
+        "wal offset {} of {pos} does not fit an 8-digit segment name",
+        pos.offset
+    )))
+}
+
 /// Parse a WAL segment base name (`^([0-9a-f]{8})_([0-9a-f]{8})\.wal\.lz4$`).
 pub fn parse_wal_segment_name(name: &str) -> Option<(u32, u64)> {
     let stem = name.strip_suffix(WAL_SEGMENT_SUFFIX)?;
@@ -149,6 +164,20 @@ mod tests {
         assert_eq!(parse_wal_segment_name("00000001.wal.lz4"), None);
         assert_eq!(parse_wal_segment_name("00000001_100004080.wal.lz4"), None);
         assert_eq!(parse_wal_segment_name("00000001_0000408g.wal.lz4"), None);
+    }
+
+    #[test]
+    fn offsets_beyond_the_name_are_refused() {
+        let g = Generation::parse("f520e605ae791336").expect("gen");
+        let fits = Pos::new(g.clone(), 1, u64::from(u32::MAX));
+        assert!(check_offset_fits_name(&fits).is_ok());
+        let too_far = Pos::new(g, 1, u64::from(u32::MAX) + 1);
+        let err = check_offset_fits_name(&too_far).expect_err("offset too large");
+        assert!(matches!(err, Error::InvalidArgument(_)));
+        assert_eq!(
+            err.to_string(),
+            format!("wal offset 4294967296 of {too_far} does not fit an 8-digit segment name")
+        );
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! * Format: [`Pos`] and [`Generation`] ([`pos`]), replica key names ([`layout`]), the LZ4
 //!   frame ([`lz4`]) and the SQLite WAL ([`wal`]), all byte-compatible with Litestream v0.3.13.
 //! * Storage: [`ReplicaClient`] ([`replica_client`]); backends live in their own crates
-//!   (`litestream-file`, `litestream-s3`, `litestream-abs`, `litestream-sftp`).
+//!   (`litestream-file`, `litestream-s3`, `litestream-abs`, `litestream-sftp`) and share the
+//!   listing code of [`listing`].
 //! * Restore: [`restore::restore`] rebuilds a database from a replica, byte-identical to
 //!   Litestream's, applying WAL frames directly with bounded memory and retries.
 //! * Configuration: [`config`] reads `litestream.yml`, [`url`] parses replica URLs.
@@ -16,6 +17,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod layout;
+pub mod listing;
 pub mod lz4;
 pub mod memory;
 pub mod metrics;

@@ -1,6 +1,6 @@
 //! [`MemoryClient`]: an in-process [`ReplicaClient`] for tests and embedding experiments.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -77,15 +77,13 @@ impl ReplicaClient for MemoryClient {
 
     async fn generations(&self) -> Result<Vec<Generation>> {
         let s = self.lock()?;
-        let mut g: Vec<Generation> = s
+        let g: BTreeSet<Generation> = s
             .snapshots
             .keys()
             .map(|k| k.0.clone())
             .chain(s.segments.keys().map(|k| k.0.clone()))
             .collect();
-        g.sort();
-        g.dedup();
-        Ok(g)
+        Ok(g.into_iter().collect())
     }
 
     async fn snapshots(&self, generation: &Generation) -> Result<Vec<SnapshotInfo>> {
@@ -93,12 +91,7 @@ impl ReplicaClient for MemoryClient {
         Ok(s.snapshots
             .iter()
             .filter(|(k, _)| k.0 == *generation)
-            .map(|(k, o)| SnapshotInfo {
-                generation: k.0.clone(),
-                index: k.1,
-                size: o.data.len() as u64,
-                created_at: o.created_at,
-            })
+            .map(|(k, o)| SnapshotInfo::new(&k.0, k.1, o.data.len() as u64, o.created_at))
             .collect())
     }
 
@@ -107,13 +100,7 @@ impl ReplicaClient for MemoryClient {
         Ok(s.segments
             .iter()
             .filter(|(k, _)| k.0 == *generation)
-            .map(|(k, o)| WalSegmentInfo {
-                generation: k.0.clone(),
-                index: k.1,
-                offset: k.2,
-                size: o.data.len() as u64,
-                created_at: o.created_at,
-            })
+            .map(|(k, o)| WalSegmentInfo::new(&k.0, k.1, k.2, o.data.len() as u64, o.created_at))
             .collect())
     }
 
@@ -151,12 +138,7 @@ impl ReplicaClient for MemoryClient {
                 created_at,
             },
         );
-        Ok(SnapshotInfo {
-            generation: generation.clone(),
-            index,
-            size,
-            created_at,
-        })
+        Ok(SnapshotInfo::new(generation, index, size, created_at))
     }
 
     async fn write_wal_segment(&self, pos: &Pos, data: ByteStream) -> Result<WalSegmentInfo> {
@@ -170,13 +152,7 @@ impl ReplicaClient for MemoryClient {
                 created_at,
             },
         );
-        Ok(WalSegmentInfo {
-            generation: pos.generation.clone(),
-            index: pos.index,
-            offset: pos.offset,
-            size,
-            created_at,
-        })
+        Ok(WalSegmentInfo::at(pos, size, created_at))
     }
 
     async fn delete_snapshot(&self, generation: &Generation, index: u32) -> Result<()> {

@@ -26,6 +26,18 @@ pub struct SnapshotInfo {
     pub created_at: OffsetDateTime,
 }
 
+impl SnapshotInfo {
+    /// The snapshot of `generation` at `index`, `size` bytes stored, created at `created_at`.
+    pub fn new(generation: &Generation, index: u32, size: u64, created_at: OffsetDateTime) -> Self {
+        SnapshotInfo {
+            generation: generation.clone(),
+            index,
+            size,
+            created_at,
+        }
+    }
+}
+
 /// A WAL segment object as listed by a replica.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalSegmentInfo {
@@ -42,6 +54,29 @@ pub struct WalSegmentInfo {
 }
 
 impl WalSegmentInfo {
+    /// The segment of `generation` starting at (`index`, `offset`), `size` bytes stored,
+    /// created at `created_at`.
+    pub fn new(
+        generation: &Generation,
+        index: u32,
+        offset: u64,
+        size: u64,
+        created_at: OffsetDateTime,
+    ) -> Self {
+        WalSegmentInfo {
+            generation: generation.clone(),
+            index,
+            offset,
+            size,
+            created_at,
+        }
+    }
+
+    /// The segment starting at `pos`, `size` bytes stored, created at `created_at`.
+    pub fn at(pos: &Pos, size: u64, created_at: OffsetDateTime) -> Self {
+        Self::new(&pos.generation, pos.index, pos.offset, size, created_at)
+    }
+
     /// The segment's start position.
     pub fn pos(&self) -> Pos {
         Pos::new(self.generation.clone(), self.index, self.offset)
@@ -105,4 +140,24 @@ pub trait ReplicaClient: Send + Sync + Debug {
 
     /// Delete a whole generation with everything under it.
     async fn delete_generation(&self, generation: &Generation) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constructors_fill_every_field() {
+        let g = Generation::parse("f520e605ae791336").expect("generation");
+        let t = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("time");
+        let s = SnapshotInfo::new(&g, 3, 10, t);
+        assert_eq!(
+            (&s.generation, s.index, s.size, s.created_at),
+            (&g, 3, 10, t)
+        );
+        let pos = Pos::new(g.clone(), 4, 4152);
+        let w = WalSegmentInfo::at(&pos, 20, t);
+        assert_eq!(w, WalSegmentInfo::new(&g, 4, 4152, 20, t));
+        assert_eq!((w.pos(), w.size, w.created_at), (pos, 20, t));
+    }
 }

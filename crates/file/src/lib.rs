@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use litestream_core::layout;
+use litestream_core::listing::{self, ListedObject};
 use litestream_core::{
     ByteStream, Error, Generation, Pos, ReplicaClient, Result, SnapshotInfo, WalSegmentInfo,
 };
@@ -46,7 +47,8 @@ impl FileClient {
         }
     }
 
-    async fn read_dir_names(dir: &Path, dirs: bool) -> Result<Vec<(String, std::fs::Metadata)>> {
+    /// The directories (`dirs`) or the other entries of `dir`; a missing `dir` lists as empty.
+    async fn read_dir_names(dir: &Path, dirs: bool) -> Result<Vec<ListedObject>> {
         let mut rd = match tokio::fs::read_dir(dir).await {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -67,7 +69,11 @@ impl FileClient {
             if meta.is_dir() != dirs {
                 continue;
             }
-            out.push((entry.file_name().to_string_lossy().into_owned(), meta));
+            out.push(ListedObject {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                size: meta.len(),
+                modified: mtime(&meta),
+            });
         }
         Ok(out)
     }
@@ -137,52 +143,22 @@ impl ReplicaClient for FileClient {
 
     async fn generations(&self) -> Result<Vec<Generation>> {
         let dir = PathBuf::from(layout::generations_dir(&self.root_str()));
-        let mut gens: Vec<Generation> = Self::read_dir_names(&dir, true)
-            .await?
-            .into_iter()
-            .filter_map(|(name, _)| Generation::parse(&name))
-            .collect();
-        gens.sort();
-        Ok(gens)
+        let listed = Self::read_dir_names(&dir, true).await?;
+        Ok(listing::generations_from_names(
+            listed.iter().map(|l| &l.name),
+        ))
     }
 
     async fn snapshots(&self, generation: &Generation) -> Result<Vec<SnapshotInfo>> {
         let dir = PathBuf::from(layout::snapshots_dir(&self.root_str(), generation));
-        let mut out: Vec<SnapshotInfo> = Self::read_dir_names(&dir, false)
-            .await?
-            .into_iter()
-            .filter_map(|(name, meta)| {
-                let index = layout::parse_snapshot_name(&name)?;
-                Some(SnapshotInfo {
-                    generation: generation.clone(),
-                    index,
-                    size: meta.len(),
-                    created_at: mtime(&meta),
-                })
-            })
-            .collect();
-        out.sort_by_key(|s| s.index);
-        Ok(out)
+        let listed = Self::read_dir_names(&dir, false).await?;
+        Ok(listing::snapshots_from_listing(generation, listed))
     }
 
     async fn wal_segments(&self, generation: &Generation) -> Result<Vec<WalSegmentInfo>> {
         let dir = PathBuf::from(layout::wal_dir(&self.root_str(), generation));
-        let mut out: Vec<WalSegmentInfo> = Self::read_dir_names(&dir, false)
-            .await?
-            .into_iter()
-            .filter_map(|(name, meta)| {
-                let (index, offset) = layout::parse_wal_segment_name(&name)?;
-                Some(WalSegmentInfo {
-                    generation: generation.clone(),
-                    index,
-                    offset,
-                    size: meta.len(),
-                    created_at: mtime(&meta),
-                })
-            })
-            .collect();
-        out.sort_by_key(|s| (s.index, s.offset));
-        Ok(out)
+        let listed = Self::read_dir_names(&dir, false).await?;
+        Ok(listing::wal_segments_from_listing(generation, listed))
     }
 
     async fn open_snapshot(&self, generation: &Generation, index: u32) -> Result<ByteStream> {
@@ -212,21 +188,11 @@ impl ReplicaClient for FileClient {
     ) -> Result<SnapshotInfo> {
         let path = PathBuf::from(layout::snapshot_path(&self.root_str(), generation, index));
         let (size, created_at) = Self::write_atomic(&path, data).await?;
-        Ok(SnapshotInfo {
-            generation: generation.clone(),
-            index,
-            size,
-            created_at,
-        })
+        Ok(SnapshotInfo::new(generation, index, size, created_at))
     }
 
     async fn write_wal_segment(&self, pos: &Pos, data: ByteStream) -> Result<WalSegmentInfo> {
-        if !layout::offset_fits_name(pos.offset) {
-            return Err(Error::InvalidArgument(format!(
-                "wal offset {} of {pos} does not fit an 8-digit segment name",
-                pos.offset
-            )));
-        }
+        layout::check_offset_fits_name(pos)?;
         let path = PathBuf::from(layout::wal_segment_path(
             &self.root_str(),
             &pos.generation,
@@ -234,13 +200,7 @@ impl ReplicaClient for FileClient {
             pos.offset,
         ));
         let (size, created_at) = Self::write_atomic(&path, data).await?;
-        Ok(WalSegmentInfo {
-            generation: pos.generation.clone(),
-            index: pos.index,
-            offset: pos.offset,
-            size,
-            created_at,
-        })
+        Ok(WalSegmentInfo::at(pos, size, created_at))
     }
 
     async fn delete_snapshot(&self, generation: &Generation, index: u32) -> Result<()> {

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream as SdkStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use litestream_core::layout;
+use litestream_core::listing::{self, ListedObject};
 use litestream_core::metrics::{record_operation, Operation};
 use litestream_core::{
     ByteStream, Error, Generation, Pos, ReplicaClient, Result, SnapshotInfo, WalSegmentInfo,
@@ -49,13 +50,6 @@ impl fmt::Debug for S3Client {
             .field("part_size", &self.part_size)
             .finish()
     }
-}
-
-/// One listed object: key base name, size and last-modified time.
-struct Listed {
-    name: String,
-    size: u64,
-    modified: OffsetDateTime,
 }
 
 fn to_offset(dt: Option<&aws_sdk_s3::primitives::DateTime>) -> OffsetDateTime {
@@ -155,7 +149,7 @@ impl S3Client {
 
     /// List every object under `dir/` (paginated). With `dirs`, return the immediate
     /// sub-"directories" (common prefixes) instead of objects.
-    async fn list(&self, dir: &str, dirs: bool) -> Result<Vec<Listed>> {
+    async fn list(&self, dir: &str, dirs: bool) -> Result<Vec<ListedObject>> {
         let prefix = format!("{dir}/");
         let mut out = Vec::new();
         let mut token: Option<String> = None;
@@ -183,7 +177,7 @@ impl S3Client {
                         .and_then(|p| p.strip_prefix(&prefix))
                         .map(|p| p.trim_end_matches('/'))
                     {
-                        out.push(Listed {
+                        out.push(ListedObject {
                             name: name.to_string(),
                             size: 0,
                             modified: OffsetDateTime::UNIX_EPOCH,
@@ -194,7 +188,7 @@ impl S3Client {
                 for o in page.contents() {
                     let Some(key) = o.key() else { continue };
                     let name = key.strip_prefix(&prefix).unwrap_or(key);
-                    out.push(Listed {
+                    out.push(ListedObject {
                         name: name.to_string(),
                         size: o.size().unwrap_or(0).max(0) as u64,
                         modified: to_offset(o.last_modified()),
@@ -412,56 +406,22 @@ impl ReplicaClient for S3Client {
 
     async fn generations(&self) -> Result<Vec<Generation>> {
         let dir = layout::generations_dir(&self.root);
-        let mut gens: Vec<Generation> = self
-            .list(&dir, true)
-            .await?
-            .into_iter()
-            .filter_map(|l| Generation::parse(&l.name))
-            .collect();
-        gens.sort();
-        gens.dedup();
-        Ok(gens)
+        let listed = self.list(&dir, true).await?;
+        Ok(listing::generations_from_names(
+            listed.iter().map(|l| &l.name),
+        ))
     }
 
     async fn snapshots(&self, generation: &Generation) -> Result<Vec<SnapshotInfo>> {
         let dir = layout::snapshots_dir(&self.root, generation);
-        let mut out: Vec<SnapshotInfo> = self
-            .list(&dir, false)
-            .await?
-            .into_iter()
-            .filter_map(|l| {
-                let index = layout::parse_snapshot_name(&l.name)?;
-                Some(SnapshotInfo {
-                    generation: generation.clone(),
-                    index,
-                    size: l.size,
-                    created_at: l.modified,
-                })
-            })
-            .collect();
-        out.sort_by_key(|s| s.index);
-        Ok(out)
+        let listed = self.list(&dir, false).await?;
+        Ok(listing::snapshots_from_listing(generation, listed))
     }
 
     async fn wal_segments(&self, generation: &Generation) -> Result<Vec<WalSegmentInfo>> {
         let dir = layout::wal_dir(&self.root, generation);
-        let mut out: Vec<WalSegmentInfo> = self
-            .list(&dir, false)
-            .await?
-            .into_iter()
-            .filter_map(|l| {
-                let (index, offset) = layout::parse_wal_segment_name(&l.name)?;
-                Some(WalSegmentInfo {
-                    generation: generation.clone(),
-                    index,
-                    offset,
-                    size: l.size,
-                    created_at: l.modified,
-                })
-            })
-            .collect();
-        out.sort_by_key(|s| (s.index, s.offset));
-        Ok(out)
+        let listed = self.list(&dir, false).await?;
+        Ok(listing::wal_segments_from_listing(generation, listed))
     }
 
     async fn open_snapshot(&self, generation: &Generation, index: u32) -> Result<ByteStream> {
@@ -487,30 +447,19 @@ impl ReplicaClient for S3Client {
     ) -> Result<SnapshotInfo> {
         let key = layout::snapshot_path(&self.root, generation, index);
         let size = self.put(&key, data).await?;
-        Ok(SnapshotInfo {
-            generation: generation.clone(),
+        Ok(SnapshotInfo::new(
+            generation,
             index,
             size,
-            created_at: OffsetDateTime::now_utc(),
-        })
+            OffsetDateTime::now_utc(),
+        ))
     }
 
     async fn write_wal_segment(&self, pos: &Pos, data: ByteStream) -> Result<WalSegmentInfo> {
-        if !layout::offset_fits_name(pos.offset) {
-            return Err(Error::InvalidArgument(format!(
-                "wal offset {} of {pos} does not fit an 8-digit segment name",
-                pos.offset
-            )));
-        }
+        layout::check_offset_fits_name(pos)?;
         let key = layout::wal_segment_path(&self.root, &pos.generation, pos.index, pos.offset);
         let size = self.put(&key, data).await?;
-        Ok(WalSegmentInfo {
-            generation: pos.generation.clone(),
-            index: pos.index,
-            offset: pos.offset,
-            size,
-            created_at: OffsetDateTime::now_utc(),
-        })
+        Ok(WalSegmentInfo::at(pos, size, OffsetDateTime::now_utc()))
     }
 
     async fn delete_snapshot(&self, generation: &Generation, index: u32) -> Result<()> {

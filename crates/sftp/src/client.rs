@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use litestream_core::config::ReplicaConfig;
 use litestream_core::layout;
+use litestream_core::listing::{self, ListedObject};
 use litestream_core::metrics::{record_operation, Operation};
 use litestream_core::retry::RetryConfig;
 use litestream_core::{
@@ -39,12 +40,15 @@ impl fmt::Debug for SftpClient {
     }
 }
 
-/// One directory entry: name, whether it is a directory, size and mtime.
+/// One directory entry: whether it is a directory, and its name, size and mtime.
 struct Entry {
-    name: String,
     is_dir: bool,
-    size: u64,
-    mtime: OffsetDateTime,
+    object: ListedObject,
+}
+
+/// The entries of a listing that are not directories.
+fn files(entries: Vec<Entry>) -> impl Iterator<Item = ListedObject> {
+    entries.into_iter().filter(|e| !e.is_dir).map(|e| e.object)
 }
 
 fn mtime(attrs: &FileAttributes) -> OffsetDateTime {
@@ -170,9 +174,11 @@ impl SftpClient {
                                 }
                                 out.push(Entry {
                                     is_dir: f.attrs.is_dir(),
-                                    size: f.attrs.size.unwrap_or(0),
-                                    mtime: mtime(&f.attrs),
-                                    name: f.filename,
+                                    object: ListedObject {
+                                        size: f.attrs.size.unwrap_or(0),
+                                        modified: mtime(&f.attrs),
+                                        name: f.filename,
+                                    },
                                 });
                             }
                         }
@@ -405,7 +411,7 @@ impl SftpClient {
             let entries = self.list(&d).await?;
             stack.push((d.clone(), true));
             for e in entries {
-                let child = layout::join(&[&d, &e.name]);
+                let child = layout::join(&[&d, &e.object.name]);
                 if e.is_dir {
                     stack.push((child, false));
                 } else {
@@ -432,55 +438,25 @@ impl ReplicaClient for SftpClient {
     }
 
     async fn generations(&self) -> Result<Vec<Generation>> {
-        let mut gens: Vec<Generation> = self
-            .list(&layout::generations_dir(self.root()))
-            .await?
-            .into_iter()
-            .filter(|e| e.is_dir)
-            .filter_map(|e| Generation::parse(&e.name))
-            .collect();
-        gens.sort();
-        Ok(gens)
+        let entries = self.list(&layout::generations_dir(self.root())).await?;
+        Ok(listing::generations_from_names(
+            entries.iter().filter(|e| e.is_dir).map(|e| &e.object.name),
+        ))
     }
 
     async fn snapshots(&self, generation: &Generation) -> Result<Vec<SnapshotInfo>> {
-        let mut out: Vec<SnapshotInfo> = self
+        let entries = self
             .list(&layout::snapshots_dir(self.root(), generation))
-            .await?
-            .into_iter()
-            .filter(|e| !e.is_dir)
-            .filter_map(|e| {
-                Some(SnapshotInfo {
-                    generation: generation.clone(),
-                    index: layout::parse_snapshot_name(&e.name)?,
-                    size: e.size,
-                    created_at: e.mtime,
-                })
-            })
-            .collect();
-        out.sort_by_key(|s| s.index);
-        Ok(out)
+            .await?;
+        Ok(listing::snapshots_from_listing(generation, files(entries)))
     }
 
     async fn wal_segments(&self, generation: &Generation) -> Result<Vec<WalSegmentInfo>> {
-        let mut out: Vec<WalSegmentInfo> = self
-            .list(&layout::wal_dir(self.root(), generation))
-            .await?
-            .into_iter()
-            .filter(|e| !e.is_dir)
-            .filter_map(|e| {
-                let (index, offset) = layout::parse_wal_segment_name(&e.name)?;
-                Some(WalSegmentInfo {
-                    generation: generation.clone(),
-                    index,
-                    offset,
-                    size: e.size,
-                    created_at: e.mtime,
-                })
-            })
-            .collect();
-        out.sort_by_key(|s| (s.index, s.offset));
-        Ok(out)
+        let entries = self.list(&layout::wal_dir(self.root(), generation)).await?;
+        Ok(listing::wal_segments_from_listing(
+            generation,
+            files(entries),
+        ))
     }
 
     async fn open_snapshot(&self, generation: &Generation, index: u32) -> Result<ByteStream> {
@@ -506,30 +482,14 @@ impl ReplicaClient for SftpClient {
     ) -> Result<SnapshotInfo> {
         let path = layout::snapshot_path(self.root(), generation, index);
         let (size, created_at) = self.write_atomic(&path, data).await?;
-        Ok(SnapshotInfo {
-            generation: generation.clone(),
-            index,
-            size,
-            created_at,
-        })
+        Ok(SnapshotInfo::new(generation, index, size, created_at))
     }
 
     async fn write_wal_segment(&self, pos: &Pos, data: ByteStream) -> Result<WalSegmentInfo> {
-        if !layout::offset_fits_name(pos.offset) {
-            return Err(Error::InvalidArgument(format!(
-                "wal offset {} of {pos} does not fit an 8-digit segment name",
-                pos.offset
-            )));
-        }
+        layout::check_offset_fits_name(pos)?;
         let path = layout::wal_segment_path(self.root(), &pos.generation, pos.index, pos.offset);
         let (size, created_at) = self.write_atomic(&path, data).await?;
-        Ok(WalSegmentInfo {
-            generation: pos.generation.clone(),
-            index: pos.index,
-            offset: pos.offset,
-            size,
-            created_at,
-        })
+        Ok(WalSegmentInfo::at(pos, size, created_at))
     }
 
     async fn delete_snapshot(&self, generation: &Generation, index: u32) -> Result<()> {
