@@ -3,7 +3,7 @@
 # v0.3.13, both restoring the same replica from a PRIVATE local S3 server (own free port; the
 # shared test server is never touched). Run on demand (not in CI).
 #
-#   bash benches/s3_restore.sh [--runs N] [--scenario a|b] [--server moto|s3s-fs]
+#   bash benches/s3_restore.sh [--runs N] [--scenario a|b] [--server moto|s3s-fs] [--latency-ms N]
 #
 # Servers:
 #   moto    (default) the test suite's moto server (Python, one process): every request costs it
@@ -12,6 +12,7 @@
 #           behind benches/s3-server, a small front end that sets TCP_NODELAY as production S3
 #           servers do (the s3s-fs binary does not, and then every GET waits 40 ms for a delayed
 #           ACK) and logs one line per request. Built on first use (a few minutes).
+#           --latency-ms N holds every response back N ms (a remote store's time to first byte).
 #
 # The replica is one cached by benches/restore.sh (written by the real v0.3.13 `replicate`):
 # $BENCH_DIR/scenario-<S>/replica. Run `bash benches/restore.sh --scenarios b` once first if it
@@ -30,6 +31,7 @@
 #   BENCH_DIR              default /tmp/litestream-bench
 #   TEST_SERVERS_DIR       where moto's venv is (default <repo>/.test-servers; scripts/test-servers/start.sh installs it)
 #   S3S_SERVER_BIN         use this bench-s3-server binary (no build)
+#   OURS_RESTORE_FLAGS     extra flags for our restore only (e.g. "-parallelism 32")
 #   BENCH_SKIP_BUILD=1     use the existing release binary as is
 set -euo pipefail
 
@@ -40,11 +42,13 @@ log() { echo "[s3-restore-bench] $*" >&2; }
 RUNS=3
 SCENARIO=b
 SERVER=moto
+LATENCY_MS=0
 while [ $# -gt 0 ]; do
   case $1 in
     --runs) RUNS=$2; shift 2 ;;
     --scenario|--scenarios) SCENARIO=$2; shift 2 ;;
     --server) SERVER=$2; shift 2 ;;
+    --latency-ms) LATENCY_MS=$2; shift 2 ;;
     *) log "unknown argument $1"; exit 2 ;;
   esac
 done
@@ -85,6 +89,7 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 SERVER_LOG=$WORK/server.log
 case $SERVER in
   moto)
+    [ "$LATENCY_MS" = 0 ] || { log "--latency-ms needs --server s3s-fs"; exit 2; }
     TSD=${TEST_SERVERS_DIR:-$ROOT/.test-servers}
     MOTO=$TSD/venv/bin/moto_server
     [ -x "$MOTO" ] || { log "ERROR: $MOTO missing; run: bash scripts/test-servers/start.sh"; exit 1; }
@@ -107,7 +112,7 @@ case $SERVER in
     cp -al "$REPLICA" "$WORK/s3root/bench/bench/$SCENARIO"
     log "private s3s-fs (benches/s3-server) on 127.0.0.1:$PORT (access log $SERVER_LOG)"
     "$S3S" --port "$PORT" --access-key test --secret-key testtest --access-log "$SERVER_LOG" \
-      "$WORK/s3root" </dev/null 2>"$WORK/server.stderr" &
+      --latency-ms "$LATENCY_MS" "$WORK/s3root" </dev/null 2>"$WORK/server.stderr" &
     SERVER_PID=$!
     ;;
   *) log "unknown server $SERVER (moto or s3s-fs)"; exit 2 ;;
@@ -121,7 +126,7 @@ for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && brea
 
 log "ours:   $OURS"
 log "theirs: $THEIRS"
-python3 - "$OURS" "$THEIRS" "$PORT" "$REPLICA" "$SCENARIO" "$RUNS" "$WORK" "$SERVER_PID" "$SERVER" \
+LATENCY_MS=$LATENCY_MS python3 - "$OURS" "$THEIRS" "$PORT" "$REPLICA" "$SCENARIO" "$RUNS" "$WORK" "$SERVER_PID" "$SERVER" \
   "$SERVER_LOG" <<'PY'
 import concurrent.futures, http.client, os, re, sqlite3, statistics, subprocess, sys, time
 
@@ -204,6 +209,7 @@ for k in ("LITESTREAM_CONFIG", "AWS_CA_BUNDLE", "AWS_PROFILE", "LITESTREAM_ACCES
 out_dir = os.path.join(work, "out")
 os.makedirs(out_dir, exist_ok=True)
 tools = {"v0.3.13": theirs, "ours": ours}
+extra = {"v0.3.13": [], "ours": os.environ.get("OURS_RESTORE_FLAGS", "").split()}
 res = {t: [] for t in tools}
 reference = None
 failed = False
@@ -220,7 +226,7 @@ for i in range(runs):
         out = os.path.join(out_dir, f"{t}-{i}.db")
         before = len(log_lines())
         cpu0 = server_cpu()
-        p = subprocess.run(["/usr/bin/time", "-f", "%e %M", tools[t], "restore", "-o", out, url],
+        p = subprocess.run(["/usr/bin/time", "-f", "%e %M", tools[t], "restore", *extra[t], "-o", out, url],
                            env=env, capture_output=True, text=True)
         time.sleep(0.5)  # let the server flush its log
         server_s = server_cpu() - cpu0
@@ -249,7 +255,9 @@ for i in range(runs):
                 os.remove(fp)
 
 print(f"\nS3 restore, scenario {scenario}: {len(files)} objects, {total/1e6:.1f} MB, "
-      f"private {server} on 127.0.0.1:{port}, {runs} runs per tool\n")
+      f"private {server} on 127.0.0.1:{port}, {runs} runs per tool"
+      + (f", response latency {os.environ.get('LATENCY_MS')} ms" if os.environ.get("LATENCY_MS", "0") != "0" else "")
+      + (f", our flags: {' '.join(extra['ours'])}" if extra["ours"] else "") + "\n")
 print("| tool | median wall s | runs (s) | max RSS MB | requests per restore | by kind | server CPU s (median) |")
 print("|---|---|---|---|---|---|---|")
 med = {}

@@ -10,8 +10,11 @@
 //! * one access-log line per request (`METHOD URI STATUS`), so the benchmark counts requests
 //!   without debug tracing.
 //!
-//! Usage: `bench-s3-server --port PORT --access-key AK --secret-key SK --access-log FILE ROOT`
-//! (listens on 127.0.0.1).
+//! With `--latency-ms N` every response is held back N ms before it is sent, a stand-in for a
+//! remote store's time to first byte (tens of ms for S3 from outside its region).
+//!
+//! Usage: `bench-s3-server --port PORT --access-key AK --secret-key SK --access-log FILE
+//! [--latency-ms N] ROOT` (listens on 127.0.0.1).
 
 use std::fs::File;
 use std::io::{LineWriter, Write};
@@ -31,12 +34,14 @@ struct Options {
     access_key: String,
     secret_key: String,
     access_log: PathBuf,
+    latency: std::time::Duration,
     root: PathBuf,
 }
 
 fn parse_options() -> Result<Options> {
     let mut args = std::env::args().skip(1);
     let (mut port, mut ak, mut sk, mut log, mut root) = (None, None, None, None, None);
+    let mut latency_ms = 0u64;
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
         match a.as_str() {
@@ -44,6 +49,9 @@ fn parse_options() -> Result<Options> {
             "--access-key" => ak = Some(value("--access-key")?),
             "--secret-key" => sk = Some(value("--secret-key")?),
             "--access-log" => log = Some(PathBuf::from(value("--access-log")?)),
+            "--latency-ms" => {
+                latency_ms = value("--latency-ms")?.parse().context("--latency-ms")?
+            }
             _ if a.starts_with('-') => bail!("unknown option {a}"),
             _ => root = Some(PathBuf::from(a)),
         }
@@ -53,6 +61,7 @@ fn parse_options() -> Result<Options> {
         access_key: ak.context("--access-key is required")?,
         secret_key: sk.context("--secret-key is required")?,
         access_log: log.context("--access-log is required")?,
+        latency: std::time::Duration::from_millis(latency_ms),
         root: root.context("ROOT directory is required")?,
     })
 }
@@ -68,6 +77,7 @@ async fn main() -> Result<()> {
     let log = File::create(&opts.access_log)
         .with_context(|| format!("creating {}", opts.access_log.display()))?;
     let log = Arc::new(Mutex::new(LineWriter::new(log)));
+    let latency = opts.latency;
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port))
         .await
@@ -84,6 +94,9 @@ async fn main() -> Result<()> {
                 let log = log.clone();
                 let line = format!("{} {}", req.method(), req.uri());
                 async move {
+                    if !latency.is_zero() {
+                        tokio::time::sleep(latency).await;
+                    }
                     let result = hyper::service::Service::call(&service, req).await;
                     let status = match &result {
                         Ok(resp) => resp.status().as_u16().to_string(),
