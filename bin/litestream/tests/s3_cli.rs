@@ -13,22 +13,19 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::Output;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::s3::Moto;
+use common::scenarios;
 use common::{
-    assert_exit, assert_files_equal, assert_integrity_ok, count_rows, describe, insert,
-    litestream_v0313, litestream_v0517, our_bin, run, sigint_and_wait, spawn_replicate,
+    all_rows, assert_exit, assert_files_equal, assert_integrity_ok, count_rows, free_port, insert,
+    litestream_v0313, litestream_v0517, our_bin, output_text, sigint_and_wait, spawn_replicate,
+    spawn_replicate_with, test_env, HEALTHCHECK,
 };
 
 fn env(name: &str) -> String {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => v,
-        _ => panic!(
-            "{name} is not set: the s3 CLI tests need the local S3 server; run scripts/test.sh \
-             (or eval \"$(bash scripts/test-servers/start.sh)\")"
-        ),
-    }
+    test_env(name, "the s3 CLI tests need the local S3 server")
 }
 
 /// Port of the shared S3 test server.
@@ -41,36 +38,23 @@ fn s3_port() -> String {
         .to_string()
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-const HEALTHCHECK: &[&str] = &["-if-db-not-exists", "-if-replica-exists"];
-
-/// A temp dir, a source db and a fresh key prefix in the shared bucket.
-struct Case {
-    dir: tempfile::TempDir,
-    db: PathBuf,
+/// The s3 side of a case: a fresh key prefix in the shared bucket.
+struct S3 {
     prefix: String,
 }
 
+/// A temp dir, a source db and a fresh key prefix in the shared bucket.
+type Case = scenarios::Case<S3>;
+
 impl Case {
     fn new(tag: &str) -> Case {
-        let dir = tempfile::tempdir().unwrap();
         let n = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_nanos();
-        Case {
-            db: dir.path().join("src.db"),
+        Case::with_replica(S3 {
             prefix: format!("s3-cli/{tag}-{:x}-{n:x}/app.sqlite", std::process::id()),
-            dir,
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        })
     }
 
     /// The healthcheck's URL form: `s3://BUCKET.localhost:PORT/PREFIX` (path style, plain HTTP).
@@ -79,13 +63,12 @@ impl Case {
             "s3://{}.localhost:{}/{}",
             env("TEST_S3_BUCKET"),
             s3_port(),
-            self.prefix
+            self.replica.prefix
         )
     }
 
     /// A v0.3.13-style config with the replica in the shared bucket.
     fn config(&self) -> PathBuf {
-        let p = self.path("litestream.yml");
         let text = format!(
             "dbs:\n  - path: {db}\n    replicas:\n      - type: s3\n        bucket: {bucket}\n        \
              path: {prefix}\n        endpoint: {endpoint}\n        region: {region}\n        \
@@ -93,21 +76,13 @@ impl Case {
              secret-access-key: {secret}\n        sync-interval: 500ms\n",
             db = self.db.display(),
             bucket = env("TEST_S3_BUCKET"),
-            prefix = self.prefix,
+            prefix = self.replica.prefix,
             endpoint = env("TEST_S3_ENDPOINT"),
             region = env("TEST_S3_REGION"),
             key = env("TEST_S3_ACCESS_KEY_ID"),
             secret = env("TEST_S3_SECRET_ACCESS_KEY"),
         );
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-
-    fn create_db(&self) {
-        let conn = rusqlite::Connection::open(&self.db).unwrap();
-        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-        conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)", [])
-            .unwrap();
+        self.write_file("litestream.yml", &text)
     }
 }
 
@@ -130,71 +105,34 @@ fn workload(case: &Case, bin: &Path, tag: &str) {
     sigint_and_wait(child, &log);
 }
 
-/// `restore` in URL mode with credentials only in the environment (as the healthcheck runs).
+/// `restore` in URL mode with the shared server's credentials only in the environment (as
+/// the healthcheck runs).
 fn restore_url(bin: &Path, url: &str, out: &Path, extra: &[&str], secret: &str) -> Output {
-    let mut cmd = Command::new(bin);
-    cmd.arg("restore")
-        .args(extra)
-        .arg("-o")
-        .arg(out)
-        .arg(url)
-        .env_remove("LITESTREAM_CONFIG")
-        .env_remove("LITESTREAM_ACCESS_KEY_ID")
-        .env_remove("LITESTREAM_SECRET_ACCESS_KEY")
-        .env_remove("AWS_CA_BUNDLE")
-        .env_remove("AWS_PROFILE")
-        .env("AWS_ACCESS_KEY_ID", env("TEST_S3_ACCESS_KEY_ID"))
-        .env("AWS_SECRET_ACCESS_KEY", secret);
-    run(&mut cmd)
-}
-
-fn output_text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    common::s3::restore_url(bin, url, out, extra, &env("TEST_S3_ACCESS_KEY_ID"), secret)
 }
 
 /// A replica written by the real v0.3.13: the healthcheck command restores it (byte-identical
 /// to v0.3.13's own restore), exits 0 creating nothing when there is no replica, and exits 0
-/// leaving an existing database alone.
+/// leaving an existing database alone (bytes and mtime).
 #[test]
 fn s3_healthcheck_restore_url_mode_with_env_credentials() {
     let case = Case::new("healthcheck");
     workload(&case, &litestream_v0313(), "v0313");
     let secret = env("TEST_S3_SECRET_ACCESS_KEY");
-
-    // No replica under this prefix: exit 0, nothing created.
-    let none = case.path("none.db");
     let empty_url = format!("{}-nothing-here", case.url());
-    let out = restore_url(&our_bin(), &empty_url, &none, HEALTHCHECK, &secret);
-    assert_exit(&out, 0, "healthcheck restore without a replica");
-    assert!(
-        !none.exists(),
-        "created {}: {}",
-        none.display(),
-        describe(&out)
+    let ours = scenarios::assert_healthcheck_restore(
+        &case,
+        &|out| restore_url(&our_bin(), &case.url(), out, HEALTHCHECK, &secret),
+        &|out| restore_url(&our_bin(), &empty_url, out, HEALTHCHECK, &secret),
+        None,
+        "URL",
     );
 
-    // Replica exists: restored, identical to v0.3.13's restore of the same replica.
-    let ours = case.path("ours.db");
-    let out = restore_url(&our_bin(), &case.url(), &ours, HEALTHCHECK, &secret);
-    assert_exit(&out, 0, "healthcheck restore of a v0.3.13 replica");
-    assert_integrity_ok(&ours, "our restore");
-    assert_eq!(count_rows(&ours), count_rows(&case.db));
+    // Identical to v0.3.13's restore of the same replica.
     let theirs = case.path("theirs.db");
     let out = restore_url(&litestream_v0313(), &case.url(), &theirs, &[], &secret);
     assert_exit(&out, 0, "v0.3.13 restore");
     assert_files_equal(&theirs, &ours, "our restore vs v0.3.13's restore");
-
-    // Database exists: exit 0, untouched.
-    let before = std::fs::read(&ours).unwrap();
-    let mtime = std::fs::metadata(&ours).unwrap().modified().unwrap();
-    let out = restore_url(&our_bin(), &case.url(), &ours, HEALTHCHECK, &secret);
-    assert_exit(&out, 0, "healthcheck restore with an existing db");
-    assert_eq!(std::fs::read(&ours).unwrap(), before);
-    assert_eq!(std::fs::metadata(&ours).unwrap().modified().unwrap(), mtime);
 }
 
 /// A replica we write (first snapshot over one multipart part, several WAL indexes) is
@@ -204,23 +142,19 @@ fn s3_healthcheck_restore_url_mode_with_env_credentials() {
 fn s3_we_replicate_litestream_v0313_and_v0517_restore() {
     let case = Case::new("we-replicate");
     workload(&case, &our_bin(), "ours");
-    let theirs = case.path("theirs.db");
     let secret = env("TEST_S3_SECRET_ACCESS_KEY");
-    let out = restore_url(&litestream_v0313(), &case.url(), &theirs, &[], &secret);
-    assert_exit(&out, 0, "v0.3.13 restore of our replica");
-    assert_integrity_ok(&theirs, "v0.3.13 restore");
-    assert_eq!(count_rows(&theirs), count_rows(&case.db));
-    let ours = case.path("ours.db");
-    let out = restore_url(&our_bin(), &case.url(), &ours, &[], &secret);
-    assert_exit(&out, 0, "our restore of our replica");
-    assert_files_equal(&theirs, &ours, "our restore vs v0.3.13's restore");
+    scenarios::assert_restore_identical_to_v0313(
+        &case,
+        &|bin, out| restore_url(bin, &case.url(), out, &[], &secret),
+        "our replica",
+    );
 
     // v0.5.17 (aws-sdk-go-v2 breaks with AWS_CA_BUNDLE set, so restore_url removes it).
     let v05 = case.path("v0517.db");
     let url = format!(
         "s3://{}/{}?endpoint={}&forcePathStyle=true&region={}",
         env("TEST_S3_BUCKET"),
-        case.prefix,
+        case.replica.prefix,
         env("TEST_S3_ENDPOINT"),
         env("TEST_S3_REGION")
     );
@@ -233,16 +167,6 @@ fn s3_we_replicate_litestream_v0313_and_v0517_restore() {
         all_rows(&case.db),
         "v0.5.17 restore vs source"
     );
-}
-
-/// Every row as (id, v), in id order.
-fn all_rows(db: &Path) -> Vec<(i64, Vec<u8>)> {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = conn.prepare("SELECT id, v FROM t ORDER BY id").unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect()
 }
 
 /// An endpoint nobody listens on and a bucket that does not exist: exit 1 with an error that
@@ -280,32 +204,9 @@ fn s3_bad_endpoint_and_missing_bucket_are_clear_errors_without_the_secret() {
 /// `POST /moto-api/reset-auth 0` makes moto check every later request's key and signature.
 struct AuthMoto {
     port: u16,
-    child: Child,
     key: String,
     secret: String,
-}
-
-impl Drop for AuthMoto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One raw HTTP/1.1 request to 127.0.0.1:`port`; returns the whole response.
-fn http(port: u16, method: &str, path: &str, headers: &str, body: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}Content-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    resp
+    _moto: Moto,
 }
 
 fn xml_value(resp: &str, tag: &str) -> String {
@@ -331,37 +232,11 @@ fn percent_encode(s: &str) -> String {
 
 impl AuthMoto {
     fn start(bucket: &str, log: &Path) -> AuthMoto {
-        let bin = PathBuf::from(env("TEST_SERVERS_DIR")).join("venv/bin/moto_server");
-        assert!(
-            bin.exists(),
-            "{} missing: run scripts/test.sh",
-            bin.display()
-        );
-        let port = free_port();
-        let log = std::fs::File::create(log).unwrap();
-        let child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut m = AuthMoto {
-            port,
-            child,
-            key: String::new(),
-            secret: String::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "private moto did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let moto = Moto::start(log);
         // Before auth is on, moto checks no signature; the Authorization header's scope only
         // routes the request to IAM.
         let iam = |body: &str| {
-            let resp = http(
-                port,
+            let resp = moto.http(
                 "POST",
                 "/",
                 "Content-Type: application/x-www-form-urlencoded\r\nAuthorization: \
@@ -379,19 +254,22 @@ impl AuthMoto {
             percent_encode(policy)
         ));
         let resp = iam("Action=CreateAccessKey&UserName=litestream");
-        m.key = xml_value(&resp, "AccessKeyId");
-        m.secret = xml_value(&resp, "SecretAccessKey");
-        let resp = http(port, "PUT", &format!("/{bucket}"), "", "");
-        assert!(resp.starts_with("HTTP/1.1 200"), "create bucket: {resp}");
-        let resp = http(
-            port,
+        let key = xml_value(&resp, "AccessKeyId");
+        let secret = xml_value(&resp, "SecretAccessKey");
+        moto.create_bucket(bucket);
+        let resp = moto.http(
             "POST",
             "/moto-api/reset-auth",
             "Content-Type: text/plain\r\n",
             "0",
         );
         assert!(resp.starts_with("HTTP/1.1 200"), "reset-auth: {resp}");
-        m
+        AuthMoto {
+            port: moto.port,
+            key,
+            secret,
+            _moto: moto,
+        }
     }
 }
 
@@ -407,20 +285,7 @@ fn s3_wrong_credentials_are_a_clear_error_without_the_secret() {
     let moto = AuthMoto::start(bucket, &case.path("moto.log"));
     let url = format!("s3://{bucket}.localhost:{}/app.sqlite", moto.port);
     let restore = |key: &str, secret: &str, out: &Path, extra: &[&str]| {
-        let mut cmd = Command::new(our_bin());
-        cmd.arg("restore")
-            .args(extra)
-            .arg("-o")
-            .arg(out)
-            .arg(&url)
-            .env_remove("LITESTREAM_CONFIG")
-            .env_remove("LITESTREAM_ACCESS_KEY_ID")
-            .env_remove("LITESTREAM_SECRET_ACCESS_KEY")
-            .env_remove("AWS_CA_BUNDLE")
-            .env_remove("AWS_PROFILE")
-            .env("AWS_ACCESS_KEY_ID", key)
-            .env("AWS_SECRET_ACCESS_KEY", secret);
-        run(&mut cmd)
+        common::s3::restore_url(&our_bin(), &url, out, extra, key, secret)
     };
 
     // Control: the right key and secret are accepted (no replica yet: exit 0, nothing made).
@@ -470,18 +335,7 @@ fn s3_wrong_credentials_are_a_clear_error_without_the_secret() {
     )
     .unwrap();
     let log = case.path("replicate-wrong.log");
-    let logf = std::fs::File::create(&log).unwrap();
-    let mut child = Command::new(our_bin())
-        .args(["replicate", "-config"])
-        .arg(&cfg)
-        .env_remove("LITESTREAM_CONFIG")
-        .env_remove("AWS_CA_BUNDLE")
-        .env("LITESTREAM_LOG", "debug")
-        .stdin(Stdio::null())
-        .stdout(logf.try_clone().unwrap())
-        .stderr(logf)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_replicate_with(&our_bin(), &cfg, &log, &[("LITESTREAM_LOG", "debug")]);
     std::thread::sleep(Duration::from_secs(4));
     let _ = child.kill();
     let _ = child.wait();

@@ -23,90 +23,21 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{assert_exit, assert_integrity_ok, describe, litestream_v0313, our_bin, run};
+use common::s3::Moto;
+use common::{
+    all_rows as rows, assert_exit, assert_integrity_ok, create_db, describe, free_port,
+    litestream_v0313, our_bin, random_blob, signal_and_wait, spawn_replicate,
+};
 
 const BUCKET: &str = "fault-cli-bucket";
 const KEY: &str = "test";
 const SECRET: &str = "testtest";
-
-fn env(name: &str) -> String {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => v,
-        _ => panic!(
-            "{name} is not set: the s3 fault tests need the test servers' moto venv; run \
-             scripts/test.sh (or eval \"$(bash scripts/test-servers/start.sh)\")"
-        ),
-    }
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-// ------------------------------------------------------------------------------------------
-// a private moto server
-// ------------------------------------------------------------------------------------------
-
-/// A moto server of our own on a free port (killed on drop, by its pid).
-struct OwnMoto {
-    port: u16,
-    child: Child,
-}
-
-impl OwnMoto {
-    fn start(log: &Path) -> OwnMoto {
-        let bin = PathBuf::from(env("TEST_SERVERS_DIR")).join("venv/bin/moto_server");
-        assert!(
-            bin.exists(),
-            "{} missing: run scripts/test.sh (it installs moto)",
-            bin.display()
-        );
-        let port = free_port();
-        let log = std::fs::File::create(log).unwrap();
-        let child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn moto_server");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "private moto did not start");
-            thread::sleep(Duration::from_millis(100));
-        }
-        OwnMoto { port, child }
-    }
-
-    /// `PUT /bucket` (moto accepts unsigned requests unless auth is switched on).
-    fn create_bucket(&self, bucket: &str) {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(
-            s,
-            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\n\
-             Connection: close\r\n\r\n",
-            self.port
-        )
-        .unwrap();
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).unwrap();
-        assert!(resp.starts_with("HTTP/1.1 200"), "create bucket: {resp}");
-    }
-}
-
-impl Drop for OwnMoto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 // ------------------------------------------------------------------------------------------
 // the fault proxy
@@ -305,23 +236,6 @@ fn handle(
 // database, load, replicate, restore
 // ------------------------------------------------------------------------------------------
 
-fn create_db(db: &Path) {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)", [])
-        .unwrap();
-}
-
-/// Every row as (id, v), in id order.
-fn rows(db: &Path) -> Vec<(i64, Vec<u8>)> {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = conn.prepare("SELECT id, v FROM t ORDER BY id").unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect()
-}
-
 /// A writer thread committing a few rows every 50 ms (now and then a bigger commit) until
 /// `stop` is set; returns the number of commits.
 fn spawn_writer(db: PathBuf, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
@@ -338,15 +252,11 @@ fn spawn_writer(db: PathBuf, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
             };
             let tx = conn.unchecked_transaction().unwrap();
             for _ in 0..n {
-                let blob: Vec<u8> = (0..size)
-                    .map(|_| {
-                        seed ^= seed << 13;
-                        seed ^= seed >> 7;
-                        seed ^= seed << 17;
-                        seed as u8
-                    })
-                    .collect();
-                tx.execute("INSERT INTO t(v) VALUES (?1)", [blob]).unwrap();
+                tx.execute(
+                    "INSERT INTO t(v) VALUES (?1)",
+                    [random_blob(&mut seed, size)],
+                )
+                .unwrap();
             }
             tx.commit().unwrap();
             commits += 1;
@@ -370,19 +280,7 @@ fn write_config(path: &Path, db: &Path, endpoint: &str, prefix: &str) {
 /// `restore` in URL mode straight from moto (not through the proxy).
 fn restore_direct(bin: &Path, moto_port: u16, prefix: &str, out: &Path) -> Output {
     let url = format!("s3://{BUCKET}.localhost:{moto_port}/{prefix}");
-    let mut cmd = Command::new(bin);
-    cmd.arg("restore")
-        .arg("-o")
-        .arg(out)
-        .arg(url)
-        .env_remove("LITESTREAM_CONFIG")
-        .env_remove("LITESTREAM_ACCESS_KEY_ID")
-        .env_remove("LITESTREAM_SECRET_ACCESS_KEY")
-        .env_remove("AWS_CA_BUNDLE")
-        .env_remove("AWS_PROFILE")
-        .env("AWS_ACCESS_KEY_ID", KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET);
-    run(&mut cmd)
+    common::s3::restore_url(bin, &url, out, &[], KEY, SECRET)
 }
 
 fn log_text(log: &Path) -> String {
@@ -398,7 +296,7 @@ fn assert_running(child: &mut Child, log: &Path, when: &str) {
 #[test]
 fn s3_replicate_survives_5xx_dropped_connections_and_a_server_outage() {
     let dir = tempfile::tempdir().unwrap();
-    let moto = OwnMoto::start(&dir.path().join("moto.log"));
+    let moto = Moto::start(&dir.path().join("moto.log"));
     moto.create_bucket(BUCKET);
     let proxy = FaultProxy::start(moto.port);
 
@@ -408,17 +306,7 @@ fn s3_replicate_survives_5xx_dropped_connections_and_a_server_outage() {
     let cfg = dir.path().join("litestream.yml");
     write_config(&cfg, &db, &proxy.endpoint(), &prefix);
     let log = dir.path().join("replicate.log");
-    let logf = std::fs::File::create(&log).unwrap();
-    let mut child = Command::new(our_bin())
-        .args(["replicate", "-config"])
-        .arg(&cfg)
-        .env_remove("LITESTREAM_CONFIG")
-        .env_remove("AWS_CA_BUNDLE")
-        .stdin(Stdio::null())
-        .stdout(logf.try_clone().unwrap())
-        .stderr(logf)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_replicate(&our_bin(), &cfg, &log);
 
     let stop = Arc::new(AtomicBool::new(false));
     let writer = spawn_writer(db.clone(), stop.clone());
@@ -466,30 +354,7 @@ fn s3_replicate_survives_5xx_dropped_connections_and_a_server_outage() {
     }
 
     // Final sync on SIGTERM.
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            assert!(
-                st.success(),
-                "replicate exited with {st}; log:\n{}",
-                log_text(&log)
-            );
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!(
-                "replicate did not stop after SIGTERM; log:\n{}",
-                log_text(&log)
-            );
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
+    signal_and_wait(child, "TERM", &log);
 
     let faults = proxy.faults.load(Ordering::SeqCst);
     let passed = proxy.passed.load(Ordering::SeqCst);
@@ -510,23 +375,16 @@ fn s3_replicate_survives_5xx_dropped_connections_and_a_server_outage() {
     assert!(failures > 0, "replicate logged no failure; log:\n{text}");
     drop(proxy);
 
-    let ours = dir.path().join("ours.db");
-    let out = restore_direct(&our_bin(), moto.port, &prefix, &ours);
-    assert_exit(&out, 0, "our restore after the faults");
-    assert_integrity_ok(&ours, "our restore");
-    assert!(
-        rows(&ours) == expected,
-        "our restore differs from the source"
-    );
-
-    let theirs = dir.path().join("theirs.db");
-    let out = restore_direct(&litestream_v0313(), moto.port, &prefix, &theirs);
-    assert_exit(&out, 0, "v0.3.13 restore after the faults");
-    assert_integrity_ok(&theirs, "v0.3.13 restore");
-    assert!(
-        rows(&theirs) == expected,
-        "v0.3.13's restore differs from the source"
-    );
+    for (name, bin) in [("our", our_bin()), ("v0.3.13", litestream_v0313())] {
+        let out_db = dir.path().join(format!("{name}.db"));
+        let out = restore_direct(&bin, moto.port, &prefix, &out_db);
+        assert_exit(&out, 0, &format!("{name} restore after the faults"));
+        assert_integrity_ok(&out_db, &format!("{name} restore"));
+        assert!(
+            rows(&out_db) == expected,
+            "{name} restore differs from the source"
+        );
+    }
     eprintln!(
         "{commits} commits, {} rows; proxy: {faults} faults injected, {passed} connections \
          passed through; replicate logged {failures} error/warning lines",

@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod s3;
+pub mod scenarios;
+
 /// Names of the fixtures under `fixtures/v0.3.13/`.
 pub const FIXTURES: &[&str] = &[
     "multi-index",
@@ -51,6 +54,24 @@ fn executable_from_env(var: &str) -> PathBuf {
         panic!("{var}={} is not an executable file: {hint}", p.display());
     }
     p
+}
+
+/// The value of a test-server variable set by `scripts/test.sh`; panics (a failure, never a
+/// skip) naming `need` (e.g. "the abs CLI tests need Azurite") when it is unset or empty.
+pub fn test_env(name: &str, need: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!(
+            "{name} is not set: {need}; run scripts/test.sh \
+             (or eval \"$(bash scripts/test-servers/start.sh)\")"
+        ),
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
 }
 
 fn is_executable(p: &Path) -> bool {
@@ -91,6 +112,16 @@ pub fn our_bin() -> PathBuf {
 /// meaningless and skip themselves with a message).
 pub fn our_bin_overridden() -> bool {
     std::env::var_os("LITESTREAM_TEST_OUR_BIN").is_some_and(|v| !v.is_empty())
+}
+
+/// When `our_bin()` is overridden, print `skipped: {why}` and return true (the caller returns):
+/// for tests of deliberate differences from v0.3.13.
+pub fn skip_if_our_bin_overridden(why: &str) -> bool {
+    let skip = our_bin_overridden();
+    if skip {
+        eprintln!("skipped: {why}");
+    }
+    skip
 }
 
 // ------------------------------------------------------------------------------------------
@@ -309,6 +340,21 @@ pub fn describe(out: &Output) -> String {
     )
 }
 
+/// stdout followed by stderr, as text.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Assert `secret` appears nowhere in `text` (an output or a log).
+#[track_caller]
+pub fn assert_no_secret(text: &str, secret: &str) {
+    assert!(!text.contains(secret), "secret leaked:\n{text}");
+}
+
 /// Assert the process exited with `code`.
 #[track_caller]
 pub fn assert_exit(out: &Output, code: i32, what: &str) {
@@ -441,6 +487,24 @@ pub fn midpoint(a: SystemTime, b: SystemTime) -> SystemTime {
 // replicate workloads (shared by the backend CLI tests)
 // ------------------------------------------------------------------------------------------
 
+/// Create `db` in WAL mode with the workloads' table `t(id INTEGER PRIMARY KEY, v BLOB)`.
+pub fn create_db(db: &Path) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)", [])
+        .unwrap();
+}
+
+/// Every row of table `t` as (id, v), in id order.
+pub fn all_rows(db: &Path) -> Vec<(i64, Vec<u8>)> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn.prepare("SELECT id, v FROM t ORDER BY id").unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
 /// Rows in table `t` of `db`.
 pub fn count_rows(db: &Path) -> i64 {
     let conn = rusqlite::Connection::open(db).unwrap();
@@ -458,27 +522,40 @@ pub fn insert(db: &Path, rows: usize, size: usize) {
         .as_nanos() as u64
         | 1;
     for _ in 0..rows {
-        let blob: Vec<u8> = (0..size)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed as u8
-            })
-            .collect();
-        conn.execute("INSERT INTO t(v) VALUES (?1)", [blob])
-            .unwrap();
+        conn.execute(
+            "INSERT INTO t(v) VALUES (?1)",
+            [random_blob(&mut seed, size)],
+        )
+        .unwrap();
     }
+}
+
+/// `size` pseudo-random (incompressible) bytes from the xorshift state `seed` (never 0).
+pub fn random_blob(seed: &mut u64, size: usize) -> Vec<u8> {
+    (0..size)
+        .map(|_| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            *seed as u8
+        })
+        .collect()
 }
 
 /// Start `bin replicate -config cfg` with stdout and stderr going to `log`.
 pub fn spawn_replicate(bin: &Path, cfg: &Path, log: &Path) -> Child {
+    spawn_replicate_with(bin, cfg, log, &[])
+}
+
+/// [`spawn_replicate`] with extra environment variables (e.g. `LITESTREAM_LOG=debug`).
+pub fn spawn_replicate_with(bin: &Path, cfg: &Path, log: &Path, envs: &[(&str, &str)]) -> Child {
     let log = std::fs::File::create(log).unwrap();
     Command::new(bin)
         .args(["replicate", "-config"])
         .arg(cfg)
         .env_remove("LITESTREAM_CONFIG")
         .env_remove("AWS_CA_BUNDLE")
+        .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -487,9 +564,15 @@ pub fn spawn_replicate(bin: &Path, cfg: &Path, log: &Path) -> Child {
 }
 
 /// SIGINT a `replicate` child and wait (60 s at most) for a successful exit.
-pub fn sigint_and_wait(mut child: Child, log: &Path) {
+pub fn sigint_and_wait(child: Child, log: &Path) {
+    signal_and_wait(child, "INT", log);
+}
+
+/// Send `SIG<signal>` (e.g. `"INT"`, `"TERM"`) to a `replicate` child and wait (60 s at most)
+/// for a successful exit; a failure or a timeout panics with the log.
+pub fn signal_and_wait(mut child: Child, signal: &str, log: &Path) {
     Command::new("kill")
-        .arg("-INT")
+        .arg(format!("-{signal}"))
         .arg(child.id().to_string())
         .status()
         .unwrap();
@@ -505,10 +588,29 @@ pub fn sigint_and_wait(mut child: Child, log: &Path) {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("replicate did not stop after SIGINT");
+            panic!(
+                "replicate did not stop after SIG{signal}; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Run `bin replicate -config cfg` for about 5 s with one small write to `db` in between, stop
+/// it with SIGINT whatever state it is in (it may be failing on purpose, e.g. with bad
+/// credentials), and return its log.
+pub fn replicate_briefly(bin: &Path, cfg: &Path, db: &Path, log: &Path) -> String {
+    let mut child = spawn_replicate(bin, cfg, log);
+    std::thread::sleep(Duration::from_secs(3));
+    insert(db, 10, 100);
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+    std::fs::read_to_string(log).unwrap()
 }
 
 /// The healthcheck flags of the compose deployments.
@@ -544,5 +646,30 @@ pub fn restore_config(bin: &Path, cfg: &Path, db: &Path, out: &Path, extra: &[&s
         .arg(out)
         .arg(db)
         .env_remove("LITESTREAM_CONFIG");
+    run(&mut cmd)
+}
+
+/// `bin restore EXTRA -o out url` (URL mode) without `LITESTREAM_CONFIG`; each `(name, value)`
+/// of `envs` sets the variable, or removes it when the value is `None`.
+pub fn restore_url(
+    bin: &Path,
+    url: &str,
+    out: &Path,
+    extra: &[&str],
+    envs: &[(&str, Option<&str>)],
+) -> Output {
+    let mut cmd = Command::new(bin);
+    cmd.arg("restore")
+        .args(extra)
+        .arg("-o")
+        .arg(out)
+        .arg(url)
+        .env_remove("LITESTREAM_CONFIG");
+    for (name, value) in envs {
+        match value {
+            Some(v) => cmd.env(name, v),
+            None => cmd.env_remove(name),
+        };
+    }
     run(&mut cmd)
 }
