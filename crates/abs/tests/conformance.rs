@@ -1,18 +1,16 @@
-//! The `ReplicaClient` contract against Azurite, plus abs-specific cases (large snapshots in
-//! blocks, wrong key, missing container, SAS/config plumbing).
+//! The shared `ReplicaClient` suite against Azurite, plus abs-specific cases (raw keys, large
+//! snapshots in blocks, wrong key, missing container, SAS/config plumbing).
 //!
 //! Needs the servers of `scripts/test.sh` (`TEST_ABS_*`); a missing variable is a failure.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::io::Cursor;
-
 use litestream_abs::{AbsBuilder, AbsClient};
+use litestream_conformance::{payload, read_all, stream, FailingSource};
 use litestream_core::config::ReplicaConfig;
-use litestream_core::{ByteStream, Generation, Pos, ReplicaClient};
+use litestream_core::{Generation, Pos, ReplicaClient};
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
 use rand::RngCore;
-use tokio::io::AsyncReadExt;
 
 fn env(name: &str) -> String {
     match std::env::var(name) {
@@ -48,28 +46,6 @@ fn gen(s: &str) -> Generation {
     Generation::parse(s).unwrap()
 }
 
-fn stream(data: Vec<u8>) -> ByteStream {
-    Box::pin(Cursor::new(data))
-}
-
-async fn read_all(mut s: ByteStream) -> Vec<u8> {
-    let mut v = Vec::new();
-    s.read_to_end(&mut v).await.unwrap();
-    v
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 async fn cleanup(c: &AbsClient) {
     for g in c.generations().await.unwrap() {
         c.delete_generation(&g).await.unwrap();
@@ -77,80 +53,38 @@ async fn cleanup(c: &AbsClient) {
 }
 
 #[tokio::test]
-async fn empty_prefix_lists_as_empty() {
-    let c = client("empty");
-    assert!(c.generations().await.unwrap().is_empty());
-    let g = gen("0123456789abcdef");
-    assert!(c.snapshots(&g).await.unwrap().is_empty());
-    assert!(c.wal_segments(&g).await.unwrap().is_empty());
+async fn abs_client_passes_the_replica_client_suite() {
+    let c = client("suite");
+    litestream_conformance::run_all(&c).await;
 }
 
 #[tokio::test]
-async fn snapshots_and_wal_segments_round_trip_byte_for_byte() {
-    let c = client("roundtrip");
+async fn keys_are_exactly_litestreams() {
+    let c = client("keys");
     let g = gen("00000000000000aa");
-    let snap = pseudo_random(100_000, 7);
-    let info = c.write_snapshot(&g, 3, stream(snap.clone())).await.unwrap();
-    assert_eq!((info.index, info.size), (3, snap.len() as u64));
-    assert_eq!(read_all(c.open_snapshot(&g, 3).await.unwrap()).await, snap);
-
-    let seg = pseudo_random(4152, 9);
-    let pos = Pos::new(g.clone(), 3, 0x1038);
-    let wi = c
-        .write_wal_segment(&pos, stream(seg.clone()))
+    c.write_snapshot(&g, 3, stream(payload(1000, 7)))
         .await
         .unwrap();
-    assert_eq!((wi.index, wi.offset, wi.size), (3, 0x1038, 4152));
-    assert_eq!(read_all(c.open_wal_segment(&pos).await.unwrap()).await, seg);
-
-    // Empty payloads are legal objects too.
-    let empty = Pos::new(g.clone(), 4, 0);
-    c.write_wal_segment(&empty, stream(Vec::new()))
+    c.write_wal_segment(&Pos::new(g.clone(), 3, 0x1038), stream(payload(10, 9)))
         .await
         .unwrap();
-    assert!(read_all(c.open_wal_segment(&empty).await.unwrap())
-        .await
-        .is_empty());
-
-    // Keys are exactly Litestream's.
     let store = c.object_store();
     let root = c.root().to_string();
     let key = format!("{root}/generations/00000000000000aa/snapshots/00000003.snapshot.lz4");
-    assert_eq!(store.head(&Path::from(key)).await.unwrap().size, 100_000);
+    assert_eq!(store.head(&Path::from(key)).await.unwrap().size, 1000);
     let key = format!("{root}/generations/00000000000000aa/wal/00000003_00001038.wal.lz4");
-    assert_eq!(store.head(&Path::from(key)).await.unwrap().size, 4152);
-
-    // Overwrite replaces.
-    c.write_snapshot(&g, 3, stream(b"new".to_vec()))
-        .await
-        .unwrap();
-    assert_eq!(
-        read_all(c.open_snapshot(&g, 3).await.unwrap()).await,
-        b"new"
-    );
+    assert_eq!(store.head(&Path::from(key)).await.unwrap().size, 10);
     cleanup(&c).await;
 }
 
 #[tokio::test]
-async fn listings_are_sorted_and_ignore_unparseable_names() {
+async fn listings_ignore_unparseable_names() {
     let c = client("listing");
-    let gens = ["ffffffffffffffff", "0000000000000001", "8000000000000000"];
-    for g in gens {
-        c.write_snapshot(&gen(g), 0, stream(b"s".to_vec()))
-            .await
-            .unwrap();
-    }
     let g = gen("0000000000000001");
-    for idx in [0x10u32, 2, 0xa] {
-        c.write_snapshot(&g, idx, stream(vec![1; idx as usize]))
-            .await
-            .unwrap();
-    }
-    for (i, o) in [(2u32, 0x2050u64), (1, 0x1038), (2, 0), (1, 0), (0x10, 0)] {
-        c.write_wal_segment(&Pos::new(g.clone(), i, o), stream(vec![2; 10]))
-            .await
-            .unwrap();
-    }
+    c.write_snapshot(&g, 2, stream(vec![1; 2])).await.unwrap();
+    c.write_wal_segment(&Pos::new(g.clone(), 1, 0x1038), stream(vec![2; 10]))
+        .await
+        .unwrap();
     // Junk that must be ignored.
     let store = c.object_store();
     let root = c.root();
@@ -174,17 +108,7 @@ async fn listings_are_sorted_and_ignore_unparseable_names() {
             .unwrap();
     }
 
-    let listed: Vec<String> = c
-        .generations()
-        .await
-        .unwrap()
-        .iter()
-        .map(|g| g.to_string())
-        .collect();
-    assert_eq!(
-        listed,
-        ["0000000000000001", "8000000000000000", "ffffffffffffffff"]
-    );
+    assert_eq!(c.generations().await.unwrap(), vec![g.clone()]);
     let snaps: Vec<(u32, u64)> = c
         .snapshots(&g)
         .await
@@ -192,7 +116,7 @@ async fn listings_are_sorted_and_ignore_unparseable_names() {
         .iter()
         .map(|s| (s.index, s.size))
         .collect();
-    assert_eq!(snaps, [(0, 1), (2, 2), (0xa, 10), (0x10, 16)]);
+    assert_eq!(snaps, [(2, 2)]);
     let segs: Vec<(u32, u64)> = c
         .wal_segments(&g)
         .await
@@ -200,11 +124,7 @@ async fn listings_are_sorted_and_ignore_unparseable_names() {
         .iter()
         .map(|s| (s.index, s.offset))
         .collect();
-    assert_eq!(segs, [(1, 0), (1, 0x1038), (2, 0), (2, 0x2050), (0x10, 0)]);
-    let now = time::OffsetDateTime::now_utc();
-    for s in c.snapshots(&g).await.unwrap() {
-        assert!((now - s.created_at).abs() < time::Duration::minutes(5));
-    }
+    assert_eq!(segs, [(1, 0x1038)]);
 
     cleanup(&c).await;
     // stray junk outside the generations we know about
@@ -218,71 +138,6 @@ async fn listings_are_sorted_and_ignore_unparseable_names() {
 }
 
 #[tokio::test]
-async fn missing_objects_are_not_found() {
-    let c = client("notfound");
-    let g = gen("1234567812345678");
-    let e = c.open_snapshot(&g, 0).await.err().unwrap();
-    assert!(e.is_not_found(), "{e}");
-    let e = c
-        .open_wal_segment(&Pos::new(g.clone(), 0, 0))
-        .await
-        .err()
-        .unwrap();
-    assert!(e.is_not_found(), "{e}");
-}
-
-#[tokio::test]
-async fn deletes_are_idempotent() {
-    let c = client("delete");
-    let g = gen("00000000000000bb");
-    c.write_snapshot(&g, 1, stream(b"x".to_vec()))
-        .await
-        .unwrap();
-    let p0 = Pos::new(g.clone(), 1, 0);
-    let p1 = Pos::new(g.clone(), 1, 0x1038);
-    c.write_wal_segment(&p0, stream(b"a".to_vec()))
-        .await
-        .unwrap();
-    c.write_wal_segment(&p1, stream(b"b".to_vec()))
-        .await
-        .unwrap();
-
-    c.delete_snapshot(&g, 1).await.unwrap();
-    c.delete_snapshot(&g, 1).await.unwrap();
-    assert!(c.snapshots(&g).await.unwrap().is_empty());
-
-    c.delete_wal_segments(std::slice::from_ref(&p0))
-        .await
-        .unwrap();
-    c.delete_wal_segments(&[p0.clone(), p1.clone()])
-        .await
-        .unwrap();
-    assert!(c.wal_segments(&g).await.unwrap().is_empty());
-    c.delete_generation(&gen("00000000000000cc")).await.unwrap();
-}
-
-#[tokio::test]
-async fn delete_generation_removes_everything_under_it_only() {
-    let c = client("delgen");
-    let a = gen("000000000000000a");
-    let b = gen("000000000000000b");
-    for g in [&a, &b] {
-        c.write_snapshot(g, 0, stream(b"s".to_vec())).await.unwrap();
-        c.write_wal_segment(&Pos::new(g.clone(), 0, 0), stream(b"w".to_vec()))
-            .await
-            .unwrap();
-    }
-    c.delete_generation(&a).await.unwrap();
-    assert_eq!(c.generations().await.unwrap(), vec![b.clone()]);
-    assert!(c.snapshots(&a).await.unwrap().is_empty());
-    assert!(c.wal_segments(&a).await.unwrap().is_empty());
-    assert_eq!(c.snapshots(&b).await.unwrap().len(), 1);
-    c.delete_generation(&a).await.unwrap();
-    cleanup(&c).await;
-    assert!(c.generations().await.unwrap().is_empty());
-}
-
-#[tokio::test]
 async fn snapshot_over_8_mib_is_uploaded_in_blocks() {
     // 1 MiB parts so that a 9 MiB + 123 B snapshot takes 10 blocks.
     let c = builder(&random_prefix("large"))
@@ -290,7 +145,7 @@ async fn snapshot_over_8_mib_is_uploaded_in_blocks() {
         .build()
         .unwrap();
     let g = gen("00000000000000dd");
-    let data = pseudo_random((9 << 20) + 123, 42);
+    let data = payload((9 << 20) + 123, 42);
     let before = put_count();
     let info = c.write_snapshot(&g, 7, stream(data.clone())).await.unwrap();
     assert_eq!(info.size, data.len() as u64);
@@ -302,7 +157,7 @@ async fn snapshot_over_8_mib_is_uploaded_in_blocks() {
 
     // With the default 8 MiB part size too.
     let c2 = builder(c.root()).build().unwrap();
-    let data2 = pseudo_random((8 << 20) + 1, 43);
+    let data2 = payload((8 << 20) + 1, 43);
     c2.write_snapshot(&g, 8, stream(data2.clone()))
         .await
         .unwrap();
@@ -318,42 +173,21 @@ fn put_count() -> u64 {
         .unwrap_or(0)
 }
 
+/// A source that fails after 3 MiB, i.e. after some 1 MiB blocks were staged: the write
+/// fails and no blob appears (the shared suite covers the single-request case).
 #[tokio::test]
-async fn failed_upload_leaves_no_object() {
-    struct Failing(usize);
-    impl tokio::io::AsyncRead for Failing {
-        fn poll_read(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-            buf: &mut tokio::io::ReadBuf<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            if self.0 == 0 {
-                return std::task::Poll::Ready(Err(std::io::Error::other("source broke")));
-            }
-            let n = self.0.min(buf.remaining()).min(64 << 10);
-            buf.put_slice(&vec![7u8; n]);
-            self.0 -= n;
-            std::task::Poll::Ready(Ok(()))
-        }
-    }
+async fn failed_block_upload_leaves_no_object() {
     let c = builder(&random_prefix("abort"))
         .with_part_size(1 << 20)
         .build()
         .unwrap();
     let g = gen("00000000000000ee");
     let e = c
-        .write_snapshot(&g, 0, Box::pin(Failing(3 << 20)))
+        .write_snapshot(&g, 0, FailingSource::boxed(3 << 20))
         .await
         .err()
         .unwrap();
-    assert!(e.to_string().contains("source broke"), "{e}");
-    assert!(c.snapshots(&g).await.unwrap().is_empty());
-    let e = c
-        .write_snapshot(&g, 1, Box::pin(Failing(10)))
-        .await
-        .err()
-        .unwrap();
-    assert!(e.to_string().contains("source broke"), "{e}");
+    assert!(e.to_string().contains(FailingSource::MESSAGE), "{e}");
     assert!(c.snapshots(&g).await.unwrap().is_empty());
 }
 

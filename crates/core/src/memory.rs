@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use tokio::io::AsyncReadExt;
 
 use crate::error::{Error, Result};
+use crate::layout;
 use crate::pos::{Generation, Pos};
 use crate::replica_client::{ByteStream, ReplicaClient, SnapshotInfo, WalSegmentInfo};
 
@@ -142,6 +143,7 @@ impl ReplicaClient for MemoryClient {
     }
 
     async fn write_wal_segment(&self, pos: &Pos, data: ByteStream) -> Result<WalSegmentInfo> {
+        layout::check_offset_fits_name(pos)?;
         let data = Self::read_all(data).await?;
         let created_at = OffsetDateTime::now_utc();
         let size = data.len() as u64;

@@ -98,9 +98,15 @@ impl WalSegmentInfo {
 /// * Writes are atomic: a reader never sees a partly written object under its real name.
 ///   Writing an existing key replaces it.
 /// * Deletes are idempotent: deleting something that does not exist succeeds.
+/// * A WAL segment whose offset does not fit its 8-digit name is refused with
+///   [`Error::InvalidArgument`](crate::Error::InvalidArgument)
+///   ([`layout::check_offset_fits_name`](crate::layout::check_offset_fits_name)).
 /// * Bytes are passed through untouched: the client never compresses or inspects payloads.
 /// * Errors that may go away on a repeat (throttling, 5xx, dropped connections) report
 ///   [`Error::is_retryable`](crate::Error::is_retryable); the client itself need not retry.
+///
+/// The `litestream-conformance` crate checks the rules that can be seen through this trait
+/// alone; every backend's tests run it.
 #[async_trait]
 pub trait ReplicaClient: Send + Sync + Debug {
     /// The replica type: `file`, `s3`, `abs`, `sftp`. Used in logs, metrics and URL-mode names.

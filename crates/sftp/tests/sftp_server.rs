@@ -1,4 +1,4 @@
-//! `SftpClient` against the local OpenSSH sshd: the ReplicaClient contract, authentication,
+//! `SftpClient` against the local OpenSSH sshd: the shared ReplicaClient suite, authentication,
 //! host key checking and bad input. Needs the env that `scripts/test.sh` exports.
 
 mod common;
@@ -6,9 +6,9 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 
 use common::*;
+use litestream_conformance::FailingSource;
 use litestream_core::{Error, Generation, Pos, ReplicaClient};
 use litestream_sftp::{fingerprint, parse_host_key, SftpClient};
-use time::OffsetDateTime;
 
 fn generation(s: &str) -> Generation {
     Generation::parse(s).expect("generation")
@@ -38,93 +38,23 @@ async fn expect_err(c: &SftpClient) -> Error {
     c.generations().await.expect_err("must fail")
 }
 
-/// Round trips, sorted listings, overwrite and no leftover temp files, with ed25519 key auth.
+/// The shared suite with ed25519 key auth; afterwards no temp files or directories are left.
 #[tokio::test]
-async fn contract_round_trip_with_key_auth() {
-    let dir = RemoteDir::new("contract");
+async fn sftp_client_passes_the_replica_client_suite() {
+    let dir = RemoteDir::new("suite");
     let c = client(&key_config(&dir.path)).await;
     assert_kind(&c);
-    assert!(c.generations().await.expect("empty root").is_empty());
-
-    let g2 = generation("ffff000000000002");
-    let g1 = generation("0000000000000001");
-    let before = OffsetDateTime::now_utc() - time::Duration::seconds(5);
-    for (g, idx, seed) in [(&g2, 1u32, 1u8), (&g1, 2, 2), (&g1, 0, 3), (&g1, 1, 4)] {
-        let data = payload(1000 + idx as usize, seed);
-        let info = c
-            .write_snapshot(g, idx, bytes(data.clone()))
-            .await
-            .expect("write snapshot");
-        assert_eq!(info.size, data.len() as u64);
-        assert!(info.created_at >= before, "created_at is the remote mtime");
-    }
-    let wal = [(2u32, 0u64), (1, 4096), (1, 0), (0, 0), (1, 0x10_0000)];
-    for (i, (index, offset)) in wal.iter().enumerate() {
-        let pos = Pos::new(g1.clone(), *index, *offset);
-        let data = payload(500 + i * 7, i as u8);
-        let info = c
-            .write_wal_segment(&pos, bytes(data.clone()))
-            .await
-            .expect("write wal");
-        assert_eq!(
-            (info.index, info.offset, info.size),
-            (*index, *offset, data.len() as u64)
-        );
-    }
-
-    assert_eq!(
-        c.generations().await.expect("gens"),
-        vec![g1.clone(), g2.clone()]
-    );
-    let snaps = c.snapshots(&g1).await.expect("snapshots");
-    assert_eq!(
-        snaps.iter().map(|s| s.index).collect::<Vec<_>>(),
-        vec![0, 1, 2]
-    );
-    assert!(snaps
-        .iter()
-        .all(|s| s.created_at >= before && s.generation == g1));
-    let segs = c.wal_segments(&g1).await.expect("wal");
-    assert_eq!(
-        segs.iter().map(|s| (s.index, s.offset)).collect::<Vec<_>>(),
-        vec![(0, 0), (1, 0), (1, 4096), (1, 0x10_0000), (2, 0)]
-    );
-    assert!(c.wal_segments(&g2).await.expect("wal g2").is_empty());
-
-    for (g, idx, seed) in [(&g2, 1u32, 1u8), (&g1, 2, 2), (&g1, 0, 3), (&g1, 1, 4)] {
-        let got = read_all(c.open_snapshot(g, idx).await.expect("open")).await;
-        assert_eq!(
-            got,
-            payload(1000 + idx as usize, seed),
-            "snapshot {g}/{idx}"
-        );
-        let listed = c.snapshots(g).await.expect("list");
-        let s = listed.iter().find(|s| s.index == idx).expect("listed");
-        assert_eq!(s.size, got.len() as u64);
-    }
-    for (i, (index, offset)) in wal.iter().enumerate() {
-        let got = read_all(
-            c.open_wal_segment(&Pos::new(g1.clone(), *index, *offset))
-                .await
-                .expect("open wal"),
-        )
-        .await;
-        assert_eq!(got, payload(500 + i * 7, i as u8));
-    }
-
-    // Writing an existing key replaces it.
-    c.write_snapshot(&g1, 0, bytes(b"replaced".to_vec()))
-        .await
-        .expect("overwrite");
-    assert_eq!(
-        read_all(c.open_snapshot(&g1, 0).await.expect("open")).await,
-        b"replaced"
-    );
+    litestream_conformance::run_all(&c).await;
     assert!(
         tmp_files(&dir.path).is_empty(),
         "temp files left: {:?}",
         tmp_files(&dir.path)
     );
+    let left: Vec<_> = std::fs::read_dir(format!("{}/generations", dir.path))
+        .expect("generations dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 /// Password auth with a pinned host key (Litestream v0.5's `host-key`).
@@ -184,73 +114,17 @@ async fn snapshot_over_8_mib_round_trips() {
     );
 }
 
-/// Missing snapshots, segments and generations: NotFound for opens, empty for listings.
+/// A missing object's error names user@host.
 #[tokio::test]
-async fn missing_objects_are_not_found() {
+async fn missing_object_error_names_user_and_host() {
     let dir = RemoteDir::new("missing");
     let c = client(&key_config(&dir.path)).await;
     let g = generation("0123456789abcdef");
-    let Err(e) = c.open_snapshot(&g, 1).await else {
-        panic!("missing snapshot opened")
-    };
-    assert!(e.is_not_found(), "{e}");
     let Err(e) = c.open_wal_segment(&Pos::new(g.clone(), 1, 0)).await else {
         panic!("missing segment opened")
     };
     assert!(e.is_not_found(), "{e}");
     assert!(e.to_string().contains("lstest@127.0.0.1"), "{e}");
-    assert!(c.snapshots(&g).await.expect("snapshots").is_empty());
-    assert!(c.wal_segments(&g).await.expect("wal").is_empty());
-    assert!(c.generations().await.expect("gens").is_empty());
-}
-
-/// Deletes succeed for things that do not exist; delete_generation removes everything.
-#[tokio::test]
-async fn deletes_are_idempotent_and_delete_generation_removes_all() {
-    let dir = RemoteDir::new("delete");
-    let c = client(&key_config(&dir.path)).await;
-    let g = generation("00000000000000dd");
-    let keep = generation("00000000000000ee");
-    c.write_snapshot(&g, 0, bytes(payload(10, 1)))
-        .await
-        .expect("snap");
-    c.write_snapshot(&keep, 0, bytes(payload(10, 1)))
-        .await
-        .expect("snap");
-    let p0 = Pos::new(g.clone(), 0, 0);
-    let p1 = Pos::new(g.clone(), 0, 4152);
-    c.write_wal_segment(&p0, bytes(payload(10, 2)))
-        .await
-        .expect("wal");
-    c.write_wal_segment(&p1, bytes(payload(10, 3)))
-        .await
-        .expect("wal");
-
-    c.delete_wal_segments(std::slice::from_ref(&p0))
-        .await
-        .expect("delete wal");
-    c.delete_wal_segments(&[p0.clone(), p1.clone()])
-        .await
-        .expect("delete again");
-    assert!(c.wal_segments(&g).await.expect("wal").is_empty());
-    c.delete_snapshot(&g, 0).await.expect("delete snapshot");
-    c.delete_snapshot(&g, 0)
-        .await
-        .expect("delete snapshot again");
-    c.delete_snapshot(&g, 99)
-        .await
-        .expect("delete never-written snapshot");
-    assert!(c.snapshots(&g).await.expect("snaps").is_empty());
-
-    c.write_wal_segment(&p1, bytes(payload(10, 3)))
-        .await
-        .expect("wal");
-    c.delete_generation(&g).await.expect("delete generation");
-    c.delete_generation(&g)
-        .await
-        .expect("delete generation again");
-    assert_eq!(c.generations().await.expect("gens"), vec![keep.clone()]);
-    assert!(!std::path::Path::new(&format!("{}/generations/{g}", dir.path)).exists());
 }
 
 /// Names that do not parse (upper-case hex, temp files, stray dirs and files) are ignored.
@@ -513,47 +387,22 @@ async fn url_form_with_password_works() {
     .exists());
 }
 
-/// The upload's source stream fails half way: the write fails, nothing appears under the
-/// real name, the temporary file is removed, and the client keeps working.
+/// The upload's source stream fails half way: the error says so, and the temporary file is
+/// removed (the shared suite checks that nothing appears under the real name).
 #[tokio::test]
-async fn failing_source_stream_leaves_nothing_behind() {
-    use tokio::io::AsyncReadExt;
+async fn failing_source_stream_is_reported_and_leaves_no_temp_file() {
     let dir = RemoteDir::new("srcfail");
     let c = client(&key_config(&dir.path)).await;
     let g = generation("0000000000000f00");
-    c.write_snapshot(&g, 0, bytes(payload(10, 1)))
-        .await
-        .expect("first write");
-    let failing = std::io::Cursor::new(payload(600 * 1024, 3)).chain(FailingReader);
     let e = c
-        .write_snapshot(&g, 1, Box::pin(failing))
+        .write_snapshot(&g, 1, FailingSource::boxed(600 * 1024))
         .await
         .expect_err("source failure");
     assert!(e.to_string().contains("reading upload data"), "{e}");
-    assert_eq!(
-        c.snapshots(&g)
-            .await
-            .expect("list")
-            .iter()
-            .map(|s| s.index)
-            .collect::<Vec<_>>(),
-        vec![0]
-    );
+    assert!(e.to_string().contains(FailingSource::MESSAGE), "{e}");
     assert!(
         tmp_files(&dir.path).is_empty(),
         "{:?}",
         tmp_files(&dir.path)
     );
-}
-
-struct FailingReader;
-
-impl tokio::io::AsyncRead for FailingReader {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        _: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Err(std::io::Error::other("disk read failed")))
-    }
 }

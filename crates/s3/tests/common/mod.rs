@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Byte streams, whole reads and deterministic incompressible payloads (`bytes(len, seed)`).
+pub use litestream_conformance::{payload as bytes, read_all, stream};
 use litestream_core::ByteStream;
 use litestream_s3::{S3Builder, S3Client};
 
@@ -43,16 +45,6 @@ pub async fn client(test: &str) -> S3Client {
     builder(test).build().await.expect("build s3 client")
 }
 
-/// A byte stream over `data`.
-pub fn stream(data: Vec<u8>) -> ByteStream {
-    Box::pin(std::io::Cursor::new(data))
-}
-
-/// Read a whole stream.
-pub async fn read_all(s: ByteStream) -> Vec<u8> {
-    try_read_all(s).await.expect("read stream")
-}
-
 /// Read a whole stream, returning read errors as the core error (retryable when transient).
 pub async fn try_read_all(mut s: ByteStream) -> litestream_core::Result<Vec<u8>> {
     use tokio::io::AsyncReadExt;
@@ -61,19 +53,6 @@ pub async fn try_read_all(mut s: ByteStream) -> litestream_core::Result<Vec<u8>>
         .await
         .map_err(|e| litestream_core::Error::io("stream", e))?;
     Ok(out)
-}
-
-/// Deterministic pseudo-random bytes (incompressible, so sizes are what they say).
-pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// A free TCP port on 127.0.0.1 (nobody listens on it once this returns).

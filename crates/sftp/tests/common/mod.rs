@@ -1,10 +1,11 @@
 //! Shared helpers for the tests that run against the local sshd (`scripts/test.sh` starts it).
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+/// Byte streams (`bytes(data)`) and whole reads.
+pub use litestream_conformance::{read_all, stream as bytes};
 use litestream_core::config::ReplicaConfig;
-use litestream_core::{ByteStream, ReplicaClient};
+use litestream_core::ReplicaClient;
 use litestream_sftp::SftpClient;
-use tokio::io::AsyncReadExt;
 
 /// An env var set by the test-server start script; panics (never skips) when unset.
 pub fn env(name: &str) -> String {
@@ -76,16 +77,6 @@ pub async fn client(cfg: &ReplicaConfig) -> SftpClient {
     SftpClient::from_replica_config(&cfg.resolve().expect("resolve"))
         .await
         .expect("client")
-}
-
-pub fn bytes(data: Vec<u8>) -> ByteStream {
-    Box::pin(std::io::Cursor::new(data))
-}
-
-pub async fn read_all(mut s: ByteStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.expect("read");
-    out
 }
 
 pub fn payload(len: usize, seed: u8) -> Vec<u8> {
