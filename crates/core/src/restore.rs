@@ -58,6 +58,10 @@ pub struct RestoreOptions {
     pub generation: Option<Generation>,
     /// Restore up to and including this WAL index.
     pub index: Option<u32>,
+    /// With [`index`](Self::index): apply only the segments of that index that start before
+    /// this byte offset, i.e. restore the state at the replica position `(index, offset)`
+    /// rather than the whole index. Validation uses it while uploads go on.
+    pub until_offset: Option<u64>,
     /// Restore to the state at this time (upload times).
     pub timestamp: Option<OffsetDateTime>,
     /// Concurrent downloads (at least 1).
@@ -153,6 +157,7 @@ impl RestoreOptions {
             output: output.into(),
             generation: None,
             index: None,
+            until_offset: None,
             timestamp: None,
             parallelism: DEFAULT_PARALLELISM,
             retry: RetryConfig::default(),
@@ -400,7 +405,11 @@ pub async fn restore_listing(
     listing: &GenerationListing,
     opts: &RestoreOptions,
 ) -> Result<RestoreOutcome> {
-    let plan = plan(listing, opts.index, opts.timestamp)?;
+    let mut plan = plan(listing, opts.index, opts.timestamp)?;
+    if let (Some(index), Some(offset)) = (opts.index, opts.until_offset) {
+        plan.segments
+            .retain(|s| s.index != index || s.offset < offset);
+    }
     execute(client, plan, opts).await
 }
 

@@ -18,7 +18,7 @@ use crate::wal::align_frame;
 use super::db::ShadowPos;
 use super::options::ReplicaOptions;
 use super::stream::{decompressed_len, lz4_file_stream, lz4_shared_file_stream};
-use super::validate::{file_checksum, ValidationReport, ValidationStats};
+use super::validate::{record_validation, ValidationJob, ValidationReport, ValidationStats};
 use super::DbShared;
 
 pub(crate) struct ReplicaTask {
@@ -34,6 +34,10 @@ pub(crate) struct ReplicaTask {
 }
 
 type ValidateRequest = oneshot::Sender<Result<ValidationReport>>;
+
+/// How long a due snapshot or retention run waits for a running validation restore before it
+/// looks again.
+const VALIDATION_WAIT: Duration = Duration::from_millis(200);
 
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86400 * 365)
@@ -82,6 +86,7 @@ impl ReplicaTask {
         mut validate_rx: mpsc::Receiver<ValidateRequest>,
     ) {
         let mut next_validation = self.opts.validation_interval.map(|i| Instant::now() + i);
+        let mut validating = tokio::task::JoinSet::new();
         let mut change_rx = self.db.change_tx.subscribe();
         let mut dirty = true;
         let mut last_sync: Option<Instant> = None;
@@ -116,27 +121,55 @@ impl ReplicaTask {
                     last_sync = Some(Instant::now());
                     if self.sync_logged().await.is_err() { dirty = true; }
                 }
+                // While a validation restore reads this generation, no snapshot or retention
+                // changes what it reads: both wait for it.
                 _ = tokio::time::sleep_until(snap_at), if self.next_snapshot.is_some() => {
+                    if !validating.is_empty() {
+                        self.next_snapshot = Some(Instant::now() + VALIDATION_WAIT);
+                        continue;
+                    }
                     self.next_snapshot = self.opts.snapshot_interval.map(|i| Instant::now() + i);
                     if let Err(e) = self.snapshot().await {
                         tracing::warn!(replica = %self.name, error = %e, "snapshotter error");
                     }
                 }
                 _ = tokio::time::sleep_until(ret_at), if next_retention.is_some() => {
+                    if !validating.is_empty() {
+                        next_retention = Some(Instant::now() + VALIDATION_WAIT);
+                        continue;
+                    }
                     next_retention = retention_period.map(|p| Instant::now() + p);
                     if let Err(e) = self.enforce_retention().await {
                         tracing::warn!(replica = %self.name, error = %e, "retainer error");
                     }
                 }
                 _ = tokio::time::sleep_until(val_at), if next_validation.is_some() => {
-                    let _ = self.validate().await;
                     next_validation = self.opts.validation_interval.map(|i| Instant::now() + i);
+                    if validating.is_empty() {
+                        if let Ok(job) = self.start_validation().await {
+                            validating.spawn(async move {
+                                let _ = job.run().await;
+                            });
+                        }
+                    }
                 }
                 Some(reply) = validate_rx.recv() => {
-                    let _ = reply.send(self.validate().await);
+                    match self.start_validation().await {
+                        Ok(job) => {
+                            validating.spawn(async move {
+                                let _ = reply.send(job.run().await);
+                            });
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
                 }
+                Some(_) = validating.join_next(), if !validating.is_empty() => {}
             }
         }
+        // Validations still running are cancelled; their temporary restores are removed.
+        validating.shutdown().await;
         // Final sync on shutdown.
         let _ = self.sync_logged().await;
     }
@@ -305,49 +338,39 @@ impl ReplicaTask {
         Ok(true)
     }
 
-    /// Validation (spec 5.4, `validate.rs`): checksum the database as of a pinned position,
-    /// upload exactly up to it, restore the replica up to it and compare. Logs
-    /// `validator status=ok|mismatch` and updates the counters.
-    pub(crate) async fn validate(&mut self) -> Result<ValidationReport> {
-        let r = self.validate_inner().await;
-        let ok = matches!(&r, Ok(rep) if rep.ok());
-        self.metrics().record_validation(ok);
-        if let Ok(mut v) = self.validation.lock() {
-            if ok {
-                v.ok += 1;
-            } else {
-                v.error += 1;
-            }
-            if let Ok(rep) = &r {
-                v.last = Some(rep.clone());
-            }
-        }
-        match &r {
-            Ok(rep) if !rep.ok() => {
-                tracing::error!(db = %self.db.path.display(), replica = %self.name,
-                    error = "invalid replica, checksum mismatch", "validator error");
-            }
+    /// Validation, first half (spec 5.4, `validate.rs`): checksum the database as of a pinned
+    /// position and upload exactly up to it. The returned job restores and compares; it runs
+    /// beside this task, so uploads go on meanwhile. A failure here is recorded at once.
+    pub(crate) async fn start_validation(&mut self) -> Result<ValidationJob> {
+        match self.pin_validation_position().await {
+            Ok((position, db_checksum)) => Ok(ValidationJob {
+                client: Arc::clone(&self.client),
+                retry: self.opts.retry,
+                db_path: self.db.path.clone(),
+                replica: self.name.clone(),
+                stats: Arc::clone(&self.validation),
+                position,
+                db_checksum,
+            }),
             Err(e) => {
-                tracing::error!(db = %self.db.path.display(), replica = %self.name, error = %e,
-                    "validator error");
+                record_validation(&self.db.path, &self.name, &self.validation, Err(&e));
+                Err(e)
             }
-            Ok(_) => {}
         }
-        r
     }
 
-    async fn validate_inner(&mut self) -> Result<ValidationReport> {
+    async fn pin_validation_position(&mut self) -> Result<(Pos, u64)> {
         // A first attempt may find the replica without a position in the pinned generation
         // (a new generation needs a snapshot, which is labelled with a later index); the
         // next one then starts from a replica that has one.
         let mut attempt = 0;
-        let (pos, db_checksum) = loop {
+        loop {
             attempt += 1;
             let (pin, crc) = self.db.validation_checksum().await?;
             self.sync_upto(Some(&pin)).await?;
             let target = pin.pos();
             if self.pos.as_ref() == Some(&target) {
-                break (target, crc);
+                return Ok((target, crc));
             }
             if attempt >= 3 {
                 return Err(Error::InvalidArgument(format!(
@@ -355,38 +378,7 @@ impl ReplicaTask {
                     self.pos.as_ref().map(|p| p.to_string()).unwrap_or_default()
                 )));
             }
-        };
-        let dir = std::env::temp_dir().join(format!("{:016x}-litestream", rand::random::<u64>()));
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
-        let out = dir.join("replica");
-        let mut opts = crate::restore::RestoreOptions::new(&out);
-        opts.generation = Some(pos.generation.clone());
-        opts.index = Some(pos.index);
-        opts.retry = self.opts.retry;
-        let restored = crate::restore::restore(Arc::clone(&self.client), &opts).await;
-        let replica_checksum = match restored {
-            Ok(_) => {
-                let o = out.clone();
-                tokio::task::spawn_blocking(move || file_checksum(&o))
-                    .await
-                    .map_err(|e| Error::io("validation task", std::io::Error::other(e)))
-                    .and_then(|r| r.map_err(|e| Error::io(out.display().to_string(), e)))
-            }
-            Err(e) => Err(e),
-        };
-        let _ = std::fs::remove_dir_all(&dir);
-        let replica_checksum = replica_checksum?;
-        let rep = ValidationReport {
-            position: pos,
-            db_checksum,
-            replica_checksum,
-        };
-        let status = if rep.ok() { "ok" } else { "mismatch" };
-        tracing::info!(db = %self.db.path.display(), replica = %self.name, status,
-            db_checksum = %format!("{db_checksum:016x}"),
-            replica_checksum = %format!("{replica_checksum:016x}"),
-            position = %rep.position, "validator");
-        Ok(rep)
+        }
     }
 
     /// `Replica.Snapshot`: stream the main database file through LZ4 to the replica, labelled

@@ -10,7 +10,10 @@
 //! shadow index up to `P`, cut to the page count of `P`'s commit frame. Pages that a concurrent
 //! back-fill writes while we read are exactly pages that are in that overlay, so torn reads of
 //! them do not matter. The replica is then brought to exactly `P` (the upload is capped at
-//! `P`), restored at `P`'s index into a temporary directory and checksummed.
+//! `P`). That much runs in the replica's task; the rest, a [`ValidationJob`], runs beside it so
+//! that uploads go on: the replica is restored up to `P` (its index, only the segments before
+//! `P`'s offset) into a temporary directory and checksummed. Snapshots and retention of that
+//! replica wait until the job is done, so the objects it reads do not change under it.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -18,8 +21,112 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
 use crate::pos::Pos;
+use crate::replica_client::ReplicaClient;
+use crate::retry::RetryConfig;
 use crate::wal::{WAL_FRAME_HEADER_SIZE, WAL_HEADER_SIZE};
+
+/// The second half of a validation: restore the replica up to `position` and compare.
+pub(crate) struct ValidationJob {
+    pub(crate) client: Arc<dyn ReplicaClient>,
+    pub(crate) retry: RetryConfig,
+    pub(crate) db_path: PathBuf,
+    pub(crate) replica: String,
+    pub(crate) stats: Arc<Mutex<ValidationStats>>,
+    pub(crate) position: Pos,
+    pub(crate) db_checksum: u64,
+}
+
+impl ValidationJob {
+    /// Restore, checksum, compare; record and log the outcome.
+    pub(crate) async fn run(self) -> Result<ValidationReport> {
+        let r = self.compare().await;
+        record_validation(&self.db_path, &self.replica, &self.stats, r.as_ref());
+        r
+    }
+
+    async fn compare(&self) -> Result<ValidationReport> {
+        let dir = TempDir::new()?;
+        let out = dir.0.join("replica");
+        let mut opts = crate::restore::RestoreOptions::new(&out);
+        opts.generation = Some(self.position.generation.clone());
+        opts.index = Some(self.position.index);
+        opts.until_offset = Some(self.position.offset);
+        opts.retry = self.retry;
+        crate::restore::restore(Arc::clone(&self.client), &opts).await?;
+        let o = out.clone();
+        let replica_checksum = tokio::task::spawn_blocking(move || file_checksum(&o))
+            .await
+            .map_err(|e| Error::io("validation task", io::Error::other(e)))?
+            .map_err(|e| Error::io(out.display().to_string(), e))?;
+        drop(dir);
+        let rep = ValidationReport {
+            position: self.position.clone(),
+            db_checksum: self.db_checksum,
+            replica_checksum,
+        };
+        let status = if rep.ok() { "ok" } else { "mismatch" };
+        tracing::info!(db = %self.db_path.display(), replica = %self.replica, status,
+            db_checksum = %format!("{:016x}", rep.db_checksum),
+            replica_checksum = %format!("{replica_checksum:016x}"),
+            position = %rep.position, "validator");
+        Ok(rep)
+    }
+}
+
+/// A temporary directory for a validation restore, removed when dropped (also when the job
+/// is cancelled).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<TempDir> {
+        let dir = std::env::temp_dir().join(format!("{:016x}-litestream", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Count a validation's outcome (metrics and [`ValidationStats`]) and log failures.
+pub(crate) fn record_validation(
+    db_path: &Path,
+    replica: &str,
+    stats: &Mutex<ValidationStats>,
+    r: std::result::Result<&ValidationReport, &Error>,
+) {
+    let ok = matches!(r, Ok(rep) if rep.ok());
+    crate::metrics::replica(&db_path.to_string_lossy(), replica).record_validation(ok);
+    if let Ok(mut v) = stats.lock() {
+        if ok {
+            v.ok += 1;
+        } else {
+            v.error += 1;
+        }
+        if let Ok(rep) = r {
+            v.last = Some(rep.clone());
+        }
+    }
+    match r {
+        Ok(rep) if !rep.ok() => {
+            tracing::error!(db = %db_path.display(), replica = %replica,
+                error = "invalid replica, checksum mismatch", "validator error");
+        }
+        Err(e) => {
+            tracing::error!(db = %db_path.display(), replica = %replica, error = %e,
+                "validator error");
+        }
+        Ok(_) => {}
+    }
+}
 
 /// The outcome of one validation of a replica.
 #[derive(Debug, Clone, PartialEq, Eq)]
