@@ -889,6 +889,8 @@ struct Applier<'f> {
     limit: Option<u32>,
     /// Size of the newest index with a commit: the final database size.
     final_pages: Option<u32>,
+    /// Segment and offset of the first frame of a transaction still waiting for its commit.
+    txn_start: Option<(String, u64)>,
 }
 
 impl<'f> Applier<'f> {
@@ -907,6 +909,7 @@ impl<'f> Applier<'f> {
             written_list: Vec::new(),
             limit: None,
             final_pages: None,
+            txn_start: None,
         }
     }
 
@@ -916,6 +919,18 @@ impl<'f> Applier<'f> {
 
     /// End of an index: pages it wrote above its own last commit size were cut off by it.
     fn finish_index(&mut self) -> Result<()> {
+        if let Some((segment, offset)) = self.txn_start.take() {
+            // Frames of a transaction that never commits were already written: SQLite (and
+            // so Litestream's restore) would ignore them, and this restore cannot undo them.
+            return Err(Error::corrupt(
+                &segment,
+                format!(
+                    "wal index {:08x} ends inside a transaction (its frames from offset {offset} \
+                     have no commit frame); restore an earlier -index",
+                    self.index.unwrap_or(0)
+                ),
+            ));
+        }
         if let Some(pages) = self.last_commit.take() {
             let limit = self.limit.map_or(pages, |l| l.min(pages));
             let page_size = self.page_size.unwrap_or(0) as usize;
@@ -995,7 +1010,6 @@ impl<'f> Applier<'f> {
         let mut frame = std::mem::take(&mut self.frame);
         frame.resize(frame_size, 0);
         let result = (|| {
-            let mut in_txn = false;
             loop {
                 let n = read_full(&mut reader, &mut frame).map_err(|e| read_error(&name, e))?;
                 if n == 0 {
@@ -1027,14 +1041,14 @@ impl<'f> Applier<'f> {
                 self.next_offset += frame_size as u64;
                 if fh.commit_size != 0 {
                     self.last_commit = Some(fh.commit_size);
-                    in_txn = false;
-                } else {
-                    in_txn = true;
+                    self.txn_start = None;
+                } else if self.txn_start.is_none() {
+                    self.txn_start = Some((name.clone(), self.next_offset - frame_size as u64));
                 }
             }
-            if in_txn {
-                return Err(Error::corrupt(&name, "segment ends inside a transaction"));
-            }
+            // A transaction may go on in the next segment of this index: Litestream v0.3.13
+            // can upload a shadow WAL it is still appending to, and its restore concatenates
+            // the segments. Only an index that ends inside a transaction is refused.
             Ok(())
         })();
         self.frame = frame;

@@ -431,3 +431,104 @@ async fn pages_between_a_shrink_and_a_later_size_are_zeros() {
         assert!(page(p).iter().all(|&b| b == 0), "page {p} must be zeros");
     }
 }
+
+/// A database with a snapshot and one WAL index holding a single large transaction; returns
+/// the WAL bytes (header + frames) and the expected rows.
+async fn one_big_transaction(
+    dir: &Path,
+    client: &MemoryClient,
+    gen: &Generation,
+) -> (Vec<u8>, Vec<Row>) {
+    let db = dir.join("src.db");
+    let conn = Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=wal; PRAGMA wal_autocheckpoint=0;
+         CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, data BLOB);
+         PRAGMA wal_checkpoint(TRUNCATE);",
+    )
+    .unwrap();
+    let snapshot = std::fs::read(&db).unwrap();
+    client
+        .write_snapshot(gen, 0, stream(compress_to_vec(&snapshot)))
+        .await
+        .unwrap();
+    conn.execute_batch("BEGIN").unwrap();
+    for i in 0..20 {
+        conn.execute(
+            "INSERT INTO t (name, data) VALUES (?1, randomblob(3000))",
+            rusqlite::params![format!("row {i}")],
+        )
+        .unwrap();
+    }
+    conn.execute_batch("COMMIT").unwrap();
+    let wal = std::fs::read(dir.join("src.db-wal")).unwrap();
+    (wal, rows(&conn))
+}
+
+/// Litestream v0.3.13 can upload part of a transaction in one segment and the rest in the
+/// next: the restore carries the transaction across the boundary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_split_across_two_segments_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = MemoryClient::new();
+    let gen = Generation::random();
+    let (wal, expected) = one_big_transaction(dir.path(), &client, &gen).await;
+    let fs = WalHeader::parse(&wal[..WAL_HEADER_SIZE])
+        .unwrap()
+        .frame_size();
+    let segs = split_wal(&wal);
+    assert_eq!(segs.len(), 1, "one transaction");
+    let end = segs[0].1.len();
+    let mid = WAL_HEADER_SIZE + 5 * fs;
+    assert!(mid < end);
+    for (offset, bytes) in [(0, &wal[..mid]), (mid, &wal[mid..end])] {
+        client
+            .write_wal_segment(
+                &Pos::new(gen.clone(), 0, offset as u64),
+                stream(compress_to_vec(bytes)),
+            )
+            .await
+            .unwrap();
+    }
+    let out = dir.path().join("restored.db");
+    restore(Arc::new(client), &RestoreOptions::new(&out))
+        .await
+        .unwrap();
+    assert_eq!(rows(&Connection::open(&out).unwrap()), expected);
+}
+
+/// An index whose last segment stops inside a transaction cannot be restored exactly: the
+/// error names the segment and the index, and no output is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_ending_inside_a_transaction_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = MemoryClient::new();
+    let gen = Generation::random();
+    let (wal, _) = one_big_transaction(dir.path(), &client, &gen).await;
+    let fs = WalHeader::parse(&wal[..WAL_HEADER_SIZE])
+        .unwrap()
+        .frame_size();
+    client
+        .write_wal_segment(
+            &Pos::new(gen.clone(), 0, 0),
+            stream(compress_to_vec(&wal[..WAL_HEADER_SIZE + 5 * fs])),
+        )
+        .await
+        .unwrap();
+    let out = dir.path().join("restored.db");
+    let err = restore(Arc::new(client), &RestoreOptions::new(&out))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("00000000_00000000.wal.lz4") && err.contains("ends inside a transaction"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let litter: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("restored.db"))
+        .collect();
+    assert!(litter.is_empty(), "{litter:?}");
+}
