@@ -440,10 +440,46 @@ impl Drop for TempGuard {
 }
 
 /// Run a plan: snapshot into a temporary file, apply segments, then move it into place.
+///
+/// Frames are written as they are read. If an index turns out to end inside a transaction
+/// (Litestream v0.3.13 can leave that after a crash), the restore runs once more holding each
+/// transaction until its commit frame, so that the unfinished one is left out as SQLite would.
 pub async fn execute(
     client: Arc<dyn ReplicaClient>,
     plan: RestorePlan,
     opts: &RestoreOptions,
+) -> Result<RestoreOutcome> {
+    let (result, uncommitted_tail) =
+        execute_mode(Arc::clone(&client), plan.clone(), opts, false).await;
+    match result {
+        Err(e) if uncommitted_tail => {
+            tracing::warn!(error = %e,
+                "restoring again, holding each transaction until its commit frame");
+            execute_mode(client, plan, opts, true).await.0
+        }
+        r => r,
+    }
+}
+
+/// [`execute`] with frames written as read (`buffered` false) or held per transaction; also
+/// says whether an index ended inside a transaction.
+async fn execute_mode(
+    client: Arc<dyn ReplicaClient>,
+    plan: RestorePlan,
+    opts: &RestoreOptions,
+    buffered: bool,
+) -> (Result<RestoreOutcome>, bool) {
+    let uncommitted_tail = Arc::new(AtomicBool::new(false));
+    let result = execute_inner(client, plan, opts, buffered, Arc::clone(&uncommitted_tail)).await;
+    (result, uncommitted_tail.load(Ordering::Relaxed))
+}
+
+async fn execute_inner(
+    client: Arc<dyn ReplicaClient>,
+    plan: RestorePlan,
+    opts: &RestoreOptions,
+    buffered: bool,
+    uncommitted_tail: Arc<AtomicBool>,
 ) -> Result<RestoreOutcome> {
     let output = opts.output.clone();
     let out_str = output.display().to_string();
@@ -547,6 +583,7 @@ pub async fn execute(
         total: plan.snapshot.size + plan.segments.iter().map(|s| s.size).sum::<u64>(),
     };
     // --- progress callback (end) ---
+    let spill_dir = dir.clone();
     let applied = tokio::task::spawn_blocking(move || -> Result<u64> {
         let claims = Mutex::new(PageClaims::default());
         let cancel = AtomicBool::new(false);
@@ -572,7 +609,8 @@ pub async fn execute(
                 written
             });
             let segments = (|| -> Result<Applier<'_>> {
-                let mut applier = Applier::new(&file, &claims);
+                let pending = buffered.then(|| PendingTxn::new(spill_dir.clone()));
+                let mut applier = Applier::new(&file, &claims, pending, &uncommitted_tail);
                 for _ in 0..n_segments {
                     if cancel.load(Ordering::Relaxed) {
                         return Err(Error::Cancelled);
@@ -891,10 +929,19 @@ struct Applier<'f> {
     final_pages: Option<u32>,
     /// Segment and offset of the first frame of a transaction still waiting for its commit.
     txn_start: Option<(String, u64)>,
+    /// In buffered mode: the frames of that transaction, written at its commit.
+    pending: Option<PendingTxn>,
+    /// Set when an index ends inside a transaction.
+    uncommitted_tail: &'f AtomicBool,
 }
 
 impl<'f> Applier<'f> {
-    fn new(file: &'f File, claims: &'f Mutex<PageClaims>) -> Self {
+    fn new(
+        file: &'f File,
+        claims: &'f Mutex<PageClaims>,
+        pending: Option<PendingTxn>,
+        uncommitted_tail: &'f AtomicBool,
+    ) -> Self {
         Applier {
             file,
             claims,
@@ -910,6 +957,8 @@ impl<'f> Applier<'f> {
             limit: None,
             final_pages: None,
             txn_start: None,
+            pending,
+            uncommitted_tail,
         }
     }
 
@@ -920,8 +969,16 @@ impl<'f> Applier<'f> {
     /// End of an index: pages it wrote above its own last commit size were cut off by it.
     fn finish_index(&mut self) -> Result<()> {
         if let Some((segment, offset)) = self.txn_start.take() {
-            // Frames of a transaction that never commits were already written: SQLite (and
-            // so Litestream's restore) would ignore them, and this restore cannot undo them.
+            self.uncommitted_tail.store(true, Ordering::Relaxed);
+            if let Some(pending) = &mut self.pending {
+                // Buffered mode: the unfinished transaction was never written; SQLite (and so
+                // Litestream's restore) ignores it too.
+                tracing::warn!(segment = %segment, offset, frames = pending.frames,
+                    "ignoring a transaction without a commit frame at the end of its wal index");
+                pending.clear()?;
+                return self.finish_index();
+            }
+            // Its frames were already written: `execute` restores again in buffered mode.
             return Err(Error::corrupt(
                 &segment,
                 format!(
@@ -952,6 +1009,23 @@ impl<'f> Applier<'f> {
         self.validator = None;
         self.next_offset = 0;
         Ok(())
+    }
+
+    /// Write one committed frame's page unless a newer index decided it or cut it off.
+    fn apply_page(&mut self, pgno: u32, page: &[u8]) -> Result<()> {
+        if self.decided.contains(pgno) || !self.below_limit(pgno) {
+            return Ok(());
+        }
+        if self.written.insert(pgno) {
+            self.written_list.push(pgno);
+            // Claim before writing, so the snapshot writer never writes after us.
+            self.claims
+                .lock()
+                .map_err(|_| Error::io("restored database", io::Error::other("lock poisoned")))?
+                .wal
+                .insert(pgno);
+        }
+        self.write_page(pgno, page)
     }
 
     fn write_page(&self, pgno: u32, data: &[u8]) -> Result<()> {
@@ -1024,22 +1098,18 @@ impl<'f> Applier<'f> {
                 let fh = validator.check(&frame).map_err(|r| {
                     Error::corrupt(&name, format!("frame at offset {}: {r}", self.next_offset))
                 })?;
-                if !self.decided.contains(fh.pgno) && self.below_limit(fh.pgno) {
-                    if self.written.insert(fh.pgno) {
-                        self.written_list.push(fh.pgno);
-                        // Claim before writing, so the snapshot writer never writes after us.
-                        self.claims
-                            .lock()
-                            .map_err(|_| {
-                                Error::io("restored database", io::Error::other("lock poisoned"))
-                            })?
-                            .wal
-                            .insert(fh.pgno);
-                    }
-                    self.write_page(fh.pgno, &frame[crate::wal::WAL_FRAME_HEADER_SIZE..])?;
+                let page = &frame[crate::wal::WAL_FRAME_HEADER_SIZE..];
+                match &mut self.pending {
+                    Some(pending) => pending.push(fh.pgno, page)?,
+                    None => self.apply_page(fh.pgno, page)?,
                 }
                 self.next_offset += frame_size as u64;
                 if fh.commit_size != 0 {
+                    if let Some(mut pending) = self.pending.take() {
+                        let drained = pending.drain(|pgno, page| self.apply_page(pgno, page));
+                        self.pending = Some(pending);
+                        drained?;
+                    }
                     self.last_commit = Some(fh.commit_size);
                     self.txn_start = None;
                 } else if self.txn_start.is_none() {
@@ -1087,6 +1157,112 @@ impl<'f> Applier<'f> {
             .set_len(size)
             .map_err(|e| Error::io("restored database", e))
     }
+}
+
+/// Frames held in memory per transaction in buffered mode; beyond this they go to a file.
+const PENDING_MEMORY: usize = 8 << 20;
+
+/// The frames (page number and page) of the transaction being read, in order, kept until its
+/// commit frame arrives: up to [`PENDING_MEMORY`] in memory, the rest in an unlinked temporary
+/// file beside the output.
+#[derive(Debug)]
+struct PendingTxn {
+    dir: PathBuf,
+    mem: Vec<u8>,
+    spill: Option<File>,
+    spilled: u64,
+    frames: u64,
+    record: usize,
+}
+
+impl PendingTxn {
+    fn new(dir: PathBuf) -> Self {
+        PendingTxn {
+            dir,
+            mem: Vec::new(),
+            spill: None,
+            spilled: 0,
+            frames: 0,
+            record: 0,
+        }
+    }
+
+    fn push(&mut self, pgno: u32, page: &[u8]) -> Result<()> {
+        self.record = 4 + page.len();
+        self.frames += 1;
+        if self.spilled == 0 && self.mem.len() + self.record <= PENDING_MEMORY {
+            self.mem.extend_from_slice(&pgno.to_le_bytes());
+            self.mem.extend_from_slice(page);
+            return Ok(());
+        }
+        let file = match &self.spill {
+            Some(f) => f,
+            None => self.spill.insert(spill_file(&self.dir)?),
+        };
+        let mut rec = Vec::with_capacity(self.record);
+        rec.extend_from_slice(&pgno.to_le_bytes());
+        rec.extend_from_slice(page);
+        file.write_all_at(&rec, self.spilled)
+            .map_err(|e| Error::io("restore transaction buffer", e))?;
+        self.spilled += rec.len() as u64;
+        Ok(())
+    }
+
+    /// Hand every held frame, in order, to `f`; then forget them.
+    fn drain(&mut self, mut f: impl FnMut(u32, &[u8]) -> Result<()>) -> Result<()> {
+        let record = self.record.max(5);
+        for rec in self.mem.chunks(record) {
+            f(pgno_of(rec), &rec[4..])?;
+        }
+        if let Some(file) = &self.spill {
+            let mut buf = vec![0u8; record * (READ_AHEAD_CHUNK / record).max(1)];
+            let mut at = 0u64;
+            while at < self.spilled {
+                let n = buf.len().min((self.spilled - at) as usize);
+                file.read_exact_at(&mut buf[..n], at)
+                    .map_err(|e| Error::io("restore transaction buffer", e))?;
+                for rec in buf[..n].chunks(record) {
+                    f(pgno_of(rec), &rec[4..])?;
+                }
+                at += n as u64;
+            }
+        }
+        self.clear()
+    }
+
+    fn clear(&mut self) -> Result<()> {
+        self.mem.clear();
+        self.frames = 0;
+        if self.spilled > 0 {
+            self.spilled = 0;
+            if let Some(file) = &self.spill {
+                file.set_len(0)
+                    .map_err(|e| Error::io("restore transaction buffer", e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn pgno_of(rec: &[u8]) -> u32 {
+    u32::from_le_bytes([rec[0], rec[1], rec[2], rec[3]])
+}
+
+/// A temporary file in `dir` that is already unlinked: it goes away with its handle.
+fn spill_file(dir: &Path) -> Result<File> {
+    let path = dir.join(format!(
+        ".litestream-restore-{:016x}.txn",
+        rand::random::<u64>()
+    ));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::io(path.display().to_string(), e))?;
+    let _ = std::fs::remove_file(&path);
+    Ok(file)
 }
 
 /// Who wrote which page, shared by the segment applier and the snapshot writer that run side
