@@ -610,3 +610,131 @@ async fn application_never_sees_busy_and_the_wal_stays_bounded() {
     let out = our_restore(&rep, dir.path().join("restored.db")).await;
     assert_eq!(dump(&out), expected);
 }
+
+/// A file replica whose snapshot reads first wait `delay`: a validation restore takes at least
+/// that long (the engine reads snapshots only to validate).
+#[derive(Debug)]
+struct SlowSnapshotReads {
+    inner: FileClient,
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl ReplicaClient for SlowSnapshotReads {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    async fn generations(&self) -> litestream_core::Result<Vec<litestream_core::Generation>> {
+        self.inner.generations().await
+    }
+    async fn snapshots(
+        &self,
+        g: &litestream_core::Generation,
+    ) -> litestream_core::Result<Vec<litestream_core::SnapshotInfo>> {
+        self.inner.snapshots(g).await
+    }
+    async fn wal_segments(
+        &self,
+        g: &litestream_core::Generation,
+    ) -> litestream_core::Result<Vec<litestream_core::WalSegmentInfo>> {
+        self.inner.wal_segments(g).await
+    }
+    async fn open_snapshot(
+        &self,
+        g: &litestream_core::Generation,
+        index: u32,
+    ) -> litestream_core::Result<litestream_core::ByteStream> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.open_snapshot(g, index).await
+    }
+    async fn open_wal_segment(
+        &self,
+        pos: &Pos,
+    ) -> litestream_core::Result<litestream_core::ByteStream> {
+        self.inner.open_wal_segment(pos).await
+    }
+    async fn write_snapshot(
+        &self,
+        g: &litestream_core::Generation,
+        index: u32,
+        data: litestream_core::ByteStream,
+    ) -> litestream_core::Result<litestream_core::SnapshotInfo> {
+        self.inner.write_snapshot(g, index, data).await
+    }
+    async fn write_wal_segment(
+        &self,
+        pos: &Pos,
+        data: litestream_core::ByteStream,
+    ) -> litestream_core::Result<litestream_core::WalSegmentInfo> {
+        self.inner.write_wal_segment(pos, data).await
+    }
+    async fn delete_snapshot(
+        &self,
+        g: &litestream_core::Generation,
+        index: u32,
+    ) -> litestream_core::Result<()> {
+        self.inner.delete_snapshot(g, index).await
+    }
+    async fn delete_wal_segments(&self, positions: &[Pos]) -> litestream_core::Result<()> {
+        self.inner.delete_wal_segments(positions).await
+    }
+    async fn delete_generation(
+        &self,
+        g: &litestream_core::Generation,
+    ) -> litestream_core::Result<()> {
+        self.inner.delete_generation(g).await
+    }
+}
+
+/// Uploads go on while a validation restores: with a restore slowed to 3 s, a transaction
+/// committed meanwhile reaches the replica well within 2 s, and the validation still matches
+/// (it compares the position it pinned, not the newer one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_go_on_while_a_validation_restores() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    let c = app_conn(&db);
+    schema(&c);
+    for n in 0..20 {
+        write_tx(&c, n, 2000);
+    }
+    let slow = ReplicaHandleConfig {
+        name: "slow".into(),
+        client: Arc::new(SlowSnapshotReads {
+            inner: FileClient::new(dir.path().join("replica")),
+            delay: Duration::from_secs(3),
+        }),
+        options: fast_replica_opts(),
+    };
+    let r = Replicator::start(&db, vec![slow], fast_db_opts())
+        .await
+        .expect("start");
+    r.sync_and_wait(Duration::from_secs(10))
+        .await
+        .expect("initial sync");
+    let started = Instant::now();
+    let validation = r.validate("slow");
+    let writes = async {
+        // Let the validation pin its position and start restoring.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        write_tx(&c, 100, 2000);
+        let t = Instant::now();
+        let pos = r.sync_and_wait(Duration::from_secs(2)).await;
+        (pos, t.elapsed())
+    };
+    let (report, (pos, took)) = tokio::join!(validation, writes);
+    let report = report.expect("validate");
+    let pos = pos.expect("a commit made during the validation must reach the replica");
+    assert!(report.ok(), "{report:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "the restore was slowed"
+    );
+    assert!(took < Duration::from_secs(2), "upload waited {took:?}");
+    let validated = &report.position;
+    assert!(
+        (pos.index, pos.offset) > (validated.index, validated.offset),
+        "{pos} must be past the validated {validated}"
+    );
+    r.shutdown().await.expect("shutdown");
+}
