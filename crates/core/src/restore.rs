@@ -68,13 +68,10 @@ pub struct RestoreOptions {
     pub parallelism: usize,
     /// Retry policy for every download.
     pub retry: RetryConfig,
-    // --- progress callback (begin) ---
     /// Called with the bytes read so far while a restore runs (see [`RestoreProgress`]).
     pub progress: Option<ProgressCallback>,
-    // --- progress callback (end) ---
 }
 
-// --- progress callback (begin) ---
 /// Progress of a running restore: compressed bytes of the snapshot and WAL segments read so
 /// far, against the total listed for them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +145,6 @@ impl ProgressTracker {
         }
     }
 }
-// --- progress callback (end) ---
 
 impl RestoreOptions {
     /// Options with Litestream's defaults for `output`.
@@ -576,13 +572,11 @@ async fn execute_inner(
     let snapshot = plan.snapshot.clone();
     let generation = plan.generation.clone();
     let n_segments = plan.segments.len();
-    // --- progress callback (begin) ---
     let tracker = ProgressTracker {
         cb: opts.progress.clone(),
         done: std::sync::atomic::AtomicU64::new(0),
         total: plan.snapshot.size + plan.segments.iter().map(|s| s.size).sum::<u64>(),
     };
-    // --- progress callback (end) ---
     let spill_dir = dir.clone();
     let applied = tokio::task::spawn_blocking(move || -> Result<u64> {
         let claims = Mutex::new(PageClaims::default());

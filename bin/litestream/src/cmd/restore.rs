@@ -123,14 +123,12 @@ pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
         bail!("no matching backups found");
     };
     let nc = &clients[i];
-    // --- progress line (begin) ---
     let progress = crate::progress::Progress::for_stderr();
     opts.progress = progress.as_ref().map(|p| p.callback());
     let result = restore::restore_listing(nc.client.clone(), &listing, &opts).await;
     if let Some(p) = &progress {
         p.finish();
     }
-    // --- progress line (end) ---
     let outcome = result.with_context(|| {
         format!(
             "cannot restore {} from replica {:?} generation {}",
