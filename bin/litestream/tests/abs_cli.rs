@@ -12,14 +12,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::scenarios::{self, Restartable, Writer};
+use common::scenarios::{self, Writer};
 use common::{
-    assert_exit, assert_no_secret, describe, our_bin, output_text, replicate_briefly,
-    restore_config, restore_url, run, skip_if_our_bin_overridden, test_env, HEALTHCHECK,
+    assert_no_secret, describe, our_bin, output_text, replicate_briefly, restore_config,
+    restore_url, skip_if_our_bin_overridden, test_env, HEALTHCHECK,
 };
+use litestream_test_servers::Azurite;
 
 fn env(name: &str) -> String {
     test_env(name, "the abs CLI tests need Azurite")
@@ -204,116 +204,13 @@ fn abs_missing_container_is_a_clear_error() {
     assert_restore_is_clear_error(&case, &cfg, container, &[&case.replica.account_key]);
 }
 
-/// A private Azurite on its own port and data dir (never the shared one), stoppable and
-/// restartable on the same port and data.
-struct OwnAzurite {
-    child: Option<Child>,
-    port: u16,
-    data: PathBuf,
-}
-
-impl OwnAzurite {
-    fn start(port: u16, data: &Path) -> OwnAzurite {
-        let mut az = OwnAzurite {
-            child: None,
-            port,
-            data: data.to_path_buf(),
-        };
-        az.spawn();
-        az
-    }
-
-    fn spawn(&mut self) {
-        let bin =
-            PathBuf::from(env("TEST_SERVERS_DIR")).join("node/node_modules/.bin/azurite-blob");
-        assert!(
-            bin.exists(),
-            "{} missing: run scripts/test.sh",
-            bin.display()
-        );
-        std::fs::create_dir_all(&self.data).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.data.with_extension("log"))
-            .unwrap();
-        let child = Command::new(bin)
-            .args(["--blobHost", "127.0.0.1", "--blobPort"])
-            .arg(self.port.to_string())
-            .arg("--location")
-            .arg(&self.data)
-            .args(["--skipApiVersionCheck", "--loose", "--disableTelemetry"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "own azurite did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        format!(
-            "http://127.0.0.1:{}/{}",
-            self.port,
-            env("TEST_ABS_ACCOUNT_NAME")
-        )
-    }
-
-    fn create_container(&self, container: &str) {
-        let script = PathBuf::from(env("TEST_SERVERS_DIR")).join("bin/azcontainer.py");
-        let out = run(Command::new("python3")
-            .arg(script)
-            .arg(self.endpoint())
-            .arg(container)
-            .env("AZURE_ACCOUNT", env("TEST_ABS_ACCOUNT_NAME"))
-            .env("AZURE_KEY", env("TEST_ABS_ACCOUNT_KEY")));
-        assert_exit(&out, 0, "create container on own azurite");
-    }
-}
-
-impl Restartable for OwnAzurite {
-    /// SIGTERM, then SIGKILL after 15 s.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while child.try_wait().unwrap().is_none() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
-
-    fn restart(&mut self) {
-        self.spawn();
-    }
-}
-
-impl Drop for OwnAzurite {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 /// Azurite (a private one) is stopped during `replicate` and restarted a few seconds later:
 /// replication resumes by itself and nothing committed is lost (checked with our restore and
 /// v0.3.13's).
 #[test]
 fn abs_replication_survives_azurite_restart() {
     let data_root = tempfile::tempdir().unwrap();
-    let mut az = OwnAzurite::start(common::free_port(), &data_root.path().join("azurite"));
+    let mut az = Azurite::start(&data_root.path().join("azurite"));
     let container = "fault";
     az.create_container(container);
 

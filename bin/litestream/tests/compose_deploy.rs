@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use litestream_test_servers::free_port;
 use serde::Deserialize;
 
 const LITESTREAM: &str = "/usr/local/bin/litestream";
@@ -169,14 +170,6 @@ fn unique(tag: &str) -> String {
         .unwrap()
         .as_nanos();
     format!("compose-{tag}-{:x}-{n:x}", std::process::id())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// (host environment the compose file is interpolated with, secrets that must never be logged)

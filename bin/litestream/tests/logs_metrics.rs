@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
+use litestream_test_servers::free_port;
 
 // ---------------------------------------------------------------------------------------
 // A strict JSON parser (enough to check that each log line is exactly one JSON object).
@@ -503,14 +504,6 @@ fn prometheus_parser_is_strict() {
 
 // ---------------------------------------------------------------------------------------
 // Helpers.
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// GET `path` on `port`: (status code, body).
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {

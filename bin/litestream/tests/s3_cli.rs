@@ -16,13 +16,13 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::s3::Moto;
 use common::scenarios;
 use common::{
-    all_rows, assert_exit, assert_files_equal, assert_integrity_ok, count_rows, free_port, insert,
+    all_rows, assert_exit, assert_files_equal, assert_integrity_ok, count_rows, insert,
     litestream_v0313, litestream_v0517, our_bin, output_text, sigint_and_wait, spawn_replicate,
     spawn_replicate_with, test_env, HEALTHCHECK,
 };
+use litestream_test_servers::{free_port, Moto};
 
 fn env(name: &str) -> String {
     test_env(name, "the s3 CLI tests need the local S3 server")
@@ -232,7 +232,7 @@ fn percent_encode(s: &str) -> String {
 
 impl AuthMoto {
     fn start(bucket: &str, log: &Path) -> AuthMoto {
-        let moto = Moto::start(log);
+        let moto = Moto::start_logged(log);
         // Before auth is on, moto checks no signature; the Authorization header's scope only
         // routes the request to IAM.
         let iam = |body: &str| {

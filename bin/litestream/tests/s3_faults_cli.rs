@@ -29,11 +29,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::s3::Moto;
 use common::{
-    all_rows as rows, assert_exit, assert_integrity_ok, create_db, describe, free_port,
-    litestream_v0313, our_bin, random_blob, signal_and_wait, spawn_replicate,
+    all_rows as rows, assert_exit, assert_integrity_ok, create_db, describe, litestream_v0313,
+    our_bin, random_blob, signal_and_wait, spawn_replicate,
 };
+use litestream_test_servers::{free_port, Moto};
 
 const BUCKET: &str = "fault-cli-bucket";
 const KEY: &str = "test";
@@ -296,7 +296,7 @@ fn assert_running(child: &mut Child, log: &Path, when: &str) {
 #[test]
 fn s3_replicate_survives_5xx_dropped_connections_and_a_server_outage() {
     let dir = tempfile::tempdir().unwrap();
-    let moto = Moto::start(&dir.path().join("moto.log"));
+    let moto = Moto::start_logged(&dir.path().join("moto.log"));
     moto.create_bucket(BUCKET);
     let proxy = FaultProxy::start(moto.port);
 

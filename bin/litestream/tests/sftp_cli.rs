@@ -12,14 +12,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::scenarios::{self, Restartable, Writer};
+use common::scenarios::{self, Writer};
 use common::{
     assert_no_secret, describe, our_bin, output_text, replicate_briefly, restore_config,
     restore_url, test_env, HEALTHCHECK,
 };
+use litestream_test_servers::PrivateSshd;
 
 fn env(name: &str) -> String {
     test_env(name, "the sftp CLI tests need the local sshd")
@@ -207,121 +207,6 @@ fn sftp_wrong_password_is_a_clear_error_without_the_password() {
     let text = replicate_briefly(&our_bin(), &cfg, &case.db, &log);
     assert_no_secret(&text, wrong);
     assert!(text.contains("lstest@127.0.0.1:"), "{text}");
-}
-
-/// A private sshd (same config and keys as the shared one, its own port).
-struct PrivateSshd {
-    config: PathBuf,
-    port: u16,
-    child: Option<Child>,
-    _dir: tempfile::TempDir,
-}
-
-impl PrivateSshd {
-    fn start() -> PrivateSshd {
-        let shared = PathBuf::from(env("TEST_SFTP_KNOWN_HOSTS"))
-            .parent()
-            .unwrap()
-            .join("sshd_config");
-        let text = std::fs::read_to_string(&shared).unwrap();
-        let port = common::free_port();
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("sshd_config");
-        let body: String = text
-            .lines()
-            .filter(|l| !l.starts_with("Port ") && !l.starts_with("PidFile "))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        std::fs::write(&config, format!("Port {port}\nPidFile none\n{body}")).unwrap();
-        let mut s = PrivateSshd {
-            config,
-            port,
-            child: None,
-            _dir: dir,
-        };
-        s.spawn();
-        s
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("/usr/sbin/sshd")
-            .arg("-D")
-            .arg("-e")
-            .arg("-f")
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "private sshd did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Kill the listener and its per-connection children by pid (like a crash).
-    fn kill(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        for p in descendants(child.id()) {
-            let _ = Command::new("kill").arg("-9").arg(p.to_string()).status();
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-impl Drop for PrivateSshd {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn descendants(root: u32) -> Vec<u32> {
-    let mut parent_of = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        if let Some(ppid) = rest
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse::<u32>().ok())
-        {
-            parent_of.push((pid, ppid));
-        }
-    }
-    let mut out = Vec::new();
-    let mut frontier = vec![root];
-    while let Some(p) = frontier.pop() {
-        for (c, pp) in &parent_of {
-            if *pp == p && !out.contains(c) {
-                out.push(*c);
-                frontier.push(*c);
-            }
-        }
-    }
-    out
-}
-
-impl Restartable for PrivateSshd {
-    fn stop(&mut self) {
-        self.kill();
-    }
-
-    fn restart(&mut self) {
-        self.spawn();
-    }
 }
 
 /// sshd (with its sessions) is killed during `replicate` and restarted a few seconds later:

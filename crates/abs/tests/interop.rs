@@ -8,11 +8,12 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use litestream_abs::{AbsBuilder, AbsClient};
 use litestream_core::restore::{restore, RestoreOptions};
 use litestream_core::{ByteStream, Generation, Pos, ReplicaClient};
+use litestream_test_servers::{signal_and_wait, Azurite};
 use rand::RngCore;
 use tokio::io::AsyncReadExt;
 
@@ -91,22 +92,12 @@ fn count_and_check(db: &Path) -> (i64, String) {
 }
 
 fn sigint_and_wait(mut child: Child) {
-    Command::new("kill")
-        .arg("-INT")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            assert!(st.success(), "litestream replicate exited with {st}");
-            return;
-        }
-        if Instant::now() > deadline {
+    match signal_and_wait(&mut child, "INT", Duration::from_secs(30)) {
+        Some(st) => assert!(st.success(), "litestream replicate exited with {st}"),
+        None => {
             let _ = child.kill();
             panic!("litestream replicate did not stop after SIGINT");
         }
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -254,117 +245,14 @@ async fn interop_both_ways_with_litestream_v0313() {
     }
 }
 
-/// A private Azurite (own port, own data dir) that the test may stop and restart.
-struct OwnAzurite {
-    child: Option<Child>,
-    port: u16,
-    data: PathBuf,
-}
-
-impl OwnAzurite {
-    fn start(port: u16, data: &Path) -> Self {
-        let bin =
-            PathBuf::from(env("TEST_SERVERS_DIR")).join("node/node_modules/.bin/azurite-blob");
-        assert!(
-            bin.exists(),
-            "{} missing: run scripts/test.sh",
-            bin.display()
-        );
-        let log = std::fs::File::create(data.with_extension("log")).unwrap();
-        let child = Command::new(bin)
-            .args(["--blobHost", "127.0.0.1", "--blobPort"])
-            .arg(port.to_string())
-            .arg("--location")
-            .arg(data)
-            .args(["--skipApiVersionCheck", "--loose", "--disableTelemetry"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let me = OwnAzurite {
-            child: Some(child),
-            port,
-            data: data.to_path_buf(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "own azurite did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        me
-    }
-
-    fn endpoint(&self) -> String {
-        format!(
-            "http://127.0.0.1:{}/{}",
-            self.port,
-            env("TEST_ABS_ACCOUNT_NAME")
-        )
-    }
-
-    fn create_container(&self) {
-        let script = PathBuf::from(env("TEST_SERVERS_DIR")).join("bin/azcontainer.py");
-        run_ok(
-            Command::new("python3")
-                .arg(script)
-                .arg(self.endpoint())
-                .arg(env("TEST_ABS_CONTAINER"))
-                .env("AZURE_ACCOUNT", env("TEST_ABS_ACCOUNT_NAME"))
-                .env("AZURE_KEY", env("TEST_ABS_ACCOUNT_KEY")),
-            "create container on own azurite",
-        );
-    }
-
-    /// Graceful stop (SIGTERM, as an orchestrator would), waiting for the process to exit.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while child.try_wait().unwrap().is_none() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
-
-    fn restart(&mut self) {
-        self.stop();
-        let again = OwnAzurite::start(self.port, &self.data);
-        *self = again;
-    }
-}
-
-impl Drop for OwnAzurite {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Azurite stopped and restarted under the same client: requests while it is down fail with
 /// retryable errors naming account and container; afterwards the same client resumes and
 /// every object written before the outage is intact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn azurite_restart_is_survived_and_nothing_written_is_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut az = OwnAzurite::start(port, &dir.path().join("azurite"));
-    az.create_container();
+    let mut az = Azurite::start(&dir.path().join("azurite"));
+    az.create_container(&env("TEST_ABS_CONTAINER"));
 
     let retry = litestream_abs::RetryConfig {
         max_retries: 1,

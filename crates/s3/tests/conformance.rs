@@ -250,7 +250,7 @@ const SECRET: &str = "s3cr3t-value-that-must-never-appear";
 
 #[tokio::test]
 async fn endpoint_nobody_listens_on_gives_a_clear_retryable_error_without_secrets() {
-    let endpoint = format!("http://127.0.0.1:{}", common::free_port());
+    let endpoint = format!("http://127.0.0.1:{}", litestream_test_servers::free_port());
     let c = S3Builder::new("some-bucket")
         .with_endpoint(&endpoint)
         .with_credentials("AKIDEXAMPLE", SECRET)

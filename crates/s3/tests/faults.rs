@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{bytes, read_all, stream, OwnMoto};
+use common::{bytes, read_all, stream};
 use litestream_core::{Generation, Pos, ReplicaClient, RetryConfig};
 use litestream_s3::{S3Builder, S3Client};
+use litestream_test_servers::Moto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -29,7 +30,7 @@ async fn client_for(endpoint: &str, attempts: u32) -> S3Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_recovers_after_the_server_is_stopped_and_started_again() {
-    let mut moto = OwnMoto::start();
+    let mut moto = Moto::start();
     let c = client_for(&moto.endpoint(), 2).await;
     common::create_bucket(&c, BUCKET).await;
     let g = Generation::parse("abcdefabcdefabcd").expect("gen");
@@ -130,7 +131,7 @@ async fn flaky_proxy(upstream: u16) -> (u16, Arc<AtomicU64>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_and_reads_survive_500s_503s_and_dropped_connections() {
-    let moto = OwnMoto::start();
+    let moto = Moto::start();
     let direct = client_for(&moto.endpoint(), 1).await;
     common::create_bucket(&direct, BUCKET).await;
     let (port, faults) = flaky_proxy(moto.port).await;
@@ -190,7 +191,7 @@ async fn writes_and_reads_survive_500s_503s_and_dropped_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skip_verify_accepts_a_self_signed_certificate_and_verification_rejects_it() {
-    let moto = OwnMoto::start_with_tls(true);
+    let moto = Moto::start_with_tls(true);
     let build = |skip: bool| {
         S3Builder::new(BUCKET)
             .with_endpoint(moto.endpoint())

@@ -1,154 +1,16 @@
 //! Faults: the server dies and comes back while a client is in use. Uses its OWN sshd on a
-//! free port (same config and keys as the shared test server, different Port), never the
-//! shared one.
+//! free port (`litestream_test_servers::PrivateSshd`: same config and keys as the shared test
+//! server, different Port), never the shared one.
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use litestream_core::retry::RetryConfig;
 use litestream_core::{Generation, Pos, ReplicaClient};
 use litestream_sftp::SftpClient;
-
-/// A private sshd: started from a copy of the shared config with another port.
-struct PrivateSshd {
-    config: PathBuf,
-    port: u16,
-    child: Option<Child>,
-    _dir: tempfile::TempDir,
-}
-
-impl PrivateSshd {
-    fn start() -> PrivateSshd {
-        let shared = PathBuf::from(env("TEST_SFTP_KNOWN_HOSTS"))
-            .parent()
-            .expect("sshd dir")
-            .join("sshd_config");
-        let text = std::fs::read_to_string(&shared)
-            .unwrap_or_else(|e| panic!("read {}: {e} (run scripts/test.sh)", shared.display()));
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let dir = tempfile::tempdir().expect("tmp");
-        let config = dir.path().join("sshd_config");
-        let body: String = text
-            .lines()
-            .filter(|l| !l.starts_with("Port ") && !l.starts_with("PidFile "))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        std::fs::write(&config, format!("Port {port}\nPidFile none\n{body}")).expect("write");
-        let mut s = PrivateSshd {
-            config,
-            port,
-            child: None,
-            _dir: dir,
-        };
-        s.spawn();
-        s
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("/usr/sbin/sshd")
-            .arg("-D")
-            .arg("-e")
-            .arg("-f")
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(self.log())
-                    .expect("sshd log"),
-            )
-            .spawn()
-            .expect("spawn /usr/sbin/sshd");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "private sshd did not start on {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> PathBuf {
-        self.config.with_file_name("sshd.log")
-    }
-
-    /// How many logins the server accepted so far (from its VERBOSE log).
-    fn accepted_logins(&self) -> usize {
-        std::fs::read_to_string(self.log())
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("Accepted publickey for") || l.contains("Accepted password for"))
-            .count()
-    }
-
-    /// Kill the listener and every per-connection child it forked (by pid), dropping all
-    /// sessions as a crash would.
-    fn kill(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let pid = child.id();
-        for p in descendants(pid) {
-            let _ = Command::new("kill").arg("-9").arg(p.to_string()).status();
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-impl Drop for PrivateSshd {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Pids whose parent chain leads to `root`.
-fn descendants(root: u32) -> Vec<u32> {
-    let mut parent_of = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid ..."; comm may contain spaces, so split after ')'.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        if let Some(ppid) = rest
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse::<u32>().ok())
-        {
-            parent_of.push((pid, ppid));
-        }
-    }
-    let mut out = Vec::new();
-    let mut frontier = vec![root];
-    while let Some(p) = frontier.pop() {
-        for (c, pp) in &parent_of {
-            if *pp == p && !out.contains(c) {
-                out.push(*c);
-                frontier.push(*c);
-            }
-        }
-    }
-    out
-}
+use litestream_test_servers::PrivateSshd;
 
 /// sshd is killed (with its sessions) and restarted while segments are being written: the
 /// client reconnects by itself, later writes succeed, and every committed segment is intact.
@@ -180,7 +42,7 @@ async fn client_reconnects_after_sshd_is_killed_and_restarted() {
     // Down for a while; the restart happens in the background while the client is waiting.
     let restarter = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(1500));
-        sshd.spawn();
+        sshd.restart();
         sshd
     });
 
@@ -300,7 +162,7 @@ async fn half_written_upload_is_never_visible_under_its_real_name() {
         "half-written snapshot visible"
     );
 
-    sshd.spawn();
+    sshd.restart();
     let data = payload(3 * 1024 * 1024, 5);
     client
         .write_snapshot(&g, 3, bytes(data.clone()))

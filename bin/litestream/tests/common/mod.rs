@@ -13,7 +13,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod s3;
 pub mod scenarios;
@@ -66,12 +66,6 @@ pub fn test_env(name: &str, need: &str) -> String {
              (or eval \"$(bash scripts/test-servers/start.sh)\")"
         ),
     }
-}
-
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 fn is_executable(p: &Path) -> bool {
@@ -571,29 +565,19 @@ pub fn sigint_and_wait(child: Child, log: &Path) {
 /// Send `SIG<signal>` (e.g. `"INT"`, `"TERM"`) to a `replicate` child and wait (60 s at most)
 /// for a successful exit; a failure or a timeout panics with the log.
 pub fn signal_and_wait(mut child: Child, signal: &str, log: &Path) {
-    Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            assert!(
-                st.success(),
-                "replicate exited with {st}; log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-            return;
-        }
-        if Instant::now() > deadline {
+    match litestream_test_servers::signal_and_wait(&mut child, signal, Duration::from_secs(60)) {
+        Some(st) => assert!(
+            st.success(),
+            "replicate exited with {st}; log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        ),
+        None => {
             let _ = child.kill();
             panic!(
                 "replicate did not stop after SIG{signal}; log:\n{}",
                 std::fs::read_to_string(log).unwrap_or_default()
             );
         }
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -222,6 +222,28 @@ pub trait Restartable {
     fn restart(&mut self);
 }
 
+/// sshd: killed (SIGKILL, with its sessions, like a crash), then started again.
+impl Restartable for litestream_test_servers::PrivateSshd {
+    fn stop(&mut self) {
+        self.kill();
+    }
+
+    fn restart(&mut self) {
+        litestream_test_servers::PrivateSshd::restart(self);
+    }
+}
+
+/// Azurite: SIGTERM (SIGKILL after 15 s), then started again with the same data.
+impl Restartable for litestream_test_servers::Azurite {
+    fn stop(&mut self) {
+        litestream_test_servers::Azurite::stop(self);
+    }
+
+    fn restart(&mut self) {
+        litestream_test_servers::Azurite::restart(self);
+    }
+}
+
 /// The server behind `cfg` goes down while our `replicate` runs and comes back a few seconds
 /// later; rows are committed before, during and after the outage. Replication resumes by
 /// itself and nothing committed is lost: after SIGINT, our restore and v0.3.13's both exit 0,

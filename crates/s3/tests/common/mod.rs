@@ -1,11 +1,6 @@
 //! Shared helpers for the S3 tests: the test server from the environment, random prefixes,
-//! and a private moto server for fault tests.
+//! and creating buckets (the private moto server is `litestream_test_servers::Moto`).
 #![allow(dead_code, unreachable_pub, missing_docs)]
-
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// Byte streams, whole reads and deterministic incompressible payloads (`bytes(len, seed)`).
 pub use litestream_conformance::{payload as bytes, read_all, stream};
@@ -53,90 +48,6 @@ pub async fn try_read_all(mut s: ByteStream) -> litestream_core::Result<Vec<u8>>
         .await
         .map_err(|e| litestream_core::Error::io("stream", e))?;
     Ok(out)
-}
-
-/// A free TCP port on 127.0.0.1 (nobody listens on it once this returns).
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-/// A moto server of our own, on its own port, for tests that stop the server.
-#[derive(Debug)]
-pub struct OwnMoto {
-    pub port: u16,
-    tls: bool,
-    child: Option<Child>,
-}
-
-fn moto_bin() -> PathBuf {
-    let dir = env("TEST_SERVERS_DIR");
-    let p = PathBuf::from(dir).join("venv/bin/moto_server");
-    assert!(
-        p.exists(),
-        "{} missing: run scripts/test.sh (it installs moto)",
-        p.display()
-    );
-    p
-}
-
-impl OwnMoto {
-    /// Start moto on a free port and wait until it answers.
-    pub fn start() -> OwnMoto {
-        Self::start_with_tls(false)
-    }
-
-    /// Start moto; with `tls`, over HTTPS with a self-signed certificate (`moto_server -s`).
-    pub fn start_with_tls(tls: bool) -> OwnMoto {
-        let mut m = OwnMoto {
-            port: free_port(),
-            tls,
-            child: None,
-        };
-        m.restart();
-        m
-    }
-
-    pub fn endpoint(&self) -> String {
-        let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", self.port)
-    }
-
-    /// (Re)start the server on the same port and create `bucket` in it.
-    pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let mut cmd = Command::new(moto_bin());
-        cmd.args(["-H", "127.0.0.1", "-p", &self.port.to_string()]);
-        if self.tls {
-            cmd.arg("-s");
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn moto_server");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "own moto did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Stop the server (its in-memory data is lost).
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for OwnMoto {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// Create `bucket` through `client` (ignoring "already exists").
