@@ -445,31 +445,27 @@ pub async fn execute(
     plan: RestorePlan,
     opts: &RestoreOptions,
 ) -> Result<RestoreOutcome> {
-    let (result, uncommitted_tail) =
-        execute_mode(Arc::clone(&client), plan.clone(), opts, false).await;
-    match result {
-        Err(e) if uncommitted_tail => {
+    let uncommitted_tail = Arc::new(AtomicBool::new(false));
+    let first = execute_inner(
+        Arc::clone(&client),
+        plan.clone(),
+        opts,
+        false,
+        Arc::clone(&uncommitted_tail),
+    )
+    .await;
+    match first {
+        Err(e) if uncommitted_tail.load(Ordering::Relaxed) => {
             tracing::warn!(error = %e,
                 "restoring again, holding each transaction until its commit frame");
-            execute_mode(client, plan, opts, true).await.0
+            execute_inner(client, plan, opts, true, uncommitted_tail).await
         }
         r => r,
     }
 }
 
-/// [`execute`] with frames written as read (`buffered` false) or held per transaction; also
-/// says whether an index ended inside a transaction.
-async fn execute_mode(
-    client: Arc<dyn ReplicaClient>,
-    plan: RestorePlan,
-    opts: &RestoreOptions,
-    buffered: bool,
-) -> (Result<RestoreOutcome>, bool) {
-    let uncommitted_tail = Arc::new(AtomicBool::new(false));
-    let result = execute_inner(client, plan, opts, buffered, Arc::clone(&uncommitted_tail)).await;
-    (result, uncommitted_tail.load(Ordering::Relaxed))
-}
-
+/// [`execute`] with frames written as read (`buffered` false) or held per transaction until
+/// its commit; sets `uncommitted_tail` when an index ends inside a transaction.
 async fn execute_inner(
     client: Arc<dyn ReplicaClient>,
     plan: RestorePlan,

@@ -59,8 +59,13 @@ fn rows(conn: &Connection) -> Vec<Row> {
         .collect()
 }
 
-/// Build a replica of two WAL indexes from a live database; returns the expected rows.
-async fn build_replica(dir: &Path, client: &MemoryClient, gen: &Generation) -> Vec<Row> {
+/// A fresh WAL-mode `src.db` in `dir` with an empty table `t`, checkpointed, and its file
+/// written to `client` as the snapshot at index 0 of `gen`; returns the open connection.
+async fn source_with_snapshot(
+    dir: &Path,
+    client: &dyn ReplicaClient,
+    gen: &Generation,
+) -> Connection {
     let db = dir.join("src.db");
     let conn = Connection::open(&db).unwrap();
     conn.execute_batch(
@@ -74,6 +79,12 @@ async fn build_replica(dir: &Path, client: &MemoryClient, gen: &Generation) -> V
         .write_snapshot(gen, 0, stream(compress_to_vec(&snapshot)))
         .await
         .unwrap();
+    conn
+}
+
+/// Build a replica of two WAL indexes from a live database; returns the expected rows.
+async fn build_replica(dir: &Path, client: &MemoryClient, gen: &Generation) -> Vec<Row> {
+    let conn = source_with_snapshot(dir, client, gen).await;
     for i in 0..40 {
         conn.execute(
             "INSERT INTO t (name, data) VALUES (?1, ?2)",
@@ -439,19 +450,7 @@ async fn one_big_transaction(
     client: &MemoryClient,
     gen: &Generation,
 ) -> (Vec<u8>, Vec<Row>) {
-    let db = dir.join("src.db");
-    let conn = Connection::open(&db).unwrap();
-    conn.execute_batch(
-        "PRAGMA journal_mode=wal; PRAGMA wal_autocheckpoint=0;
-         CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, data BLOB);
-         PRAGMA wal_checkpoint(TRUNCATE);",
-    )
-    .unwrap();
-    let snapshot = std::fs::read(&db).unwrap();
-    client
-        .write_snapshot(gen, 0, stream(compress_to_vec(&snapshot)))
-        .await
-        .unwrap();
+    let conn = source_with_snapshot(dir, client, gen).await;
     conn.execute_batch("BEGIN").unwrap();
     for i in 0..20 {
         conn.execute(
@@ -538,22 +537,7 @@ async fn large_committed_then_unfinished_transaction_matches_litestream() {
     let replica = dir.path().join("replica");
     let client = litestream_file::FileClient::new(&replica);
     let gen = Generation::random();
-    let db = dir.path().join("src.db");
-    let conn = Connection::open(&db).unwrap();
-    conn.execute_batch(
-        "PRAGMA journal_mode=wal; PRAGMA wal_autocheckpoint=0;
-         CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, data BLOB);
-         PRAGMA wal_checkpoint(TRUNCATE);",
-    )
-    .unwrap();
-    client
-        .write_snapshot(
-            &gen,
-            0,
-            stream(compress_to_vec(&std::fs::read(&db).unwrap())),
-        )
-        .await
-        .unwrap();
+    let conn = source_with_snapshot(dir.path(), &client, &gen).await;
     let insert_many = |n: usize, size: usize| {
         conn.execute_batch("BEGIN").unwrap();
         for i in 0..n {
