@@ -175,26 +175,10 @@ def moto_lines():
     with open(moto_log, errors="replace") as f:
         return [l for l in f if '" ' in l and "HTTP/1." in l]
 
-REQ = re.compile(r'"(\w+) (\S+) HTTP/1\.[01]" (\d+)')
+sys.path.insert(0, "benches")
+from s3_requests import classify as classify_requests, moto_requests
 def classify(lines):
-    kinds = {}
-    for l in lines:
-        m = REQ.search(l)
-        if not m:
-            continue
-        method, path, status = m.groups()
-        p, _, q = path.partition("?")
-        parts = [x for x in p.split("/") if x]
-        if method == "GET" and len(parts) <= 1:
-            k = "LIST"
-        elif method == "GET":
-            k = "GET"
-        else:
-            k = method
-        if not status.startswith("2"):
-            k += f"({status})"
-        kinds[k] = kinds.get(k, 0) + 1
-    return kinds
+    return classify_requests(moto_requests(lines))
 
 def pct(xs, q):
     xs = sorted(xs)

@@ -176,30 +176,14 @@ def log_lines():
             return [l for l in f if '" ' in l and "HTTP/1." in l]
         return [l for l in f if l.strip()]  # bench-s3-server: "METHOD URI STATUS"
 
-MOTO_REQ = re.compile(r'"(\w+) (\S+) HTTP/1\.[01]" (\d+)')
+sys.path.insert(0, "benches")
+from s3_requests import classify, moto_requests
 S3S_REQ = re.compile(r'^(\w+) (\S+) (\S+)$')
 def requests_in(lines):
     """(method, path, status) per request."""
-    for l in lines:
-        m = (MOTO_REQ.search(l) if server == "moto" else S3S_REQ.match(l.strip()))
-        if m:
-            yield m.groups()
-
-def classify(lines):
-    kinds = {}
-    for method, path, status in requests_in(lines):
-        p, _, q = path.partition("?")
-        parts = [x for x in p.split("/") if x]
-        if method == "GET" and len(parts) <= 1:
-            k = "LIST"
-        elif method == "GET":
-            k = "GET"
-        else:
-            k = method
-        if not status.startswith("2"):
-            k += f"({status})"
-        kinds[k] = kinds.get(k, 0) + 1
-    return kinds
+    if server == "moto":
+        return moto_requests(lines)
+    return (m.groups() for m in (S3S_REQ.match(l.strip()) for l in lines) if m)
 
 url = f"s3://{BUCKET}.localhost:{port}/{PREFIX}"
 env = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="testtest")
@@ -230,7 +214,7 @@ for i in range(runs):
                            env=env, capture_output=True, text=True)
         time.sleep(0.5)  # let the server flush its log
         server_s = server_cpu() - cpu0
-        reqs = classify(log_lines()[before:])
+        reqs = classify(requests_in(log_lines()[before:]))
         last = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ""
         if p.returncode != 0:
             log(f"{t} run {i}: restore failed ({p.returncode}):\n{p.stderr[-3000:]}")
