@@ -82,11 +82,16 @@ unset AWS_CA_BUNDLE
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
 
 # --- 3. cargo test -----------------------------------------------------------------------------
+# Incremental artifacts only help repeated local builds; in a one-shot run they cost GBs of disk.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+disk_free() { df -Pk "${CARGO_TARGET_DIR:-$ROOT/target}" 2>/dev/null | awk 'NR==2{printf "%.1f GiB", $4/1048576}' || true; }
+mkdir -p "${CARGO_TARGET_DIR:-$ROOT/target}"
+log "disk free for the build: $(disk_free)"
 t=$(date +%s.%N)
 log "running: cargo test --workspace --all-features --locked $*"
 set +e
 cargo test --workspace --all-features --locked "$@" 2>&1
 rc=$?
 set -e
-log "cargo test finished with exit $rc ($(since "$t"))"
+log "cargo test finished with exit $rc ($(since "$t")); disk free: $(disk_free)"
 exit "$rc"
