@@ -100,8 +100,48 @@ fn main() -> ExitCode {
                 }
                 return ExitCode::from(1);
             }
-            tracing::error!(error = %format!("{err:#}"), "failed to run");
+            tracing::error!(error = %error_chain(&err), "failed to run");
             ExitCode::from(1)
         }
+    }
+}
+
+/// `err` and its causes joined by ": ", leaving out a cause whose text the message before it
+/// already ends with (typed errors print their source and expose it too, and anyhow's `{:#}`
+/// would show "No space left on device" twice).
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[test]
+    fn error_chain_names_each_cause_once() {
+        let io = std::io::Error::from_raw_os_error(28);
+        let typed = litestream_core::Error::io("/data/app.db.1234.tmp", io);
+        let err = anyhow::Error::new(typed).context("cannot restore /data/app.db");
+        let text = error_chain(&err);
+        assert_eq!(
+            text,
+            format!(
+                "cannot restore /data/app.db: /data/app.db.1234.tmp: {}",
+                std::io::Error::from_raw_os_error(28)
+            )
+        );
+        let plain = anyhow::anyhow!("bucket missing").context("listing s3://b/db");
+        assert_eq!(error_chain(&plain), "listing s3://b/db: bucket missing");
     }
 }

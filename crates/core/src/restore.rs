@@ -498,6 +498,10 @@ async fn execute_inner(
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| Error::io(tmp.display().to_string(), e))?;
+    let file = OutputFile {
+        file,
+        path: tmp.display().to_string(),
+    };
     let mut guard = TempGuard {
         path: tmp.clone(),
         armed: true,
@@ -633,7 +637,7 @@ async fn execute_inner(
             }
             let snapshot_written = snapshot_writer.join().map_err(|_| {
                 Error::io(
-                    "restored database",
+                    file.path.clone(),
                     io::Error::other("snapshot writer panicked"),
                 )
             });
@@ -646,19 +650,16 @@ async fn execute_inner(
             };
             let claims = claims
                 .lock()
-                .map_err(|_| Error::io("restored database", io::Error::other("lock poisoned")))?;
+                .map_err(|_| Error::io("restore page claims", io::Error::other("lock poisoned")))?;
             applier.finish(
                 &snapshot_name(&generation, snapshot.index),
                 &written,
                 &claims,
             )?;
             drop(claims);
-            file.sync_all()
-                .map_err(|e| Error::io("restored database", e))?;
+            file.sync_all()?;
             tracker.finish(); // progress callback
-            file.metadata()
-                .map(|m| m.len())
-                .map_err(|e| Error::io("restored database", e))
+            file.len()
         })
     })
     .await;
@@ -899,7 +900,7 @@ impl PageSet {
 /// segments are applied, coordinated through [`PageClaims`]. Every frame of every segment is
 /// still read and validated (salt, checksum chain, whole transactions).
 struct Applier<'f> {
-    file: &'f File,
+    file: &'f OutputFile,
     /// Shared with the snapshot writer: pages claimed here are never written by it.
     claims: &'f Mutex<PageClaims>,
     page_size: Option<u32>,
@@ -927,7 +928,7 @@ struct Applier<'f> {
 
 impl<'f> Applier<'f> {
     fn new(
-        file: &'f File,
+        file: &'f OutputFile,
         claims: &'f Mutex<PageClaims>,
         pending: Option<PendingTxn>,
         uncommitted_tail: &'f AtomicBool,
@@ -1011,7 +1012,7 @@ impl<'f> Applier<'f> {
             // Claim before writing, so the snapshot writer never writes after us.
             self.claims
                 .lock()
-                .map_err(|_| Error::io("restored database", io::Error::other("lock poisoned")))?
+                .map_err(|_| Error::io("restore page claims", io::Error::other("lock poisoned")))?
                 .wal
                 .insert(pgno);
         }
@@ -1020,9 +1021,7 @@ impl<'f> Applier<'f> {
 
     fn write_page(&self, pgno: u32, data: &[u8]) -> Result<()> {
         let at = u64::from(pgno - 1) * data.len() as u64;
-        self.file
-            .write_all_at(data, at)
-            .map_err(|e| Error::io("restored database", e))
+        self.file.write_all_at(data, at)
     }
 
     fn apply(&mut self, seg: &WalSegmentInfo, mut reader: impl Read) -> Result<()> {
@@ -1143,9 +1142,7 @@ impl<'f> Applier<'f> {
             Some(p) => u64::from(p) * page_size as u64,
             None => snapshot.bytes,
         };
-        self.file
-            .set_len(size)
-            .map_err(|e| Error::io("restored database", e))
+        self.file.set_len(size)
     }
 }
 
@@ -1276,7 +1273,7 @@ struct SnapshotWritten {
 
 /// Write the snapshot's pages that no segment claimed, in runs of up to 1 MiB.
 fn write_snapshot(
-    file: &File,
+    file: &OutputFile,
     claims: &Mutex<PageClaims>,
     name: &str,
     mut reader: impl Read,
@@ -1311,7 +1308,7 @@ fn write_snapshot(
         bytes += len as u64;
         let mut claims = claims
             .lock()
-            .map_err(|_| Error::io("restored database", io::Error::other("lock poisoned")))?;
+            .map_err(|_| Error::io("restore page claims", io::Error::other("lock poisoned")))?;
         // Runs of consecutive unclaimed pages, each written with one call.
         let mut run: Option<usize> = None;
         for (i, page) in chunk[..len].chunks(ps).enumerate() {
@@ -1345,10 +1342,49 @@ fn write_snapshot(
 }
 
 /// Write `data`, the pages from the `start`-th page of a chunk starting at page `first`.
-fn write_at(file: &File, first: u32, start: usize, page_size: usize, data: &[u8]) -> Result<()> {
+fn write_at(
+    file: &OutputFile,
+    first: u32,
+    start: usize,
+    page_size: usize,
+    data: &[u8],
+) -> Result<()> {
     let at = (u64::from(first - 1) + start as u64) * page_size as u64;
     file.write_all_at(data, at)
-        .map_err(|e| Error::io("restored database", e))
+}
+
+/// The temporary output file, whose I/O errors name it (a full disk says where).
+#[derive(Debug)]
+struct OutputFile {
+    file: File,
+    path: String,
+}
+
+impl OutputFile {
+    fn write_all_at(&self, data: &[u8], at: u64) -> Result<()> {
+        self.file
+            .write_all_at(data, at)
+            .map_err(|e| Error::io(self.path.clone(), e))
+    }
+
+    fn set_len(&self, size: u64) -> Result<()> {
+        self.file
+            .set_len(size)
+            .map_err(|e| Error::io(self.path.clone(), e))
+    }
+
+    fn sync_all(&self) -> Result<()> {
+        self.file
+            .sync_all()
+            .map_err(|e| Error::io(self.path.clone(), e))
+    }
+
+    fn len(&self) -> Result<u64> {
+        self.file
+            .metadata()
+            .map(|m| m.len())
+            .map_err(|e| Error::io(self.path.clone(), e))
+    }
 }
 
 /// Size of the chunks a read-ahead thread hands over.

@@ -597,6 +597,23 @@ pub fn replicate_briefly(bin: &Path, cfg: &Path, db: &Path, log: &Path) -> Strin
     std::fs::read_to_string(log).unwrap()
 }
 
+/// Wait (at most `timeout`) until the file `log` contains `needle`; panic with the log if not.
+pub fn wait_for_log(log: &Path, needle: &str, timeout: Duration) {
+    let start = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {needle:?} in {}:\n{text}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The healthcheck flags of the compose deployments.
 pub const HEALTHCHECK: &[&str] = &["-if-db-not-exists", "-if-replica-exists"];
 
