@@ -109,6 +109,17 @@ fn assert_replica_equals_source(replica: &Path, db: &Path, dir: &Path, what: &st
     assert_eq!(all_rows(&out), all_rows(db), "{what}: restored rows differ");
 }
 
+/// The first log line that says the disk is full names a file under `dir`.
+fn assert_full_disk_logged_naming(log: &Path, dir: &Path) {
+    let text = std::fs::read_to_string(log).unwrap();
+    let line = text.lines().find(|l| l.contains(ENOSPC)).unwrap();
+    assert!(
+        line.contains(&dir.display().to_string()),
+        "the error should name the file under {} it could not write: {line}",
+        dir.display()
+    );
+}
+
 #[test]
 fn restore_onto_a_full_disk_names_the_file_and_leaves_nothing() {
     let tmp = tempfile::tempdir().unwrap();
@@ -160,12 +171,7 @@ fn a_full_replica_disk_is_reported_and_replication_catches_up_when_space_frees()
     wait_for_log(&log, ENOSPC, Duration::from_secs(30));
     insert(&db, 20, 1000); // commits made while the replica's disk is full
     std::thread::sleep(Duration::from_secs(2));
-    let text = std::fs::read_to_string(&log).unwrap();
-    let line = text.lines().find(|l| l.contains(ENOSPC)).unwrap();
-    assert!(
-        line.contains(&replica.display().to_string()),
-        "the error should name the replica file it could not write: {line}"
-    );
+    assert_full_disk_logged_naming(&log, &replica);
 
     disk.grow("64m");
     wait_for_log(&log, "snapshot written", Duration::from_secs(30));
@@ -201,12 +207,7 @@ fn a_full_meta_disk_is_reported_and_the_generation_goes_on_when_space_frees() {
     // ~500 KiB of WAL does not fit beside the shadow WAL on a 300 KiB disk.
     insert(&db, 500, 1000);
     wait_for_log(&log, ENOSPC, Duration::from_secs(30));
-    let text = std::fs::read_to_string(&log).unwrap();
-    let line = text.lines().find(|l| l.contains(ENOSPC)).unwrap();
-    assert!(
-        line.contains(&meta.display().to_string()),
-        "the error should name the shadow WAL it could not write: {line}"
-    );
+    assert_full_disk_logged_naming(&log, &meta);
     let rows_while_full = count_rows(&db);
 
     disk.grow("64m");
