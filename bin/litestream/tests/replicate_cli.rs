@@ -271,3 +271,57 @@ fn restart_without_foreign_writes_keeps_the_generation() {
         vec!["round 0", "after 0", "round 1", "after 1"]
     );
 }
+
+/// A second `replicate` on a database that one is already replicating (two sidecars, or a
+/// sidecar beside an app that embeds the library; Litestream v0.3.13 lets both run and they
+/// churn generations, issue #422) exits 1 naming the database and the first process's pid;
+/// the first goes on undisturbed.
+#[test]
+fn a_second_replicate_on_the_same_database_exits_naming_the_first() {
+    if skip_if_our_bin_overridden("Litestream v0.3.13 does not detect a second replicator") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let rep = dir.path().join("replica");
+    let other = dir.path().join("other-replica");
+    let c = app(&db);
+    c.execute("INSERT INTO t (v) VALUES ('before')", [])
+        .unwrap();
+    let mut first = spawn(&[
+        "replicate".to_string(),
+        db.display().to_string(),
+        file_url(&rep),
+    ]);
+    wait_snapshot(&rep);
+
+    let log = dir.path().join("second.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let mut second = Command::new(our_bin())
+        .args(["replicate", &db.display().to_string(), &file_url(&other)])
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .unwrap();
+    assert_eq!(wait_exit(&mut second, Duration::from_secs(20)), 1);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("already being replicated")
+            && text.contains(&db.display().to_string())
+            && text.contains(&format!("pid {}", first.id())),
+        "the error should name the database and the first process:\n{text}"
+    );
+    assert!(
+        !other.join("generations").exists(),
+        "the second one wrote a replica"
+    );
+
+    c.execute("INSERT INTO t (v) VALUES ('after')", []).unwrap();
+    sigterm(&first);
+    assert_eq!(wait_exit(&mut first, Duration::from_secs(20)), 0);
+    assert_eq!(generations(&rep).len(), 1);
+    assert_eq!(
+        restored_rows(&rep, &dir.path().join("out.db")),
+        vec!["before", "after"]
+    );
+}

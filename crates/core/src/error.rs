@@ -75,6 +75,16 @@ pub enum Error {
     /// The backend for a replica type is not compiled into this build.
     #[error("replica type {0:?} is not supported by this build")]
     Unsupported(String),
+    /// Another replicator (this process or another) already replicates the database.
+    #[error("database {db} is already being replicated by {holder} (lock {lock})")]
+    AlreadyReplicating {
+        /// The database path.
+        db: String,
+        /// Who holds the lock, e.g. `pid 1234`.
+        holder: String,
+        /// The lock file in the meta directory.
+        lock: String,
+    },
     /// The operation was cancelled (shutdown).
     #[error("cancelled")]
     Cancelled,

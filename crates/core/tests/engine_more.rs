@@ -738,3 +738,70 @@ async fn uploads_go_on_while_a_validation_restores() {
     );
     r.shutdown().await.expect("shutdown");
 }
+
+/// A second replicator on the same database (an embedding app beside a sidecar, Litestream
+/// issue #422) is refused with an error naming the database and the holder; the first keeps
+/// replicating, and once it has shut down the database can be replicated again, in the same
+/// generation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replicator_on_the_same_database_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    let rep = dir.path().join("replica");
+    let other_rep = dir.path().join("other-replica");
+    let c = app_conn(&db);
+    schema(&c);
+    write_tx(&c, 1, 1000);
+    let first = Replicator::start(
+        &db,
+        vec![replica("file", &rep, fast_replica_opts())],
+        fast_db_opts(),
+    )
+    .await
+    .expect("first replicator");
+    let err = Replicator::start(
+        &db,
+        vec![replica("file", &other_rep, fast_replica_opts())],
+        fast_db_opts(),
+    )
+    .await
+    .expect_err("a second replicator on the same database must be refused");
+    let text = err.to_string();
+    assert!(
+        matches!(err, litestream_core::Error::AlreadyReplicating { .. }),
+        "{text}"
+    );
+    assert!(
+        text.contains(&db.display().to_string())
+            && text.contains(&format!("pid {}", std::process::id())),
+        "the error should name the database and the holder: {text}"
+    );
+    assert!(
+        !other_rep.exists(),
+        "the refused replicator must not have written anything"
+    );
+
+    write_tx(&c, 2, 1000);
+    let pos = first
+        .sync_and_wait(Duration::from_secs(20))
+        .await
+        .expect("sync");
+    first.shutdown().await.expect("shutdown");
+
+    let again = Replicator::start(
+        &db,
+        vec![replica("file", &rep, fast_replica_opts())],
+        fast_db_opts(),
+    )
+    .await
+    .expect("replicating again after the first one stopped");
+    write_tx(&c, 3, 1000);
+    let pos2 = again
+        .sync_and_wait(Duration::from_secs(20))
+        .await
+        .expect("sync");
+    assert_eq!(pos2.generation, pos.generation, "the generation goes on");
+    again.shutdown().await.expect("shutdown");
+    let expected = dump(&db);
+    assert_restores(&rep, dir.path(), "after-refusal", &expected).await;
+}

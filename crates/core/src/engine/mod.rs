@@ -29,6 +29,7 @@
 //! `db.rs` for how the engine avoids Litestream's permanent read lock.
 
 mod db;
+mod lock;
 mod options;
 mod replica;
 mod stream;
@@ -47,6 +48,7 @@ use crate::error::{Error, Result};
 use crate::pos::{Generation, Pos};
 
 use db::{DbCore, ShadowPos};
+use lock::MetaLock;
 pub use options::{DbOptions, ReplicaHandleConfig, ReplicaOptions};
 use replica::ReplicaTask;
 pub use validate::{ValidationReport, ValidationStats};
@@ -64,6 +66,8 @@ pub(crate) struct DbShared {
     /// The database file, opened once and never closed while the replicator runs (see
     /// `stream::lz4_shared_file_stream` for why).
     db_file: Mutex<Option<Arc<std::fs::File>>>,
+    /// One replicator per database (see [`lock`]).
+    _lock: MetaLock,
 }
 
 impl DbShared {
@@ -254,6 +258,7 @@ impl Replicator {
         let was_wal = db_file.as_deref().and_then(journal_is_wal);
         let core = DbCore::new(path.clone(), opts.clone());
         let meta = core.meta.clone();
+        let lock = MetaLock::acquire(&meta, &path)?;
         let (pos_tx, _) = watch::channel(None);
         let (change_tx, _) = watch::channel(0u64);
         let shared = Arc::new(DbShared {
@@ -266,6 +271,7 @@ impl Replicator {
             replica_pos: Mutex::new(vec![None; replicas.len()]),
             page_size: Default::default(),
             db_file: Mutex::new(db_file),
+            _lock: lock,
         });
         shared.sync().await?;
         if was_wal == Some(false) {
