@@ -805,3 +805,102 @@ async fn a_second_replicator_on_the_same_database_is_refused() {
     let expected = dump(&db);
     assert_restores(&rep, dir.path(), "after-refusal", &expected).await;
 }
+
+/// Restore `rep` with ours into a fresh file; its dump if that worked.
+async fn try_restore(rep: &Path, out: PathBuf) -> Option<Vec<(String, Vec<String>)>> {
+    let client: Arc<dyn ReplicaClient> = Arc::new(FileClient::new(rep));
+    restore(client, &RestoreOptions::new(&out)).await.ok()?;
+    Some(dump(&out))
+}
+
+/// Wait until the replica restores to exactly `expected`.
+async fn wait_restorable(rep: &Path, work: &Path, tag: &str, expected: &[(String, Vec<String>)]) {
+    let start = Instant::now();
+    for attempt in 0.. {
+        let out = work.join(format!("{tag}-{attempt}.db"));
+        if try_restore(rep, out).await.as_deref() == Some(expected) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{tag}: the replica was not repaired within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Objects deleted behind the engine's back (a wiped bucket; a lifecycle rule that expired the
+/// start of the current WAL index) leave a replica that Litestream v0.3.13 would keep
+/// appending to without it ever restoring again ("missing initial wal segment"). The retention
+/// check notices and repairs it: a new snapshot and, where needed, the current index uploaded
+/// again from offset 0. No WAL index change happens meanwhile (no checkpoint), so only the
+/// repair can make it restorable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_objects_were_deleted_repairs_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    let rep = dir.path().join("replica");
+    let c = app_conn(&db);
+    schema(&c);
+    let opts = ReplicaOptions {
+        sync_interval: Duration::from_millis(20),
+        retention: Some(Duration::from_secs(3600)),
+        retention_check_interval: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let db_opts = DbOptions {
+        monitor_interval: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let r = Replicator::start(&db, vec![replica("file", &rep, opts)], db_opts)
+        .await
+        .expect("start");
+    for n in 0..5 {
+        write_tx(&c, n, 1000);
+    }
+    let before = r
+        .sync_and_wait(Duration::from_secs(20))
+        .await
+        .expect("sync");
+
+    // 1. Everything deleted.
+    std::fs::remove_dir_all(rep.join("generations")).expect("wipe replica");
+    for n in 5..10 {
+        write_tx(&c, n, 1000);
+    }
+    r.sync_and_wait(Duration::from_secs(20))
+        .await
+        .expect("sync");
+    wait_restorable(&rep, dir.path(), "wiped", &dump(&db)).await;
+
+    // 2. Only the first segment of the current index deleted.
+    let wal_dir = rep
+        .join("generations")
+        .join(before.generation.to_string())
+        .join("wal");
+    let first = wal_dir.join(format!("{:08x}_00000000.wal.lz4", before.index));
+    for n in 10..15 {
+        write_tx(&c, n, 1000);
+    }
+    r.sync_and_wait(Duration::from_secs(20))
+        .await
+        .expect("sync");
+    std::fs::remove_file(&first).expect("delete the initial segment");
+    for n in 15..20 {
+        write_tx(&c, n, 1000);
+    }
+    let after = r
+        .sync_and_wait(Duration::from_secs(20))
+        .await
+        .expect("sync");
+    assert_eq!(
+        (after.generation.clone(), after.index),
+        (before.generation.clone(), before.index),
+        "the test needs the same generation and WAL index throughout"
+    );
+    wait_restorable(&rep, dir.path(), "expired", &dump(&db)).await;
+
+    r.shutdown().await.expect("shutdown");
+    let expected = dump(&db);
+    assert_restores(&rep, dir.path(), "repaired", &expected).await;
+}

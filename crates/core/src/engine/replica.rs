@@ -415,8 +415,96 @@ impl ReplicaTask {
         Ok(info)
     }
 
+    /// Whether a restore of generation `g` (whose snapshots are in `all`) can reach this
+    /// replica's position: a snapshot exists, and every WAL index from the newest snapshot's
+    /// up to the position has its initial segment (each index's upload starts at offset 0).
+    /// Objects deleted by someone else (a wiped bucket, a lifecycle rule) break that; the
+    /// engine lists only at start-up and here, so this is where it notices.
+    async fn current_generation_restorable(
+        &self,
+        g: &Generation,
+        all: &[(Generation, Vec<SnapshotInfo>)],
+    ) -> Result<bool> {
+        let Some(newest) = all
+            .iter()
+            .filter(|(x, _)| x == g)
+            .flat_map(|(_, s)| s.iter().map(|s| s.index))
+            .max()
+        else {
+            return Ok(false);
+        };
+        let Some(pos) = self.pos.as_ref().filter(|p| p.generation == *g) else {
+            return Ok(true);
+        };
+        // The last index this replica has uploaded something of.
+        let last = if pos.offset > 0 {
+            pos.index
+        } else {
+            match pos.index.checked_sub(1) {
+                Some(i) => i,
+                None => return Ok(true),
+            }
+        };
+        if last < newest {
+            return Ok(true);
+        }
+        let segs = self
+            .opts
+            .retry
+            .run("list wal segments", || self.client.wal_segments(g))
+            .await?;
+        let starts: std::collections::HashSet<u32> = segs
+            .iter()
+            .filter(|s| s.offset == 0)
+            .map(|s| s.index)
+            .collect();
+        Ok((newest..=last).all(|i| starts.contains(&i)))
+    }
+
+    /// After a snapshot at index `i`, a restore from it needs index `i`'s WAL from offset 0.
+    /// If the replica lost that segment, drop what is left of index `i` and upload the index
+    /// again from its start (the local shadow WAL of the replica's index is always kept).
+    async fn ensure_initial_segment(&mut self, snap: &SnapshotInfo) -> Result<()> {
+        let Some(pos) = self.pos.clone() else {
+            return Ok(());
+        };
+        if pos.generation != snap.generation || pos.index != snap.index || pos.offset == 0 {
+            return Ok(());
+        }
+        let segs = self
+            .opts
+            .retry
+            .run("list wal segments", || {
+                self.client.wal_segments(&snap.generation)
+            })
+            .await?;
+        if segs.iter().any(|s| s.index == snap.index && s.offset == 0) {
+            return Ok(());
+        }
+        let rest: Vec<Pos> = segs
+            .iter()
+            .filter(|s| s.index == snap.index)
+            .map(|s| s.pos())
+            .collect();
+        if !rest.is_empty() {
+            self.opts
+                .retry
+                .run("delete wal segments", || {
+                    self.client.delete_wal_segments(&rest)
+                })
+                .await?;
+        }
+        tracing::warn!(replica = %self.name, generation = %snap.generation, index = snap.index,
+            "replica lost the start of the current wal index, uploading it again from offset 0");
+        self.set_pos(Some(Pos::new(snap.generation.clone(), snap.index, 0)));
+        while self.sync_wal(None).await? {}
+        Ok(())
+    }
+
     /// Retention (spec 5.3), except that the current generation is never deleted: if it has
-    /// no snapshot inside the window a new one is taken.
+    /// no snapshot inside the window a new one is taken. A current generation that can no
+    /// longer be restored (see [`Self::current_generation_restorable`]) gets a new snapshot
+    /// and, where needed, its current WAL index uploaded again.
     pub(crate) async fn enforce_retention(&mut self) -> Result<()> {
         let Some(retention) = self.opts.retention else {
             return Ok(());
@@ -444,8 +532,17 @@ impl ReplicaTask {
             all.iter()
                 .any(|(g, s)| g == c && s.iter().any(|s| s.created_at >= cutoff))
         });
-        if (!any_retained || !current_retained) && current.is_some() {
+        let restorable = match &current {
+            Some(c) => self.current_generation_restorable(c, &all).await?,
+            None => true,
+        };
+        if (!any_retained || !current_retained || !restorable) && current.is_some() {
+            if !restorable {
+                tracing::warn!(replica = %self.name,
+                    "replica cannot be restored (its objects were deleted behind our back?), repairing it");
+            }
             let info = self.snapshot().await?;
+            self.ensure_initial_segment(&info).await?;
             match all.iter_mut().find(|(g, _)| *g == info.generation) {
                 Some((_, s)) => {
                     s.retain(|x| x.index != info.index);
