@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::pos::{Generation, Pos};
-use crate::replica_client::{ReplicaClient, SnapshotInfo};
+use crate::replica_client::{ReplicaClient, SnapshotInfo, WalSegmentInfo};
 use crate::wal::align_frame;
 
 use super::db::ShadowPos;
@@ -415,26 +415,28 @@ impl ReplicaTask {
         Ok(info)
     }
 
-    /// Whether a restore of generation `g` (whose snapshots are in `all`) can reach this
-    /// replica's position: a snapshot exists, and every WAL index from the newest snapshot's
-    /// up to the position has its initial segment (each index's upload starts at offset 0).
-    /// Objects deleted by someone else (a wiped bucket, a lifecycle rule) break that; the
-    /// engine lists only at start-up and here, so this is where it notices.
-    async fn current_generation_restorable(
+    /// Whether a restore of generation `g` (whose snapshots are in `all` and WAL segments in
+    /// `segs`) can reach this replica's position: a snapshot exists, and every WAL index from
+    /// the newest snapshot's up to the position has its initial segment (each index's upload
+    /// starts at offset 0). Objects deleted by someone else (a wiped bucket, a lifecycle rule)
+    /// break that; the engine lists only at start-up and at retention checks, so this is
+    /// where it notices.
+    fn current_generation_restorable(
         &self,
         g: &Generation,
         all: &[(Generation, Vec<SnapshotInfo>)],
-    ) -> Result<bool> {
+        segs: &[WalSegmentInfo],
+    ) -> bool {
         let Some(newest) = all
             .iter()
             .filter(|(x, _)| x == g)
             .flat_map(|(_, s)| s.iter().map(|s| s.index))
             .max()
         else {
-            return Ok(false);
+            return false;
         };
         let Some(pos) = self.pos.as_ref().filter(|p| p.generation == *g) else {
-            return Ok(true);
+            return true;
         };
         // The last index this replica has uploaded something of.
         let last = if pos.offset > 0 {
@@ -442,42 +444,27 @@ impl ReplicaTask {
         } else {
             match pos.index.checked_sub(1) {
                 Some(i) => i,
-                None => return Ok(true),
+                None => return true,
             }
         };
-        if last < newest {
-            return Ok(true);
-        }
-        let segs = self
-            .opts
-            .retry
-            .run("list wal segments", || self.client.wal_segments(g))
-            .await?;
-        let starts: std::collections::HashSet<u32> = segs
-            .iter()
-            .filter(|s| s.offset == 0)
-            .map(|s| s.index)
-            .collect();
-        Ok((newest..=last).all(|i| starts.contains(&i)))
+        (newest..=last).all(|i| segs.iter().any(|s| s.index == i && s.offset == 0))
     }
 
     /// After a snapshot at index `i`, a restore from it needs index `i`'s WAL from offset 0.
     /// If the replica lost that segment, drop what is left of index `i` and upload the index
     /// again from its start (the local shadow WAL of the replica's index is always kept).
-    async fn ensure_initial_segment(&mut self, snap: &SnapshotInfo) -> Result<()> {
+    /// `segs` lists the snapshot's generation (the snapshot does not change its segments).
+    async fn ensure_initial_segment(
+        &mut self,
+        snap: &SnapshotInfo,
+        segs: &[WalSegmentInfo],
+    ) -> Result<()> {
         let Some(pos) = self.pos.clone() else {
             return Ok(());
         };
         if pos.generation != snap.generation || pos.index != snap.index || pos.offset == 0 {
             return Ok(());
         }
-        let segs = self
-            .opts
-            .retry
-            .run("list wal segments", || {
-                self.client.wal_segments(&snap.generation)
-            })
-            .await?;
         if segs.iter().any(|s| s.index == snap.index && s.offset == 0) {
             return Ok(());
         }
@@ -532,9 +519,21 @@ impl ReplicaTask {
             all.iter()
                 .any(|(g, s)| g == c && s.iter().any(|s| s.created_at >= cutoff))
         });
-        let restorable = match &current {
-            Some(c) => self.current_generation_restorable(c, &all).await?,
-            None => true,
+        // The current generation's segments, listed once: the repair below only touches the
+        // snapshot's index, the deletions further down only indexes below every retained
+        // snapshot.
+        let current_segs = match &current {
+            Some(c) => Some(
+                self.opts
+                    .retry
+                    .run("list wal segments", || self.client.wal_segments(c))
+                    .await?,
+            ),
+            None => None,
+        };
+        let restorable = match (&current, &current_segs) {
+            (Some(c), Some(segs)) => self.current_generation_restorable(c, &all, segs),
+            _ => true,
         };
         if (!any_retained || !current_retained || !restorable) && current.is_some() {
             if !restorable {
@@ -542,7 +541,10 @@ impl ReplicaTask {
                     "replica cannot be restored (its objects were deleted behind our back?), repairing it");
             }
             let info = self.snapshot().await?;
-            self.ensure_initial_segment(&info).await?;
+            if current.as_ref() == Some(&info.generation) {
+                let segs = current_segs.as_deref().unwrap_or_default();
+                self.ensure_initial_segment(&info, segs).await?;
+            }
             match all.iter_mut().find(|(g, _)| *g == info.generation) {
                 Some((_, s)) => {
                     s.retain(|x| x.index != info.index);
@@ -574,11 +576,15 @@ impl ReplicaTask {
                     .await?;
                 tracing::info!(replica = %self.name, generation = %g, index = k, "snapshot deleted");
             }
-            let segs = self
-                .opts
-                .retry
-                .run("list wal segments", || self.client.wal_segments(g))
-                .await?;
+            let segs = match &current_segs {
+                Some(segs) if Some(g) == current.as_ref() => segs.clone(),
+                _ => {
+                    self.opts
+                        .retry
+                        .run("list wal segments", || self.client.wal_segments(g))
+                        .await?
+                }
+            };
             let old: Vec<Pos> = segs
                 .iter()
                 .filter(|s| s.index < k)
