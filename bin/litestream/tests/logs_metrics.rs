@@ -551,24 +551,6 @@ fn sigterm_and_wait(child: &mut Child) -> i32 {
     }
 }
 
-/// Wait until `cond` holds, panicking with `what` (and `dump`) after `timeout`.
-fn wait_for(
-    timeout: Duration,
-    what: &str,
-    dump: impl Fn() -> String,
-    mut cond: impl FnMut() -> bool,
-) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}\n{}",
-            dump()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The value of `name` with exactly these labels.
 fn metric(exp: &Exposition, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let want: BTreeMap<String, String> = labels

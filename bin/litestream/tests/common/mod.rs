@@ -597,21 +597,33 @@ pub fn replicate_briefly(bin: &Path, cfg: &Path, db: &Path, log: &Path) -> Strin
     std::fs::read_to_string(log).unwrap()
 }
 
-/// Wait (at most `timeout`) until the file `log` contains `needle`; panic with the log if not.
-pub fn wait_for_log(log: &Path, needle: &str, timeout: Duration) {
+/// Wait until `cond` holds, panicking with `what` (and `dump`) after `timeout`.
+pub fn wait_for(
+    timeout: Duration,
+    what: &str,
+    dump: impl Fn() -> String,
+    mut cond: impl FnMut() -> bool,
+) {
     let start = std::time::Instant::now();
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.contains(needle) {
-            return;
-        }
+    while !cond() {
         assert!(
             start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {needle:?} in {}:\n{text}",
-            log.display()
+            "timed out after {timeout:?} waiting for {what}\n{}",
+            dump()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Wait (at most `timeout`) until the file `log` contains `needle`; panic with the log if not.
+pub fn wait_for_log(log: &Path, needle: &str, timeout: Duration) {
+    let text = || std::fs::read_to_string(log).unwrap_or_default();
+    wait_for(
+        timeout,
+        &format!("{needle:?} in {}", log.display()),
+        text,
+        || text().contains(needle),
+    );
 }
 
 /// The healthcheck flags of the compose deployments.
