@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use tokio::io::AsyncRead;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::listing::ListedObject;
 use crate::pos::{Generation, Pos};
 
 /// A stream of object bytes (LZ4 frames, passed through untouched).
@@ -146,6 +147,40 @@ pub trait ReplicaClient: Send + Sync + Debug {
 
     /// Delete a whole generation with everything under it.
     async fn delete_generation(&self, generation: &Generation) -> Result<()>;
+
+    /// Every object directly under `dir`, sorted by name; sub-directories (common prefixes)
+    /// are not listed and a missing directory lists as empty.
+    ///
+    /// `dir` is a `/`-separated path relative to the replica root, without a leading or
+    /// trailing `/` (`""` is the root itself). Each [`ListedObject::name`] is relative to
+    /// `dir`. This is the generic object access the Litestream v0.5 (LTX) layout is built on:
+    /// core composes the keys (`ltx/<level>/…`, or `<level %04x>/…` on s3), backends only
+    /// list and read.
+    async fn list_objects(&self, dir: &str) -> Result<Vec<ListedObject>> {
+        Err(Error::InvalidArgument(format!(
+            "{} replica: listing {dir:?} is not implemented",
+            self.kind()
+        )))
+    }
+
+    /// Open the object at `key` (relative to the replica root, as for
+    /// [`list_objects`](Self::list_objects)) for reading; a missing object fails with an error
+    /// for which [`Error::is_not_found`] is true.
+    async fn open_object(&self, key: &str) -> Result<ByteStream> {
+        Err(Error::InvalidArgument(format!(
+            "{} replica: reading {key:?} is not implemented",
+            self.kind()
+        )))
+    }
+
+    /// The timestamp a writer stored with the object at `key` beside its data, if the backend
+    /// keeps one apart from the listed last-modified time (Litestream v0.5 on s3: the
+    /// `litestream-timestamp` object metadata). `None` means the listed time is the
+    /// timestamp (file and sftp mtimes, which v0.5 sets to the LTX header's timestamp).
+    async fn object_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
+        let _ = key;
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

@@ -137,6 +137,16 @@ fn mtime(meta: &std::fs::Metadata) -> OffsetDateTime {
 
 #[async_trait]
 impl ReplicaClient for FileClient {
+    async fn list_objects(&self, dir: &str) -> Result<Vec<ListedObject>> {
+        let mut out = Self::read_dir_names(&self.root.join(dir), false).await?;
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn open_object(&self, key: &str) -> Result<ByteStream> {
+        Self::open(self.root.join(key)).await
+    }
+
     fn kind(&self) -> &'static str {
         TYPE
     }
