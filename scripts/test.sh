@@ -6,7 +6,9 @@
 #      (scripts/test-servers/start.sh) and exports their env (TEST_S3_*, TEST_ABS_*, TEST_SFTP_*)
 #   3. exports LITESTREAM_V0313_BIN / LITESTREAM_V0517_BIN (absolute paths of the real binaries)
 #   4. runs `cargo test --workspace --all-features --locked "$@"` (extra args go to cargo test,
-#      e.g. `bash scripts/test.sh -p litestream --test fixtures_interop -- --nocapture`)
+#      e.g. `bash scripts/test.sh -p litestream --test fixtures_interop -- --nocapture`), then,
+#      on a whole-workspace run (no extra args), `cargo fmt --check`, `cargo clippy -D warnings`
+#      and `cargo doc` with warnings denied (SKIP_STYLE_CHECKS=1 leaves them out)
 #   5. stops the test servers (always, via trap) and exits with cargo's exit status.
 #
 # Env knobs: SKIP_TEST_SERVERS=1 (don't start/stop the servers), TEST_SERVERS_DIR, plus those of
@@ -94,4 +96,18 @@ cargo test --workspace --all-features --locked "$@" 2>&1
 rc=$?
 set -e
 log "cargo test finished with exit $rc ($(since "$t")); disk free: $(disk_free)"
+
+# --- 4. style checks (whole-workspace runs only: extra arguments mean a partial run) ------------
+# fmt, clippy with warnings denied and the docs with warnings denied; any failure fails the run.
+if [ $# -eq 0 ] && [ "${SKIP_STYLE_CHECKS:-0}" != 1 ]; then
+  style_rc=0
+  t=$(date +%s.%N)
+  cargo fmt --all -- --check 2>&1 || { log "ERROR: cargo fmt --check: code is not formatted"; style_rc=1; }
+  cargo clippy --workspace --all-features --all-targets --locked -- -D warnings 2>&1 \
+    || { log "ERROR: cargo clippy reported warnings"; style_rc=1; }
+  RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --locked 2>&1 \
+    || { log "ERROR: cargo doc reported warnings"; style_rc=1; }
+  log "style checks (fmt, clippy, doc) finished with exit $style_rc ($(since "$t"))"
+  [ "$rc" != 0 ] || rc=$style_rc
+fi
 exit "$rc"
