@@ -79,6 +79,8 @@ else
   log "SKIP_TEST_SERVERS=1: not starting test servers"
 fi
 
+# The tests run our binary, never a stand-in (LITESTREAM_TEST_OUR_BIN is a calibration knob).
+unset LITESTREAM_TEST_OUR_BIN
 # litestream >= 0.5 (aws-sdk-go-v2) fails on every S3 call when AWS_CA_BUNDLE is set
 unset AWS_CA_BUNDLE
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
