@@ -92,9 +92,9 @@ disk_free() { df -Pk "${CARGO_TARGET_DIR:-$ROOT/target}" 2>/dev/null | awk 'NR==
 mkdir -p "${CARGO_TARGET_DIR:-$ROOT/target}"
 log "disk free for the build: $(disk_free)"
 t=$(date +%s.%N)
-log "running: cargo test --workspace --all-features --locked $*"
+log "running: cargo test --workspace --all-features --locked --no-fail-fast $*"
 set +e
-cargo test --workspace --all-features --locked "$@" 2>&1
+cargo test --workspace --all-features --locked --no-fail-fast "$@" 2>&1
 rc=$?
 set -e
 log "cargo test finished with exit $rc ($(since "$t")); disk free: $(disk_free)"
