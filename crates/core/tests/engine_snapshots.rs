@@ -18,6 +18,7 @@ use litestream_core::restore::{restore, RestoreOptions};
 use litestream_core::ReplicaClient;
 use litestream_file::FileClient;
 use rand::Rng;
+use time::format_description::well_known::Rfc3339;
 
 fn app_conn(db: &Path) -> rusqlite::Connection {
     let c = rusqlite::Connection::open(db).expect("open app db");
@@ -53,7 +54,11 @@ fn app_tx(c: &rusqlite::Connection, rng: &mut impl Rng, n: i64) {
         let id: i64 = rng.random_range(0..12_000 + n);
         tx.execute(
             "UPDATE t SET k = ?2, v = ?3 WHERE id = ?1",
-            rusqlite::params![id, rng.random_range(0..1_000_000i64), format!("upd {n} {}", "u".repeat(rng.random_range(10..200)))],
+            rusqlite::params![
+                id,
+                rng.random_range(0..1_000_000i64),
+                format!("upd {n} {}", "u".repeat(rng.random_range(10..200)))
+            ],
         )
         .expect("update");
     }
@@ -131,9 +136,7 @@ async fn every_snapshot_timestamp_and_every_index_restores_consistent() {
     tokio::time::sleep(Duration::from_secs(9)).await;
     stop.store(true, Ordering::SeqCst);
     let txs = app.join().expect("app");
-    let t = std::time::Instant::now();
     r.shutdown().await.expect("shutdown");
-    eprintln!("shutdown {:?}, wal {:?}", t.elapsed(), std::fs::metadata(dir.path().join("app.db-wal")).map(|m| m.len()));
 
     let client: Arc<dyn ReplicaClient> = Arc::new(FileClient::new(&rep));
     let gens = client.generations().await.expect("generations");
@@ -141,7 +144,6 @@ async fn every_snapshot_timestamp_and_every_index_restores_consistent() {
     let g = &gens[0];
     let snaps = client.snapshots(g).await.expect("snapshots");
     let segs = client.wal_segments(g).await.expect("segments");
-    eprintln!("{} segments, {} snapshots, {txs} txs", segs.len(), snaps.len());
     // Snapshots at the same index replace each other: at least a few distinct ones.
     assert!(snaps.len() >= 3, "snapshot every second: {snaps:?}");
     let max_index = segs.iter().map(|s| s.index).max().expect("segments");
@@ -153,7 +155,10 @@ async fn every_snapshot_timestamp_and_every_index_restores_consistent() {
         o.timestamp = Some(s.created_at);
         let res = restore_to(&client, &o).await;
         if res != "ok" {
-            failures.push(format!("timestamp {} (snapshot {:08x}): {res}", s.created_at, s.index));
+            failures.push(format!(
+                "timestamp {} (snapshot {:08x}): {res}",
+                s.created_at, s.index
+            ));
         }
         n += 1;
     }
@@ -191,6 +196,28 @@ async fn every_snapshot_timestamp_and_every_index_restores_consistent() {
         snaps.len(),
         failures.join("\n")
     );
+
+    // Real Litestream v0.3.13 too, at every snapshot's created-at.
+    for (i, s) in snaps.iter().enumerate() {
+        let out = dir.path().join(format!("v0313-ts-{i}.db"));
+        let ts = s.created_at.format(&Rfc3339).expect("format");
+        let o = std::process::Command::new(&v3)
+            .args(["restore", "-timestamp", &ts, "-o"])
+            .arg(&out)
+            .arg(format!("file://{}", rep.display()))
+            .output()
+            .expect("run v0.3.13");
+        let res = if o.status.success() {
+            integrity(&out)
+        } else {
+            format!("restore failed: {}", String::from_utf8_lossy(&o.stderr))
+        };
+        assert_eq!(
+            res, "ok",
+            "v0.3.13 restore -timestamp {ts} (snapshot {:08x})",
+            s.index
+        );
+    }
 
     // Real Litestream restores the replica equal to the source.
     let theirs = dir.path().join("v0313.db");

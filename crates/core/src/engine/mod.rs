@@ -47,7 +47,7 @@ use tokio::task::JoinHandle;
 use crate::error::{Error, Result};
 use crate::pos::{Generation, Pos};
 
-use db::{DbCore, ShadowPos};
+use db::{DbCore, ShadowPos, ValidationPoint};
 use lock::MetaLock;
 pub use options::{DbOptions, ReplicaHandleConfig, ReplicaOptions};
 use replica::ReplicaTask;
@@ -130,24 +130,31 @@ impl DbShared {
         let me = Arc::clone(self);
         let out = tokio::task::spawn_blocking(move || {
             let replica_pos = me.replica_pos.lock().map(|v| v.clone()).unwrap_or_default();
-            let allowed = me.snapshotting.load(Ordering::SeqCst) == 0;
             let mut core = me
                 .core
                 .lock()
                 .map_err(|_| Error::io("db", io::Error::other("database state poisoned")))?;
+            // Read under the core mutex: a snapshot raises it under the same mutex.
+            let allowed = me.snapshotting.load(Ordering::SeqCst) == 0;
             let r = core.sync(&replica_pos, allowed);
             me.page_size.store(core.page_size(), Ordering::Relaxed);
+            if let Ok(out) = &r {
+                if let Some(pos) = &out.pos {
+                    me.publish(pos, out.changed);
+                }
+            }
             r
         })
         .await
         .map_err(|e| Error::io("sync task", io::Error::other(e)))??;
-        if let Some(pos) = &out.pos {
-            self.publish(pos, out.changed);
-        }
         Ok(out.pos)
     }
 
     /// Publish a new local position and wake the replicas if anything changed.
+    ///
+    /// Called only with the core mutex held, right after the position was computed under it,
+    /// so positions are published in the order they were reached: the published position never
+    /// moves backwards.
     fn publish(&self, pos: &ShadowPos, changed: bool) {
         let moved = self.pos_tx.send_if_modified(|cur| {
             if cur.as_ref() != Some(pos) {
@@ -167,14 +174,8 @@ impl DbShared {
     async fn validation_checksum(self: &Arc<Self>) -> Result<(ShadowPos, u64)> {
         let me = Arc::clone(self);
         let db = self.db_file()?;
+        let (vp, _) = self.pin_position(false).await?;
         let (pos, crc) = tokio::task::spawn_blocking(move || {
-            let vp = {
-                let mut core = me
-                    .core
-                    .lock()
-                    .map_err(|_| Error::io("db", io::Error::other("database state poisoned")))?;
-                core.validation_point()?
-            };
             let crc = validate::page_image_checksum(&db, &vp.shadow, vp.page_size, vp.pos.size)
                 .map_err(|e| Error::io(me.path.display().to_string(), e))?;
             // Release the pin only after the page image was read.
@@ -183,8 +184,44 @@ impl DbShared {
         })
         .await
         .map_err(|e| Error::io("validation task", io::Error::other(e)))??;
-        self.publish(&pos, false);
         Ok((pos, crc))
+    }
+
+    /// Pin the current position (`DbCore::validation_point`) and publish it, both under the
+    /// core mutex. With `snapshot`, also count a snapshot in progress (engine checkpoints are
+    /// skipped until the snapshot's guard decrements it); raising the count
+    /// under the same mutex as the sync that reads it leaves no window for a checkpoint
+    /// decided before the pin.
+    async fn pin_position(
+        self: &Arc<Self>,
+        snapshot: bool,
+    ) -> Result<(ValidationPoint, Option<SnapshotGuard>)> {
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let mut core = me
+                .core
+                .lock()
+                .map_err(|_| Error::io("db", io::Error::other("database state poisoned")))?;
+            let vp = core.validation_point()?;
+            let guard = snapshot.then(|| {
+                me.snapshotting.fetch_add(1, Ordering::SeqCst);
+                SnapshotGuard(Arc::clone(&me))
+            });
+            me.publish(&vp.pos, false);
+            Ok::<_, Error>((vp, guard))
+        })
+        .await
+        .map_err(|e| Error::io("pin task", io::Error::other(e)))?
+    }
+}
+
+/// A snapshot in progress (see `DbShared::pin_position`): engine checkpoints are skipped
+/// until it is dropped.
+pub(crate) struct SnapshotGuard(Arc<DbShared>);
+
+impl Drop for SnapshotGuard {
+    fn drop(&mut self) {
+        self.0.snapshotting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -35,6 +35,16 @@ pub(crate) struct ReplicaTask {
 
 type ValidateRequest = oneshot::Sender<Result<ValidationReport>>;
 
+/// What one [`ReplicaTask::upload_step`] did.
+enum Step {
+    /// Uploaded a segment or moved to the next index: call again.
+    More,
+    /// Nothing more to upload (or nothing this step can do).
+    Done,
+    /// The shadow WAL file of this (earlier) position was removed locally.
+    Missing(Pos),
+}
+
 /// How long a due snapshot or retention run waits for a running validation restore before it
 /// looks again.
 const VALIDATION_WAIT: Duration = Duration::from_millis(200);
@@ -46,15 +56,6 @@ fn far_future() -> Instant {
 fn since(t: OffsetDateTime) -> Duration {
     let d = OffsetDateTime::now_utc() - t;
     d.try_into().unwrap_or(Duration::ZERO)
-}
-
-struct SnapshotGuard<'a>(&'a DbShared);
-impl Drop for SnapshotGuard<'_> {
-    fn drop(&mut self) {
-        self.0
-            .snapshotting
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
 }
 
 impl ReplicaTask {
@@ -268,22 +269,41 @@ impl ReplicaTask {
         Ok(Pos::new(g.clone(), last.index, last.offset + n))
     }
 
-    /// Upload the next part of the shadow WAL; false when there is nothing more to do.
+    /// Upload the next part of the shadow WAL; false when there is nothing more to do. A
+    /// replica that fell behind local shadow WAL retention starts over from a new snapshot.
     async fn sync_wal(&mut self, cap: Option<&ShadowPos>) -> Result<bool> {
+        match self.upload_step(cap).await? {
+            Step::More => Ok(true),
+            Step::Done => Ok(false),
+            Step::Missing(pos) => {
+                tracing::warn!(replica = %self.name, position = %pos,
+                    "replica fell behind local shadow wal retention, restarting from a new snapshot");
+                self.set_pos(None);
+                // The snapshot uploads its own index from offset 0 and leaves the position
+                // at the pinned position.
+                self.snapshot().await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// One step of [`sync_wal`](Self::sync_wal): upload the rest of the position's index (up
+    /// to `cap` when given), or move to the next index.
+    async fn upload_step(&mut self, cap: Option<&ShadowPos>) -> Result<Step> {
         let Some(pos) = self.pos.clone() else {
-            return Ok(false);
+            return Ok(Step::Done);
         };
         let Some(mut dpos) = self.db.pos_tx.borrow().clone() else {
-            return Ok(false);
+            return Ok(Step::Done);
         };
         if let Some(c) = cap {
             if c.generation != dpos.generation {
-                return Ok(false);
+                return Ok(Step::Done);
             }
             dpos = c.clone();
         }
         if dpos.generation != pos.generation || pos.index > dpos.index {
-            return Ok(false);
+            return Ok(Step::Done);
         }
         let path = self.db.shadow_path(&pos.generation, pos.index);
         let end = if pos.index == dpos.index {
@@ -292,13 +312,7 @@ impl ReplicaTask {
             match std::fs::metadata(&path) {
                 Ok(m) => align_frame(m.len(), self.db.page_size()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    tracing::warn!(replica = %self.name, position = %pos,
-                        "replica fell behind local shadow wal retention, restarting from a new snapshot");
-                    self.set_pos(None);
-                    self.snapshot().await?;
-                    let p = self.calc_pos(&pos.generation).await?;
-                    self.set_pos(Some(p));
-                    return Ok(true);
+                    return Ok(Step::Missing(pos));
                 }
                 Err(e) => return Err(Error::io(path.display().to_string(), e)),
             }
@@ -307,13 +321,13 @@ impl ReplicaTask {
             if pos.offset > end {
                 tracing::warn!(replica = %self.name, position = %pos, end,
                     "replica position is past the local shadow wal");
-                return Ok(false);
+                return Ok(Step::Done);
             }
             if pos.index < dpos.index {
                 self.set_pos(Some(Pos::new(pos.generation.clone(), pos.index + 1, 0)));
-                return Ok(true);
+                return Ok(Step::More);
             }
-            return Ok(false);
+            return Ok(Step::Done);
         }
         if !layout::offset_fits_name(pos.offset) {
             return Err(Error::InvalidArgument(format!(
@@ -335,7 +349,7 @@ impl ReplicaTask {
             "wal segment written");
         self.metrics().wal_bytes.add(len);
         self.set_pos(Some(Pos::new(pos.generation.clone(), pos.index, end)));
-        Ok(true)
+        Ok(Step::More)
     }
 
     /// Validation, first half (spec 5.4, `validate.rs`): checksum the database as of a pinned
@@ -381,20 +395,22 @@ impl ReplicaTask {
         }
     }
 
-    /// `Replica.Snapshot`: stream the main database file through LZ4 to the replica, labelled
-    /// with the current shadow index. The engine's checkpoints are skipped meanwhile.
+    /// `Replica.Snapshot`, point-in-time: pin a read transaction at the current position `P`
+    /// (no back-fill past `P`, no WAL restart the snapshot cannot see, engine checkpoints
+    /// skipped), upload the WAL exactly up to `P`, then stream the main database file through
+    /// LZ4 to the replica, labelled with `P`'s index, and only then release the pin.
+    ///
+    /// While pinned, the database file holds the state at the start of `P`'s index plus
+    /// back-filled frames of that index up to `P` (pages a concurrent back-fill rewrites while
+    /// we read may be torn, but each of them is in a frame up to `P`). A restore from this
+    /// snapshot replays `P`'s index from offset 0 through at least `P`, because every such
+    /// frame was uploaded (with an earlier created-at) before the snapshot object appeared:
+    /// every restore by timestamp or index that picks this snapshot is consistent.
     pub(crate) async fn snapshot(&mut self) -> Result<SnapshotInfo> {
-        self.db
-            .snapshotting
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let _guard = SnapshotGuard(&self.db);
-        let dpos = self
-            .db
-            .pos_tx
-            .borrow()
-            .clone()
-            .ok_or_else(|| Error::InvalidArgument("no generation, waiting for data".into()))?;
+        let (vp, _guard) = self.db.pin_position(true).await?;
+        let dpos = vp.pos.clone();
         let pos = dpos.pos();
+        self.upload_through(&dpos).await?;
         let started = std::time::Instant::now();
         tracing::info!(replica = %self.name, position = %pos, "write snapshot");
         let db_file = self.db.db_file()?;
@@ -407,12 +423,69 @@ impl ReplicaTask {
                     .write_snapshot(&dpos.generation, dpos.index, stream)
             })
             .await?;
+        // The database file was read to its end: the pin may go.
+        drop(vp);
         tracing::info!(replica = %self.name, position = %pos, elapsed = ?started.elapsed(), sz = info.size,
             "snapshot written");
         if let Some(iv) = self.opts.snapshot_interval {
             self.next_snapshot = Some(Instant::now() + iv);
         }
         Ok(info)
+    }
+
+    /// Make every frame up to `p` durable on the replica, leaving the position exactly at `p`.
+    /// A replica without a usable position in `p`'s generation (a new generation, or one that
+    /// fell behind local retention) uploads `p`'s index from offset 0, after deleting whatever
+    /// the replica holds of that index (segments with other boundaries would overlap).
+    async fn upload_through(&mut self, p: &ShadowPos) -> Result<()> {
+        let usable = self.pos.as_ref().is_some_and(|pos| {
+            pos.generation == p.generation
+                && (pos.index, pos.offset) <= (p.index, p.size)
+                && self.db.shadow_path(&pos.generation, pos.index).exists()
+        });
+        if !usable {
+            self.restart_index_upload(p).await?;
+        }
+        loop {
+            match self.upload_step(Some(p)).await? {
+                Step::More => {}
+                Step::Done => break,
+                Step::Missing(_) => self.restart_index_upload(p).await?,
+            }
+        }
+        let target = p.pos();
+        if self.pos.as_ref() != Some(&target) {
+            return Err(Error::InvalidArgument(format!(
+                "snapshot: replica position {} did not reach the pinned position {target}",
+                self.pos.as_ref().map(|p| p.to_string()).unwrap_or_default()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Drop the replica's segments of `p`'s index and set the position to its offset 0.
+    async fn restart_index_upload(&mut self, p: &ShadowPos) -> Result<()> {
+        let g = &p.generation;
+        let segs = self
+            .opts
+            .retry
+            .run("list wal segments", || self.client.wal_segments(g))
+            .await?;
+        let stale: Vec<Pos> = segs
+            .iter()
+            .filter(|s| s.index == p.index)
+            .map(|s| s.pos())
+            .collect();
+        if !stale.is_empty() {
+            self.opts
+                .retry
+                .run("delete wal segments", || {
+                    self.client.delete_wal_segments(&stale)
+                })
+                .await?;
+        }
+        self.set_pos(Some(Pos::new(g.clone(), p.index, 0)));
+        Ok(())
     }
 
     /// Whether a restore of generation `g` (whose snapshots are in `all` and WAL segments in
