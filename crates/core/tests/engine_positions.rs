@@ -90,11 +90,33 @@ async fn assert_restores_equal(rep: &Path, work: &Path, db: &Path, tag: &str) {
         .await
         .unwrap_or_else(|e| panic!("{tag}: our restore: {e}"));
     assert_eq!(integrity(&ours), "ok", "{tag}: our restore");
-    assert_eq!(dump(&ours), expected, "{tag}: our restore content");
+    assert_same(&dump(&ours), &expected, &format!("{tag}: our restore"));
     let theirs = work.join(format!("{tag}-v0313.db"));
     restore_with(&litestream_bin("LITESTREAM_V0313_BIN"), rep, &theirs);
     assert_eq!(integrity(&theirs), "ok", "{tag}: v0.3.13 restore");
-    assert_eq!(dump(&theirs), expected, "{tag}: v0.3.13 restore content");
+    assert_same(
+        &dump(&theirs),
+        &expected,
+        &format!("{tag}: v0.3.13 restore"),
+    );
+}
+
+/// Compare two dumps, reporting the first difference only (rows are long).
+fn assert_same(got: &[(String, Vec<String>)], want: &[(String, Vec<String>)], what: &str) {
+    for ((gt, gr), (wt, wr)) in got.iter().zip(want) {
+        assert_eq!(gt, wt, "{what}: tables");
+        if let Some(i) = (0..gr.len().max(wr.len())).find(|&i| gr.get(i) != wr.get(i)) {
+            let short = |r: Option<&String>| r.map(|r| r.chars().take(60).collect::<String>());
+            panic!(
+                "{what}: table {gt} differs at row {i}: got {:?}, want {:?} ({} vs {} rows)",
+                short(gr.get(i)),
+                short(wr.get(i)),
+                gr.len(),
+                wr.len()
+            );
+        }
+    }
+    assert_eq!(got.len(), want.len(), "{what}: table count");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,11 +165,82 @@ async fn a_replica_ahead_of_a_rolled_back_database_starts_a_new_generation() {
         .sync_and_wait(Duration::from_secs(20))
         .await
         .expect("sync");
+    // What was acknowledged is on the replica.
+    assert_restores_equal(&rep, dir.path(), &db, "acknowledged").await;
     assert_ne!(
         acked.generation, before.generation,
         "a replica ahead of the local state must start a new generation"
     );
-    assert_restores_equal(&rep, dir.path(), &db, "acknowledged").await;
     r.shutdown().await.expect("shutdown");
     assert_restores_equal(&rep, dir.path(), &db, "after shutdown").await;
+}
+
+/// Item 7: callers that keep `sync_and_wait` busy (several at once, back to back) must not
+/// starve the replica's snapshots and validations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_and_wait_callers_do_not_starve_snapshots_and_validation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    let rep = dir.path().join("replica");
+    app_conn(&db)
+        .execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        .expect("schema");
+    let opts = ReplicaOptions {
+        snapshot_interval: Some(Duration::from_millis(300)),
+        validation_interval: Some(Duration::from_millis(300)),
+        ..Default::default()
+    };
+    let r = Arc::new(
+        Replicator::start(&db, vec![replica(&rep, opts)], db_opts())
+            .await
+            .expect("start"),
+    );
+    let run_for = Duration::from_secs(4);
+    let mut writers = Vec::new();
+    for w in 0..4i64 {
+        let (r, db) = (Arc::clone(&r), db.clone());
+        writers.push(tokio::spawn(async move {
+            let c = app_conn(&db);
+            let started = std::time::Instant::now();
+            let mut n = 0i64;
+            while started.elapsed() < run_for {
+                let id = w * 1_000_000 + n;
+                insert(&c, id, id + 1, "busy");
+                r.sync_and_wait(Duration::from_secs(20)).await.expect("sync");
+                n += 1;
+            }
+            n
+        }));
+    }
+    // Every distinct snapshot object (same index: rewritten, new created-at) seen meanwhile.
+    let client = FileClient::new(&rep);
+    let mut seen = std::collections::BTreeSet::new();
+    let started = std::time::Instant::now();
+    while started.elapsed() < run_for {
+        for g in client.generations().await.unwrap_or_default() {
+            for s in client.snapshots(&g).await.unwrap_or_default() {
+                seen.insert((s.index, s.created_at));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut acked = 0;
+    for w in writers {
+        acked += w.await.expect("writer");
+    }
+    let stats = r.validation_stats("file").expect("stats");
+    eprintln!("{acked} acknowledged writes, {} snapshots, validations {stats:?}", seen.len());
+    assert!(acked > 20, "the writers made too little progress: {acked}");
+    assert!(
+        seen.len() >= 5,
+        "snapshots starved: {} in {run_for:?} with a 300 ms interval",
+        seen.len()
+    );
+    assert!(
+        stats.ok + stats.error >= 3,
+        "validations starved in {run_for:?} with a 300 ms interval: {stats:?}"
+    );
+    assert_eq!(stats.error, 0, "validations failed: {stats:?}");
+    Arc::try_unwrap(r).expect("sole owner").shutdown().await.expect("shutdown");
+    assert_restores_equal(&rep, dir.path(), &db, "busy").await;
 }

@@ -187,6 +187,24 @@ impl DbShared {
         Ok((pos, crc))
     }
 
+    /// Give up generation `g` if it is still the current one (the replica holds a history this
+    /// database no longer has) and sync, which starts a new generation.
+    async fn abandon_generation(self: &Arc<Self>, g: &Generation) -> Result<()> {
+        let me = Arc::clone(self);
+        let g = g.clone();
+        tokio::task::spawn_blocking(move || {
+            let core = me
+                .core
+                .lock()
+                .map_err(|_| Error::io("db", io::Error::other("database state poisoned")))?;
+            core.abandon_generation(&g);
+            Ok::<_, Error>(())
+        })
+        .await
+        .map_err(|e| Error::io("abandon task", io::Error::other(e)))??;
+        self.sync().await.map(|_| ())
+    }
+
     /// Pin the current position (`DbCore::validation_point`) and publish it, both under the
     /// core mutex. With `snapshot`, also count a snapshot in progress (engine checkpoints are
     /// skipped until the snapshot's guard decrements it); raising the count
@@ -353,6 +371,7 @@ impl Replicator {
                 pos_tx,
                 next_snapshot: None,
                 validation: Arc::clone(&validation),
+                restorable: None,
             };
             tasks.push(tokio::spawn(task.run(
                 replica_shutdown_rx.clone(),
@@ -443,20 +462,22 @@ impl Replicator {
     /// I/O error of kind `TimedOut` if that takes longer than `timeout`.
     pub async fn sync_and_wait(&self, timeout: Duration) -> Result<Pos> {
         let fut = async {
-            let target =
-                self.shared.sync().await?.ok_or_else(|| {
+            'retarget: loop {
+                let target = self.shared.sync().await?.ok_or_else(|| {
                     Error::InvalidArgument("no generation, waiting for data".into())
                 })?;
-            for r in &self.replicas {
-                r.force.notify_one();
+                for r in &self.replicas {
+                    r.force.notify_one();
+                }
+                for r in &self.replicas {
+                    if !self.wait_replica(r, &target).await? {
+                        // A new generation started meanwhile (its snapshot holds every
+                        // transaction committed before this call): wait for it instead.
+                        continue 'retarget;
+                    }
+                }
+                return Ok::<_, Error>(target.pos());
             }
-            for r in &self.replicas {
-                let mut rx = r.pos_rx.clone();
-                rx.wait_for(|p| reached(p, &target))
-                    .await
-                    .map_err(|_| Error::Cancelled)?;
-            }
-            Ok::<_, Error>(target.pos())
         };
         match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,
@@ -468,6 +489,29 @@ impl Replicator {
                 ),
             )),
         }
+    }
+
+    /// Wait until replica `r` holds `target` (true), or until it holds a position in the
+    /// current generation when that is no longer `target`'s (false): a position in another
+    /// generation never acknowledges `target`.
+    async fn wait_replica(&self, r: &ReplicaHandle, target: &ShadowPos) -> Result<bool> {
+        let moved_on = |p: &Option<Pos>| {
+            let current = self
+                .shared
+                .pos_tx
+                .borrow()
+                .as_ref()
+                .map(|d| d.generation.clone());
+            p.as_ref().is_some_and(|p| {
+                p.generation != target.generation && Some(&p.generation) == current.as_ref()
+            })
+        };
+        let mut rx = r.pos_rx.clone();
+        let p = rx
+            .wait_for(|p| reached(p, target) || moved_on(p))
+            .await
+            .map_err(|_| Error::Cancelled)?;
+        Ok(reached(&p, target))
     }
 
     /// Stop: a final database sync, a final upload round on every replica, then release the

@@ -31,6 +31,10 @@ pub(crate) struct ReplicaTask {
     pub(crate) pos_tx: watch::Sender<Option<Pos>>,
     pub(crate) next_snapshot: Option<Instant>,
     pub(crate) validation: Arc<std::sync::Mutex<ValidationStats>>,
+    /// The generation in which this replica is known to hold a snapshot. A position in any
+    /// other generation is not restorable and is not published (`pos_tx` holds `None`), so
+    /// `sync_and_wait` never counts it.
+    pub(crate) restorable: Option<Generation>,
 }
 
 type ValidateRequest = oneshot::Sender<Result<ValidationReport>>;
@@ -48,6 +52,38 @@ enum Step {
 /// How long a due snapshot or retention run waits for a running validation restore before it
 /// looks again.
 const VALIDATION_WAIT: Duration = Duration::from_millis(200);
+
+/// Decompress an LZ4-framed stream and return its last `keep` bytes (or all of it if shorter),
+/// holding no more than that in memory.
+async fn decompressed_tail(
+    stream: crate::replica_client::ByteStream,
+    keep: u64,
+    what: String,
+) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let bridge = tokio_util::io::SyncIoBridge::new(stream);
+    let keep = usize::try_from(keep).unwrap_or(usize::MAX);
+    tokio::task::spawn_blocking(move || {
+        let mut r = crate::lz4::Lz4FrameReader::new(bridge);
+        let mut tail: Vec<u8> = Vec::new();
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io(what, e)),
+            };
+            tail.extend_from_slice(&buf[..n]);
+            if tail.len() > keep {
+                tail.drain(..tail.len() - keep);
+            }
+        }
+        Ok(tail)
+    })
+    .await
+    .map_err(|e| Error::io("decompress task", std::io::Error::other(e)))?
+}
 
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86400 * 365)
@@ -70,8 +106,11 @@ impl ReplicaTask {
             m.wal_index.set(p.index);
             m.wal_offset.set(p.offset);
         }
-        self.pos = pos.clone();
-        self.pos_tx.send_replace(pos);
+        let visible = pos
+            .clone()
+            .filter(|p| self.restorable.as_ref() == Some(&p.generation));
+        self.pos = pos;
+        self.pos_tx.send_replace(visible);
     }
 
     /// This replica's metrics (`litestream_replica_*{db,name}`).
@@ -193,47 +232,66 @@ impl ReplicaTask {
 
     /// [`sync`](Self::sync), uploading nothing past `cap` when it is given.
     async fn sync_upto(&mut self, cap: Option<&ShadowPos>) -> Result<()> {
-        let dpos = self
-            .db
-            .pos_tx
-            .borrow()
-            .clone()
-            .ok_or_else(|| Error::InvalidArgument("no generation, waiting for data".into()))?;
-        let g = dpos.generation.clone();
-        if self.pos.as_ref().map(|p| &p.generation) != Some(&g) {
-            let snaps = self
-                .opts
-                .retry
-                .run("list snapshots", || self.client.snapshots(&g))
-                .await?;
-            if snaps.is_empty() {
-                self.snapshot().await?;
-                let now = self.db.pos_tx.borrow().clone();
-                if now.map(|p| p.generation) != Some(g.clone()) {
-                    return Err(Error::InvalidArgument(
-                        "generation changed during snapshot, exiting sync".into(),
-                    ));
+        let mut abandoned = false;
+        loop {
+            let dpos =
+                self.db.pos_tx.borrow().clone().ok_or_else(|| {
+                    Error::InvalidArgument("no generation, waiting for data".into())
+                })?;
+            let g = dpos.generation.clone();
+            if self.pos.as_ref().map(|p| &p.generation) != Some(&g) {
+                let snaps = self
+                    .opts
+                    .retry
+                    .run("list snapshots", || self.client.snapshots(&g))
+                    .await?;
+                if snaps.is_empty() {
+                    self.snapshot().await?;
+                    let now = self.db.pos_tx.borrow().clone();
+                    if now.map(|p| p.generation) != Some(g.clone()) {
+                        return Err(Error::InvalidArgument(
+                            "generation changed during snapshot, exiting sync".into(),
+                        ));
+                    }
+                } else if self.next_snapshot.is_none() {
+                    if let (Some(iv), Some(last)) = (
+                        self.opts.snapshot_interval,
+                        snaps.iter().map(|s| s.created_at).max(),
+                    ) {
+                        let next = iv.saturating_sub(since(last));
+                        tracing::info!(replica = %self.name, previous = %last, next = ?next, "snapshot interval adjusted");
+                        self.next_snapshot = Some(Instant::now() + next);
+                    }
                 }
-            } else if self.next_snapshot.is_none() {
-                if let (Some(iv), Some(last)) = (
-                    self.opts.snapshot_interval,
-                    snaps.iter().map(|s| s.created_at).max(),
-                ) {
-                    let next = iv.saturating_sub(since(last));
-                    tracing::info!(replica = %self.name, previous = %last, next = ?next, "snapshot interval adjusted");
-                    self.next_snapshot = Some(Instant::now() + next);
+                let (pos, last) = self.calc_pos(&g).await?;
+                // The local position now (a snapshot above moved it on).
+                let local = self.db.pos_tx.borrow().clone().unwrap_or(dpos);
+                if !abandoned
+                    && !self
+                        .replica_matches_local(&pos, last.as_ref(), &local)
+                        .await?
+                {
+                    // A VM or disk rollback, a copied data directory: the replica holds a
+                    // history this database no longer has. Never append to it (nor count
+                    // its position as durable): start a new generation.
+                    tracing::warn!(replica = %self.name, replica_position = %pos, local_position = %local.pos(),
+                        "replica is ahead of the local state (database rolled back or copied?), starting a new generation");
+                    self.db.abandon_generation(&g).await?;
+                    abandoned = true;
+                    continue;
                 }
+                tracing::debug!(replica = %self.name, position = %pos, "replica position calculated");
+                self.restorable = Some(g.clone());
+                self.set_pos(Some(pos));
             }
-            let pos = self.calc_pos(&g).await?;
-            tracing::debug!(replica = %self.name, position = %pos, "replica position calculated");
-            self.set_pos(Some(pos));
+            while self.sync_wal(cap).await? {}
+            return Ok(());
         }
-        while self.sync_wal(cap).await? {}
-        Ok(())
     }
 
-    /// `calcPos`: after the newest snapshot, the end of the newest WAL segment.
-    async fn calc_pos(&self, g: &Generation) -> Result<Pos> {
+    /// `calcPos`: after the newest snapshot, the end of the newest WAL segment. Also returns
+    /// that segment's own position (`None` when the position is a snapshot's index start).
+    async fn calc_pos(&self, g: &Generation) -> Result<(Pos, Option<Pos>)> {
         let snaps = self
             .opts
             .retry
@@ -252,10 +310,10 @@ impl ReplicaTask {
             .run("list wal segments", || self.client.wal_segments(g))
             .await?;
         let Some(last) = segs.iter().max_by_key(|s| (s.index, s.offset)) else {
-            return Ok(Pos::new(g.clone(), snap_index, 0));
+            return Ok((Pos::new(g.clone(), snap_index, 0), None));
         };
         if last.index < snap_index {
-            return Ok(Pos::new(g.clone(), snap_index, 0));
+            return Ok((Pos::new(g.clone(), snap_index, 0), None));
         }
         let lpos = last.pos();
         let n = self
@@ -266,7 +324,51 @@ impl ReplicaTask {
                 decompressed_len(s, lpos.to_string()).await
             })
             .await?;
-        Ok(Pos::new(g.clone(), last.index, last.offset + n))
+        Ok((Pos::new(g.clone(), last.index, last.offset + n), Some(lpos)))
+    }
+
+    /// Whether the replica's position `pos` (the end of its newest segment `last`) is part of
+    /// the local history at `local`: not past it, and the segment's last frame equal to the
+    /// local shadow WAL's bytes at the same offset (frames carry the WAL's salts and running
+    /// checksums, so an equal last frame means an equal index up to it). A segment of an
+    /// index whose local shadow file is gone is older than local retention: nothing to compare.
+    async fn replica_matches_local(
+        &self,
+        pos: &Pos,
+        last: Option<&Pos>,
+        local: &ShadowPos,
+    ) -> Result<bool> {
+        if pos.generation != local.generation {
+            return Ok(true);
+        }
+        if (pos.index, pos.offset) > (local.index, local.size) {
+            return Ok(false);
+        }
+        let Some(last) = last else {
+            return Ok(true);
+        };
+        let shadow = self.db.shadow_path(&pos.generation, pos.index);
+        if !shadow.exists() {
+            return Ok(true);
+        }
+        let keep = u64::from(self.db.page_size()) + crate::wal::WAL_FRAME_HEADER_SIZE as u64;
+        let tail = self
+            .opts
+            .retry
+            .run("read wal segment", || async {
+                let s = self.client.open_wal_segment(last).await?;
+                decompressed_tail(s, keep, last.to_string()).await
+            })
+            .await?;
+        let at = pos.offset - tail.len() as u64;
+        let mut mine = vec![0u8; tail.len()];
+        let read = std::fs::File::open(&shadow)
+            .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut mine, at));
+        match read {
+            Ok(()) => Ok(mine == tail),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(Error::io(shadow.display().to_string(), e)),
+        }
     }
 
     /// Upload the next part of the shadow WAL; false when there is nothing more to do. A
@@ -425,6 +527,8 @@ impl ReplicaTask {
             .await?;
         // The database file was read to its end: the pin may go.
         drop(vp);
+        self.restorable = Some(dpos.generation.clone());
+        self.set_pos(self.pos.clone());
         tracing::info!(replica = %self.name, position = %pos, elapsed = ?started.elapsed(), sz = info.size,
             "snapshot written");
         if let Some(iv) = self.opts.snapshot_interval {
@@ -484,6 +588,9 @@ impl ReplicaTask {
                 })
                 .await?;
         }
+        // Until the snapshot is written, a restore of this generation cannot reach the
+        // position: publish none.
+        self.restorable = None;
         self.set_pos(Some(Pos::new(g.clone(), p.index, 0)));
         Ok(())
     }
