@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::{dump, integrity, litestream_bin, restore_with};
 use litestream_core::engine::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Replicator};
 use litestream_core::restore::{restore, RestoreOptions};
-use litestream_core::ReplicaClient;
+use litestream_core::{ByteStream, Generation, Pos, ReplicaClient, SnapshotInfo, WalSegmentInfo};
 use litestream_file::FileClient;
 
 fn app_conn(db: &Path) -> rusqlite::Connection {
@@ -190,8 +190,17 @@ async fn sync_and_wait_callers_do_not_starve_snapshots_and_validation() {
         validation_interval: Some(Duration::from_millis(300)),
         ..Default::default()
     };
+    // Uploads take a while (a remote replica): callers queue up behind each one.
+    let slow = ReplicaHandleConfig {
+        name: "file".into(),
+        client: Arc::new(SlowWalWrites {
+            inner: FileClient::new(&rep),
+            delay: Duration::from_millis(40),
+        }),
+        options: opts,
+    };
     let r = Arc::new(
-        Replicator::start(&db, vec![replica(&rep, opts)], db_opts())
+        Replicator::start(&db, vec![slow], db_opts())
             .await
             .expect("start"),
     );
@@ -206,7 +215,9 @@ async fn sync_and_wait_callers_do_not_starve_snapshots_and_validation() {
             while started.elapsed() < run_for {
                 let id = w * 1_000_000 + n;
                 insert(&c, id, id + 1, "busy");
-                r.sync_and_wait(Duration::from_secs(20)).await.expect("sync");
+                r.sync_and_wait(Duration::from_secs(20))
+                    .await
+                    .expect("sync");
                 n += 1;
             }
             n
@@ -229,7 +240,10 @@ async fn sync_and_wait_callers_do_not_starve_snapshots_and_validation() {
         acked += w.await.expect("writer");
     }
     let stats = r.validation_stats("file").expect("stats");
-    eprintln!("{acked} acknowledged writes, {} snapshots, validations {stats:?}", seen.len());
+    eprintln!(
+        "{acked} acknowledged writes, {} snapshots, validations {stats:?}",
+        seen.len()
+    );
     assert!(acked > 20, "the writers made too little progress: {acked}");
     assert!(
         seen.len() >= 5,
@@ -241,6 +255,153 @@ async fn sync_and_wait_callers_do_not_starve_snapshots_and_validation() {
         "validations starved in {run_for:?} with a 300 ms interval: {stats:?}"
     );
     assert_eq!(stats.error, 0, "validations failed: {stats:?}");
-    Arc::try_unwrap(r).expect("sole owner").shutdown().await.expect("shutdown");
+    Arc::try_unwrap(r)
+        .expect("sole owner")
+        .shutdown()
+        .await
+        .expect("shutdown");
     assert_restores_equal(&rep, dir.path(), &db, "busy").await;
+}
+
+/// A file replica whose WAL segment writes first wait `delay`.
+#[derive(Debug)]
+struct SlowWalWrites {
+    inner: FileClient,
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl ReplicaClient for SlowWalWrites {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    async fn generations(&self) -> litestream_core::Result<Vec<Generation>> {
+        self.inner.generations().await
+    }
+    async fn snapshots(&self, g: &Generation) -> litestream_core::Result<Vec<SnapshotInfo>> {
+        self.inner.snapshots(g).await
+    }
+    async fn wal_segments(&self, g: &Generation) -> litestream_core::Result<Vec<WalSegmentInfo>> {
+        self.inner.wal_segments(g).await
+    }
+    async fn open_snapshot(
+        &self,
+        g: &Generation,
+        index: u32,
+    ) -> litestream_core::Result<ByteStream> {
+        self.inner.open_snapshot(g, index).await
+    }
+    async fn open_wal_segment(&self, pos: &Pos) -> litestream_core::Result<ByteStream> {
+        self.inner.open_wal_segment(pos).await
+    }
+    async fn write_snapshot(
+        &self,
+        g: &Generation,
+        index: u32,
+        data: ByteStream,
+    ) -> litestream_core::Result<SnapshotInfo> {
+        self.inner.write_snapshot(g, index, data).await
+    }
+    async fn write_wal_segment(
+        &self,
+        pos: &Pos,
+        data: ByteStream,
+    ) -> litestream_core::Result<WalSegmentInfo> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.write_wal_segment(pos, data).await
+    }
+    async fn delete_snapshot(&self, g: &Generation, index: u32) -> litestream_core::Result<()> {
+        self.inner.delete_snapshot(g, index).await
+    }
+    async fn delete_wal_segments(&self, positions: &[Pos]) -> litestream_core::Result<()> {
+        self.inner.delete_wal_segments(positions).await
+    }
+    async fn delete_generation(&self, g: &Generation) -> litestream_core::Result<()> {
+        self.inner.delete_generation(g).await
+    }
+}
+
+/// Item 7: the published position never moves backwards, also while validations pin
+/// positions beside the monitor's syncs and `sync_and_wait` callers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_published_position_never_moves_backwards() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    let rep = dir.path().join("replica");
+    let c = app_conn(&db);
+    c.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        .expect("schema");
+    // A database of a few MB, so that a validation's checksum takes a while.
+    for i in 0..20 {
+        insert(&c, i * 1000, i * 1000 + 1000, "seed");
+    }
+    drop(c);
+    let opts = ReplicaOptions {
+        sync_interval: Duration::from_millis(10),
+        ..Default::default()
+    };
+    let db_opts = DbOptions {
+        monitor_interval: Duration::from_millis(5),
+        ..db_opts()
+    };
+    let r = Arc::new(
+        Replicator::start(&db, vec![replica(&rep, opts)], db_opts)
+            .await
+            .expect("start"),
+    );
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (db, stop) = (db.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let c = app_conn(&db);
+            let mut n = 100_000;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                insert(&c, n, n + 3, "w");
+                n += 3;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let watcher = {
+        let (r, stop) = (Arc::clone(&r), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut last: Option<Pos> = None;
+            let mut backwards = Vec::new();
+            let mut seen = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Some(p) = r.position() {
+                    if let Some(l) = &last {
+                        if l.generation == p.generation && p.index_offset() < l.index_offset() {
+                            backwards.push(format!("{l} -> {p}"));
+                        }
+                    }
+                    if last.as_ref() != Some(&p) {
+                        seen += 1;
+                    }
+                    last = Some(p);
+                }
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            (backwards, seen)
+        })
+    };
+    for _ in 0..15 {
+        let rep = r.validate("file").await.expect("validate");
+        assert!(rep.ok(), "validation mismatch: {rep:?}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.join().expect("writer");
+    let (backwards, seen) = watcher.await.expect("watcher");
+    assert!(seen > 20, "too few positions observed: {seen}");
+    assert!(
+        backwards.is_empty(),
+        "the published position moved backwards {} times: {:?}",
+        backwards.len(),
+        &backwards[..backwards.len().min(5)]
+    );
+    Arc::try_unwrap(r)
+        .expect("sole owner")
+        .shutdown()
+        .await
+        .expect("shutdown");
 }

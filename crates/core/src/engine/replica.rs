@@ -145,22 +145,11 @@ impl ReplicaTask {
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
-                _ = force.notified() => {
-                    change_rx.borrow_and_update();
-                    dirty = false;
-                    last_sync = Some(Instant::now());
-                    if self.sync_logged().await.is_err() { dirty = true; }
-                }
-                r = change_rx.changed(), if !dirty => {
-                    if r.is_err() { break; }
-                    dirty = true;
-                }
-                _ = tokio::time::sleep_until(sync_at), if dirty => {
-                    change_rx.borrow_and_update();
-                    dirty = false;
-                    last_sync = Some(Instant::now());
-                    if self.sync_logged().await.is_err() { dirty = true; }
-                }
+                // Due timers and validation requests come before `force`: callers of
+                // `sync_and_wait` back to back keep `force` always ready and would starve them
+                // (a snapshot also uploads everything up to its pinned position, which serves
+                // those callers too). Each timer is re-armed into the future when taken.
+                Some(_) = validating.join_next(), if !validating.is_empty() => {}
                 // While a validation restore reads this generation, no snapshot or retention
                 // changes what it reads: both wait for it.
                 _ = tokio::time::sleep_until(snap_at), if self.next_snapshot.is_some() => {
@@ -205,7 +194,22 @@ impl ReplicaTask {
                         }
                     }
                 }
-                Some(_) = validating.join_next(), if !validating.is_empty() => {}
+                _ = force.notified() => {
+                    change_rx.borrow_and_update();
+                    dirty = false;
+                    last_sync = Some(Instant::now());
+                    if self.sync_logged().await.is_err() { dirty = true; }
+                }
+                r = change_rx.changed(), if !dirty => {
+                    if r.is_err() { break; }
+                    dirty = true;
+                }
+                _ = tokio::time::sleep_until(sync_at), if dirty => {
+                    change_rx.borrow_and_update();
+                    dirty = false;
+                    last_sync = Some(Instant::now());
+                    if self.sync_logged().await.is_err() { dirty = true; }
+                }
             }
         }
         // Validations still running are cancelled; their temporary restores are removed.
@@ -224,8 +228,13 @@ impl ReplicaTask {
 
     /// `Replica.Sync`: make sure the replica has a snapshot and a position in the current
     /// generation, then upload every new part of the shadow WAL.
+    ///
+    /// One round uploads up to the local position at its start, not until it catches up:
+    /// against a steady writer and a slow replica that would never end, and nothing else
+    /// (snapshots, retention, validation) would run meanwhile. The next round takes the rest.
     pub(crate) async fn sync(&mut self) -> Result<()> {
-        self.sync_upto(None).await?;
+        let cap = self.db.pos_tx.borrow().clone();
+        self.sync_upto(cap.as_ref()).await?;
         self.metrics().mark_synced();
         Ok(())
     }
