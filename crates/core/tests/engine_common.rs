@@ -69,6 +69,15 @@ pub fn dump(db: &Path) -> Vec<(String, Vec<String>)> {
     out
 }
 
+/// The application's connection: WAL mode, a 5 s busy timeout.
+pub fn app_conn(db: &Path) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(db).expect("open app db");
+    c.busy_timeout(std::time::Duration::from_secs(5))
+        .expect("busy");
+    c.pragma_update(None, "journal_mode", "wal").expect("wal");
+    c
+}
+
 /// `PRAGMA integrity_check` result.
 pub fn integrity(db: &Path) -> String {
     let c = rusqlite::Connection::open(db).expect("open");

@@ -1,5 +1,5 @@
-//! Crash safety: kill -9 the replicating process (the `embedded` example) at random moments
-//! during writes, restart it, repeat. Every round checks that the process came up (it
+//! Crash safety: kill -9 the replicating process (the `embedded` example, snapshotting every
+//! 300 ms) at random moments during writes, restart it, repeat. Every round checks that the process came up (it
 //! acknowledged a transaction) and was still alive when killed. Every few rounds the replica
 //! is restored, by real Litestream v0.3.13 and by ours, latest and at random earlier
 //! acknowledgement times and indexes: every restore passes `integrity_check`, holds the rows
@@ -95,6 +95,8 @@ fn crash_round(bin: &Path, db: &Path, rep: &Path, log: &Path, rng: &mut impl Rng
         .arg(db)
         .arg(rep)
         .arg("0")
+        // Snapshots every 300 ms: kills also land in the middle of snapshots.
+        .arg("300")
         .stdout(Stdio::piped())
         .stderr(Stdio::from(stderr))
         .spawn()
@@ -151,12 +153,19 @@ fn v0313_restore_at(bin: &Path, rep: &Path, out: &Path, ts: SystemTime) {
         .arg(format!("file://{}", rep.display()))
         .output()
         .expect("run v0.3.13");
-    assert!(
-        o.status.success(),
-        "v0.3.13 restore -timestamp {}: {}",
-        rfc3339(ts),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    if !o.status.success() {
+        let g = Command::new(bin)
+            .arg("generations")
+            .arg(format!("file://{}", rep.display()))
+            .output()
+            .expect("v0.3.13 generations");
+        panic!(
+            "v0.3.13 restore -timestamp {}: {}\n{}",
+            rfc3339(ts),
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&g.stdout)
+        );
+    }
 }
 
 /// Restores latest, at random earlier acknowledgement times and at random indexes.
@@ -175,9 +184,29 @@ fn check_replica(
     restore_with(v3, rep, &out);
     check_restore(&out, acked, &source, &format!("{tag}: v0.3.13 latest"));
 
+    let client: Arc<dyn ReplicaClient> = Arc::new(FileClient::new(rep));
+    let listings = rt
+        .block_on(litestream_core::restore::list_generations(
+            client.as_ref(),
+            None,
+        ))
+        .expect("list generations");
     let mut rng = rand::rng();
     for i in 0..3 {
-        let ack = acks[rng.random_range(0..acks.len())];
+        let mut ack = acks[rng.random_range(0..acks.len())];
+        // A generation's time span ends at its last object: an acknowledgement read after it
+        // (the process was killed before uploading more) restores as of that last object.
+        let l = listings
+            .iter()
+            .filter(|l| {
+                l.created_at()
+                    .is_some_and(|c| c <= OffsetDateTime::from(ack.at))
+            })
+            .max_by_key(|l| l.created_at())
+            .expect("a generation created before the acknowledgement");
+        if let Some(u) = l.updated_at() {
+            ack.at = ack.at.min(SystemTime::from(u));
+        }
         // Everything acknowledged up to this one (ids only grow across rounds).
         let out = work.join(format!("{tag}-ts{i}-v0313.db"));
         v0313_restore_at(v3, rep, &out, ack.at);

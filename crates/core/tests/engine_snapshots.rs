@@ -12,20 +12,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{dump, integrity, litestream_bin, restore_with};
+use common::{app_conn, dump, integrity, litestream_bin, restore_with};
 use litestream_core::engine::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Replicator};
 use litestream_core::restore::{restore, RestoreOptions};
 use litestream_core::ReplicaClient;
 use litestream_file::FileClient;
 use rand::Rng;
 use time::format_description::well_known::Rfc3339;
-
-fn app_conn(db: &Path) -> rusqlite::Connection {
-    let c = rusqlite::Connection::open(db).expect("open app db");
-    c.busy_timeout(Duration::from_secs(5)).expect("busy");
-    c.pragma_update(None, "journal_mode", "wal").expect("wal");
-    c
-}
 
 /// A 12,000-row table with an index on a column the workload keeps changing.
 fn seed(c: &rusqlite::Connection) {

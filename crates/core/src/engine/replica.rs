@@ -158,7 +158,7 @@ impl ReplicaTask {
                         continue;
                     }
                     self.next_snapshot = self.opts.snapshot_interval.map(|i| Instant::now() + i);
-                    if let Err(e) = self.snapshot().await {
+                    if let Err(e) = self.interval_snapshot().await {
                         tracing::warn!(replica = %self.name, error = %e, "snapshotter error");
                     }
                 }
@@ -168,6 +168,7 @@ impl ReplicaTask {
                         continue;
                     }
                     next_retention = retention_period.map(|p| Instant::now() + p);
+                    tracing::debug!(replica = %self.name, "retention check");
                     if let Err(e) = self.enforce_retention().await {
                         tracing::warn!(replica = %self.name, error = %e, "retainer error");
                     }
@@ -506,6 +507,28 @@ impl ReplicaTask {
         }
     }
 
+    /// The `snapshot-interval` snapshot, skipped when the replica already holds a snapshot of
+    /// the current generation at the current index: a restore from either replays that whole
+    /// index, so a new one gains nothing, and replacing the object (v0.3 snapshots are named
+    /// by index) would make the times before it unrestorable.
+    async fn interval_snapshot(&mut self) -> Result<()> {
+        let Some(dpos) = self.db.pos_tx.borrow().clone() else {
+            return Ok(());
+        };
+        let g = &dpos.generation;
+        let snaps = self
+            .opts
+            .retry
+            .run("list snapshots", || self.client.snapshots(g))
+            .await?;
+        if snaps.iter().any(|s| s.index == dpos.index) {
+            tracing::debug!(replica = %self.name, position = %dpos.pos(),
+                "snapshot skipped: the replica has one at this index");
+            return Ok(());
+        }
+        self.snapshot().await.map(|_| ())
+    }
+
     /// `Replica.Snapshot`, point-in-time: pin a read transaction at the current position `P`
     /// (no back-fill past `P`, no WAL restart the snapshot cannot see, engine checkpoints
     /// skipped), upload the WAL exactly up to `P`, then stream the main database file through
@@ -576,6 +599,24 @@ impl ReplicaTask {
         Ok(())
     }
 
+    /// Delete the segments of `index` among `segs` (one generation's listing).
+    async fn delete_index_segments(&self, segs: &[WalSegmentInfo], index: u32) -> Result<()> {
+        let doomed: Vec<Pos> = segs
+            .iter()
+            .filter(|s| s.index == index)
+            .map(|s| s.pos())
+            .collect();
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        self.opts
+            .retry
+            .run("delete wal segments", || {
+                self.client.delete_wal_segments(&doomed)
+            })
+            .await
+    }
+
     /// Drop the replica's segments of `p`'s index and set the position to its offset 0.
     async fn restart_index_upload(&mut self, p: &ShadowPos) -> Result<()> {
         let g = &p.generation;
@@ -584,19 +625,7 @@ impl ReplicaTask {
             .retry
             .run("list wal segments", || self.client.wal_segments(g))
             .await?;
-        let stale: Vec<Pos> = segs
-            .iter()
-            .filter(|s| s.index == p.index)
-            .map(|s| s.pos())
-            .collect();
-        if !stale.is_empty() {
-            self.opts
-                .retry
-                .run("delete wal segments", || {
-                    self.client.delete_wal_segments(&stale)
-                })
-                .await?;
-        }
+        self.delete_index_segments(&segs, p.index).await?;
         // Until the snapshot is written, a restore of this generation cannot reach the
         // position: publish none.
         self.restorable = None;
@@ -657,19 +686,7 @@ impl ReplicaTask {
         if segs.iter().any(|s| s.index == snap.index && s.offset == 0) {
             return Ok(());
         }
-        let rest: Vec<Pos> = segs
-            .iter()
-            .filter(|s| s.index == snap.index)
-            .map(|s| s.pos())
-            .collect();
-        if !rest.is_empty() {
-            self.opts
-                .retry
-                .run("delete wal segments", || {
-                    self.client.delete_wal_segments(&rest)
-                })
-                .await?;
-        }
+        self.delete_index_segments(segs, snap.index).await?;
         tracing::warn!(replica = %self.name, generation = %snap.generation, index = snap.index,
             "replica lost the start of the current wal index, uploading it again from offset 0");
         self.set_pos(Some(Pos::new(snap.generation.clone(), snap.index, 0)));
