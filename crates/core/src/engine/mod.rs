@@ -32,6 +32,7 @@ mod db;
 mod lock;
 mod options;
 mod replica;
+mod snapshot;
 mod stream;
 mod validate;
 
