@@ -31,10 +31,10 @@ pub(crate) struct ReplicaTask {
     pub(crate) pos_tx: watch::Sender<Option<Pos>>,
     pub(crate) next_snapshot: Option<Instant>,
     pub(crate) validation: Arc<std::sync::Mutex<ValidationStats>>,
-    /// The generation in which this replica is known to hold a snapshot. A position in any
-    /// other generation is not restorable and is not published (`pos_tx` holds `None`), so
-    /// `sync_and_wait` never counts it.
-    pub(crate) restorable: Option<Generation>,
+    /// The generation in which this replica is known to hold a snapshot, and the newest such
+    /// snapshot's index. A position in any other generation is not restorable and is not
+    /// published (`pos_tx` holds `None`), so `sync_and_wait` never counts it.
+    pub(crate) restorable: Option<(Generation, u32)>,
 }
 
 type ValidateRequest = oneshot::Sender<Result<ValidationReport>>;
@@ -108,7 +108,7 @@ impl ReplicaTask {
         }
         let visible = pos
             .clone()
-            .filter(|p| self.restorable.as_ref() == Some(&p.generation));
+            .filter(|p| self.restorable.as_ref().map(|r| &r.0) == Some(&p.generation));
         self.pos = pos;
         self.pos_tx.send_replace(visible);
     }
@@ -249,7 +249,12 @@ impl ReplicaTask {
                     Error::InvalidArgument("no generation, waiting for data".into())
                 })?;
             let g = dpos.generation.clone();
-            if self.pos.as_ref().map(|p| &p.generation) != Some(&g) {
+            let in_gen = self.pos.as_ref().map(|p| &p.generation) == Some(&g);
+            if in_gen && self.restorable.as_ref().map(|r| &r.0) != Some(&g) {
+                // A snapshot of this generation failed half-way (its WAL is uploaded, the
+                // snapshot object is not): take it again before uploading anything else.
+                self.snapshot().await?;
+            } else if !in_gen {
                 let snaps = self
                     .opts
                     .retry
@@ -291,7 +296,10 @@ impl ReplicaTask {
                     continue;
                 }
                 tracing::debug!(replica = %self.name, position = %pos, "replica position calculated");
-                self.restorable = Some(g.clone());
+                // (A snapshot taken above recorded itself.)
+                if let Some(i) = snaps.iter().map(|s| s.index).max() {
+                    self.restorable = Some((g.clone(), i));
+                }
                 self.set_pos(Some(pos));
             }
             while self.sync_wal(cap).await? {}

@@ -15,20 +15,15 @@ use super::stream::lz4_shared_file_stream;
 
 impl ReplicaTask {
     /// The `snapshot-interval` snapshot, skipped when the replica already holds a snapshot of
-    /// the current generation at the current index: a restore from either replays that whole
-    /// index, so a new one gains nothing, and replacing the object (v0.3 snapshots are named
-    /// by index) would make the times before it unrestorable.
+    /// the current generation at the current index (as far as this task knows, no listing): a
+    /// restore from either replays that whole index, so a new one gains nothing, and replacing
+    /// the object (v0.3 snapshots are named by index) would make the times before it
+    /// unrestorable.
     pub(super) async fn interval_snapshot(&mut self) -> Result<()> {
         let Some(dpos) = self.db.pos_tx.borrow().clone() else {
             return Ok(());
         };
-        let g = &dpos.generation;
-        let snaps = self
-            .opts
-            .retry
-            .run("list snapshots", || self.client.snapshots(g))
-            .await?;
-        if snaps.iter().any(|s| s.index == dpos.index) {
+        if self.restorable == Some((dpos.generation.clone(), dpos.index)) {
             tracing::debug!(replica = %self.name, position = %dpos.pos(),
                 "snapshot skipped: the replica has one at this index");
             return Ok(());
@@ -66,7 +61,7 @@ impl ReplicaTask {
             .await?;
         // The database file was read to its end: the pin may go.
         drop(vp);
-        self.restorable = Some(dpos.generation.clone());
+        self.restorable = Some((dpos.generation.clone(), dpos.index));
         self.set_pos(self.pos.clone());
         tracing::info!(replica = %self.name, position = %pos, elapsed = ?started.elapsed(), sz = info.size,
             "snapshot written");
