@@ -207,10 +207,9 @@ impl DbShared {
     }
 
     /// Pin the current position (`DbCore::validation_point`) and publish it, both under the
-    /// core mutex. With `snapshot`, also count a snapshot in progress (engine checkpoints are
-    /// skipped until the snapshot's guard decrements it); raising the count
-    /// under the same mutex as the sync that reads it leaves no window for a checkpoint
-    /// decided before the pin.
+    /// core mutex. With `snapshot`, also count a snapshot in progress: engine checkpoints are
+    /// skipped until the returned guard is dropped. Raising the count under the same mutex as
+    /// the sync that reads it leaves no window for a checkpoint decided before the pin.
     async fn pin_position(
         self: &Arc<Self>,
         snapshot: bool,
