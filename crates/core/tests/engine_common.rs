@@ -15,6 +15,23 @@ pub fn litestream_bin(var: &str) -> PathBuf {
     }
 }
 
+/// The `embedded` example next to this test binary (built by `cargo test -p litestream-core`).
+pub fn example_bin() -> PathBuf {
+    // target/<profile>/deps/engine_crash-<hash> -> target/<profile>/examples/embedded
+    let exe = std::env::current_exe().expect("current exe");
+    let p = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join("examples").join("embedded"))
+        .expect("examples dir");
+    assert!(
+        p.is_file(),
+        "{} not built: run `cargo test -p litestream-core` (it builds examples)",
+        p.display()
+    );
+    p
+}
+
 /// `litestream restore -o OUT file://REPLICA` with a real binary; panics on failure.
 pub fn restore_with(bin: &Path, replica: &Path, out: &Path) {
     let url = format!("file://{}", replica.display());

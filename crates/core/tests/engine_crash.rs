@@ -11,34 +11,18 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{integrity, litestream_bin, restore_with};
+use common::{example_bin, integrity, litestream_bin, restore_with};
 use litestream_core::restore::{restore, RestoreOptions};
 use litestream_core::ReplicaClient;
 use litestream_file::FileClient;
 use rand::Rng;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-
-fn example_bin() -> PathBuf {
-    // target/<profile>/deps/engine_crash-<hash> -> target/<profile>/examples/embedded
-    let exe = std::env::current_exe().expect("current exe");
-    let p = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .map(|d| d.join("examples").join("embedded"))
-        .expect("examples dir");
-    assert!(
-        p.is_file(),
-        "{} not built: run `cargo test -p litestream-core` (it builds examples)",
-        p.display()
-    );
-    p
-}
 
 /// The body the `embedded` example writes for row `id`.
 fn body(id: i64) -> String {

@@ -439,8 +439,11 @@ impl ReplicaTask {
         };
         if pos.offset >= end {
             if pos.offset > end {
-                tracing::warn!(replica = %self.name, position = %pos, end,
-                    "replica position is past the local shadow wal");
+                // Past a cap is normal (a snapshot in this round uploaded further).
+                if cap.is_none() {
+                    tracing::warn!(replica = %self.name, position = %pos, end,
+                        "replica position is past the local shadow wal");
+                }
                 return Ok(Step::Done);
             }
             if pos.index < dpos.index {
