@@ -413,7 +413,8 @@ impl Replicator {
         self.shared.pos_tx.borrow().as_ref().map(ShadowPos::pos)
     }
 
-    /// The position up to which the named replica holds the WAL (`None` if unknown).
+    /// The position up to which the named replica holds the WAL, restorably (`None` if unknown,
+    /// or while the replica has no snapshot of the position's generation yet).
     pub fn replica_position(&self, name: &str) -> Option<Pos> {
         self.replicas
             .iter()
@@ -458,8 +459,11 @@ impl Replicator {
 
     /// Sync the database now and wait until every transaction committed before this call is
     /// durable on all replicas (each replica uploads immediately, regardless of its
-    /// `sync-interval`). Returns the position that is now durable everywhere. Fails with an
-    /// I/O error of kind `TimedOut` if that takes longer than `timeout`.
+    /// `sync-interval`). Returns the position that is now durable everywhere. Only a position
+    /// a restore can reach counts: a replica in a generation whose snapshot is not written yet
+    /// has none. If a new generation starts meanwhile (e.g. the replica was found ahead of a
+    /// rolled-back database), the wait follows it. Fails with an I/O error of kind `TimedOut`
+    /// if that takes longer than `timeout`.
     pub async fn sync_and_wait(&self, timeout: Duration) -> Result<Pos> {
         let fut = async {
             'retarget: loop {
