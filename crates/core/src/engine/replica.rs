@@ -261,6 +261,8 @@ impl ReplicaTask {
                     .run("list snapshots", || self.client.snapshots(&g))
                     .await?;
                 if snaps.is_empty() {
+                    // The snapshot uploads its index up to its pinned position first and
+                    // leaves this replica's position exactly there.
                     self.snapshot().await?;
                     let now = self.db.pos_tx.borrow().clone();
                     if now.map(|p| p.generation) != Some(g.clone()) {
@@ -268,43 +270,58 @@ impl ReplicaTask {
                             "generation changed during snapshot, exiting sync".into(),
                         ));
                     }
-                } else if self.next_snapshot.is_none() {
-                    if let (Some(iv), Some(last)) = (
-                        self.opts.snapshot_interval,
-                        snaps.iter().map(|s| s.created_at).max(),
-                    ) {
-                        let next = iv.saturating_sub(since(last));
-                        tracing::info!(replica = %self.name, previous = %last, next = ?next, "snapshot interval adjusted");
-                        self.next_snapshot = Some(Instant::now() + next);
-                    }
-                }
-                let (pos, last) = self.calc_pos(&g).await?;
-                // The local position now (a snapshot above moved it on).
-                let local = self.db.pos_tx.borrow().clone().unwrap_or(dpos);
-                if !abandoned
-                    && !self
-                        .replica_matches_local(&pos, last.as_ref(), &local)
-                        .await?
-                {
-                    // A VM or disk rollback, a copied data directory: the replica holds a
-                    // history this database no longer has. Never append to it (nor count
-                    // its position as durable): start a new generation.
-                    tracing::warn!(replica = %self.name, replica_position = %pos, local_position = %local.pos(),
-                        "replica is ahead of the local state (database rolled back or copied?), starting a new generation");
-                    self.db.abandon_generation(&g).await?;
+                } else if !self.resume_position(&g, &snaps, dpos, !abandoned).await? {
                     abandoned = true;
                     continue;
                 }
-                tracing::debug!(replica = %self.name, position = %pos, "replica position calculated");
-                // (A snapshot taken above recorded itself.)
-                if let Some(i) = snaps.iter().map(|s| s.index).max() {
-                    self.restorable = Some((g.clone(), i));
-                }
-                self.set_pos(Some(pos));
             }
             while self.sync_wal(cap).await? {}
             return Ok(());
         }
+    }
+
+    /// Start-up in generation `g`, whose snapshots are `snaps` (not empty): adjust the next
+    /// snapshot time, compute the replica's position (`calcPos`) and, with `check`, compare it
+    /// with the local state at `dpos` or later. A replica ahead of the local state (a VM or disk
+    /// rollback, a copied data directory) holds a history this database no longer has: never
+    /// append to it nor count its position as durable, abandon the generation (a new one
+    /// starts) and return false.
+    async fn resume_position(
+        &mut self,
+        g: &Generation,
+        snaps: &[SnapshotInfo],
+        dpos: ShadowPos,
+        check: bool,
+    ) -> Result<bool> {
+        if self.next_snapshot.is_none() {
+            if let (Some(iv), Some(last)) = (
+                self.opts.snapshot_interval,
+                snaps.iter().map(|s| s.created_at).max(),
+            ) {
+                let next = iv.saturating_sub(since(last));
+                tracing::info!(replica = %self.name, previous = %last, next = ?next, "snapshot interval adjusted");
+                self.next_snapshot = Some(Instant::now() + next);
+            }
+        }
+        let (pos, last) = self.calc_pos(g).await?;
+        // The local position now (the monitor may have moved it on).
+        let local = self.db.pos_tx.borrow().clone().unwrap_or(dpos);
+        if check
+            && !self
+                .replica_matches_local(&pos, last.as_ref(), &local)
+                .await?
+        {
+            tracing::warn!(replica = %self.name, replica_position = %pos, local_position = %local.pos(),
+                "replica is ahead of the local state (database rolled back or copied?), starting a new generation");
+            self.db.abandon_generation(g).await?;
+            return Ok(false);
+        }
+        tracing::debug!(replica = %self.name, position = %pos, "replica position calculated");
+        if let Some(i) = snaps.iter().map(|s| s.index).max() {
+            self.restorable = Some((g.clone(), i));
+        }
+        self.set_pos(Some(pos));
+        Ok(true)
     }
 
     /// `calcPos`: after the newest snapshot, the end of the newest WAL segment. Also returns
