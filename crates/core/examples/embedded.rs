@@ -2,12 +2,13 @@
 //! `file` replica with the embeddable engine.
 //!
 //! ```text
-//! cargo run -p litestream-core --example embedded -- [DB_PATH] [REPLICA_DIR] [ROWS]
+//! cargo run -p litestream-core --example embedded -- [DB_PATH] [REPLICA_DIR] [ROWS] [SNAPSHOT_MS]
 //! ```
 //!
 //! With no arguments it uses a temporary directory and writes 100 rows. `ROWS = 0` writes
 //! forever (the crash-safety test kills it with SIGKILL); after every few rows it waits until
-//! they are durable on the replica and prints `durable <last id>`.
+//! they are durable on the replica and prints `durable <last id>`. `SNAPSHOT_MS` sets the
+//! replica's `snapshot-interval` in milliseconds (default: none).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
         .map(Into::into)
         .unwrap_or_else(|| tmp.path().join("replica"));
     let rows: u64 = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(100);
+    let snapshot_ms: Option<u64> = args.get(3).map(|s| s.parse()).transpose()?;
 
     // The application's own connection.
     let conn = rusqlite::Connection::open(&db_path)?;
@@ -50,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
         client: Arc::new(FileClient::new(&replica_dir)),
         options: ReplicaOptions {
             sync_interval: Duration::from_millis(20),
+            snapshot_interval: snapshot_ms.map(Duration::from_millis),
             ..Default::default()
         },
     };

@@ -15,6 +15,23 @@ pub fn litestream_bin(var: &str) -> PathBuf {
     }
 }
 
+/// The `embedded` example next to this test binary (built by `cargo test -p litestream-core`).
+pub fn example_bin() -> PathBuf {
+    // target/<profile>/deps/engine_crash-<hash> -> target/<profile>/examples/embedded
+    let exe = std::env::current_exe().expect("current exe");
+    let p = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join("examples").join("embedded"))
+        .expect("examples dir");
+    assert!(
+        p.is_file(),
+        "{} not built: run `cargo test -p litestream-core` (it builds examples)",
+        p.display()
+    );
+    p
+}
+
 /// `litestream restore -o OUT file://REPLICA` with a real binary; panics on failure.
 pub fn restore_with(bin: &Path, replica: &Path, out: &Path) {
     let url = format!("file://{}", replica.display());
@@ -67,6 +84,15 @@ pub fn dump(db: &Path) -> Vec<(String, Vec<String>)> {
         out.push((t, rows));
     }
     out
+}
+
+/// The application's connection: WAL mode, a 5 s busy timeout.
+pub fn app_conn(db: &Path) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(db).expect("open app db");
+    c.busy_timeout(std::time::Duration::from_secs(5))
+        .expect("busy");
+    c.pragma_update(None, "journal_mode", "wal").expect("wal");
+    c
 }
 
 /// `PRAGMA integrity_check` result.

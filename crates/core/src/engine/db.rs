@@ -491,6 +491,15 @@ impl DbCore {
         let _ = fs::remove_file(self.meta.join("generation"));
     }
 
+    /// Clear the `generation` file if `g` is still the current generation, so that the next
+    /// sync starts a new one (a replica is ahead of the local state).
+    pub(crate) fn abandon_generation(&self, g: &Generation) {
+        if self.current_generation().as_ref() == Some(g) {
+            tracing::warn!(db = %self.path.display(), generation = %g, "abandoning generation");
+            self.clear_generation();
+        }
+    }
+
     /// Shadow WAL indexes of a generation, ascending.
     pub(crate) fn shadow_indexes(&self, g: &Generation) -> Result<Vec<u32>> {
         let dir = self.shadow_dir(g);

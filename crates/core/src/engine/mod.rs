@@ -32,6 +32,7 @@ mod db;
 mod lock;
 mod options;
 mod replica;
+mod snapshot;
 mod stream;
 mod validate;
 
@@ -47,7 +48,7 @@ use tokio::task::JoinHandle;
 use crate::error::{Error, Result};
 use crate::pos::{Generation, Pos};
 
-use db::{DbCore, ShadowPos};
+use db::{DbCore, ShadowPos, ValidationPoint};
 use lock::MetaLock;
 pub use options::{DbOptions, ReplicaHandleConfig, ReplicaOptions};
 use replica::ReplicaTask;
@@ -130,24 +131,31 @@ impl DbShared {
         let me = Arc::clone(self);
         let out = tokio::task::spawn_blocking(move || {
             let replica_pos = me.replica_pos.lock().map(|v| v.clone()).unwrap_or_default();
-            let allowed = me.snapshotting.load(Ordering::SeqCst) == 0;
             let mut core = me
                 .core
                 .lock()
                 .map_err(|_| Error::io("db", io::Error::other("database state poisoned")))?;
+            // Read under the core mutex: a snapshot raises it under the same mutex.
+            let allowed = me.snapshotting.load(Ordering::SeqCst) == 0;
             let r = core.sync(&replica_pos, allowed);
             me.page_size.store(core.page_size(), Ordering::Relaxed);
+            if let Ok(out) = &r {
+                if let Some(pos) = &out.pos {
+                    me.publish(pos, out.changed);
+                }
+            }
             r
         })
         .await
         .map_err(|e| Error::io("sync task", io::Error::other(e)))??;
-        if let Some(pos) = &out.pos {
-            self.publish(pos, out.changed);
-        }
         Ok(out.pos)
     }
 
     /// Publish a new local position and wake the replicas if anything changed.
+    ///
+    /// Called only with the core mutex held, right after the position was computed under it,
+    /// so positions are published in the order they were reached: the published position never
+    /// moves backwards.
     fn publish(&self, pos: &ShadowPos, changed: bool) {
         let moved = self.pos_tx.send_if_modified(|cur| {
             if cur.as_ref() != Some(pos) {
@@ -167,14 +175,8 @@ impl DbShared {
     async fn validation_checksum(self: &Arc<Self>) -> Result<(ShadowPos, u64)> {
         let me = Arc::clone(self);
         let db = self.db_file()?;
+        let (vp, _) = self.pin_position(false).await?;
         let (pos, crc) = tokio::task::spawn_blocking(move || {
-            let vp = {
-                let mut core = me
-                    .core
-                    .lock()
-                    .map_err(|_| Error::io("db", io::Error::other("database state poisoned")))?;
-                core.validation_point()?
-            };
             let crc = validate::page_image_checksum(&db, &vp.shadow, vp.page_size, vp.pos.size)
                 .map_err(|e| Error::io(me.path.display().to_string(), e))?;
             // Release the pin only after the page image was read.
@@ -183,8 +185,61 @@ impl DbShared {
         })
         .await
         .map_err(|e| Error::io("validation task", io::Error::other(e)))??;
-        self.publish(&pos, false);
         Ok((pos, crc))
+    }
+
+    /// Give up generation `g` if it is still the current one (the replica holds a history this
+    /// database no longer has) and sync, which starts a new generation.
+    async fn abandon_generation(self: &Arc<Self>, g: &Generation) -> Result<()> {
+        let me = Arc::clone(self);
+        let g = g.clone();
+        tokio::task::spawn_blocking(move || {
+            let core = me
+                .core
+                .lock()
+                .map_err(|_| Error::io("db", io::Error::other("database state poisoned")))?;
+            core.abandon_generation(&g);
+            Ok::<_, Error>(())
+        })
+        .await
+        .map_err(|e| Error::io("abandon task", io::Error::other(e)))??;
+        self.sync().await.map(|_| ())
+    }
+
+    /// Pin the current position (`DbCore::validation_point`) and publish it, both under the
+    /// core mutex. With `snapshot`, also count a snapshot in progress: engine checkpoints are
+    /// skipped until the returned guard is dropped. Raising the count under the same mutex as
+    /// the sync that reads it leaves no window for a checkpoint decided before the pin.
+    async fn pin_position(
+        self: &Arc<Self>,
+        snapshot: bool,
+    ) -> Result<(ValidationPoint, Option<SnapshotGuard>)> {
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let mut core = me
+                .core
+                .lock()
+                .map_err(|_| Error::io("db", io::Error::other("database state poisoned")))?;
+            let vp = core.validation_point()?;
+            let guard = snapshot.then(|| {
+                me.snapshotting.fetch_add(1, Ordering::SeqCst);
+                SnapshotGuard(Arc::clone(&me))
+            });
+            me.publish(&vp.pos, false);
+            Ok::<_, Error>((vp, guard))
+        })
+        .await
+        .map_err(|e| Error::io("pin task", io::Error::other(e)))?
+    }
+}
+
+/// A snapshot in progress (see `DbShared::pin_position`): engine checkpoints are skipped
+/// until it is dropped.
+pub(crate) struct SnapshotGuard(Arc<DbShared>);
+
+impl Drop for SnapshotGuard {
+    fn drop(&mut self) {
+        self.0.snapshotting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -316,6 +371,7 @@ impl Replicator {
                 pos_tx,
                 next_snapshot: None,
                 validation: Arc::clone(&validation),
+                restorable: None,
             };
             tasks.push(tokio::spawn(task.run(
                 replica_shutdown_rx.clone(),
@@ -357,7 +413,8 @@ impl Replicator {
         self.shared.pos_tx.borrow().as_ref().map(ShadowPos::pos)
     }
 
-    /// The position up to which the named replica holds the WAL (`None` if unknown).
+    /// The position up to which the named replica holds the WAL, restorably (`None` if unknown,
+    /// or while the replica has no snapshot of the position's generation yet).
     pub fn replica_position(&self, name: &str) -> Option<Pos> {
         self.replicas
             .iter()
@@ -402,24 +459,29 @@ impl Replicator {
 
     /// Sync the database now and wait until every transaction committed before this call is
     /// durable on all replicas (each replica uploads immediately, regardless of its
-    /// `sync-interval`). Returns the position that is now durable everywhere. Fails with an
-    /// I/O error of kind `TimedOut` if that takes longer than `timeout`.
+    /// `sync-interval`). Returns the position that is now durable everywhere. Only a position
+    /// a restore can reach counts: a replica in a generation whose snapshot is not written yet
+    /// has none. If a new generation starts meanwhile (e.g. the replica was found ahead of a
+    /// rolled-back database), the wait follows it. Fails with an I/O error of kind `TimedOut`
+    /// if that takes longer than `timeout`.
     pub async fn sync_and_wait(&self, timeout: Duration) -> Result<Pos> {
         let fut = async {
-            let target =
-                self.shared.sync().await?.ok_or_else(|| {
+            'retarget: loop {
+                let target = self.shared.sync().await?.ok_or_else(|| {
                     Error::InvalidArgument("no generation, waiting for data".into())
                 })?;
-            for r in &self.replicas {
-                r.force.notify_one();
+                for r in &self.replicas {
+                    r.force.notify_one();
+                }
+                for r in &self.replicas {
+                    if !self.wait_replica(r, &target).await? {
+                        // A new generation started meanwhile (its snapshot holds every
+                        // transaction committed before this call): wait for it instead.
+                        continue 'retarget;
+                    }
+                }
+                return Ok::<_, Error>(target.pos());
             }
-            for r in &self.replicas {
-                let mut rx = r.pos_rx.clone();
-                rx.wait_for(|p| reached(p, &target))
-                    .await
-                    .map_err(|_| Error::Cancelled)?;
-            }
-            Ok::<_, Error>(target.pos())
         };
         match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,
@@ -431,6 +493,29 @@ impl Replicator {
                 ),
             )),
         }
+    }
+
+    /// Wait until replica `r` holds `target` (true), or until it holds a position in the
+    /// current generation when that is no longer `target`'s (false): a position in another
+    /// generation never acknowledges `target`.
+    async fn wait_replica(&self, r: &ReplicaHandle, target: &ShadowPos) -> Result<bool> {
+        let moved_on = |p: &Option<Pos>| {
+            let current = self
+                .shared
+                .pos_tx
+                .borrow()
+                .as_ref()
+                .map(|d| d.generation.clone());
+            p.as_ref().is_some_and(|p| {
+                p.generation != target.generation && Some(&p.generation) == current.as_ref()
+            })
+        };
+        let mut rx = r.pos_rx.clone();
+        let p = rx
+            .wait_for(|p| reached(p, target) || moved_on(p))
+            .await
+            .map_err(|_| Error::Cancelled)?;
+        Ok(reached(&p, target))
     }
 
     /// Stop: a final database sync, a final upload round on every replica, then release the

@@ -17,7 +17,7 @@ use crate::wal::align_frame;
 
 use super::db::ShadowPos;
 use super::options::ReplicaOptions;
-use super::stream::{decompressed_len, lz4_file_stream, lz4_shared_file_stream};
+use super::stream::{decompressed_len, lz4_file_stream};
 use super::validate::{record_validation, ValidationJob, ValidationReport, ValidationStats};
 use super::DbShared;
 
@@ -31,13 +31,59 @@ pub(crate) struct ReplicaTask {
     pub(crate) pos_tx: watch::Sender<Option<Pos>>,
     pub(crate) next_snapshot: Option<Instant>,
     pub(crate) validation: Arc<std::sync::Mutex<ValidationStats>>,
+    /// The generation in which this replica is known to hold a snapshot, and the newest such
+    /// snapshot's index. A position in any other generation is not restorable and is not
+    /// published (`pos_tx` holds `None`), so `sync_and_wait` never counts it.
+    pub(crate) restorable: Option<(Generation, u32)>,
 }
 
 type ValidateRequest = oneshot::Sender<Result<ValidationReport>>;
 
+/// What one [`ReplicaTask::upload_step`] did.
+pub(super) enum Step {
+    /// Uploaded a segment or moved to the next index: call again.
+    More,
+    /// Nothing more to upload (or nothing this step can do).
+    Done,
+    /// The shadow WAL file of this (earlier) position was removed locally.
+    Missing(Pos),
+}
+
 /// How long a due snapshot or retention run waits for a running validation restore before it
 /// looks again.
 const VALIDATION_WAIT: Duration = Duration::from_millis(200);
+
+/// Decompress an LZ4-framed stream and return its last `keep` bytes (or all of it if shorter),
+/// holding no more than that in memory.
+async fn decompressed_tail(
+    stream: crate::replica_client::ByteStream,
+    keep: u64,
+    what: String,
+) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let bridge = tokio_util::io::SyncIoBridge::new(stream);
+    let keep = usize::try_from(keep).unwrap_or(usize::MAX);
+    tokio::task::spawn_blocking(move || {
+        let mut r = crate::lz4::Lz4FrameReader::new(bridge);
+        let mut tail: Vec<u8> = Vec::new();
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io(what, e)),
+            };
+            tail.extend_from_slice(&buf[..n]);
+            if tail.len() > keep {
+                tail.drain(..tail.len() - keep);
+            }
+        }
+        Ok(tail)
+    })
+    .await
+    .map_err(|e| Error::io("decompress task", std::io::Error::other(e)))?
+}
 
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86400 * 365)
@@ -48,17 +94,8 @@ fn since(t: OffsetDateTime) -> Duration {
     d.try_into().unwrap_or(Duration::ZERO)
 }
 
-struct SnapshotGuard<'a>(&'a DbShared);
-impl Drop for SnapshotGuard<'_> {
-    fn drop(&mut self) {
-        self.0
-            .snapshotting
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
 impl ReplicaTask {
-    fn set_pos(&mut self, pos: Option<Pos>) {
+    pub(super) fn set_pos(&mut self, pos: Option<Pos>) {
         if let Ok(mut v) = self.db.replica_pos.lock() {
             if let Some(slot) = v.get_mut(self.slot) {
                 *slot = pos.as_ref().map(|p| (p.generation.clone(), p.index));
@@ -69,8 +106,11 @@ impl ReplicaTask {
             m.wal_index.set(p.index);
             m.wal_offset.set(p.offset);
         }
-        self.pos = pos.clone();
-        self.pos_tx.send_replace(pos);
+        let visible = pos
+            .clone()
+            .filter(|p| self.restorable.as_ref().map(|r| &r.0) == Some(&p.generation));
+        self.pos = pos;
+        self.pos_tx.send_replace(visible);
     }
 
     /// This replica's metrics (`litestream_replica_*{db,name}`).
@@ -105,22 +145,11 @@ impl ReplicaTask {
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
-                _ = force.notified() => {
-                    change_rx.borrow_and_update();
-                    dirty = false;
-                    last_sync = Some(Instant::now());
-                    if self.sync_logged().await.is_err() { dirty = true; }
-                }
-                r = change_rx.changed(), if !dirty => {
-                    if r.is_err() { break; }
-                    dirty = true;
-                }
-                _ = tokio::time::sleep_until(sync_at), if dirty => {
-                    change_rx.borrow_and_update();
-                    dirty = false;
-                    last_sync = Some(Instant::now());
-                    if self.sync_logged().await.is_err() { dirty = true; }
-                }
+                // Due timers and validation requests come before `force`: callers of
+                // `sync_and_wait` back to back keep `force` always ready and would starve them
+                // (a snapshot also uploads everything up to its pinned position, which serves
+                // those callers too). Each timer is re-armed into the future when taken.
+                Some(_) = validating.join_next(), if !validating.is_empty() => {}
                 // While a validation restore reads this generation, no snapshot or retention
                 // changes what it reads: both wait for it.
                 _ = tokio::time::sleep_until(snap_at), if self.next_snapshot.is_some() => {
@@ -129,7 +158,7 @@ impl ReplicaTask {
                         continue;
                     }
                     self.next_snapshot = self.opts.snapshot_interval.map(|i| Instant::now() + i);
-                    if let Err(e) = self.snapshot().await {
+                    if let Err(e) = self.interval_snapshot().await {
                         tracing::warn!(replica = %self.name, error = %e, "snapshotter error");
                     }
                 }
@@ -139,6 +168,7 @@ impl ReplicaTask {
                         continue;
                     }
                     next_retention = retention_period.map(|p| Instant::now() + p);
+                    tracing::debug!(replica = %self.name, "retention check");
                     if let Err(e) = self.enforce_retention().await {
                         tracing::warn!(replica = %self.name, error = %e, "retainer error");
                     }
@@ -165,7 +195,22 @@ impl ReplicaTask {
                         }
                     }
                 }
-                Some(_) = validating.join_next(), if !validating.is_empty() => {}
+                _ = force.notified() => {
+                    change_rx.borrow_and_update();
+                    dirty = false;
+                    last_sync = Some(Instant::now());
+                    if self.sync_logged().await.is_err() { dirty = true; }
+                }
+                r = change_rx.changed(), if !dirty => {
+                    if r.is_err() { break; }
+                    dirty = true;
+                }
+                _ = tokio::time::sleep_until(sync_at), if dirty => {
+                    change_rx.borrow_and_update();
+                    dirty = false;
+                    last_sync = Some(Instant::now());
+                    if self.sync_logged().await.is_err() { dirty = true; }
+                }
             }
         }
         // Validations still running are cancelled; their temporary restores are removed.
@@ -184,55 +229,104 @@ impl ReplicaTask {
 
     /// `Replica.Sync`: make sure the replica has a snapshot and a position in the current
     /// generation, then upload every new part of the shadow WAL.
+    ///
+    /// One round uploads up to the local position at its start, not until it catches up:
+    /// against a steady writer and a slow replica that would never end, and nothing else
+    /// (snapshots, retention, validation) would run meanwhile. The next round takes the rest.
     pub(crate) async fn sync(&mut self) -> Result<()> {
-        self.sync_upto(None).await?;
+        let cap = self.db.pos_tx.borrow().clone();
+        self.sync_upto(cap.as_ref()).await?;
         self.metrics().mark_synced();
         Ok(())
     }
 
     /// [`sync`](Self::sync), uploading nothing past `cap` when it is given.
     async fn sync_upto(&mut self, cap: Option<&ShadowPos>) -> Result<()> {
-        let dpos = self
-            .db
-            .pos_tx
-            .borrow()
-            .clone()
-            .ok_or_else(|| Error::InvalidArgument("no generation, waiting for data".into()))?;
-        let g = dpos.generation.clone();
-        if self.pos.as_ref().map(|p| &p.generation) != Some(&g) {
-            let snaps = self
-                .opts
-                .retry
-                .run("list snapshots", || self.client.snapshots(&g))
-                .await?;
-            if snaps.is_empty() {
+        let mut abandoned = false;
+        loop {
+            let dpos =
+                self.db.pos_tx.borrow().clone().ok_or_else(|| {
+                    Error::InvalidArgument("no generation, waiting for data".into())
+                })?;
+            let g = dpos.generation.clone();
+            let in_gen = self.pos.as_ref().map(|p| &p.generation) == Some(&g);
+            if in_gen && self.restorable.as_ref().map(|r| &r.0) != Some(&g) {
+                // A snapshot of this generation failed half-way (its WAL is uploaded, the
+                // snapshot object is not): take it again before uploading anything else.
                 self.snapshot().await?;
-                let now = self.db.pos_tx.borrow().clone();
-                if now.map(|p| p.generation) != Some(g.clone()) {
-                    return Err(Error::InvalidArgument(
-                        "generation changed during snapshot, exiting sync".into(),
-                    ));
-                }
-            } else if self.next_snapshot.is_none() {
-                if let (Some(iv), Some(last)) = (
-                    self.opts.snapshot_interval,
-                    snaps.iter().map(|s| s.created_at).max(),
-                ) {
-                    let next = iv.saturating_sub(since(last));
-                    tracing::info!(replica = %self.name, previous = %last, next = ?next, "snapshot interval adjusted");
-                    self.next_snapshot = Some(Instant::now() + next);
+            } else if !in_gen {
+                let snaps = self
+                    .opts
+                    .retry
+                    .run("list snapshots", || self.client.snapshots(&g))
+                    .await?;
+                if snaps.is_empty() {
+                    // The snapshot uploads its index up to its pinned position first and
+                    // leaves this replica's position exactly there.
+                    self.snapshot().await?;
+                    let now = self.db.pos_tx.borrow().clone();
+                    if now.map(|p| p.generation) != Some(g.clone()) {
+                        return Err(Error::InvalidArgument(
+                            "generation changed during snapshot, exiting sync".into(),
+                        ));
+                    }
+                } else if !self.resume_position(&g, &snaps, dpos, !abandoned).await? {
+                    abandoned = true;
+                    continue;
                 }
             }
-            let pos = self.calc_pos(&g).await?;
-            tracing::debug!(replica = %self.name, position = %pos, "replica position calculated");
-            self.set_pos(Some(pos));
+            while self.sync_wal(cap).await? {}
+            return Ok(());
         }
-        while self.sync_wal(cap).await? {}
-        Ok(())
     }
 
-    /// `calcPos`: after the newest snapshot, the end of the newest WAL segment.
-    async fn calc_pos(&self, g: &Generation) -> Result<Pos> {
+    /// Start-up in generation `g`, whose snapshots are `snaps` (not empty): adjust the next
+    /// snapshot time, compute the replica's position (`calcPos`) and, with `check`, compare it
+    /// with the local state at `dpos` or later. A replica ahead of the local state (a VM or disk
+    /// rollback, a copied data directory) holds a history this database no longer has: never
+    /// append to it nor count its position as durable, abandon the generation (a new one
+    /// starts) and return false.
+    async fn resume_position(
+        &mut self,
+        g: &Generation,
+        snaps: &[SnapshotInfo],
+        dpos: ShadowPos,
+        check: bool,
+    ) -> Result<bool> {
+        if self.next_snapshot.is_none() {
+            if let (Some(iv), Some(last)) = (
+                self.opts.snapshot_interval,
+                snaps.iter().map(|s| s.created_at).max(),
+            ) {
+                let next = iv.saturating_sub(since(last));
+                tracing::info!(replica = %self.name, previous = %last, next = ?next, "snapshot interval adjusted");
+                self.next_snapshot = Some(Instant::now() + next);
+            }
+        }
+        let (pos, last) = self.calc_pos(g).await?;
+        // The local position now (the monitor may have moved it on).
+        let local = self.db.pos_tx.borrow().clone().unwrap_or(dpos);
+        if check
+            && !self
+                .replica_matches_local(&pos, last.as_ref(), &local)
+                .await?
+        {
+            tracing::warn!(replica = %self.name, replica_position = %pos, local_position = %local.pos(),
+                "replica is ahead of the local state (database rolled back or copied?), starting a new generation");
+            self.db.abandon_generation(g).await?;
+            return Ok(false);
+        }
+        tracing::debug!(replica = %self.name, position = %pos, "replica position calculated");
+        if let Some(i) = snaps.iter().map(|s| s.index).max() {
+            self.restorable = Some((g.clone(), i));
+        }
+        self.set_pos(Some(pos));
+        Ok(true)
+    }
+
+    /// `calcPos`: after the newest snapshot, the end of the newest WAL segment. Also returns
+    /// that segment's own position (`None` when the position is a snapshot's index start).
+    async fn calc_pos(&self, g: &Generation) -> Result<(Pos, Option<Pos>)> {
         let snaps = self
             .opts
             .retry
@@ -251,10 +345,10 @@ impl ReplicaTask {
             .run("list wal segments", || self.client.wal_segments(g))
             .await?;
         let Some(last) = segs.iter().max_by_key(|s| (s.index, s.offset)) else {
-            return Ok(Pos::new(g.clone(), snap_index, 0));
+            return Ok((Pos::new(g.clone(), snap_index, 0), None));
         };
         if last.index < snap_index {
-            return Ok(Pos::new(g.clone(), snap_index, 0));
+            return Ok((Pos::new(g.clone(), snap_index, 0), None));
         }
         let lpos = last.pos();
         let n = self
@@ -265,25 +359,88 @@ impl ReplicaTask {
                 decompressed_len(s, lpos.to_string()).await
             })
             .await?;
-        Ok(Pos::new(g.clone(), last.index, last.offset + n))
+        Ok((Pos::new(g.clone(), last.index, last.offset + n), Some(lpos)))
     }
 
-    /// Upload the next part of the shadow WAL; false when there is nothing more to do.
-    async fn sync_wal(&mut self, cap: Option<&ShadowPos>) -> Result<bool> {
-        let Some(pos) = self.pos.clone() else {
+    /// Whether the replica's position `pos` (the end of its newest segment `last`) is part of
+    /// the local history at `local`: not past it, and the segment's last frame equal to the
+    /// local shadow WAL's bytes at the same offset (frames carry the WAL's salts and running
+    /// checksums, so an equal last frame means an equal index up to it). A segment of an
+    /// index whose local shadow file is gone is older than local retention: nothing to compare.
+    async fn replica_matches_local(
+        &self,
+        pos: &Pos,
+        last: Option<&Pos>,
+        local: &ShadowPos,
+    ) -> Result<bool> {
+        if pos.generation != local.generation {
+            return Ok(true);
+        }
+        if (pos.index, pos.offset) > (local.index, local.size) {
             return Ok(false);
+        }
+        let Some(last) = last else {
+            return Ok(true);
+        };
+        let shadow = self.db.shadow_path(&pos.generation, pos.index);
+        if !shadow.exists() {
+            return Ok(true);
+        }
+        let keep = u64::from(self.db.page_size()) + crate::wal::WAL_FRAME_HEADER_SIZE as u64;
+        let tail = self
+            .opts
+            .retry
+            .run("read wal segment", || async {
+                let s = self.client.open_wal_segment(last).await?;
+                decompressed_tail(s, keep, last.to_string()).await
+            })
+            .await?;
+        let at = pos.offset - tail.len() as u64;
+        let mut mine = vec![0u8; tail.len()];
+        let read = std::fs::File::open(&shadow)
+            .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut mine, at));
+        match read {
+            Ok(()) => Ok(mine == tail),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(Error::io(shadow.display().to_string(), e)),
+        }
+    }
+
+    /// Upload the next part of the shadow WAL; false when there is nothing more to do. A
+    /// replica that fell behind local shadow WAL retention starts over from a new snapshot.
+    async fn sync_wal(&mut self, cap: Option<&ShadowPos>) -> Result<bool> {
+        match self.upload_step(cap).await? {
+            Step::More => Ok(true),
+            Step::Done => Ok(false),
+            Step::Missing(pos) => {
+                tracing::warn!(replica = %self.name, position = %pos,
+                    "replica fell behind local shadow wal retention, restarting from a new snapshot");
+                self.set_pos(None);
+                // The snapshot uploads its own index from offset 0 and leaves the position
+                // at the pinned position.
+                self.snapshot().await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// One step of [`sync_wal`](Self::sync_wal): upload the rest of the position's index (up
+    /// to `cap` when given), or move to the next index.
+    pub(super) async fn upload_step(&mut self, cap: Option<&ShadowPos>) -> Result<Step> {
+        let Some(pos) = self.pos.clone() else {
+            return Ok(Step::Done);
         };
         let Some(mut dpos) = self.db.pos_tx.borrow().clone() else {
-            return Ok(false);
+            return Ok(Step::Done);
         };
         if let Some(c) = cap {
             if c.generation != dpos.generation {
-                return Ok(false);
+                return Ok(Step::Done);
             }
             dpos = c.clone();
         }
         if dpos.generation != pos.generation || pos.index > dpos.index {
-            return Ok(false);
+            return Ok(Step::Done);
         }
         let path = self.db.shadow_path(&pos.generation, pos.index);
         let end = if pos.index == dpos.index {
@@ -292,28 +449,25 @@ impl ReplicaTask {
             match std::fs::metadata(&path) {
                 Ok(m) => align_frame(m.len(), self.db.page_size()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    tracing::warn!(replica = %self.name, position = %pos,
-                        "replica fell behind local shadow wal retention, restarting from a new snapshot");
-                    self.set_pos(None);
-                    self.snapshot().await?;
-                    let p = self.calc_pos(&pos.generation).await?;
-                    self.set_pos(Some(p));
-                    return Ok(true);
+                    return Ok(Step::Missing(pos));
                 }
                 Err(e) => return Err(Error::io(path.display().to_string(), e)),
             }
         };
         if pos.offset >= end {
             if pos.offset > end {
-                tracing::warn!(replica = %self.name, position = %pos, end,
-                    "replica position is past the local shadow wal");
-                return Ok(false);
+                // Past a cap is normal (a snapshot in this round uploaded further).
+                if cap.is_none() {
+                    tracing::warn!(replica = %self.name, position = %pos, end,
+                        "replica position is past the local shadow wal");
+                }
+                return Ok(Step::Done);
             }
             if pos.index < dpos.index {
                 self.set_pos(Some(Pos::new(pos.generation.clone(), pos.index + 1, 0)));
-                return Ok(true);
+                return Ok(Step::More);
             }
-            return Ok(false);
+            return Ok(Step::Done);
         }
         if !layout::offset_fits_name(pos.offset) {
             return Err(Error::InvalidArgument(format!(
@@ -335,7 +489,7 @@ impl ReplicaTask {
             "wal segment written");
         self.metrics().wal_bytes.add(len);
         self.set_pos(Some(Pos::new(pos.generation.clone(), pos.index, end)));
-        Ok(true)
+        Ok(Step::More)
     }
 
     /// Validation, first half (spec 5.4, `validate.rs`): checksum the database as of a pinned
@@ -379,40 +533,6 @@ impl ReplicaTask {
                 )));
             }
         }
-    }
-
-    /// `Replica.Snapshot`: stream the main database file through LZ4 to the replica, labelled
-    /// with the current shadow index. The engine's checkpoints are skipped meanwhile.
-    pub(crate) async fn snapshot(&mut self) -> Result<SnapshotInfo> {
-        self.db
-            .snapshotting
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let _guard = SnapshotGuard(&self.db);
-        let dpos = self
-            .db
-            .pos_tx
-            .borrow()
-            .clone()
-            .ok_or_else(|| Error::InvalidArgument("no generation, waiting for data".into()))?;
-        let pos = dpos.pos();
-        let started = std::time::Instant::now();
-        tracing::info!(replica = %self.name, position = %pos, "write snapshot");
-        let db_file = self.db.db_file()?;
-        let info = self
-            .opts
-            .retry
-            .run("write snapshot", || {
-                let stream = lz4_shared_file_stream(Arc::clone(&db_file));
-                self.client
-                    .write_snapshot(&dpos.generation, dpos.index, stream)
-            })
-            .await?;
-        tracing::info!(replica = %self.name, position = %pos, elapsed = ?started.elapsed(), sz = info.size,
-            "snapshot written");
-        if let Some(iv) = self.opts.snapshot_interval {
-            self.next_snapshot = Some(Instant::now() + iv);
-        }
-        Ok(info)
     }
 
     /// Whether a restore of generation `g` (whose snapshots are in `all` and WAL segments in
@@ -468,19 +588,7 @@ impl ReplicaTask {
         if segs.iter().any(|s| s.index == snap.index && s.offset == 0) {
             return Ok(());
         }
-        let rest: Vec<Pos> = segs
-            .iter()
-            .filter(|s| s.index == snap.index)
-            .map(|s| s.pos())
-            .collect();
-        if !rest.is_empty() {
-            self.opts
-                .retry
-                .run("delete wal segments", || {
-                    self.client.delete_wal_segments(&rest)
-                })
-                .await?;
-        }
+        self.delete_index_segments(segs, snap.index).await?;
         tracing::warn!(replica = %self.name, generation = %snap.generation, index = snap.index,
             "replica lost the start of the current wal index, uploading it again from offset 0");
         self.set_pos(Some(Pos::new(snap.generation.clone(), snap.index, 0)));
