@@ -29,6 +29,7 @@
 //! `db.rs` for how the engine avoids Litestream's permanent read lock.
 
 mod db;
+mod lifecycle;
 mod lock;
 mod options;
 mod replica;
@@ -68,6 +69,9 @@ pub(crate) struct DbShared {
     db_file: Mutex<Option<Arc<std::fs::File>>>,
     /// One replicator per database (see [`lock`]).
     _lock: MetaLock,
+    /// The WAL as the engine's own last write left it: a watcher event for a WAL that still
+    /// looks like this is not the application writing (see [`monitor`]).
+    own_wal: Mutex<Option<lifecycle::WalStamp>>,
 }
 
 impl DbShared {
@@ -137,6 +141,7 @@ impl DbShared {
                 .map_err(|_| Error::io("db", io::Error::other("database state poisoned")))?;
             let r = core.sync(&replica_pos, allowed);
             me.page_size.store(core.page_size(), Ordering::Relaxed);
+            me.after_core_sync(&mut core);
             r
         })
         .await
@@ -145,6 +150,35 @@ impl DbShared {
             self.publish(pos, out.changed);
         }
         Ok(out.pos)
+    }
+
+    /// After a database sync: forget the handle of a database file that was replaced (the
+    /// next snapshot reads the new one), remember the engine's own WAL write.
+    fn after_core_sync(&self, core: &mut DbCore) {
+        if core.take_replaced() {
+            if let Ok(mut f) = self.db_file.lock() {
+                *f = None;
+            }
+        }
+        if let Some(stamp) = core.take_own_write() {
+            if let Ok(mut w) = self.own_wal.lock() {
+                *w = Some(stamp);
+            }
+        }
+    }
+
+    /// True if the WAL is exactly as the engine's own last write left it: a watcher event
+    /// for it is the engine waking itself.
+    fn wal_is_own_write(&self) -> bool {
+        let Ok(guard) = self.own_wal.lock() else {
+            return false;
+        };
+        let Some(own) = guard.as_ref() else {
+            return false;
+        };
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        lifecycle::WalStamp::of(Path::new(&wal)).as_ref() == Some(own)
     }
 
     /// Publish a new local position and wake the replicas if anything changed.
@@ -272,6 +306,7 @@ impl Replicator {
             page_size: Default::default(),
             db_file: Mutex::new(db_file),
             _lock: lock,
+            own_wal: Mutex::new(None),
         });
         shared.sync().await?;
         if was_wal == Some(false) {
@@ -517,6 +552,9 @@ async fn monitor(
             _ = wake.notified() => {
                 // Let a burst of WAL writes settle a little.
                 tokio::time::sleep(Duration::from_millis(2)).await;
+                if shared.wal_is_own_write() {
+                    continue;
+                }
             }
         }
         if let Err(e) = shared.sync().await {
