@@ -325,3 +325,41 @@ fn a_second_replicate_on_the_same_database_exits_naming_the_first() {
         vec!["before", "after"]
     );
 }
+
+/// `-exec` forwards the signal with a system call: a slim image has no `kill` program (here
+/// the child runs with a PATH holding nothing at all).
+#[test]
+fn exec_forwards_sigterm_without_a_kill_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let rep = dir.path().join("replica");
+    let _c = app(&db);
+    let marker = dir.path().join("got-term");
+    let empty = dir.path().join("empty-path");
+    std::fs::create_dir(&empty).unwrap();
+    let script = format!(
+        "/bin/sh -c 'trap \"echo term > {}; exit 0\" TERM; while :; do /bin/sleep 0.05; done'",
+        marker.display()
+    );
+    let mut child = Command::new(our_bin())
+        .args([
+            "replicate".to_string(),
+            "-exec".into(),
+            script,
+            db.display().to_string(),
+            file_url(&rep),
+        ])
+        .env("PATH", &empty)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_snapshot(&rep);
+    sigterm(&child);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(20)), 0);
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap_or_default().trim(),
+        "term",
+        "the child did not receive SIGTERM"
+    );
+}
