@@ -1255,3 +1255,33 @@ impl DbCore {
         self.page_size
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic between `BEGIN IMMEDIATE` and `ROLLBACK` (here inside [`DbCore::guarded`], as
+    /// every sync and checkpoint runs) must not leave the application's write lock held.
+    #[test]
+    fn a_panic_holding_the_write_lock_releases_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("app.db");
+        let app = Connection::open(&db).expect("app");
+        app.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE t(x);")
+            .expect("schema");
+        let mut core = DbCore::new(db.clone(), DbOptions::default());
+        core.sync(&[], true).expect("first sync");
+        let r: Result<()> = core.guarded(|c| {
+            c.conns()?
+                .writer
+                .execute_batch("BEGIN IMMEDIATE")
+                .expect("write lock");
+            panic!("bug while holding the write lock");
+        });
+        assert!(r.is_err(), "the panic becomes an error");
+        app.execute_batch("BEGIN IMMEDIATE; INSERT INTO t VALUES (1); COMMIT")
+            .expect("the application can write again at once");
+        core.sync(&[], true).expect("the next sync starts afresh");
+        core.close();
+    }
+}
