@@ -295,13 +295,11 @@ async fn a_held_reader_causes_no_checkpoint_spin() {
         insert(&c, "t", 100 + k * 100, 40);
     }
     let base = wal_len(&db);
-    let mut n = 10_000;
     let mut app_bytes = 0u64;
-    for _ in 0..20 {
+    for n in 10_000..10_020 {
         let before = wal_len(&db);
         insert(&c, "t", n, 1);
         app_bytes += wal_len(&db).saturating_sub(before);
-        n += 1;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let grown = wal_len(&db) - base;
