@@ -35,6 +35,7 @@ mod options;
 mod replica;
 mod stream;
 mod validate;
+mod walwatch;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -239,7 +240,7 @@ pub struct Replicator {
     replica_shutdown: watch::Sender<bool>,
     db_task: Option<JoinHandle<()>>,
     replica_tasks: Vec<JoinHandle<()>>,
-    _watcher: Option<notify::RecommendedWatcher>,
+    _watcher: Option<walwatch::WalWatch>,
 }
 
 impl std::fmt::Debug for Replicator {
@@ -315,7 +316,7 @@ impl Replicator {
 
         let wake = Arc::new(Notify::new());
         let watcher = if opts.watch_wal {
-            match watch_wal(&path, Arc::clone(&wake)) {
+            match walwatch::watch_wal(&path, Arc::clone(&wake)) {
                 Ok(w) => Some(w),
                 Err(e) => {
                     tracing::warn!(db = %path.display(), error = %e, "wal watch unavailable, polling only");
@@ -331,6 +332,7 @@ impl Replicator {
         let db_task = tokio::spawn(monitor(
             Arc::clone(&shared),
             opts.monitor_interval,
+            idle_sync_period(&opts),
             wake,
             db_shutdown_rx,
         ));
@@ -512,43 +514,52 @@ fn journal_is_wal(f: &std::fs::File) -> Option<bool> {
     Some(h[18] == 2)
 }
 
-fn watch_wal(db: &Path, wake: Arc<Notify>) -> notify::Result<notify::RecommendedWatcher> {
-    use notify::{EventKind, RecursiveMode, Watcher};
-    let mut wal = db.as_os_str().to_owned();
-    wal.push("-wal");
-    let wal = PathBuf::from(wal);
-    let dir = db
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res {
-            if matches!(ev.kind, EventKind::Modify(_) | EventKind::Create(_))
-                && ev.paths.iter().any(|p| p == &wal)
-            {
-                wake.notify_one();
-            }
-        }
-    })?;
-    w.watch(&dir, RecursiveMode::NonRecursive)?;
-    Ok(w)
+/// Longest time the monitor goes without a sync while neither the database nor its WAL
+/// changes: a quarter of `checkpoint-interval` (whose checkpoint of an idle database needs a
+/// sync to run), within [`monitor-interval`, 15 s].
+fn idle_sync_period(opts: &DbOptions) -> Duration {
+    let ci = opts.checkpoint_interval.unwrap_or(Duration::from_secs(60));
+    (ci / 4).clamp(
+        opts.monitor_interval,
+        Duration::from_secs(15).max(opts.monitor_interval),
+    )
 }
 
-/// The monitor loop: a sync every `monitor-interval`, and early on a WAL change.
+/// The database file and its WAL as the monitor last saw them before a sync.
+fn db_stamps(shared: &DbShared) -> (Option<lifecycle::WalStamp>, Option<lifecycle::WalStamp>) {
+    let mut wal = shared.path.clone().into_os_string();
+    wal.push("-wal");
+    (
+        lifecycle::WalStamp::of(&shared.path),
+        lifecycle::WalStamp::of(Path::new(&wal)),
+    )
+}
+
+/// The monitor loop: a sync every `monitor-interval` (skipped while neither the database
+/// nor its WAL changed, for up to `idle`), and early on a WAL change.
 async fn monitor(
     shared: Arc<DbShared>,
     interval: Duration,
+    idle: Duration,
     wake: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    // What the last successful-so-far sync started from (None: sync at the next tick).
+    let mut last = Some((db_stamps(&shared), tokio::time::Instant::now()));
     loop {
         tokio::select! {
             biased;
             _ = shutdown.changed() => break,
-            _ = tick.tick() => {}
+            _ = tick.tick() => {
+                if let Some((stamps, at)) = &last {
+                    if *stamps == db_stamps(&shared) && at.elapsed() < idle {
+                        continue;
+                    }
+                }
+            }
             _ = wake.notified() => {
                 // Let a burst of WAL writes settle a little.
                 tokio::time::sleep(Duration::from_millis(2)).await;
@@ -557,7 +568,9 @@ async fn monitor(
                 }
             }
         }
+        last = Some((db_stamps(&shared), tokio::time::Instant::now()));
         if let Err(e) = shared.sync().await {
+            last = None;
             tracing::warn!(db = %shared.path.display(), error = %e, "sync error");
             // Back off for a whole interval: our own recovery writes touch the WAL and would
             // otherwise wake us again at once.
