@@ -154,9 +154,16 @@ pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
     if signal.is_some() {
         tracing::info!("signal received, litestream shutting down");
     }
+    // All at once: with many databases, one after the other takes minutes.
+    let mut stopping = tokio::task::JoinSet::new();
     for r in replicators {
-        if let Err(e) = r.shutdown().await {
-            tracing::error!(error = %e, "shutdown error");
+        stopping.spawn(r.shutdown());
+    }
+    while let Some(res) = stopping.join_next().await {
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "shutdown error"),
+            Err(e) => tracing::error!(error = %e, "shutdown task failed"),
         }
     }
     for db in &dbs {

@@ -912,7 +912,9 @@ impl DbCore {
             self.detect_replaced()?;
         }
         if self.conns.is_none() {
-            if !self.path.exists() {
+            // Nothing yet, or a file the application is still creating (shorter than the
+            // database header): opening it now would write its first page with our defaults.
+            if file_size(&self.path)?.is_none_or(|n| n < 100) {
                 tracing::debug!(db = %self.path.display(), "sync: no database found");
                 return Ok(SyncOutcome::default());
             }
