@@ -408,3 +408,38 @@ async fn a_large_uncommitted_transaction_is_not_reread_on_every_sync() {
     drop(c);
     assert_restores(&rep, &dir.path().join("restored.db"), &expected).await;
 }
+
+/// Item 3: a database file the application has created but not written yet (an empty file)
+/// is left alone: initialising it would write its first page with our defaults, and the
+/// application's own `page_size` would be lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_database_file_is_left_for_the_application_to_create() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rep = dir.path().join("replica");
+    let db = dir.path().join("app.db");
+    let r = Replicator::start(
+        &db,
+        vec![replica(&rep, fast_replica_opts())],
+        fast_db_opts(),
+    )
+    .await
+    .expect("start");
+    std::fs::File::create(&db).expect("the application creates the file");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(std::fs::metadata(&db).expect("db").len(), 0, "untouched");
+    let c = rusqlite::Connection::open(&db).expect("open");
+    c.execute_batch("PRAGMA page_size = 8192; PRAGMA journal_mode = wal;")
+        .expect("app setup");
+    insert(&c, "t", 0, 10);
+    let ps: i64 = c
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .expect("page size");
+    assert_eq!(ps, 8192, "the application's page size");
+    r.sync_and_wait(Duration::from_secs(20))
+        .await
+        .expect("sync");
+    let expected = dump(&db);
+    r.shutdown().await.expect("shutdown");
+    drop(c);
+    assert_restores(&rep, &dir.path().join("restored.db"), &expected).await;
+}

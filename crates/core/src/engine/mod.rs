@@ -547,8 +547,9 @@ async fn monitor(
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
-    // What the last successful-so-far sync started from (None: sync at the next tick).
-    let mut last = Some((db_stamps(&shared), tokio::time::Instant::now()));
+    // What the last sync started from (None: sync at the next tick; the first sync in
+    // `start` may have seen an older state than the one now).
+    let mut last: Option<(_, tokio::time::Instant)> = None;
     loop {
         tokio::select! {
             biased;
