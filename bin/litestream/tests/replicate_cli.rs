@@ -363,3 +363,54 @@ fn exec_forwards_sigterm_without_a_kill_program() {
         "the child did not receive SIGTERM"
     );
 }
+
+/// The scale case: 200 databases in one directory, each written once, one process. SIGINT
+/// stops it (the final syncs of all of them included) promptly, and each database restores.
+#[test]
+fn many_databases_in_one_directory_stop_promptly_on_sigint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let n = 200;
+    let mut cfg = String::from("dbs:\n");
+    let mut conns = Vec::new();
+    for i in 0..n {
+        let db = data.join(format!("db{i}.db"));
+        let c = app(&db);
+        c.execute("INSERT INTO t (v) VALUES (?1)", [format!("db {i}")])
+            .unwrap();
+        conns.push(c);
+        cfg.push_str(&format!(
+            "  - path: {}\n    replicas:\n      - url: {}\n",
+            db.display(),
+            file_url(&dir.path().join(format!("rep{i}")))
+        ));
+    }
+    let cfg_path = dir.path().join("litestream.yml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let mut child = spawn(&[
+        "replicate".into(),
+        "-config".into(),
+        cfg_path.display().to_string(),
+    ]);
+    for i in 0..n {
+        wait_snapshot(&dir.path().join(format!("rep{i}")));
+    }
+    // One more write to every database, then SIGINT right away: the final syncs ship them.
+    for c in &conns {
+        c.execute("INSERT INTO t (v) VALUES ('last')", []).unwrap();
+    }
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let started = Instant::now();
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    eprintln!("{n} databases stopped {:?} after SIGINT", started.elapsed());
+    for i in [0, n / 2, n - 1] {
+        let out = dir.path().join(format!("out{i}.db"));
+        let rows = restored_rows(&dir.path().join(format!("rep{i}")), &out);
+        assert_eq!(rows, vec![format!("db {i}"), "last".to_string()]);
+    }
+}
