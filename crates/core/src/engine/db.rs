@@ -345,6 +345,23 @@ impl DbCore {
         let c = Connection::open_with_flags(&self.path, flags).map_err(|e| self.sql_err(e))?;
         c.busy_timeout(self.opts.busy_timeout)
             .map_err(|e| self.sql_err(e))?;
+        // The engine's connections read a page or two: no lookaside buffers (about 120 KB
+        // per connection by default, three connections per database).
+        // SAFETY: the handle is valid for the lifetime of `c`; a null buffer with size and
+        // count 0 is how SQLITE_DBCONFIG_LOOKASIDE turns lookaside off.
+        unsafe {
+            rusqlite::ffi::sqlite3_db_config(
+                c.handle(),
+                rusqlite::ffi::SQLITE_DBCONFIG_LOOKASIDE,
+                std::ptr::null_mut::<c_void>(),
+                0 as c_int,
+                0 as c_int,
+            );
+        }
+        // They read `_litestream_seq` only: a small page cache (its first allocation is
+        // sized by it).
+        c.execute_batch("PRAGMA cache_size = 8")
+            .map_err(|e| self.sql_err(e))?;
         // Keep the -wal file when our connection is the last to close, as Litestream does,
         // so that a restart can keep the generation.
         let mut one: std::os::raw::c_int = 1;
