@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{dump, integrity};
+use common::{dump, integrity, litestream_bin, restore_with};
 use litestream_core::engine::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Replicator};
 use litestream_core::restore::{restore, RestoreOptions};
 use litestream_core::{Generation, ReplicaClient};
@@ -67,13 +67,18 @@ async fn our_restore(rep: &Path, out: &Path) -> litestream_core::Result<()> {
     restore(client, &RestoreOptions::new(out)).await.map(|_| ())
 }
 
-/// Restore `rep` with ours into `out` and compare with `expected`.
+/// Restore `rep` with ours into `out` and with real Litestream v0.3.13 beside it, and
+/// compare both with `expected`.
 async fn assert_restores(rep: &Path, out: &Path, expected: &[(String, Vec<String>)]) {
     our_restore(rep, out)
         .await
         .unwrap_or_else(|e| panic!("restore of {}: {e}", rep.display()));
     assert_eq!(integrity(out), "ok");
     assert_eq!(dump(out), expected);
+    let theirs = out.with_extension("v0313.db");
+    restore_with(&litestream_bin("LITESTREAM_V0313_BIN"), rep, &theirs);
+    assert_eq!(integrity(&theirs), "ok", "v0.3.13 restore");
+    assert_eq!(dump(&theirs), expected, "v0.3.13 restore content");
 }
 
 /// Every file under `dir` (recursively).
