@@ -153,35 +153,6 @@ impl DbShared {
         Ok(out.pos)
     }
 
-    /// After a database sync: forget the handle of a database file that was replaced (the
-    /// next snapshot reads the new one), remember the engine's own WAL write.
-    fn after_core_sync(&self, core: &mut DbCore) {
-        if core.take_replaced() {
-            if let Ok(mut f) = self.db_file.lock() {
-                *f = None;
-            }
-        }
-        if let Some(stamp) = core.take_own_write() {
-            if let Ok(mut w) = self.own_wal.lock() {
-                *w = Some(stamp);
-            }
-        }
-    }
-
-    /// True if the WAL is exactly as the engine's own last write left it: a watcher event
-    /// for it is the engine waking itself.
-    fn wal_is_own_write(&self) -> bool {
-        let Ok(guard) = self.own_wal.lock() else {
-            return false;
-        };
-        let Some(own) = guard.as_ref() else {
-            return false;
-        };
-        let mut wal = self.path.clone().into_os_string();
-        wal.push("-wal");
-        lifecycle::WalStamp::of(Path::new(&wal)).as_ref() == Some(own)
-    }
-
     /// Publish a new local position and wake the replicas if anything changed.
     fn publish(&self, pos: &ShadowPos, changed: bool) {
         let moved = self.pos_tx.send_if_modified(|cur| {
@@ -582,5 +553,37 @@ async fn monitor(
             }
             tick.reset();
         }
+    }
+}
+
+/// The database's life under the monitor (see `lifecycle.rs`).
+impl DbShared {
+    /// After a database sync: forget the handle of a database file that was replaced (the
+    /// next snapshot reads the new one), remember the engine's own WAL write.
+    fn after_core_sync(&self, core: &mut DbCore) {
+        if core.take_replaced() {
+            if let Ok(mut f) = self.db_file.lock() {
+                *f = None;
+            }
+        }
+        if let Some(stamp) = core.take_own_write() {
+            if let Ok(mut w) = self.own_wal.lock() {
+                *w = Some(stamp);
+            }
+        }
+    }
+
+    /// True if the WAL is exactly as the engine's own last write left it: a watcher event
+    /// for it is the engine waking itself.
+    fn wal_is_own_write(&self) -> bool {
+        let Ok(guard) = self.own_wal.lock() else {
+            return false;
+        };
+        let Some(own) = guard.as_ref() else {
+            return false;
+        };
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        lifecycle::WalStamp::of(Path::new(&wal)).as_ref() == Some(own)
     }
 }
