@@ -1303,4 +1303,52 @@ mod tests {
         core.sync(&[], true).expect("the next sync starts afresh");
         core.close();
     }
+
+    /// Sync errors that keep coming while a read lock is held (here: the writer left inside
+    /// a transaction, so every checkpoint's `BEGIN IMMEDIATE` fails) re-open the database
+    /// after a few attempts instead of failing forever.
+    #[test]
+    fn repeated_sync_errors_with_a_read_lock_held_reinitialise() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("app.db");
+        let app = Connection::open(&db).expect("app");
+        app.busy_timeout(Duration::from_secs(5))
+            .expect("busy timeout");
+        app.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE t(x);")
+            .expect("schema");
+        let opts = DbOptions {
+            min_checkpoint_page_count: 1,
+            ..DbOptions::default()
+        };
+        let mut core = DbCore::new(db.clone(), opts);
+        core.sync(&[], true).expect("first sync");
+        core.conns()
+            .expect("conns")
+            .writer
+            .execute_batch("BEGIN")
+            .expect("a transaction left open");
+        let (mut failures, mut recovered) = (0, false);
+        for _ in 0..6 {
+            match core.sync(&[], true) {
+                Ok(_) => {
+                    recovered = true;
+                    break;
+                }
+                Err(_) => {
+                    assert!(core.holds_read() || core.conns.is_none());
+                    failures += 1;
+                }
+            }
+        }
+        assert!(failures >= 1, "the stuck writer must make a sync fail");
+        assert!(recovered, "{failures} failed syncs: never re-initialised");
+        assert!(
+            failures <= REINIT_AFTER_ERRORS,
+            "{failures} failed syncs: never re-initialised"
+        );
+        app.execute("INSERT INTO t VALUES (1)", [])
+            .expect("the application writes again");
+        core.sync(&[], true).expect("sync after re-init");
+        core.close();
+    }
 }
