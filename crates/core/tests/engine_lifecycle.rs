@@ -448,3 +448,60 @@ async fn an_empty_database_file_is_left_for_the_application_to_create() {
     drop(c);
     assert_restores(&rep, &dir.path().join("restored.db"), &expected).await;
 }
+
+/// Under a steady write load the WAL watcher fires on every commit. The monitor batches those
+/// wake-ups: at most one sync per replica `sync-interval` (each sync copies and fsyncs the
+/// shadow WAL), not one per commit, which cost more CPU than Litestream (issue 11, "Cost").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steady_write_load_is_synced_once_per_sync_interval_not_per_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rep = dir.path().join("replica");
+    let db = dir.path().join("app.db");
+    let c = app_conn(&db);
+    insert(&c, "t", 0, 1);
+    let ropts = ReplicaOptions {
+        sync_interval: Duration::from_millis(400),
+        ..Default::default()
+    };
+    let opts = DbOptions {
+        monitor_interval: Duration::from_secs(10),
+        ..Default::default()
+    };
+    let r = Replicator::start(&db, vec![replica(&rep, ropts)], opts)
+        .await
+        .expect("start");
+    r.sync_and_wait(Duration::from_secs(20))
+        .await
+        .expect("sync");
+    let m = litestream_core::metrics::db(&db.to_string_lossy());
+    let before = m.sync_count.get();
+    let started = Instant::now();
+    let mut commits = 0i64;
+    while started.elapsed() < Duration::from_secs(2) {
+        insert(&c, "t", 100 + commits, 1);
+        commits += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    let syncs = m.sync_count.get() - before;
+    // One sync per 400 ms (plus the one a wake-up after the last may start); a sync per commit
+    // would be one per 5-10 ms.
+    let bound = (elapsed.as_millis() / 400) as u64 + 2;
+    eprintln!("{commits} commits in {elapsed:?}: {syncs} syncs (bound {bound})");
+    assert!(syncs >= 1, "the monitor never synced (metrics key?)");
+    assert!(
+        syncs <= bound,
+        "{syncs} syncs for {commits} commits in {elapsed:?}"
+    );
+    assert!(
+        commits as u64 > 2 * bound,
+        "too few commits ({commits}) to tell"
+    );
+    r.sync_and_wait(Duration::from_secs(20))
+        .await
+        .expect("sync");
+    let expected = dump(&db);
+    r.shutdown().await.expect("shutdown");
+    drop(c);
+    assert_restores(&rep, &dir.path().join("restored.db"), &expected).await;
+}
