@@ -325,3 +325,92 @@ fn a_second_replicate_on_the_same_database_exits_naming_the_first() {
         vec!["before", "after"]
     );
 }
+
+/// `-exec` forwards the signal with a system call: a slim image has no `kill` program (here
+/// the child runs with a PATH holding nothing at all).
+#[test]
+fn exec_forwards_sigterm_without_a_kill_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let rep = dir.path().join("replica");
+    let _c = app(&db);
+    let marker = dir.path().join("got-term");
+    let empty = dir.path().join("empty-path");
+    std::fs::create_dir(&empty).unwrap();
+    let script = format!(
+        "/bin/sh -c 'trap \"echo term > {}; exit 0\" TERM; while :; do /bin/sleep 0.05; done'",
+        marker.display()
+    );
+    let mut child = Command::new(our_bin())
+        .args([
+            "replicate".to_string(),
+            "-exec".into(),
+            script,
+            db.display().to_string(),
+            file_url(&rep),
+        ])
+        .env("PATH", &empty)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_snapshot(&rep);
+    sigterm(&child);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(20)), 0);
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap_or_default().trim(),
+        "term",
+        "the child did not receive SIGTERM"
+    );
+}
+
+/// The scale case: 200 databases in one directory, each written once, one process. SIGINT
+/// stops it (the final syncs of all of them included) promptly, and each database restores.
+#[test]
+fn many_databases_in_one_directory_stop_promptly_on_sigint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let n = 200;
+    let mut cfg = String::from("dbs:\n");
+    let mut conns = Vec::new();
+    for i in 0..n {
+        let db = data.join(format!("db{i}.db"));
+        let c = app(&db);
+        c.execute("INSERT INTO t (v) VALUES (?1)", [format!("db {i}")])
+            .unwrap();
+        conns.push(c);
+        cfg.push_str(&format!(
+            "  - path: {}\n    replicas:\n      - url: {}\n",
+            db.display(),
+            file_url(&dir.path().join(format!("rep{i}")))
+        ));
+    }
+    let cfg_path = dir.path().join("litestream.yml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let mut child = spawn(&[
+        "replicate".into(),
+        "-config".into(),
+        cfg_path.display().to_string(),
+    ]);
+    for i in 0..n {
+        wait_snapshot(&dir.path().join(format!("rep{i}")));
+    }
+    // One more write to every database, then SIGINT right away: the final syncs ship them.
+    for c in &conns {
+        c.execute("INSERT INTO t (v) VALUES ('last')", []).unwrap();
+    }
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let started = Instant::now();
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    eprintln!("{n} databases stopped {:?} after SIGINT", started.elapsed());
+    for i in [0, n / 2, n - 1] {
+        let out = dir.path().join(format!("out{i}.db"));
+        let rows = restored_rows(&dir.path().join(format!("rep{i}")), &out);
+        assert_eq!(rows, vec![format!("db {i}"), "last".to_string()]);
+    }
+}

@@ -87,9 +87,7 @@ impl FileClient {
 
     async fn write_atomic(path: &Path, mut data: ByteStream) -> Result<(u64, OffsetDateTime)> {
         let dir = path.parent().unwrap_or(Path::new("."));
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(|e| Error::io(dir.display().to_string(), e))?;
+        create_dir_all_durable(dir).await?;
         let tmp = PathBuf::from(format!("{}.tmp", path.display()));
         let result = async {
             let mut f = tokio::fs::File::create(&tmp)
@@ -108,6 +106,8 @@ impl FileClient {
             tokio::fs::rename(&tmp, path)
                 .await
                 .map_err(|e| Error::io(path.display().to_string(), e))?;
+            // The rename is durable only once the directory is.
+            sync_dir(dir).await?;
             let meta = tokio::fs::metadata(path)
                 .await
                 .map_err(|e| Error::io(path.display().to_string(), e))?;
@@ -127,6 +127,46 @@ impl FileClient {
             Err(e) => Err(Error::io(path.display().to_string(), e)),
         }
     }
+}
+
+/// fsync a directory (its entries: a renamed or created file or directory in it).
+async fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(test)]
+    if let Ok(mut v) = tests::SYNCED_DIRS.lock() {
+        v.push(dir.to_path_buf());
+    }
+    let d = tokio::fs::File::open(dir)
+        .await
+        .map_err(|e| Error::io(dir.display().to_string(), e))?;
+    d.sync_all()
+        .await
+        .map_err(|e| Error::io(dir.display().to_string(), e))
+}
+
+/// `create_dir_all`, then fsync the parent of every directory it created, so that a new
+/// generation's directories survive a crash along with the objects written into them.
+async fn create_dir_all_durable(dir: &Path) -> Result<()> {
+    if tokio::fs::metadata(dir).await.is_ok_and(|m| m.is_dir()) {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut p = Some(dir);
+    while let Some(d) = p {
+        if tokio::fs::metadata(d).await.is_ok() {
+            break;
+        }
+        missing.push(d);
+        p = d.parent().filter(|x| !x.as_os_str().is_empty());
+    }
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| Error::io(dir.display().to_string(), e))?;
+    for d in missing.iter().rev() {
+        if let Some(parent) = d.parent().filter(|x| !x.as_os_str().is_empty()) {
+            sync_dir(parent).await?;
+        }
+    }
+    Ok(())
 }
 
 fn mtime(meta: &std::fs::Metadata) -> OffsetDateTime {
@@ -242,5 +282,76 @@ impl ReplicaClient for FileClient {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(dir.display().to_string(), e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every directory `sync_dir` fsynced (tests run in parallel: filter by your own root).
+    pub(super) static SYNCED_DIRS: std::sync::Mutex<Vec<PathBuf>> =
+        std::sync::Mutex::new(Vec::new());
+
+    fn bytes(b: &'static [u8]) -> ByteStream {
+        Box::pin(b)
+    }
+
+    #[tokio::test]
+    async fn new_directories_and_renamed_objects_are_made_durable() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("replica");
+        let c = FileClient::new(&root);
+        let g = Generation::parse("0123456789abcdef").expect("generation");
+        c.write_wal_segment(&Pos::new(g.clone(), 0, 0), bytes(b"wal"))
+            .await
+            .expect("write");
+        let gen_dir = root.join("generations").join(g.as_str());
+        let synced: Vec<PathBuf> = SYNCED_DIRS
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|p| p.starts_with(tmp.path()))
+            .cloned()
+            .collect();
+        for want in [
+            tmp.path().to_path_buf(),
+            root.clone(),
+            root.join("generations"),
+            gen_dir.clone(),
+            gen_dir.join("wal"),
+        ] {
+            assert!(
+                synced.contains(&want),
+                "{} not fsynced: {synced:?}",
+                want.display()
+            );
+        }
+        // A second object in the same directory: only the rename is made durable.
+        SYNCED_DIRS
+            .lock()
+            .expect("lock")
+            .retain(|p| !p.starts_with(tmp.path()));
+        c.write_snapshot(&g, 0, bytes(b"snap"))
+            .await
+            .expect("snapshot");
+        c.write_wal_segment(&Pos::new(g.clone(), 0, 3), bytes(b"more"))
+            .await
+            .expect("write");
+        let synced: Vec<PathBuf> = SYNCED_DIRS
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|p| p.starts_with(tmp.path()))
+            .cloned()
+            .collect();
+        assert_eq!(
+            synced,
+            vec![
+                gen_dir.clone(),
+                gen_dir.join("snapshots"),
+                gen_dir.join("wal")
+            ]
+        );
     }
 }

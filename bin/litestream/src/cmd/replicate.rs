@@ -117,8 +117,8 @@ pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
         .context("install SIGINT handler")?;
     let mut code = ExitCode::SUCCESS;
     let signal = tokio::select! {
-        _ = sigterm.recv() => Some(libc_sig::TERM),
-        _ = sigint.recv() => Some(libc_sig::INT),
+        _ = sigterm.recv() => Some(libc::SIGTERM),
+        _ = sigint.recv() => Some(libc::SIGINT),
         st = async {
             match child.as_mut() {
                 Some(c) => c.wait().await.ok(),
@@ -137,11 +137,13 @@ pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
     };
     if let (Some(sig), Some(c)) = (signal, child.as_mut()) {
         tracing::info!("signal received, forwarding to subprocess");
-        if let Some(pid) = c.id() {
-            let _ = std::process::Command::new("kill")
-                .arg(format!("-{sig}"))
-                .arg(pid.to_string())
-                .status();
+        if let Some(pid) = c.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
+            // A system call: a slim image has no `kill` program to run.
+            // SAFETY: kill(2) takes plain integers; `pid` is our child, not yet reaped.
+            if unsafe { libc::kill(pid, sig) } != 0 {
+                let e = std::io::Error::last_os_error();
+                tracing::error!(pid, error = %e, "cannot forward signal to subprocess");
+            }
         }
         if let Ok(st) = c.wait().await {
             if !st.success() {
@@ -152,9 +154,16 @@ pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
     if signal.is_some() {
         tracing::info!("signal received, litestream shutting down");
     }
+    // All at once: with many databases, one after the other takes minutes.
+    let mut stopping = tokio::task::JoinSet::new();
     for r in replicators {
-        if let Err(e) = r.shutdown().await {
-            tracing::error!(error = %e, "shutdown error");
+        stopping.spawn(r.shutdown());
+    }
+    while let Some(res) = stopping.join_next().await {
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "shutdown error"),
+            Err(e) => tracing::error!(error = %e, "shutdown task failed"),
         }
     }
     for db in &dbs {
@@ -165,69 +174,139 @@ pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
     Ok(code)
 }
 
-/// Split a command line with shell quoting rules (single quotes, double quotes with
-/// backslash escapes, backslashes), as Litestream's `shellwords.Parse`; no expansion.
+/// Split a command line as Litestream does (`shellwords.Parse` of go-shellwords v1.0.12,
+/// without environment or backtick expansion):
+///
+/// - blanks (space, tab, CR, LF) separate words; `'...'` keeps everything literally;
+///   `"..."` keeps blanks; a backslash outside single quotes takes the next character
+///   literally (inside double quotes too: `"a\b"` is `ab`); `''` and `""` are empty words;
+/// - an unquoted `;`, `&`, `|`, `<` or `>` ends the command: the rest is ignored (a word of
+///   digits right before `>`, as in `2>`, too), as Litestream does; we log it;
+/// - an unquoted `(` not right after `$`, or an unterminated quote or escape, is an error.
 fn shell_words(s: &str) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('\'') => break,
-                        Some(c) => cur.push(c),
-                        None => bail!("invalid command line string"),
-                    }
-                }
-            }
-            '"' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            Some(c @ ('"' | '\\' | '$' | '`')) => cur.push(c),
-                            Some(c) => {
-                                cur.push('\\');
-                                cur.push(c);
-                            }
-                            None => bail!("invalid command line string"),
-                        },
-                        Some(c) => cur.push(c),
-                        None => bail!("invalid command line string"),
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                match chars.next() {
-                    Some(c) => cur.push(c),
-                    None => bail!("invalid command line string"),
-                }
-            }
-            c if c.is_whitespace() => {
-                if in_word {
-                    out.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            c => {
-                in_word = true;
-                cur.push(c);
-            }
+    #[derive(PartialEq)]
+    enum Got {
+        No,
+        Single,
+        Quoted,
+    }
+    let (mut args, mut buf) = (Vec::new(), String::new());
+    let (mut escaped, mut dq, mut sq, mut bq, mut dollar) = (false, false, false, false, false);
+    let mut got = Got::No;
+    let mut rest: Option<&str> = None;
+    for (i, r) in s.char_indices() {
+        if escaped {
+            buf.push(r);
+            escaped = false;
+            got = Got::Single;
+            continue;
         }
+        if r == '\\' {
+            if sq {
+                buf.push(r);
+            } else {
+                escaped = true;
+            }
+            continue;
+        }
+        if matches!(r, ' ' | '\t' | '\r' | '\n') {
+            if sq || dq || bq || dollar {
+                buf.push(r);
+            } else if got != Got::No {
+                args.push(std::mem::take(&mut buf));
+                got = Got::No;
+            }
+            continue;
+        }
+        match r {
+            '`' if !sq && !dq && !dollar => bq = !bq,
+            ')' if !sq && !dq && !bq => dollar = !dollar,
+            '(' if !sq && !dq && !bq => {
+                if !dollar && buf.ends_with('$') {
+                    dollar = true;
+                    buf.push('(');
+                    continue;
+                }
+                bail!("invalid command line string");
+            }
+            '"' if !sq && !dollar => {
+                if dq {
+                    got = Got::Quoted;
+                }
+                dq = !dq;
+                continue;
+            }
+            '\'' if !dq && !dollar => {
+                if sq {
+                    got = Got::Quoted;
+                }
+                sq = !sq;
+                continue;
+            }
+            ';' | '&' | '|' | '<' | '>' if !(sq || dq || bq || dollar) => {
+                if r == '>' && buf.starts_with(|c: char| c.is_ascii_digit()) {
+                    got = Got::No;
+                }
+                rest = Some(&s[i..]);
+                break;
+            }
+            _ => {}
+        }
+        got = Got::Single;
+        buf.push(r);
     }
-    if in_word {
-        out.push(cur);
+    if got != Got::No {
+        args.push(buf);
     }
-    Ok(out)
+    if escaped || sq || dq || bq || dollar {
+        bail!("invalid command line string");
+    }
+    if let Some(rest) = rest {
+        tracing::warn!(ignored = rest, "exec: the command ends at a shell operator, as in Litestream; use `sh -c '...'` for a shell");
+    }
+    Ok(args)
 }
 
-mod libc_sig {
-    pub(super) const TERM: &str = "TERM";
-    pub(super) const INT: &str = "INT";
+#[cfg(test)]
+mod tests {
+    use super::shell_words;
+
+    fn words(s: &str) -> Vec<String> {
+        shell_words(s).unwrap_or_else(|e| panic!("{s:?}: {e}"))
+    }
+
+    /// Cases worked through go-shellwords v1.0.12's `Parse` (Litestream v0.3.13's splitter).
+    #[test]
+    fn splits_like_go_shellwords() {
+        let cases: &[(&str, &[&str])] = &[
+            ("app  --port 8080", &["app", "--port", "8080"]),
+            (
+                "sh -c 'echo \"a b\"; exit 3'",
+                &["sh", "-c", "echo \"a b\"; exit 3"],
+            ),
+            ("a \"b c\" d", &["a", "b c", "d"]),
+            ("a '' \"\" b", &["a", "", "", "b"]),
+            ("a\\ b", &["a b"]),
+            ("\"a\\nb\\\"c\"", &["anb\"c"]),
+            ("'a\\b'", &["a\\b"]),
+            ("x\ty\nz", &["x", "y", "z"]),
+            ("echo hi; rm -rf /", &["echo", "hi"]),
+            ("app > out.log", &["app"]),
+            ("app 2>/dev/null", &["app"]),
+            ("a|b", &["a"]),
+            ("echo $(date) x", &["echo", "$(date)", "x"]),
+            ("echo `date`", &["echo", "`date`"]),
+            ("", &[]),
+        ];
+        for (line, want) in cases {
+            assert_eq!(words(line), *want, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_what_go_shellwords_rejects() {
+        for line in ["'open", "\"open", "trailing\\", "f(x)", "`open", "a $(b"] {
+            assert!(shell_words(line).is_err(), "{line:?} must be an error");
+        }
+    }
 }

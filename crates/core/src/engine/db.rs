@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::pos::{Generation, Pos, MAX_INDEX};
 use crate::wal::{align_frame, FrameValidator, WalHeader, WAL_FRAME_HEADER_SIZE, WAL_HEADER_SIZE};
 
+use super::lifecycle::{file_identity, shm_committed_end, CheckpointBackoff, FileId, WalStamp};
 use super::options::DbOptions;
 
 const SEQ_UPSERT: &str =
@@ -144,7 +145,21 @@ pub(crate) struct DbCore {
     continuity: bool,
     /// Set on the first sync after start-up: the shadow tail must be trimmed to a commit.
     trimmed: bool,
+    /// Device and inode of the database file the connections were opened on.
+    identity: Option<FileId>,
+    /// Set when the database file was found replaced (or deleted); see [`Self::take_replaced`].
+    replaced: bool,
+    /// Checkpoints that could not restart the WAL wait before the next attempt.
+    backoff: CheckpointBackoff,
+    /// The WAL as the engine's own last write (a checkpoint's `_litestream_seq` frame) left it.
+    own_write: Option<WalStamp>,
+    /// Consecutive failed syncs (connections are re-opened after a few, read lock or not).
+    errors: u32,
 }
+
+/// After this many consecutive failed syncs the connections are dropped and re-opened even
+/// if a read lock is still held.
+const REINIT_AFTER_ERRORS: u32 = 3;
 
 /// A position pinned for validation: the committed shadow position `pos`, a connection whose
 /// read transaction holds the WAL at `pos`, and the shadow file to build the page image from.
@@ -286,6 +301,11 @@ impl DbCore {
             page_size: 0,
             continuity: false,
             trimmed: false,
+            identity: None,
+            replaced: false,
+            backoff: CheckpointBackoff::default(),
+            own_write: None,
+            errors: 0,
         }
     }
 
@@ -318,8 +338,29 @@ impl DbCore {
     }
 
     fn open_conn(&self) -> Result<Connection> {
-        let c = Connection::open(&self.path).map_err(|e| self.sql_err(e))?;
+        // Never create the database: it appears when the application or a restore makes it.
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let c = Connection::open_with_flags(&self.path, flags).map_err(|e| self.sql_err(e))?;
         c.busy_timeout(self.opts.busy_timeout)
+            .map_err(|e| self.sql_err(e))?;
+        // The engine's connections read a page or two: no lookaside buffers (about 120 KB
+        // per connection by default, three connections per database).
+        // SAFETY: the handle is valid for the lifetime of `c`; a null buffer with size and
+        // count 0 is how SQLITE_DBCONFIG_LOOKASIDE turns lookaside off.
+        unsafe {
+            rusqlite::ffi::sqlite3_db_config(
+                c.handle(),
+                rusqlite::ffi::SQLITE_DBCONFIG_LOOKASIDE,
+                std::ptr::null_mut::<c_void>(),
+                0 as c_int,
+                0 as c_int,
+            );
+        }
+        // They read `_litestream_seq` only: a small page cache (its first allocation is
+        // sized by it).
+        c.execute_batch("PRAGMA cache_size = 8")
             .map_err(|e| self.sql_err(e))?;
         // Keep the -wal file when our connection is the last to close, as Litestream does,
         // so that a restart can keep the generation.
@@ -339,6 +380,7 @@ impl DbCore {
 
     /// Open connections, force WAL mode, create Litestream's tables, take the read lock.
     fn init(&mut self) -> Result<()> {
+        let before = file_identity(&self.path).map_err(|e| io_err(&self.path, e))?;
         let writer = self.open_conn()?;
         let timeout_us = usize::try_from(self.opts.busy_timeout.as_micros()).unwrap_or(usize::MAX);
         // SAFETY: the handle is valid for the lifetime of `writer`; the handler only reads
@@ -389,6 +431,15 @@ impl DbCore {
             active: 0,
         });
         self.begin_read(0)?;
+        // The file the connections hold: the same before and after opening them.
+        let after = file_identity(&self.path).map_err(|e| io_err(&self.path, e))?;
+        if before.is_none() || before != after {
+            return Err(io_err(
+                &self.path,
+                io::Error::other("database file replaced while it was opened"),
+            ));
+        }
+        self.identity = after;
         fs::create_dir_all(&self.meta).map_err(|e| io_err(&self.meta, e))?;
         self.remove_tmp_files(&self.meta.clone());
         self.continuity = false;
@@ -634,6 +685,11 @@ impl DbCore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(shadow_size),
             Err(e) => return Err(io_err(&self.wal_path, e)),
         };
+        if let Some(end) = shm_committed_end(&self.shm_path(), &hdr_bytes, self.page_size) {
+            if end >= shadow_size {
+                return self.copy_committed(wal, shadow, shadow_size, end, validator);
+            }
+        }
         wal.seek(SeekFrom::Start(shadow_size))
             .map_err(|e| io_err(&self.wal_path, e))?;
         let mut rd = io::BufReader::with_capacity(1 << 20, wal);
@@ -687,6 +743,69 @@ impl DbCore {
         })();
         pending.discard();
         res
+    }
+
+    fn shm_path(&self) -> PathBuf {
+        let mut s = self.path.as_os_str().to_owned();
+        s.push("-shm");
+        PathBuf::from(s)
+    }
+
+    /// Copy the frames of `wal` in `[from, end)`, known committed from the wal-index (see
+    /// [`shm_committed_end`]), straight into `shadow`, validating them on the way. Frames
+    /// past `end` (an uncommitted transaction, however large) are not read at all. If a frame
+    /// does not validate the shadow is cut back to the last commit frame before it.
+    fn copy_committed(
+        &self,
+        mut wal: File,
+        shadow: &Path,
+        from: u64,
+        end: u64,
+        mut validator: FrameValidator,
+    ) -> Result<u64> {
+        if end == from {
+            return Ok(from);
+        }
+        wal.seek(SeekFrom::Start(from))
+            .map_err(|e| io_err(&self.wal_path, e))?;
+        let mut rd = io::BufReader::with_capacity(1 << 20, wal.take(end - from));
+        let mut f = OpenOptions::new()
+            .write(true)
+            .open(shadow)
+            .map_err(|e| io_err(shadow, e))?;
+        f.set_len(from).map_err(|e| io_err(shadow, e))?;
+        f.seek(SeekFrom::Start(from))
+            .map_err(|e| io_err(shadow, e))?;
+        let mut out = io::BufWriter::with_capacity(1 << 20, f);
+        let mut frame = vec![0u8; self.frame_size() as usize];
+        let (mut size, mut committed) = (from, from);
+        loop {
+            match rd.read_exact(&mut frame) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(io_err(&self.wal_path, e)),
+            }
+            let fh = match validator.check(&frame) {
+                Ok(fh) => fh,
+                Err(reason) => {
+                    tracing::debug!(%reason, "copy shadow: invalid frame before the committed end");
+                    break;
+                }
+            };
+            out.write_all(&frame).map_err(|e| io_err(shadow, e))?;
+            size += frame.len() as u64;
+            if fh.commit_size != 0 {
+                committed = size;
+            }
+        }
+        let f = out
+            .into_inner()
+            .map_err(|e| io_err(shadow, e.into_error()))?;
+        if committed < size {
+            f.set_len(committed).map_err(|e| io_err(shadow, e))?;
+        }
+        f.sync_data().map_err(|e| io_err(shadow, e))?;
+        Ok(committed)
     }
 
     /// Trim the shadow file to its last commit frame (after a crash mid-append).
@@ -815,21 +934,91 @@ impl DbCore {
         replica_indexes: &[Option<(Generation, u32)>],
         checkpoint_allowed: bool,
     ) -> Result<SyncOutcome> {
+        if self.conns.is_some() {
+            self.detect_replaced()?;
+        }
         if self.conns.is_none() {
-            if !self.path.exists() {
+            // Nothing yet, or a file the application is still creating (shorter than the
+            // database header): opening it now would write its first page with our defaults.
+            if file_size(&self.path)?.is_none_or(|n| n < 100) {
                 tracing::debug!(db = %self.path.display(), "sync: no database found");
                 return Ok(SyncOutcome::default());
             }
-            if let Err(e) = self.init() {
+            if let Err(e) = self.guarded(Self::init) {
                 self.reset();
                 return Err(e);
             }
         }
-        let res = self.sync_inner(replica_indexes, checkpoint_allowed);
-        if res.is_err() && !self.holds_read() {
+        let res = self.guarded(|core| core.sync_inner(replica_indexes, checkpoint_allowed));
+        if res.is_ok() {
+            self.errors = 0;
+            return res;
+        }
+        self.errors += 1;
+        if !self.holds_read() || self.errors >= REINIT_AFTER_ERRORS {
+            if self.holds_read() {
+                tracing::warn!(db = %self.path.display(), errors = self.errors,
+                    "repeated sync errors, re-opening the database");
+            }
+            self.errors = 0;
             self.reset();
         }
         res
+    }
+
+    /// A database deleted, or replaced by another file at the same path (recreated, restored
+    /// in place), is not the one the connections hold: drop them (so nothing more is read from
+    /// or written to the old file and its WAL) and clear the generation, so that the new
+    /// database starts a new one instead of having its WAL spliced onto the old generation.
+    fn detect_replaced(&mut self) -> Result<()> {
+        let now = file_identity(&self.path).map_err(|e| io_err(&self.path, e))?;
+        if now == self.identity {
+            return Ok(());
+        }
+        tracing::warn!(db = %self.path.display(), found = now.is_some(),
+            "database file replaced or deleted under the replicator, a new generation follows");
+        self.reset();
+        self.identity = None;
+        self.clear_generation();
+        self.replaced = true;
+        Ok(())
+    }
+
+    /// True once after [`Self::detect_replaced`] found the database replaced: the caller
+    /// drops its own handle of the old file.
+    pub(crate) fn take_replaced(&mut self) -> bool {
+        std::mem::take(&mut self.replaced)
+    }
+
+    /// The WAL as the engine's last own write left it, once (see [`WalStamp`]).
+    pub(crate) fn take_own_write(&mut self) -> Option<WalStamp> {
+        self.own_write.take()
+    }
+
+    /// Run `f`, catching a panic: the writer's open transaction (the application's write
+    /// lock, taken by `BEGIN IMMEDIATE`) is rolled back and the connections are dropped, so a
+    /// bug between `BEGIN IMMEDIATE` and `ROLLBACK` never leaves the application locked out;
+    /// the panic becomes an error and the next sync starts afresh.
+    fn guarded<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
+        r.unwrap_or_else(|panic| {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            if let Some(c) = self.conns.as_ref() {
+                if !c.writer.is_autocommit() {
+                    let _ = c.writer.execute_batch("ROLLBACK");
+                }
+            }
+            self.reset();
+            tracing::error!(db = %self.path.display(), panic = %msg, "sync panicked, write lock released");
+            Err(io_err(
+                &self.path,
+                io::Error::other(format!("sync panicked: {msg}")),
+            ))
+        })
     }
 
     fn sync_inner(
@@ -892,7 +1081,9 @@ impl DbCore {
             None
         };
         if let Some(mode) = mode {
-            if checkpoint_allowed {
+            if !self.backoff.allows(&pos.generation, pos.index) {
+                tracing::trace!(db = %self.path.display(), "checkpoint skipped: backing off");
+            } else if checkpoint_allowed {
                 let started = Instant::now();
                 let r = self.checkpoint(mode);
                 let m = crate::metrics::db(&self.path.to_string_lossy()).checkpoint(mode.as_str());
@@ -931,8 +1122,8 @@ impl DbCore {
             .writer
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(|e| self.sql_err(e))?;
-        let inner = (|| -> Result<()> {
-            self.copy_frames()?;
+        let inner = (|| -> Result<bool> {
+            let (at, _, _) = self.copy_frames()?;
             self.end_read(0);
             self.end_read(1);
             let c = self.conns()?;
@@ -960,11 +1151,18 @@ impl DbCore {
             };
             tracing::debug!(db = %self.path.display(), mode = mode.as_str(), attempts,
                 result = %format!("{busy},{log},{ckpt}"), "checkpoint");
-            if busy != 0 || ckpt < log {
+            let complete = busy == 0 && ckpt >= log;
+            if !complete {
                 tracing::debug!(db = %self.path.display(), mode = mode.as_str(),
                     "checkpoint: wal not fully back-filled (readers), it is not restarted yet");
             }
-            Ok(())
+            self.backoff.record(
+                &at.generation,
+                at.index,
+                complete,
+                self.opts.monitor_interval,
+            );
+            Ok(complete)
         })();
         // Never release the write lock without a read lock held (see module docs).
         let active = self.conns()?.active;
@@ -973,11 +1171,17 @@ impl DbCore {
         if reread.is_err() {
             self.continuity = false;
         }
-        inner.map_err(|e| {
+        let complete = inner.map_err(|e| {
             Error::InvalidArgument(format!("checkpoint: mode={} err={e}", mode.as_str()))
         })?;
         reread?;
         end.map_err(|e| self.sql_err(e))?;
+        if !complete {
+            // The WAL cannot restart while a reader uses it: a `_litestream_seq` frame would
+            // only grow it (and wake the watcher for another attempt).
+            let (pos, _, _) = self.copy_frames()?;
+            return Ok(pos);
+        }
         let c = self.conns()?;
         if mode == CheckpointMode::Truncate {
             c.writer
@@ -990,6 +1194,7 @@ impl DbCore {
         }
         seq.map_err(|e| self.sql_err(e))?;
         let (pos, _, _) = self.copy_frames()?;
+        self.own_write = WalStamp::of(&self.wal_path);
         tracing::debug!(db = %self.path.display(), mode = mode.as_str(),
             elapsed = ?started.elapsed(), position = %pos.pos(), "checkpoint done");
         Ok(pos)
@@ -1076,5 +1281,83 @@ impl DbCore {
     /// The page size (0 before init).
     pub(crate) fn page_size(&self) -> u32 {
         self.page_size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic between `BEGIN IMMEDIATE` and `ROLLBACK` (here inside [`DbCore::guarded`], as
+    /// every sync and checkpoint runs) must not leave the application's write lock held.
+    #[test]
+    fn a_panic_holding_the_write_lock_releases_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("app.db");
+        let app = Connection::open(&db).expect("app");
+        app.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE t(x);")
+            .expect("schema");
+        let mut core = DbCore::new(db.clone(), DbOptions::default());
+        core.sync(&[], true).expect("first sync");
+        let r: Result<()> = core.guarded(|c| {
+            c.conns()?
+                .writer
+                .execute_batch("BEGIN IMMEDIATE")
+                .expect("write lock");
+            panic!("bug while holding the write lock");
+        });
+        assert!(r.is_err(), "the panic becomes an error");
+        app.execute_batch("BEGIN IMMEDIATE; INSERT INTO t VALUES (1); COMMIT")
+            .expect("the application can write again at once");
+        core.sync(&[], true).expect("the next sync starts afresh");
+        core.close();
+    }
+
+    /// Sync errors that keep coming while a read lock is held (here: the writer left inside
+    /// a transaction, so every checkpoint's `BEGIN IMMEDIATE` fails) re-open the database
+    /// after a few attempts instead of failing forever.
+    #[test]
+    fn repeated_sync_errors_with_a_read_lock_held_reinitialise() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("app.db");
+        let app = Connection::open(&db).expect("app");
+        app.busy_timeout(Duration::from_secs(5))
+            .expect("busy timeout");
+        app.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE t(x);")
+            .expect("schema");
+        let opts = DbOptions {
+            min_checkpoint_page_count: 1,
+            ..DbOptions::default()
+        };
+        let mut core = DbCore::new(db.clone(), opts);
+        core.sync(&[], true).expect("first sync");
+        core.conns()
+            .expect("conns")
+            .writer
+            .execute_batch("BEGIN")
+            .expect("a transaction left open");
+        let (mut failures, mut recovered) = (0, false);
+        for _ in 0..6 {
+            match core.sync(&[], true) {
+                Ok(_) => {
+                    recovered = true;
+                    break;
+                }
+                Err(_) => {
+                    assert!(core.holds_read() || core.conns.is_none());
+                    failures += 1;
+                }
+            }
+        }
+        assert!(failures >= 1, "the stuck writer must make a sync fail");
+        assert!(recovered, "{failures} failed syncs: never re-initialised");
+        assert!(
+            failures <= REINIT_AFTER_ERRORS,
+            "{failures} failed syncs: never re-initialised"
+        );
+        app.execute("INSERT INTO t VALUES (1)", [])
+            .expect("the application writes again");
+        core.sync(&[], true).expect("sync after re-init");
+        core.close();
     }
 }

@@ -29,12 +29,14 @@
 //! `db.rs` for how the engine avoids Litestream's permanent read lock.
 
 mod db;
+mod lifecycle;
 mod lock;
 mod options;
 mod replica;
 mod snapshot;
 mod stream;
 mod validate;
+mod walwatch;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -69,6 +71,9 @@ pub(crate) struct DbShared {
     db_file: Mutex<Option<Arc<std::fs::File>>>,
     /// One replicator per database (see [`lock`]).
     _lock: MetaLock,
+    /// The WAL as the engine's own last write left it: a watcher event for a WAL that still
+    /// looks like this is not the application writing (see [`monitor`]).
+    own_wal: Mutex<Option<lifecycle::WalStamp>>,
 }
 
 impl DbShared {
@@ -139,6 +144,7 @@ impl DbShared {
             let allowed = me.snapshotting.load(Ordering::SeqCst) == 0;
             let r = core.sync(&replica_pos, allowed);
             me.page_size.store(core.page_size(), Ordering::Relaxed);
+            me.after_core_sync(&mut core);
             if let Ok(out) = &r {
                 if let Some(pos) = &out.pos {
                     me.publish(pos, out.changed);
@@ -260,7 +266,7 @@ pub struct Replicator {
     replica_shutdown: watch::Sender<bool>,
     db_task: Option<JoinHandle<()>>,
     replica_tasks: Vec<JoinHandle<()>>,
-    _watcher: Option<notify::RecommendedWatcher>,
+    _watcher: Option<walwatch::WalWatch>,
 }
 
 impl std::fmt::Debug for Replicator {
@@ -327,6 +333,7 @@ impl Replicator {
             page_size: Default::default(),
             db_file: Mutex::new(db_file),
             _lock: lock,
+            own_wal: Mutex::new(None),
         });
         shared.sync().await?;
         if was_wal == Some(false) {
@@ -335,7 +342,7 @@ impl Replicator {
 
         let wake = Arc::new(Notify::new());
         let watcher = if opts.watch_wal {
-            match watch_wal(&path, Arc::clone(&wake)) {
+            match walwatch::watch_wal(&path, Arc::clone(&wake)) {
                 Ok(w) => Some(w),
                 Err(e) => {
                     tracing::warn!(db = %path.display(), error = %e, "wal watch unavailable, polling only");
@@ -350,7 +357,11 @@ impl Replicator {
         let (replica_shutdown, replica_shutdown_rx) = watch::channel(false);
         let db_task = tokio::spawn(monitor(
             Arc::clone(&shared),
-            opts.monitor_interval,
+            MonitorTimes {
+                interval: opts.monitor_interval,
+                idle: idle_sync_period(&opts),
+                wake_gap: wake_gap(&opts, replicas.iter().map(|r| r.options.sync_interval)),
+            },
             wake,
             db_shutdown_rx,
         ));
@@ -562,49 +573,101 @@ fn journal_is_wal(f: &std::fs::File) -> Option<bool> {
     Some(h[18] == 2)
 }
 
-fn watch_wal(db: &Path, wake: Arc<Notify>) -> notify::Result<notify::RecommendedWatcher> {
-    use notify::{EventKind, RecursiveMode, Watcher};
-    let mut wal = db.as_os_str().to_owned();
-    wal.push("-wal");
-    let wal = PathBuf::from(wal);
-    let dir = db
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res {
-            if matches!(ev.kind, EventKind::Modify(_) | EventKind::Create(_))
-                && ev.paths.iter().any(|p| p == &wal)
-            {
-                wake.notify_one();
-            }
-        }
-    })?;
-    w.watch(&dir, RecursiveMode::NonRecursive)?;
-    Ok(w)
+/// Longest time the monitor goes without a sync while neither the database nor its WAL
+/// changes: a quarter of `checkpoint-interval` (whose checkpoint of an idle database needs a
+/// sync to run), within [`monitor-interval`, 15 s].
+fn idle_sync_period(opts: &DbOptions) -> Duration {
+    let ci = opts.checkpoint_interval.unwrap_or(Duration::from_secs(60));
+    (ci / 4).clamp(
+        opts.monitor_interval,
+        Duration::from_secs(15).max(opts.monitor_interval),
+    )
 }
 
-/// The monitor loop: a sync every `monitor-interval`, and early on a WAL change.
+/// Shortest time between two syncs that a WAL change (the watcher) starts: the shortest
+/// replica `sync-interval`, at most `monitor-interval`. A replica uploads at most once per
+/// `sync-interval`, so copying the WAL into the shadow more often only costs CPU: under a
+/// steady write load the watcher fires on every commit, and a sync per commit (each with its
+/// fsync) made the engine cost more than Litestream's one sync per `monitor-interval`.
+fn wake_gap(opts: &DbOptions, sync_intervals: impl Iterator<Item = Duration>) -> Duration {
+    sync_intervals
+        .min()
+        .unwrap_or(opts.monitor_interval)
+        .min(opts.monitor_interval)
+}
+
+/// The monitor loop's clocks (see [`monitor`]).
+struct MonitorTimes {
+    /// `monitor-interval`.
+    interval: Duration,
+    /// See [`idle_sync_period`].
+    idle: Duration,
+    /// See [`wake_gap`].
+    wake_gap: Duration,
+}
+
+/// The database file and its WAL as the monitor last saw them before a sync.
+fn db_stamps(shared: &DbShared) -> (Option<lifecycle::WalStamp>, Option<lifecycle::WalStamp>) {
+    let mut wal = shared.path.clone().into_os_string();
+    wal.push("-wal");
+    (
+        lifecycle::WalStamp::of(&shared.path),
+        lifecycle::WalStamp::of(Path::new(&wal)),
+    )
+}
+
+/// The monitor loop: a sync every `monitor-interval` (skipped while neither the database
+/// nor its WAL changed, for up to `idle`), and early on a WAL change, but not sooner than
+/// `wake_gap` after the previous sync began (WAL changes in between are batched).
 async fn monitor(
     shared: Arc<DbShared>,
-    interval: Duration,
+    times: MonitorTimes,
     wake: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let MonitorTimes {
+        interval,
+        idle,
+        wake_gap,
+    } = times;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    // What the last sync started from (None: sync at the next tick; the first sync in
+    // `start` may have seen an older state than the one now).
+    let mut last: Option<(_, tokio::time::Instant)> = None;
+    let mut last_sync: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             biased;
             _ = shutdown.changed() => break,
-            _ = tick.tick() => {}
+            _ = tick.tick() => {
+                if let Some((stamps, at)) = &last {
+                    if *stamps == db_stamps(&shared) && at.elapsed() < idle {
+                        continue;
+                    }
+                }
+            }
             _ = wake.notified() => {
-                // Let a burst of WAL writes settle a little.
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                // Let a burst of WAL writes settle a little, and batch the ones that come
+                // sooner than `wake_gap` after the last sync.
+                let settle = tokio::time::Instant::now() + Duration::from_millis(2);
+                let due = last_sync.map_or(settle, |t: tokio::time::Instant| (t + wake_gap).max(settle));
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => break,
+                    _ = tokio::time::sleep_until(due) => {}
+                }
+                if shared.wal_is_own_write() {
+                    continue;
+                }
             }
         }
+        let now = tokio::time::Instant::now();
+        last_sync = Some(now);
+        last = Some((db_stamps(&shared), now));
         if let Err(e) = shared.sync().await {
+            last = None;
             tracing::warn!(db = %shared.path.display(), error = %e, "sync error");
             // Back off for a whole interval: our own recovery writes touch the WAL and would
             // otherwise wake us again at once.
@@ -615,5 +678,37 @@ async fn monitor(
             }
             tick.reset();
         }
+    }
+}
+
+/// The database's life under the monitor (see `lifecycle.rs`).
+impl DbShared {
+    /// After a database sync: forget the handle of a database file that was replaced (the
+    /// next snapshot reads the new one), remember the engine's own WAL write.
+    fn after_core_sync(&self, core: &mut DbCore) {
+        if core.take_replaced() {
+            if let Ok(mut f) = self.db_file.lock() {
+                *f = None;
+            }
+        }
+        if let Some(stamp) = core.take_own_write() {
+            if let Ok(mut w) = self.own_wal.lock() {
+                *w = Some(stamp);
+            }
+        }
+    }
+
+    /// True if the WAL is exactly as the engine's own last write left it: a watcher event
+    /// for it is the engine waking itself.
+    fn wal_is_own_write(&self) -> bool {
+        let Ok(guard) = self.own_wal.lock() else {
+            return false;
+        };
+        let Some(own) = guard.as_ref() else {
+            return false;
+        };
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        lifecycle::WalStamp::of(Path::new(&wal)).as_ref() == Some(own)
     }
 }

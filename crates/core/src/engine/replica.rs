@@ -606,6 +606,13 @@ impl ReplicaTask {
         };
         let cutoff = OffsetDateTime::now_utc() - retention;
         let current = self.db.pos_tx.borrow().clone().map(|p| p.generation);
+        // Only ever relative to a generation this replicator writes and this replica holds:
+        // with no database (a volume not mounted, a restore not run yet) or before the first
+        // upload of the current generation, every backup may still be the only copy.
+        if current.is_none() || self.pos.as_ref().map(|p| &p.generation) != current.as_ref() {
+            tracing::debug!(replica = %self.name, "retention skipped: no current generation on this replica yet");
+            return Ok(());
+        }
         let gens = self
             .opts
             .retry

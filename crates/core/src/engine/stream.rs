@@ -4,7 +4,9 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -51,36 +53,62 @@ impl Write for ChannelWriter {
 /// The file is opened when the stream is created; the reading and compression run on a
 /// blocking thread. A short file (fewer than `len` bytes) ends the stream with an error.
 pub(crate) fn lz4_file_stream(path: PathBuf, offset: u64, len: Option<u64>) -> ByteStream {
-    let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(4);
     let opened = File::open(&path);
-    tokio::task::spawn_blocking(move || {
-        let res = (|| -> io::Result<()> {
-            let mut f = opened?;
-            f.seek(SeekFrom::Start(offset))?;
-            let mut w = Lz4FrameWriter::new(ChannelWriter {
-                tx: tx.clone(),
-                buf: Vec::with_capacity(CHUNK),
-            });
-            let n = match len {
-                Some(n) => io::copy(&mut (&mut f).take(n), &mut w)?,
-                None => io::copy(&mut f, &mut w)?,
-            };
-            if let Some(want) = len {
-                if n != want {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("{}: read {n} of {want} bytes", path.display()),
-                    ));
-                }
+    producer_stream(move |cw| {
+        let mut f = opened?;
+        f.seek(SeekFrom::Start(offset))?;
+        let mut w = Lz4FrameWriter::new(cw);
+        let n = match len {
+            Some(n) => io::copy(&mut (&mut f).take(n), &mut w)?,
+            None => io::copy(&mut f, &mut w)?,
+        };
+        if let Some(want) = len {
+            if n != want {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{}: read {n} of {want} bytes", path.display()),
+                ));
             }
-            let mut cw = w.finish()?;
-            cw.send()
-        })();
-        if let Err(e) = res {
-            let _ = tx.blocking_send(Err(e));
+        }
+        w.finish()
+    })
+}
+
+/// A byte stream fed by `produce` on a blocking thread. `produce` writes into the
+/// [`ChannelWriter`] and returns it; its error ends the stream with that error. If the
+/// producer vanishes without finishing (it panicked, or the runtime dropped it before it
+/// ran) the stream ends with an error too, never a clean end: an upload must not commit a
+/// truncated object.
+fn producer_stream<F>(produce: F) -> ByteStream
+where
+    F: FnOnce(ChannelWriter) -> io::Result<ChannelWriter> + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(4);
+    let done = Arc::new(AtomicBool::new(false));
+    let finished = Arc::clone(&done);
+    tokio::task::spawn_blocking(move || {
+        let cw = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+        };
+        match produce(cw).and_then(|mut cw| cw.send()) {
+            Ok(()) => finished.store(true, Ordering::Release),
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+            }
         }
     });
-    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let mut ended = false;
+    let stream = futures::stream::poll_fn(move |cx| match rx.poll_recv(cx) {
+        Poll::Ready(None) if !ended && !done.load(Ordering::Acquire) => {
+            ended = true;
+            Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "upload producer ended without finishing the stream",
+            ))))
+        }
+        other => other,
+    });
     Box::pin(StreamReader::new(stream))
 }
 
@@ -105,24 +133,12 @@ impl Read for SharedFileReader {
 
 /// Stream the whole of a shared (never closed) file handle, LZ4-framed.
 pub(crate) fn lz4_shared_file_stream(file: Arc<File>) -> ByteStream {
-    let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(4);
-    tokio::task::spawn_blocking(move || {
-        let res = (|| -> io::Result<()> {
-            let mut r = SharedFileReader { file, pos: 0 };
-            let mut w = Lz4FrameWriter::new(ChannelWriter {
-                tx: tx.clone(),
-                buf: Vec::with_capacity(CHUNK),
-            });
-            io::copy(&mut r, &mut w)?;
-            let mut cw = w.finish()?;
-            cw.send()
-        })();
-        if let Err(e) = res {
-            let _ = tx.blocking_send(Err(e));
-        }
-    });
-    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    Box::pin(StreamReader::new(stream))
+    producer_stream(move |cw| {
+        let mut r = SharedFileReader { file, pos: 0 };
+        let mut w = Lz4FrameWriter::new(cw);
+        io::copy(&mut r, &mut w)?;
+        w.finish()
+    })
 }
 
 /// Decompress an LZ4-framed stream and count its bytes (used to find a segment's length).
@@ -134,4 +150,36 @@ pub(crate) async fn decompressed_len(stream: ByteStream, what: String) -> Result
     })
     .await
     .map_err(|e| Error::io("decompress task", io::Error::other(e)))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn a_producer_that_vanishes_ends_the_stream_with_an_error() {
+        let mut s = producer_stream(|mut cw| {
+            cw.write_all(b"part of an object")?;
+            cw.send()?;
+            panic!("producer gone");
+        });
+        let mut out = Vec::new();
+        let err = s
+            .read_to_end(&mut out)
+            .await
+            .expect_err("must not end cleanly");
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe, "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_finished_producer_ends_the_stream_cleanly() {
+        let mut s = producer_stream(|mut cw| {
+            cw.write_all(b"whole")?;
+            Ok(cw)
+        });
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.expect("clean end");
+        assert_eq!(out, b"whole");
+    }
 }
