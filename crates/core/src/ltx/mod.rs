@@ -1,0 +1,14 @@
+//! Litestream v0.5 replicas: the LTX file format (version 3) and its key layout.
+//!
+//! * [`keys`]: where LTX files live on each backend (`ltx/<level>/…`, or `<level %04x>/…` on
+//!   s3), their names (`<min %016x>-<max %016x>.ltx`) and the listing of one or all levels.
+//!
+//! The format is described in `shared/spec/litestream-v0.5-ltx.md`; upstream is
+//! `superfly/ltx` v0.5.x as pinned by Litestream v0.5.x.
+
+pub mod keys;
+
+pub use keys::{
+    format_txid, list_all_ltx_files, list_ltx_files, parse_txid, LtxFileInfo, MAX_LEVEL,
+    SNAPSHOT_LEVEL,
+};
