@@ -1,6 +1,7 @@
 //! Litestream v0.5 replicas: the LTX file format (version 3) and its key layout.
 //!
 //! * [`decoder`]: a streaming, strictly validating LTX decoder; [`crc64`]: its checksum.
+//! * [`plan`]: Litestream v0.5.17's restore plan (`CalcRestorePlan`).
 //! * [`keys`]: where LTX files live on each backend (`ltx/<level>/…`, or `<level %04x>/…` on
 //!   s3), their names (`<min %016x>-<max %016x>.ltx`) and the listing of one or all levels.
 //!
@@ -10,6 +11,7 @@
 pub mod crc64;
 pub mod decoder;
 pub mod keys;
+pub mod plan;
 
 #[cfg(test)]
 mod decoder_tests;
