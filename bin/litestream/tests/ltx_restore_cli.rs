@@ -242,7 +242,6 @@ fn a_missing_file_mid_range_is_an_error() {
 
 #[test]
 fn a_file_with_another_page_size_is_an_error() {
-    let s = shared();
     let work = tempfile::tempdir().unwrap();
     // A second replica, of a database with 1024-byte pages.
     let db = work.path().join("small.db");
