@@ -429,7 +429,11 @@ fn v0515_fixture_with_frame_encoded_pages_restores_identically() {
     for rel in list_files(&replica) {
         let b = fs::read(replica.join(&rel)).unwrap();
         assert_eq!(&b[104..106], &[0, 0], "{rel}: page flags");
-        assert_eq!(&b[106..110], &[0x04, 0x22, 0x4d, 0x18], "{rel}: LZ4 frame magic");
+        assert_eq!(
+            &b[106..110],
+            &[0x04, 0x22, 0x4d, 0x18],
+            "{rel}: LZ4 frame magic"
+        );
     }
     let expected = fs::read_to_string(fixture.join("expected.tsv")).unwrap();
     let mut n = 0;
