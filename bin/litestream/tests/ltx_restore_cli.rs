@@ -321,35 +321,32 @@ fn replicate_some(bin: &Path, cfg: &Path, db: &Path, log: &Path, rows: usize) {
     sigint_and_wait(child, log);
 }
 
-#[test]
-fn upgrade_v0313_then_v0517_restores_the_newest() {
+/// One database replicated to one path by two Litestream versions in turn: 25 rows, then
+/// `first` replicates while 10 more are written, then `second` while 15 more are written.
+fn two_writers(v0517_first: bool) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let work = tempfile::tempdir().unwrap();
     let (db, replica) = (work.path().join("app.db"), work.path().join("replica"));
     let v3 = work.path().join("v3.yml");
     let v5 = work.path().join("v5.yml");
     fs::write(&v3, v0313_config(&db, &replica)).unwrap();
-    fs::write(
-        &v5,
-        v0517_config(&db, &format!("url: {}", file_url(&replica))),
-    )
-    .unwrap();
+    let yaml = format!("url: {}", file_url(&replica));
+    fs::write(&v5, v0517_config(&db, &yaml)).unwrap();
     create_db(&db);
     insert(&db, 25, 700);
-    replicate_some(
-        &litestream_v0313(),
-        &v3,
-        &db,
-        &work.path().join("a.log"),
-        10,
-    );
-    replicate_some(
-        &litestream_v0517(),
-        &v5,
-        &db,
-        &work.path().join("b.log"),
-        15,
-    );
+    let mut runs = [(litestream_v0313(), v3), (litestream_v0517(), v5)];
+    if v0517_first {
+        runs.reverse();
+    }
+    for ((bin, cfg), (log, rows)) in runs.iter().zip([("a.log", 10), ("b.log", 15)]) {
+        replicate_some(bin, cfg, &db, &work.path().join(log), rows);
+    }
     assert!(replica.join("generations").is_dir() && replica.join("ltx").is_dir());
+    (work, db, replica)
+}
+
+#[test]
+fn upgrade_v0313_then_v0517_restores_the_newest() {
+    let (work, db, replica) = two_writers(false);
     let restore = restore_file(&replica);
     assert!(assert_same_as_v0517(work.path(), &restore, &[], "upgrade"));
     let ours = work.path().join("ours-upgrade.db");
@@ -359,32 +356,7 @@ fn upgrade_v0313_then_v0517_restores_the_newest() {
 
 #[test]
 fn rollback_v0517_then_v0313_restores_the_newest() {
-    let work = tempfile::tempdir().unwrap();
-    let (db, replica) = (work.path().join("app.db"), work.path().join("replica"));
-    let v3 = work.path().join("v3.yml");
-    let v5 = work.path().join("v5.yml");
-    fs::write(&v3, v0313_config(&db, &replica)).unwrap();
-    fs::write(
-        &v5,
-        v0517_config(&db, &format!("url: {}", file_url(&replica))),
-    )
-    .unwrap();
-    create_db(&db);
-    insert(&db, 25, 700);
-    replicate_some(
-        &litestream_v0517(),
-        &v5,
-        &db,
-        &work.path().join("a.log"),
-        10,
-    );
-    replicate_some(
-        &litestream_v0313(),
-        &v3,
-        &db,
-        &work.path().join("b.log"),
-        15,
-    );
+    let (work, db, replica) = two_writers(true);
     let url = file_url(&replica);
     let theirs = work.path().join("v0313.db");
     let ours = work.path().join("ours.db");
@@ -403,17 +375,6 @@ fn rollback_v0517_then_v0313_restores_the_newest() {
     assert_files_equal(&theirs, &ours, "rollback restore vs v0.3.13");
     assert_eq!(count_rows(&ours), 50);
     assert_eq!(all_rows(&ours), all_rows(&db));
-}
-
-/// `sha256sum` of a file.
-fn sha256(path: &Path) -> String {
-    let out = run(std::process::Command::new("sha256sum").arg(path));
-    assert_exit(&out, 0, "sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 /// The older page encoding (v0.5.0–0.5.15: one LZ4 frame per page): a replica the real

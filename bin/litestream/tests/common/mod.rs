@@ -362,6 +362,17 @@ pub fn assert_exit(out: &Output, code: i32, what: &str) {
     );
 }
 
+/// The sha256 of a file (`sha256sum`), as lowercase hex.
+pub fn sha256(p: &Path) -> String {
+    let out = run_bin(Path::new("sha256sum"), [p]);
+    assert_exit(&out, 0, "sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
 /// Assert two files have identical bytes (reports the size and first differing offset).
 #[track_caller]
 pub fn assert_files_equal(expected: &Path, actual: &Path, what: &str) {
