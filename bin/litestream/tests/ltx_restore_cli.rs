@@ -16,9 +16,9 @@ use common::ltx::*;
 use common::scenarios::{assert_healthcheck_restore, Case};
 use common::*;
 
-/// The replica the real v0.5.17 wrote once for the tests of this file.
+/// The replica the real v0.5.17 wrote once for the tests of this file (in cargo's
+/// `target/tmp`, replaced on every run: a static is never dropped, so a temp dir would stay).
 struct Shared {
-    _dir: tempfile::TempDir,
     db: PathBuf,
     replica: PathBuf,
     marks: Vec<SystemTime>,
@@ -27,19 +27,16 @@ struct Shared {
 fn shared() -> &'static Shared {
     static S: OnceLock<Shared> = OnceLock::new();
     S.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("src.db");
-        let replica = dir.path().join("replica");
-        let cfg = dir.path().join("v0517.yml");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ltx_restore_cli-shared");
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("src.db");
+        let replica = dir.join("replica");
+        let cfg = dir.join("v0517.yml");
         let yaml = format!("url: {}", file_url(&replica));
         fs::write(&cfg, v0517_config(&db, &yaml)).unwrap();
-        let marks = v0517_workload(&db, &cfg, &dir.path().join("replicate.log"));
-        Shared {
-            _dir: dir,
-            db,
-            replica,
-            marks,
-        }
+        let marks = v0517_workload(&db, &cfg, &dir.join("replicate.log"));
+        Shared { db, replica, marks }
     })
 }
 
