@@ -1,6 +1,7 @@
 //! Litestream v0.5 replicas: the LTX file format (version 3) and its key layout.
 //!
 //! * [`decoder`]: a streaming, strictly validating LTX decoder; [`crc64`]: its checksum.
+//! * [`encoder`]: the streaming LTX writer; [`compact`]: the merge of LTX files into one.
 //! * [`plan`]: Litestream v0.5.17's restore plan (`CalcRestorePlan`).
 //! * [`restore`]: the streaming k-way merge that writes a plan into the output file.
 //! * [`detect`]: format detection across v0.3 and LTX data, and the restore of either.
@@ -10,15 +11,19 @@
 //! The format is described in `shared/spec/litestream-v0.5-ltx.md`; upstream is
 //! `superfly/ltx` v0.5.x as pinned by Litestream v0.5.x.
 
+pub mod compact;
 pub mod crc64;
 pub mod decoder;
 pub mod detect;
+pub mod encoder;
 pub mod keys;
 pub mod plan;
 pub mod restore;
 
 #[cfg(test)]
 mod decoder_tests;
+#[cfg(test)]
+mod encoder_tests;
 #[cfg(test)]
 mod restore_tests;
 #[cfg(test)]

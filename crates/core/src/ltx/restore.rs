@@ -10,8 +10,6 @@
 //! the target, synced and linked into place only after every file's trailer verified, as for
 //! the v0.3 restore ([`crate::restore`]).
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,6 +26,7 @@ use crate::restore::{
     PREFETCH_MAX,
 };
 
+use super::compact::merge_newest;
 use super::decoder::{lock_pgno, LtxDecoder, HEADER_SIZE};
 use super::keys::{format_txid, LtxFileInfo};
 
@@ -256,35 +255,17 @@ fn merge<R: Read>(
     }
     let commit = decoders.last().map_or(0, |d| d.header().commit);
     let lock = lock_pgno(page_size);
-    let ps = page_size as usize;
-    let mut bufs: Vec<Vec<u8>> = decoders.iter().map(|_| vec![0u8; ps]).collect();
-    let mut heap: BinaryHeap<Reverse<(u32, Reverse<usize>)>> = BinaryHeap::new();
-    for (i, d) in decoders.iter_mut().enumerate() {
-        if let Some(p) = d.next_page(&mut bufs[i])? {
-            heap.push(Reverse((p, Reverse(i))));
-        }
-    }
-    let mut out = RunWriter::new(file, ps);
+    let mut out = RunWriter::new(file, page_size as usize);
     let mut expected = 1u32;
-    while let Some(Reverse((pgno, Reverse(i)))) = heap.pop() {
-        if pgno <= commit {
-            if pgno != expected {
-                return Err(missing_pages(expected, pgno - 1, files));
-            }
-            out.put(pgno, &bufs[i])?;
-            let next = pgno.saturating_add(1);
-            expected = if next == lock { lock + 1 } else { next };
+    merge_newest(decoders, commit, |pgno, page| {
+        if pgno != expected {
+            return Err(missing_pages(expected, pgno - 1, files));
         }
-        advance(decoders, &mut bufs, &mut heap, i)?;
-        // Older copies of the same page: decode (for their checksums) and drop.
-        while let Some(Reverse((p, Reverse(j)))) = heap.peek().copied() {
-            if p != pgno {
-                break;
-            }
-            heap.pop();
-            advance(decoders, &mut bufs, &mut heap, j)?;
-        }
-    }
+        out.put(pgno, page)?;
+        let next = pgno.saturating_add(1);
+        expected = if next == lock { lock + 1 } else { next };
+        Ok(())
+    })?;
     out.flush()?;
     let last = if commit == lock { lock - 1 } else { commit };
     if commit > 0 && expected <= last {
@@ -293,18 +274,6 @@ fn merge<R: Read>(
     let size = u64::from(commit) * page_size as u64;
     file.set_len(size)?;
     Ok((page_size, size))
-}
-
-fn advance<R: Read>(
-    decoders: &mut [LtxDecoder<R>],
-    bufs: &mut [Vec<u8>],
-    heap: &mut BinaryHeap<Reverse<(u32, Reverse<usize>)>>,
-    i: usize,
-) -> Result<()> {
-    if let Some(p) = decoders[i].next_page(&mut bufs[i])? {
-        heap.push(Reverse((p, Reverse(i))));
-    }
-    Ok(())
 }
 
 fn missing_pages(from: u32, to: u32, files: &[LtxFileInfo]) -> Error {
