@@ -231,6 +231,22 @@ impl ReplicaClient for MemoryClient {
         Ok(Self::reader(o.data.clone()))
     }
 
+    async fn write_object(
+        &self,
+        key: &str,
+        mut data: ByteStream,
+        timestamp: OffsetDateTime,
+    ) -> Result<u64> {
+        crate::replica_client::check_object_key(key)?;
+        let mut buf = Vec::new();
+        data.read_to_end(&mut buf)
+            .await
+            .map_err(|e| Error::io(key, e))?;
+        let n = buf.len() as u64;
+        self.put_object(key, buf, timestamp, None)?;
+        Ok(n)
+    }
+
     async fn object_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
         let s = self.lock()?;
         let (_, ts) = s

@@ -2,6 +2,7 @@
 //!
 //! * [`decoder`]: a streaming, strictly validating LTX decoder; [`crc64`]: its checksum.
 //! * [`encoder`]: the streaming LTX writer; [`compact`]: the merge of LTX files into one.
+//! * [`upload`]: storing an LTX file under its level key with the header's timestamp.
 //! * [`plan`]: Litestream v0.5.17's restore plan (`CalcRestorePlan`).
 //! * [`restore`]: the streaming k-way merge that writes a plan into the output file.
 //! * [`detect`]: format detection across v0.3 and LTX data, and the restore of either.
@@ -19,6 +20,7 @@ pub mod encoder;
 pub mod keys;
 pub mod plan;
 pub mod restore;
+pub mod upload;
 
 #[cfg(test)]
 mod decoder_tests;
