@@ -268,3 +268,72 @@ pub fn write_snapshot<R: Read, W: Write>(
     }
     enc.finish()
 }
+
+/// Write the L0 file of the WAL range `offset..offset + size` of `wal` (whole frames ending
+/// with a commit frame, already validated by the caller) as TXID `txid`: the newest copy of
+/// each page in the range, pages beyond the last commit's database size dropped, header
+/// WAL offset, size and salts those of the range (as Litestream v0.5 sets them). Only the
+/// page map (page number → frame offset) is kept in memory; pages are read back one at a
+/// time.
+pub fn write_wal_range<R: Read + io::Seek, W: Write>(
+    object: &str,
+    mut wal: R,
+    offset: u64,
+    size: u64,
+    txid: u64,
+    ts_ms: i64,
+    out: W,
+) -> Result<(W, LtxHeader, LtxSummary)> {
+    use crate::wal::{FrameHeader, WalHeader, WAL_FRAME_HEADER_SIZE, WAL_HEADER_SIZE};
+    let bad = |why: String| Error::corrupt(object, why);
+    let io_err = |e: io::Error| Error::io(object, e);
+    let mut hb = [0u8; WAL_HEADER_SIZE];
+    wal.seek(io::SeekFrom::Start(0)).map_err(io_err)?;
+    wal.read_exact(&mut hb).map_err(io_err)?;
+    let wh = WalHeader::parse(&hb).map_err(|e| bad(e.to_string()))?;
+    let frame = wh.frame_size() as u64;
+    if size == 0
+        || offset < WAL_HEADER_SIZE as u64
+        || (offset - WAL_HEADER_SIZE as u64) % frame != 0
+        || size % frame != 0
+    {
+        return Err(Error::InvalidArgument(format!(
+            "{object}: WAL range {offset}+{size} is not a whole number of {frame}-byte frames"
+        )));
+    }
+    let mut map = std::collections::BTreeMap::new();
+    let mut commit = 0u32;
+    let mut fh = [0u8; WAL_FRAME_HEADER_SIZE];
+    let mut at = offset;
+    while at < offset + size {
+        wal.seek(io::SeekFrom::Start(at)).map_err(io_err)?;
+        wal.read_exact(&mut fh).map_err(io_err)?;
+        let h = FrameHeader::parse(&fh);
+        if h.salt != wh.salt || h.pgno == 0 {
+            return Err(bad(format!(
+                "frame at offset {at} does not belong to this WAL"
+            )));
+        }
+        map.insert(h.pgno, at);
+        commit = h.commit_size;
+        at += frame;
+    }
+    if commit == 0 {
+        return Err(Error::InvalidArgument(format!(
+            "{object}: WAL range {offset}+{size} does not end with a commit frame"
+        )));
+    }
+    let mut header = LtxHeader::new(wh.page_size, commit, txid, txid, ts_ms);
+    (header.wal_offset, header.wal_size) = (offset, size);
+    (header.wal_salt1, header.wal_salt2) = wh.salt;
+    let mut enc = LtxEncoder::new(object, out, &header)?;
+    let mut page = vec![0u8; wh.page_size as usize];
+    for (&pgno, &at) in map.range(..=commit) {
+        wal.seek(io::SeekFrom::Start(at + WAL_FRAME_HEADER_SIZE as u64))
+            .map_err(io_err)?;
+        wal.read_exact(&mut page).map_err(io_err)?;
+        enc.write_page(pgno, &page)?;
+    }
+    let (out, summary) = enc.finish()?;
+    Ok((out, header, summary))
+}

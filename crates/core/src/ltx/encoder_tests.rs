@@ -192,3 +192,47 @@ fn compaction_keeps_the_newest_page_and_drops_pages_beyond_commit() {
         .to_string();
     assert!(err.contains("non-contiguous"), "{err}");
 }
+
+#[test]
+fn l0_from_a_wal_range_keeps_the_newest_frame_and_the_range_fields() {
+    use crate::wal::{encode_frame, encode_header, WalHeader};
+    let hb = encode_header(false, 1024, 3, (0xaabb, 0xccdd));
+    let wh = WalHeader::parse(&hb).unwrap();
+    let mut wal = hb.to_vec();
+    let mut sum = wh.checksum;
+    // Transaction A (pages 1, 2; commit 2), then B (3, 2 again, 4; commit 3: page 4 dropped).
+    for (pgno, commit, seed) in [(1, 0, 1), (2, 2, 2), (3, 0, 3), (2, 0, 4), (4, 3, 5)] {
+        let (f, s) = encode_frame(&wh, sum, pgno, commit, &page(1024, seed));
+        wal.extend_from_slice(&f);
+        sum = s;
+    }
+    let frame = 24 + 1024u64;
+    let (b, h, _) = super::encoder::write_wal_range(
+        "wal.ltx",
+        std::io::Cursor::new(&wal),
+        32 + 2 * frame,
+        3 * frame,
+        7,
+        99,
+        Vec::new(),
+    )
+    .unwrap();
+    let mut want = LtxHeader::new(1024, 3, 7, 7, 99);
+    (
+        want.wal_offset,
+        want.wal_size,
+        want.wal_salt1,
+        want.wal_salt2,
+    ) = (32 + 2 * frame, 3 * frame, 0xaabb, 0xccdd);
+    assert_eq!(h, want);
+    assert_eq!(
+        decode(&b),
+        (want, vec![(2, page(1024, 4)), (3, page(1024, 3))])
+    );
+    let cur = std::io::Cursor::new(&wal);
+    let err = super::encoder::write_wal_range("x", cur, 32, frame, 2, 1, Vec::new()).unwrap_err();
+    assert!(err.to_string().contains("commit frame"), "{err}");
+    let cur = std::io::Cursor::new(&wal);
+    let err = super::encoder::write_wal_range("x", cur, 40, frame, 2, 1, Vec::new()).unwrap_err();
+    assert!(err.to_string().contains("whole number"), "{err}");
+}
