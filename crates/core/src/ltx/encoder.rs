@@ -294,8 +294,8 @@ pub fn write_wal_range<R: Read + io::Seek, W: Write>(
     let frame = wh.frame_size() as u64;
     if size == 0
         || offset < WAL_HEADER_SIZE as u64
-        || (offset - WAL_HEADER_SIZE as u64) % frame != 0
-        || size % frame != 0
+        || !(offset - WAL_HEADER_SIZE as u64).is_multiple_of(frame)
+        || !size.is_multiple_of(frame)
     {
         return Err(Error::InvalidArgument(format!(
             "{object}: WAL range {offset}+{size} is not a whole number of {frame}-byte frames"
