@@ -17,7 +17,7 @@ use common::ltx::*;
 use common::*;
 use litestream_core::ltx::compact::compact;
 use litestream_core::ltx::decoder::{LtxDecoder, LtxHeader};
-use litestream_core::ltx::encoder::{write_snapshot, LtxEncoder};
+use litestream_core::ltx::encoder::{write_snapshot, write_wal_range, LtxEncoder};
 use litestream_core::ltx::upload::upload_ltx_file;
 use litestream_file::FileClient;
 
@@ -116,6 +116,41 @@ fn l0_file(old: &[u8], new: &[u8], ps: u32, txid: u64, ts_ms: i64) -> (LtxHeader
     (h, enc.finish().unwrap().0)
 }
 
+/// v0.5.17 and our `restore` of `url` with `extra` flags both give exactly `want`.
+fn assert_restores(dir: &Path, url: &str, extra: &[&str], want: &[u8], tag: &str) {
+    for (who, bin) in [("v0.5.17", litestream_v0517()), ("ours", our_bin())] {
+        let out = dir.join(format!("{who}-{tag}.db"));
+        let o = restore_url(&bin, url, &out, extra, &[]);
+        let what = format!("{who} restore {extra:?}");
+        assert_exit(&o, 0, &what);
+        assert!(
+            fs::read(&out).unwrap() == want,
+            "{what}: not the source database"
+        );
+        assert_integrity_ok(&out, &what);
+    }
+}
+
+/// v0.5.17's listing of the replica at `url`, as keys.
+fn v0517_keys(url: &str) -> BTreeSet<String> {
+    parse_ltx_json(&run_bin(
+        &litestream_v0517(),
+        ["ltx", "-level", "all", "-json", url],
+    ))
+    .into_iter()
+    .map(|l| format!("ltx/{}/{}-{}.ltx", l.level, l.min, l.max))
+    .collect()
+}
+
+fn new_replica(root: &Path) -> Replica {
+    Replica {
+        client: FileClient::new(root),
+        root: root.to_path_buf(),
+        rt: tokio::runtime::Runtime::new().unwrap(),
+        written: BTreeSet::new(),
+    }
+}
+
 #[test]
 fn v0517_restores_and_lists_a_replica_we_wrote() {
     let dir = tempfile::tempdir().unwrap();
@@ -123,12 +158,7 @@ fn v0517_restores_and_lists_a_replica_we_wrote() {
     create_db(&db);
     exec(&db, "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200) INSERT INTO t(v) SELECT randomblob(500) FROM c;");
     let root = dir.path().join("replica");
-    let mut r = Replica {
-        client: FileClient::new(&root),
-        root: root.clone(),
-        rt: tokio::runtime::Runtime::new().unwrap(),
-        written: BTreeSet::new(),
-    };
+    let mut r = new_replica(&root);
     let base_ms = (SystemTime::now() - Duration::from_secs(3600))
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -170,17 +200,7 @@ fn v0517_restores_and_lists_a_replica_we_wrote() {
 
     let url = file_url(&root);
     let check = |extra: &[&str], want: &[u8], tag: &str| {
-        for (who, bin) in [("v0.5.17", litestream_v0517()), ("ours", our_bin())] {
-            let out = dir.path().join(format!("{who}-{tag}.db"));
-            let o = restore_url(&bin, &url, &out, extra, &[]);
-            let what = format!("{who} restore {extra:?}");
-            assert_exit(&o, 0, &what);
-            assert!(
-                fs::read(&out).unwrap() == want,
-                "{what}: not the source database"
-            );
-            assert_integrity_ok(&out, &what);
-        }
+        assert_restores(dir.path(), &url, extra, want, tag)
     };
     check(&[], &states[last as usize - 1], "latest");
     for txid in 1..=last {
@@ -198,12 +218,64 @@ fn v0517_restores_and_lists_a_replica_we_wrote() {
         "timestamp",
     );
 
-    let listed: BTreeSet<String> = parse_ltx_json(&run_bin(
-        &litestream_v0517(),
-        ["ltx", "-level", "all", "-json", &url],
-    ))
-    .into_iter()
-    .map(|l| format!("ltx/{}/{}-{}.ltx", l.level, l.min, l.max))
-    .collect();
+    let listed = v0517_keys(&url);
     assert_eq!(listed, r.written, "v0.5.17 lists other files than we wrote");
+}
+
+/// The database `db` (with its `-wal`) as it would be after a checkpoint, without touching it:
+/// a copy is checkpointed.
+fn checkpointed_copy(db: &Path, scratch: &Path) -> Vec<u8> {
+    let _ = fs::remove_dir_all(scratch);
+    fs::create_dir_all(scratch).unwrap();
+    let copy = scratch.join("copy.db");
+    fs::copy(db, &copy).unwrap();
+    fs::copy(wal_path(db), wal_path(&copy)).unwrap();
+    checkpointed(&copy).0
+}
+
+fn wal_path(db: &Path) -> PathBuf {
+    PathBuf::from(format!("{}-wal", db.display()))
+}
+
+#[test]
+fn l0_files_cut_from_the_real_wal_restore_with_v0517() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("src.db");
+    create_db(&db);
+    // One connection for the whole test: no automatic checkpoint, no checkpoint on close.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    conn.execute_batch(PHASES[0]).unwrap();
+    let (s1, ps) = checkpointed(&db);
+    let root = dir.path().join("replica");
+    let mut r = new_replica(&root);
+    let ts = |txid: u64| 1_790_000_000_000 + txid as i64 * 1_000;
+    let h1 = LtxHeader::new(ps, (s1.len() / ps as usize) as u32, 1, 1, ts(1));
+    let (snap, _) = write_snapshot("snapshot", &s1[..], &h1, Vec::new()).unwrap();
+    r.put(9, &h1, snap);
+    let mut states = vec![s1];
+    let mut wal_end = 0u64;
+    for (i, sql) in PHASES[1..].iter().enumerate() {
+        conn.execute_batch(sql).unwrap();
+        let txid = i as u64 + 2;
+        let size = fs::metadata(wal_path(&db)).unwrap().len();
+        let start = wal_end.max(32);
+        let wal = fs::File::open(wal_path(&db)).unwrap();
+        let (bytes, h, _) =
+            write_wal_range("l0", wal, start, size - start, txid, ts(txid), Vec::new()).unwrap();
+        assert_eq!((h.wal_offset, h.wal_size), (start, size - start));
+        assert_ne!((h.wal_salt1, h.wal_salt2), (0, 0));
+        r.put(0, &h, bytes);
+        wal_end = size;
+        states.push(checkpointed_copy(&db, &dir.path().join("scratch")));
+    }
+    drop(conn);
+    let url = file_url(&root);
+    let last = states.len();
+    assert_restores(dir.path(), &url, &[], &states[last - 1], "latest");
+    for txid in 1..=last {
+        let t = format!("{txid:016x}");
+        assert_restores(dir.path(), &url, &["-txid", &t], &states[txid - 1], &t);
+    }
+    assert_eq!(v0517_keys(&url), r.written);
 }
