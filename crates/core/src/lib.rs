@@ -11,7 +11,8 @@
 //! * Restore: [`restore::restore`] rebuilds a database from a replica, byte-identical to
 //!   Litestream's, applying WAL frames directly with bounded memory and retries.
 //! * Litestream v0.5 replicas: [`ltx`] reads the LTX format on every backend (decoder, key
-//!   layout, v0.5.17's restore plan, a streaming merge restore) and
+//!   layout, v0.5.17's restore plan, a streaming merge restore), writes it ([`ltx::encoder`],
+//!   [`ltx::compact`], [`ltx::upload`]; not yet wired into the engine) and
 //!   [`ltx::detect`] picks the format to restore when a path holds v0.3 and LTX data.
 //! * Configuration: [`config`] reads `litestream.yml`, [`url`] parses replica URLs.
 #![deny(missing_docs)]

@@ -234,7 +234,8 @@ impl<W: Write> LtxEncoder<W> {
     }
 }
 
-fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+/// Append `v` as an unsigned LEB128 varint (Go `binary.PutUvarint`).
+pub(crate) fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;

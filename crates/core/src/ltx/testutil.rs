@@ -2,6 +2,7 @@
 
 use super::crc64::Crc64;
 use super::decoder::{CHECKSUM_FLAG, HEADER_FLAG_NO_CHECKSUM, HEADER_SIZE, PAGE_FLAG_SIZE};
+use super::encoder::put_uvarint;
 
 /// Page encoding of a test file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,14 +76,6 @@ pub(crate) fn ltx_file(
     crc.update(&[0u8; 8]);
     out.extend_from_slice(&(crc.finish() | CHECKSUM_FLAG).to_be_bytes());
     out
-}
-
-fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
 }
 
 /// A page of `size` bytes filled from `seed`.
