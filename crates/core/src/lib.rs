@@ -10,6 +10,10 @@
 //!   listing code of [`listing`].
 //! * Restore: [`restore::restore`] rebuilds a database from a replica, byte-identical to
 //!   Litestream's, applying WAL frames directly with bounded memory and retries.
+//! * Litestream v0.5 replicas: [`ltx`] reads the LTX format on every backend (decoder, key
+//!   layout, v0.5.17's restore plan, a streaming merge restore), writes it ([`ltx::encoder`],
+//!   [`ltx::compact`], [`ltx::upload`]; not yet wired into the engine) and
+//!   [`ltx::detect`] picks the format to restore when a path holds v0.3 and LTX data.
 //! * Configuration: [`config`] reads `litestream.yml`, [`url`] parses replica URLs.
 #![deny(missing_docs)]
 
@@ -18,6 +22,7 @@ pub mod engine;
 pub mod error;
 pub mod layout;
 pub mod listing;
+pub mod ltx;
 pub mod lz4;
 pub mod memory;
 pub mod metrics;

@@ -84,6 +84,22 @@ impl WalSegmentInfo {
     }
 }
 
+/// Refuse an object key that could leave the replica root: empty, absolute, with an empty,
+/// `.` or `..` component, or a backslash.
+pub fn check_object_key(key: &str) -> Result<()> {
+    let bad = key.is_empty()
+        || key.contains('\\')
+        || key
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..");
+    if bad {
+        return Err(Error::InvalidArgument(format!(
+            "invalid object key {key:?}: must be a relative path without empty, . or .. parts"
+        )));
+    }
+    Ok(())
+}
+
 /// Storage for one replica: generations of snapshots and WAL segments under a root.
 ///
 /// # Contract
@@ -173,6 +189,26 @@ pub trait ReplicaClient: Send + Sync + Debug {
         )))
     }
 
+    /// Store the object at `key` (relative to the replica root, as for
+    /// [`list_objects`](Self::list_objects)) from `data` read until EOF, atomically, and
+    /// record `timestamp` as Litestream v0.5 does (file and sftp: the file's mtime; s3: the
+    /// `litestream-timestamp` metadata). Returns the bytes stored. Keys must be relative and
+    /// must not contain `.` or `..` components.
+    ///
+    /// Implemented by the file and memory backends; the others refuse it for now.
+    async fn write_object(
+        &self,
+        key: &str,
+        data: ByteStream,
+        timestamp: OffsetDateTime,
+    ) -> Result<u64> {
+        let _ = (data, timestamp);
+        Err(Error::InvalidArgument(format!(
+            "{} replica: writing {key:?} is not implemented",
+            self.kind()
+        )))
+    }
+
     /// The timestamp a writer stored with the object at `key` beside its data, if the backend
     /// keeps one apart from the listed last-modified time (Litestream v0.5 on s3: the
     /// `litestream-timestamp` object metadata). `None` means the listed time is the
@@ -186,6 +222,16 @@ pub trait ReplicaClient: Send + Sync + Debug {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn object_keys_must_stay_under_the_root() {
+        for ok in ["ltx/0/a.ltx", "0009/x.ltx", "a"] {
+            check_object_key(ok).unwrap();
+        }
+        for bad in ["", "/abs", "ltx/../x", "./x", "a//b", "a/", "a\\b"] {
+            assert!(check_object_key(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn constructors_fill_every_field() {

@@ -85,7 +85,11 @@ impl FileClient {
         Ok(Box::pin(tokio::io::BufReader::with_capacity(256 << 10, f)))
     }
 
-    async fn write_atomic(path: &Path, mut data: ByteStream) -> Result<(u64, OffsetDateTime)> {
+    async fn write_atomic(
+        path: &Path,
+        mut data: ByteStream,
+        mtime_at: Option<OffsetDateTime>,
+    ) -> Result<(u64, OffsetDateTime)> {
         let dir = path.parent().unwrap_or(Path::new("."));
         create_dir_all_durable(dir).await?;
         let tmp = PathBuf::from(format!("{}.tmp", path.display()));
@@ -99,6 +103,14 @@ impl FileClient {
             f.flush()
                 .await
                 .map_err(|e| Error::io(tmp.display().to_string(), e))?;
+            if let Some(t) = mtime_at {
+                // Litestream v0.5 sets an LTX file's mtime to its header timestamp.
+                let std_f = f.into_std().await;
+                std_f
+                    .set_modified(t.into())
+                    .map_err(|e| Error::io(tmp.display().to_string(), e))?;
+                f = tokio::fs::File::from_std(std_f);
+            }
             f.sync_all()
                 .await
                 .map_err(|e| Error::io(tmp.display().to_string(), e))?;
@@ -187,6 +199,18 @@ impl ReplicaClient for FileClient {
         Self::open(self.root.join(key)).await
     }
 
+    async fn write_object(
+        &self,
+        key: &str,
+        data: ByteStream,
+        timestamp: OffsetDateTime,
+    ) -> Result<u64> {
+        litestream_core::replica_client::check_object_key(key)?;
+        let path = self.root.join(key);
+        let (size, _) = Self::write_atomic(&path, data, Some(timestamp)).await?;
+        Ok(size)
+    }
+
     fn kind(&self) -> &'static str {
         TYPE
     }
@@ -237,7 +261,7 @@ impl ReplicaClient for FileClient {
         data: ByteStream,
     ) -> Result<SnapshotInfo> {
         let path = PathBuf::from(layout::snapshot_path(&self.root_str(), generation, index));
-        let (size, created_at) = Self::write_atomic(&path, data).await?;
+        let (size, created_at) = Self::write_atomic(&path, data, None).await?;
         Ok(SnapshotInfo::new(generation, index, size, created_at))
     }
 
@@ -249,7 +273,7 @@ impl ReplicaClient for FileClient {
             pos.index,
             pos.offset,
         ));
-        let (size, created_at) = Self::write_atomic(&path, data).await?;
+        let (size, created_at) = Self::write_atomic(&path, data, None).await?;
         Ok(WalSegmentInfo::at(pos, size, created_at))
     }
 
