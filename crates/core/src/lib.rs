@@ -18,6 +18,7 @@ pub mod engine;
 pub mod error;
 pub mod layout;
 pub mod listing;
+pub mod ltx;
 pub mod lz4;
 pub mod memory;
 pub mod metrics;

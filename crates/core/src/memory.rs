@@ -9,6 +9,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::error::{Error, Result};
 use crate::layout;
+use crate::listing::ListedObject;
 use crate::pos::{Generation, Pos};
 use crate::replica_client::{ByteStream, ReplicaClient, SnapshotInfo, WalSegmentInfo};
 
@@ -22,6 +23,8 @@ struct Object {
 struct Store {
     snapshots: BTreeMap<(Generation, u32), Object>,
     segments: BTreeMap<(Generation, u32, u64), Object>,
+    /// Generic objects by key (the v0.5 LTX layout), with an optional writer timestamp.
+    objects: BTreeMap<String, (Object, Option<OffsetDateTime>)>,
 }
 
 /// A replica held in memory; clones share the same store.
@@ -66,6 +69,34 @@ impl MemoryClient {
             .get_mut(&key)
             .ok_or_else(|| Error::not_found(pos.to_string()))?;
         obj.created_at = t;
+        Ok(())
+    }
+}
+
+impl MemoryClient {
+    /// Store `data` under the generic object `key` (relative to the root, `/`-separated),
+    /// listed with `created_at`; `timestamp` is what [`ReplicaClient::object_timestamp`]
+    /// reports (the s3 `litestream-timestamp` metadata), `None` for none.
+    pub fn put_object(
+        &self,
+        key: &str,
+        data: Vec<u8>,
+        created_at: OffsetDateTime,
+        timestamp: Option<OffsetDateTime>,
+    ) -> Result<()> {
+        let obj = Object {
+            data: Arc::new(data),
+            created_at,
+        };
+        self.lock()?
+            .objects
+            .insert(key.trim_matches('/').to_string(), (obj, timestamp));
+        Ok(())
+    }
+
+    /// Remove the generic object `key` (no error if it does not exist).
+    pub fn delete_object(&self, key: &str) -> Result<()> {
+        self.lock()?.objects.remove(key.trim_matches('/'));
         Ok(())
     }
 }
@@ -171,10 +202,96 @@ impl ReplicaClient for MemoryClient {
         Ok(())
     }
 
+    async fn list_objects(&self, dir: &str) -> Result<Vec<ListedObject>> {
+        let dir = dir.trim_matches('/');
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        let s = self.lock()?;
+        Ok(s.objects
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter(|(k, _)| !k[prefix.len()..].contains('/'))
+            .map(|(k, (o, _))| ListedObject {
+                name: k[prefix.len()..].to_string(),
+                size: o.data.len() as u64,
+                modified: o.created_at,
+            })
+            .collect())
+    }
+
+    async fn open_object(&self, key: &str) -> Result<ByteStream> {
+        let s = self.lock()?;
+        let (o, _) = s
+            .objects
+            .get(key.trim_matches('/'))
+            .ok_or_else(|| Error::not_found(format!("object {key}")))?;
+        Ok(Self::reader(o.data.clone()))
+    }
+
+    async fn object_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
+        let s = self.lock()?;
+        let (_, ts) = s
+            .objects
+            .get(key.trim_matches('/'))
+            .ok_or_else(|| Error::not_found(format!("object {key}")))?;
+        Ok(*ts)
+    }
+
     async fn delete_generation(&self, generation: &Generation) -> Result<()> {
         let mut s = self.lock()?;
         s.snapshots.retain(|k, _| k.0 != *generation);
         s.segments.retain(|k, _| k.0 != *generation);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn generic_objects_list_one_directory_level() {
+        let c = MemoryClient::new();
+        let t = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("time");
+        c.put_object("ltx/0/b.ltx", vec![1, 2], t, None)
+            .expect("put");
+        c.put_object("ltx/0/a.ltx", vec![1], t, Some(t))
+            .expect("put");
+        c.put_object("ltx/0/sub/c.ltx", vec![1], t, None)
+            .expect("put");
+        c.put_object("ltx/00/d.ltx", vec![1], t, None).expect("put");
+        let names: Vec<String> = c
+            .list_objects("ltx/0")
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        assert_eq!(names, ["a.ltx", "b.ltx"]);
+        assert!(c.list_objects("nope").await.expect("list").is_empty());
+        let mut buf = Vec::new();
+        c.open_object("ltx/0/b.ltx")
+            .await
+            .expect("open")
+            .read_to_end(&mut buf)
+            .await
+            .expect("read");
+        assert_eq!(buf, [1, 2]);
+        assert_eq!(
+            c.object_timestamp("ltx/0/a.ltx").await.expect("ts"),
+            Some(t)
+        );
+        assert!(c
+            .open_object("ltx/0/x.ltx")
+            .await
+            .err()
+            .expect("missing")
+            .is_not_found());
+        c.delete_object("ltx/0/b.ltx").expect("delete");
+        assert_eq!(c.list_objects("ltx/0").await.expect("list").len(), 1);
     }
 }

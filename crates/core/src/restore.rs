@@ -715,7 +715,7 @@ fn publish(tmp: &Path, output: &Path) -> Result<()> {
     }
 }
 
-fn read_error(object: &str, e: io::Error) -> Error {
+pub(crate) fn read_error(object: &str, e: io::Error) -> Error {
     if e.kind() == io::ErrorKind::InvalidData {
         return Error::corrupt(object, e.to_string());
     }
