@@ -96,7 +96,7 @@ impl std::fmt::Debug for ProgressCallback {
 }
 
 /// Counts bytes read through it and reports them to the callback.
-struct ProgressReader<'a, R> {
+pub(crate) struct ProgressReader<'a, R> {
     inner: R,
     tracker: &'a ProgressTracker,
 }
@@ -110,14 +110,22 @@ impl<R: Read> Read for ProgressReader<'_, R> {
 }
 
 /// Running total for the callback (a no-op without one).
-struct ProgressTracker {
+pub(crate) struct ProgressTracker {
     cb: Option<ProgressCallback>,
     done: std::sync::atomic::AtomicU64,
     total: u64,
 }
 
 impl ProgressTracker {
-    fn add(&self, n: u64) {
+    pub(crate) fn new(cb: Option<ProgressCallback>, total: u64) -> Self {
+        ProgressTracker {
+            cb,
+            done: std::sync::atomic::AtomicU64::new(0),
+            total,
+        }
+    }
+
+    pub(crate) fn add(&self, n: u64) {
         if let Some(cb) = &self.cb {
             let done = self.done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
             (cb.0)(RestoreProgress {
@@ -128,7 +136,7 @@ impl ProgressTracker {
         }
     }
 
-    fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(cb) = &self.cb {
             (cb.0)(RestoreProgress {
                 bytes_done: self.total,
@@ -138,7 +146,7 @@ impl ProgressTracker {
         }
     }
 
-    fn reader<R: Read>(&self, inner: R) -> ProgressReader<'_, R> {
+    pub(crate) fn reader<R: Read>(&self, inner: R) -> ProgressReader<'_, R> {
         ProgressReader {
             inner,
             tracker: self,
@@ -422,9 +430,9 @@ fn segment_name(s: &WalSegmentInfo) -> String {
 }
 
 /// Removes the temporary output unless disarmed.
-struct TempGuard {
+pub(crate) struct TempGuard {
     path: PathBuf,
-    armed: bool,
+    pub(crate) armed: bool,
 }
 
 impl Drop for TempGuard {
@@ -475,37 +483,7 @@ async fn execute_inner(
 ) -> Result<RestoreOutcome> {
     let output = opts.output.clone();
     let out_str = output.display().to_string();
-    if output.symlink_metadata().is_ok() {
-        return Err(Error::InvalidArgument(format!(
-            "cannot restore, output path already exists: {out_str}"
-        )));
-    }
-    let dir = output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| Error::io(dir.display().to_string(), e))?;
-    let tmp = PathBuf::from(format!("{}.{:08x}.tmp", out_str, rand::random::<u32>()));
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::io(tmp.display().to_string(), e))?;
-    let file = OutputFile {
-        file,
-        path: tmp.display().to_string(),
-    };
-    let mut guard = TempGuard {
-        path: tmp.clone(),
-        armed: true,
-    };
+    let (dir, tmp, file, mut guard) = prepare_output(&output)?;
     let started = Instant::now();
     let parallelism = opts.parallelism.max(1);
     let retry = opts.retry;
@@ -697,9 +675,47 @@ async fn execute_inner(
     })
 }
 
+/// Check that `output` does not exist, create its directory and a fresh temporary file
+/// beside it (removed on drop unless the guard is disarmed).
+pub(crate) fn prepare_output(output: &Path) -> Result<(PathBuf, PathBuf, OutputFile, TempGuard)> {
+    let out_str = output.display().to_string();
+    if output.symlink_metadata().is_ok() {
+        return Err(Error::InvalidArgument(format!(
+            "cannot restore, output path already exists: {out_str}"
+        )));
+    }
+    let dir = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| Error::io(dir.display().to_string(), e))?;
+    let tmp = PathBuf::from(format!("{}.{:08x}.tmp", out_str, rand::random::<u32>()));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| Error::io(tmp.display().to_string(), e))?;
+    let file = OutputFile {
+        file,
+        path: tmp.display().to_string(),
+    };
+    let guard = TempGuard {
+        path: tmp.clone(),
+        armed: true,
+    };
+    Ok((dir, tmp, file, guard))
+}
+
 /// Move the finished temporary file to `output` without replacing anything created there
 /// in the meantime.
-fn publish(tmp: &Path, output: &Path) -> Result<()> {
+pub(crate) fn publish(tmp: &Path, output: &Path) -> Result<()> {
     match std::fs::hard_link(tmp, output) {
         Ok(()) => {
             let _ = std::fs::remove_file(tmp);
@@ -769,7 +785,7 @@ async fn fetch_segment(
 }
 
 /// A reader that reopens its object after a failed read and skips what it already delivered.
-struct ReopeningReader<F> {
+pub(crate) struct ReopeningReader<F> {
     what: String,
     open: F,
     inner: Option<Box<dyn Read + Send>>,
@@ -779,7 +795,7 @@ struct ReopeningReader<F> {
 }
 
 impl<F: FnMut() -> Result<Box<dyn Read + Send>>> ReopeningReader<F> {
-    fn new(what: String, retry: RetryConfig, open: F) -> Self {
+    pub(crate) fn new(what: String, retry: RetryConfig, open: F) -> Self {
         ReopeningReader {
             what,
             open,
@@ -1355,31 +1371,31 @@ fn write_at(
 
 /// The temporary output file, whose I/O errors name it (a full disk says where).
 #[derive(Debug)]
-struct OutputFile {
+pub(crate) struct OutputFile {
     file: File,
     path: String,
 }
 
 impl OutputFile {
-    fn write_all_at(&self, data: &[u8], at: u64) -> Result<()> {
+    pub(crate) fn write_all_at(&self, data: &[u8], at: u64) -> Result<()> {
         self.file
             .write_all_at(data, at)
             .map_err(|e| Error::io(self.path.clone(), e))
     }
 
-    fn set_len(&self, size: u64) -> Result<()> {
+    pub(crate) fn set_len(&self, size: u64) -> Result<()> {
         self.file
             .set_len(size)
             .map_err(|e| Error::io(self.path.clone(), e))
     }
 
-    fn sync_all(&self) -> Result<()> {
+    pub(crate) fn sync_all(&self) -> Result<()> {
         self.file
             .sync_all()
             .map_err(|e| Error::io(self.path.clone(), e))
     }
 
-    fn len(&self) -> Result<u64> {
+    pub(crate) fn len(&self) -> Result<u64> {
         self.file
             .metadata()
             .map(|m| m.len())

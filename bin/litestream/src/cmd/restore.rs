@@ -4,8 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
+use litestream_core::ltx::detect::{
+    find_any_target, restore_target, AnyRestoreOutcome, RestoreTarget,
+};
+use litestream_core::ltx::parse_txid;
 use litestream_core::pos::{parse_index_hex, Generation};
-use litestream_core::restore::{self, GenerationListing, RestoreOptions};
+use litestream_core::restore::RestoreOptions;
 use litestream_core::timefmt::parse_rfc3339;
 use litestream_core::url::is_url;
 
@@ -25,6 +29,10 @@ fn flag_set() -> FlagSet {
         .value(
             "index",
             "Restore up to a specific hex-encoded WAL index (inclusive).",
+        )
+        .value(
+            "txid",
+            "Restore LTX (v0.5) data up to a specific TXID (16 hex digits, inclusive).",
         )
         .value(
             "timestamp",
@@ -64,6 +72,13 @@ pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
         opts.generation =
             Some(Generation::parse(g).ok_or_else(|| anyhow!("invalid generation name: {g:?}"))?);
     }
+    let txid = match p.get("txid").filter(|s| !s.is_empty()) {
+        Some(s) => Some(parse_txid(s).map_err(|_| {
+            anyhow!("invalid value {s:?} for flag -txid: invalid txid format (need 16 hex digits)")
+        })?)
+        .filter(|t| *t != 0),
+        None => None,
+    };
     if opts.index.is_some() && opts.timestamp.is_some() {
         bail!("cannot specify index & timestamp to restore");
     }
@@ -100,9 +115,9 @@ pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
     }
 
     // Pick the replica whose best generation was updated last (ties: first in config order).
-    let mut best: Option<(usize, GenerationListing)> = None;
+    let mut best: Option<(usize, RestoreTarget)> = None;
     for (i, nc) in clients.iter().enumerate() {
-        let found = restore::find_target(nc.client.as_ref(), &opts)
+        let found = find_any_target(nc.client.as_ref(), &opts, txid)
             .await
             .with_context(|| format!("cannot list replica {:?}", nc.name))?;
         if let Some(l) = found {
@@ -115,7 +130,7 @@ pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
             }
         }
     }
-    let Some((i, listing)) = best else {
+    let Some((i, target)) = best else {
         if p.is_set("if-replica-exists") {
             tracing::info!("no matching backups found");
             return Ok(ExitCode::SUCCESS);
@@ -125,25 +140,34 @@ pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
     let nc = &clients[i];
     let progress = crate::progress::Progress::for_stderr();
     opts.progress = progress.as_ref().map(|p| p.callback());
-    let result = restore::restore_listing(nc.client.clone(), &listing, &opts).await;
+    let result = restore_target(nc.client.clone(), &target, &opts).await;
     if let Some(p) = &progress {
         p.finish();
     }
     let outcome = result.with_context(|| {
         format!(
-            "cannot restore {} from replica {:?} generation {}",
+            "cannot restore {} from replica {:?} {}",
             opts.output.display(),
             nc.name,
-            listing.generation
+            target.describe()
         )
     })?;
-    tracing::info!(
-        replica = %nc.name,
-        generation = %outcome.generation,
-        index = outcome.max_index,
-        segments = outcome.segments,
-        path = %opts.output.display(),
-        "restored"
-    );
+    match outcome {
+        AnyRestoreOutcome::V3(o) => tracing::info!(
+            replica = %nc.name,
+            generation = %o.generation,
+            index = o.max_index,
+            segments = o.segments,
+            path = %opts.output.display(),
+            "restored"
+        ),
+        AnyRestoreOutcome::Ltx(o) => tracing::info!(
+            replica = %nc.name,
+            txid = %litestream_core::ltx::format_txid(o.txid),
+            files = o.files,
+            path = %opts.output.display(),
+            "restored"
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }

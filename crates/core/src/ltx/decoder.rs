@@ -175,9 +175,14 @@ pub struct LtxDecoder<R: Read> {
 impl<R: Read> LtxDecoder<R> {
     /// Read and validate the header of `object` from `inner`.
     pub fn new(object: impl Into<String>, inner: R) -> Result<Self> {
+        Self::with_capacity(object, inner, READ_BUFFER)
+    }
+
+    /// [`new`](Self::new) with a read buffer of `capacity` bytes.
+    pub fn with_capacity(object: impl Into<String>, inner: R, capacity: usize) -> Result<Self> {
         let object = object.into();
         let mut inner = Counting {
-            inner: BufReader::with_capacity(READ_BUFFER, inner),
+            inner: BufReader::with_capacity(capacity, inner),
             n: 0,
         };
         let mut b = [0u8; HEADER_SIZE];

@@ -2,6 +2,8 @@
 //!
 //! * [`decoder`]: a streaming, strictly validating LTX decoder; [`crc64`]: its checksum.
 //! * [`plan`]: Litestream v0.5.17's restore plan (`CalcRestorePlan`).
+//! * [`restore`]: the streaming k-way merge that writes a plan into the output file.
+//! * [`detect`]: format detection across v0.3 and LTX data, and the restore of either.
 //! * [`keys`]: where LTX files live on each backend (`ltx/<level>/…`, or `<level %04x>/…` on
 //!   s3), their names (`<min %016x>-<max %016x>.ltx`) and the listing of one or all levels.
 //!
@@ -10,8 +12,10 @@
 
 pub mod crc64;
 pub mod decoder;
+pub mod detect;
 pub mod keys;
 pub mod plan;
+pub mod restore;
 
 #[cfg(test)]
 mod decoder_tests;

@@ -116,8 +116,7 @@ pub fn plan_from_levels(
     let mut plan: Vec<LtxFileInfo> = Vec::new();
     if let Some(s) = level(SNAPSHOT_LEVEL)
         .iter()
-        .filter(|f| fits(f, txid, timestamp))
-        .next_back()
+        .rfind(|f| fits(f, txid, timestamp))
     {
         plan.push(s.clone());
     }
