@@ -126,6 +126,7 @@ fn to_table(files: &[LtxFileInfo]) -> String {
 
 pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
     let p = flag_set().parse(args)?;
+    crate::logging::keep_stdout_for_data();
     let levels = parse_levels(p.get("level"))?;
     let (clients, _) = clients_for(&p, "database path or replica URL required").await?;
     let nc = one_replica(clients)?;
