@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::ltx::{assert_ltx_interop, parse_ltx_json, v0517_config, v0517_workload};
-use common::{assert_exit, describe, litestream_v0517, our_bin, run, test_env};
+use common::ltx::{assert_ltx_interop, parse_ltx_json, v0517_config, v0517_workload, Listed};
+use common::{assert_exit, describe, litestream_v0517, our_bin, output_text, run, test_env};
 
 /// `bin ARGS` with the env a backend test runs Litestream in: no `LITESTREAM_CONFIG`, and no
 /// `AWS_CA_BUNDLE` (v0.5.17's aws-sdk-go-v2 fails on every S3 call with it set).
@@ -77,19 +77,23 @@ impl Case {
         run_litestream(bin, &args)
     }
 
-    /// `bin ltx ARGS -config CFG DB`.
-    fn ltx(&self, bin: &Path, args: &[&str]) -> Output {
+    /// `bin ltx ARGS -config CFG DB`, or `bin ltx ARGS URL` with a replica URL.
+    fn ltx(&self, bin: &Path, args: &[&str], url: Option<&str>) -> Output {
         let mut all = vec!["ltx"];
         all.extend_from_slice(args);
-        all.extend(["-config", self.cfg(), self.db()]);
+        match url {
+            Some(u) => all.push(u),
+            None => all.extend(["-config", self.cfg(), self.db()]),
+        }
         run_litestream(bin, &all)
     }
 }
 
-/// Our `ltx` prints exactly what v0.5.17's prints for `args`, and exits 0 like it.
-fn assert_ltx_same(case: &Case, args: &[&str]) -> Output {
-    let theirs = case.ltx(&litestream_v0517(), args);
-    let ours = case.ltx(&our_bin(), args);
+/// Our `ltx` prints exactly what v0.5.17's prints for `args` (config mode, or URL mode with
+/// `url`), and exits 0 like it.
+fn assert_ltx_same(case: &Case, args: &[&str], url: Option<&str>) -> Output {
+    let theirs = case.ltx(&litestream_v0517(), args, url);
+    let ours = case.ltx(&our_bin(), args, url);
     assert_exit(&theirs, 0, &format!("v0.5.17 ltx {args:?}"));
     assert_exit(&ours, 0, &format!("our ltx {args:?}"));
     assert_eq!(
@@ -101,14 +105,15 @@ fn assert_ltx_same(case: &Case, args: &[&str]) -> Output {
     theirs
 }
 
-/// The whole scenario on one backend: v0.5.17 replicates the random workload; listings and
-/// restores must match v0.5.17's.
-fn ltx_interop(replica_yaml: &str) {
+/// v0.5.17 replicates the random workload to `replica_yaml`; our `ltx` listings (config mode,
+/// and URL mode with `url`) are v0.5.17's, every level the workload makes is there, and the
+/// v0.3 listings note the LTX data. Returns the case, the listing and the workload's marks.
+fn listings_match(replica_yaml: &str, url: Option<&str>) -> (Case, Vec<Listed>, Vec<SystemTime>) {
     let case = Case::new(replica_yaml);
     let log = case.dir.path().join("replicate-v0517.log");
     let marks = v0517_workload(&case.db, &case.cfg, &log);
 
-    let all = assert_ltx_same(&case, &["-level", "all", "-json"]);
+    let all = assert_ltx_same(&case, &["-level", "all", "-json"], None);
     let listing = parse_ltx_json(&all);
     let levels: std::collections::BTreeSet<u8> = listing.iter().map(|l| l.level).collect();
     for level in [0u8, 1, 2, 9] {
@@ -118,10 +123,14 @@ fn ltx_interop(replica_yaml: &str) {
             std::fs::read_to_string(&log).unwrap_or_default()
         );
     }
-    assert_ltx_same(&case, &["-level", "all"]);
-    assert_ltx_same(&case, &[]);
-    assert_ltx_same(&case, &["-level", "9"]);
-    assert_ltx_same(&case, &["-level", "5", "-json"]);
+    assert_ltx_same(&case, &["-level", "all"], None);
+    assert_ltx_same(&case, &[], None);
+    assert_ltx_same(&case, &["-level", "9"], None);
+    assert_ltx_same(&case, &["-level", "5", "-json"], None);
+    if url.is_some() {
+        assert_ltx_same(&case, &["-level", "all"], url);
+        assert_ltx_same(&case, &["-json", "-level=2"], url);
+    }
 
     for command in ["generations", "snapshots", "wal"] {
         let out = run_litestream(&our_bin(), &[command, "-config", case.cfg(), case.db()]);
@@ -143,39 +152,137 @@ fn ltx_interop(replica_yaml: &str) {
         );
     }
 
+    (case, listing, marks)
+}
+
+/// [`listings_match`], then our restores are byte-identical to v0.5.17's (latest, `-txid`,
+/// `-timestamp`).
+fn ltx_interop(replica_yaml: &str, url: Option<&str>) {
+    let (case, listing, marks) = listings_match(replica_yaml, url);
     let restore = |bin: &Path, out: &Path, extra: &[&str]| case.restore(bin, out, extra);
     assert_ltx_interop(case.dir.path(), &restore, &listing, &marks);
+}
+
+/// On a file replica (whose restores `ltx_restore_cli` compares) the listings match too.
+#[test]
+fn file_ltx_listing_matches_v0517() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    listings_match(
+        &format!("type: file\npath: {}", replica.display()),
+        Some(&url),
+    );
+}
+
+/// Bad `ltx` invocations fail with exit 1 and say what is wrong, as v0.5.17's do.
+#[test]
+fn ltx_usage_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}/replica", dir.path().display());
+    let cfg = dir.path().join("litestream.yml");
+    std::fs::write(
+        &cfg,
+        v0517_config(&dir.path().join("db"), &format!("url: {url}")),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["ltx"], "database path or replica URL required"),
+        (
+            &["ltx", "-level", "x", &url],
+            "invalid level: must be 0-9 or",
+        ),
+        (
+            &["ltx", "-level", "10", &url],
+            "level must be between 0 and 9",
+        ),
+        (
+            &["ltx", "-config", cfg, &url],
+            "cannot specify a replica URL and the -config flag",
+        ),
+        (
+            &["ltx", "-config", cfg, "/nowhere/db"],
+            "database not found in config: /nowhere/db",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = run_litestream(&our_bin(), args);
+        assert_exit(&out, 1, &format!("{args:?}"));
+        let text = output_text(&out);
+        assert!(
+            text.contains(want),
+            "{args:?}: no {want:?} in {}",
+            describe(&out)
+        );
+        let theirs = run_litestream(&litestream_v0517(), args);
+        assert!(!theirs.status.success(), "v0.5.17 accepted {args:?}");
+        assert!(
+            output_text(&theirs).contains(want),
+            "v0.5.17 {args:?}: {}",
+            describe(&theirs)
+        );
+    }
+    // An empty level lists a header only; a missing replica is no error.
+    let ours = run_litestream(&our_bin(), &["ltx", &url]);
+    let theirs = run_litestream(&litestream_v0517(), &["ltx", &url]);
+    assert_exit(&ours, 0, "ltx of a missing replica");
+    assert_eq!(
+        ours.stdout,
+        theirs.stdout,
+        "{}\n{}",
+        describe(&ours),
+        describe(&theirs)
+    );
 }
 
 #[cfg(feature = "s3")]
 #[test]
 fn s3_ltx_listing_and_restore_match_v0517() {
     let env = |n: &str| test_env(n, "the s3 LTX interop test needs the local S3 server");
-    ltx_interop(&format!(
-        "type: s3\nbucket: {}\npath: {}/app.sqlite\nendpoint: {}\nregion: {}\n\
-         force-path-style: true\naccess-key-id: {}\nsecret-access-key: {}\nsync-interval: 200ms",
+    let path = format!("{}/app.sqlite", unique("s3", "interop"));
+    // URL mode takes the keys from LITESTREAM_ACCESS_KEY_ID / LITESTREAM_SECRET_ACCESS_KEY.
+    test_env(
+        "LITESTREAM_ACCESS_KEY_ID",
+        "the s3 URL form needs the test server's key",
+    );
+    let url = format!(
+        "s3://{}/{path}?endpoint={}&forcePathStyle=true&region={}",
         env("TEST_S3_BUCKET"),
-        unique("s3", "interop"),
         env("TEST_S3_ENDPOINT"),
         env("TEST_S3_REGION"),
-        env("TEST_S3_ACCESS_KEY_ID"),
-        env("TEST_S3_SECRET_ACCESS_KEY"),
-    ));
+    );
+    ltx_interop(
+        &format!(
+            "type: s3\nbucket: {}\npath: {path}\nendpoint: {}\nregion: {}\n\
+             force-path-style: true\naccess-key-id: {}\nsecret-access-key: {}\n\
+             sync-interval: 200ms",
+            env("TEST_S3_BUCKET"),
+            env("TEST_S3_ENDPOINT"),
+            env("TEST_S3_REGION"),
+            env("TEST_S3_ACCESS_KEY_ID"),
+            env("TEST_S3_SECRET_ACCESS_KEY"),
+        ),
+        Some(&url),
+    );
 }
 
 #[cfg(feature = "abs")]
 #[test]
 fn abs_ltx_listing_and_restore_match_v0517() {
     let env = |n: &str| test_env(n, "the abs LTX interop test needs Azurite");
-    ltx_interop(&format!(
-        "type: abs\naccount-name: {}\naccount-key: {}\nbucket: {}\npath: {}/app.sqlite\n\
+    ltx_interop(
+        &format!(
+            "type: abs\naccount-name: {}\naccount-key: {}\nbucket: {}\npath: {}/app.sqlite\n\
          endpoint: {}\nsync-interval: 200ms",
-        env("TEST_ABS_ACCOUNT_NAME"),
-        env("TEST_ABS_ACCOUNT_KEY"),
-        env("TEST_ABS_CONTAINER"),
-        unique("abs", "interop"),
-        env("TEST_ABS_ENDPOINT"),
-    ));
+            env("TEST_ABS_ACCOUNT_NAME"),
+            env("TEST_ABS_ACCOUNT_KEY"),
+            env("TEST_ABS_CONTAINER"),
+            unique("abs", "interop"),
+            env("TEST_ABS_ENDPOINT"),
+        ),
+        None,
+    );
 }
 
 /// The remote directory of an sftp case, removed when the test ends.
@@ -198,13 +305,16 @@ fn sftp_ltx_listing_and_restore_match_v0517() {
         env("TEST_SFTP_ROOT"),
         unique("sftp", "interop")
     ));
-    ltx_interop(&format!(
-        "type: sftp\nhost: 127.0.0.1:{}\nuser: {}\nkey-path: {}\nhost-key: \"{}\"\n\
+    ltx_interop(
+        &format!(
+            "type: sftp\nhost: 127.0.0.1:{}\nuser: {}\nkey-path: {}\nhost-key: \"{}\"\n\
          path: {}/app.sqlite\nsync-interval: 200ms",
-        env("TEST_SFTP_PORT"),
-        env("TEST_SFTP_USER"),
-        env("TEST_SFTP_KEY_PATH"),
-        env("TEST_SFTP_HOST_KEY"),
-        remote.0,
-    ));
+            env("TEST_SFTP_PORT"),
+            env("TEST_SFTP_USER"),
+            env("TEST_SFTP_KEY_PATH"),
+            env("TEST_SFTP_HOST_KEY"),
+            remote.0,
+        ),
+        None,
+    );
 }
