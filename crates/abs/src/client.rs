@@ -155,8 +155,10 @@ impl AbsClient {
     /// The `litestreamtimestamp` metadata of the blob `key` (one HEAD, not counted in the
     /// operation metrics: v0.5 reads it from its listing), `None` if it has none.
     async fn head_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
-        let mut opts = GetOptions::default();
-        opts.head = true;
+        let opts = GetOptions {
+            head: true,
+            ..Default::default()
+        };
         let res = self
             .store
             .get_opts(&Path::from(key), opts)
