@@ -219,16 +219,6 @@ fn v0313_reproduces_recorded_restores() {
     }
 }
 
-fn sha256(p: &Path) -> String {
-    let out = run_bin(Path::new("sha256sum"), [p]);
-    assert_exit(&out, 0, "sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
 // ------------------------------------------------------------------------------------------
 // point in time: -index, -generation, -timestamp
 // ------------------------------------------------------------------------------------------

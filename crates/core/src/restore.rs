@@ -1469,7 +1469,8 @@ impl Read for ChunkReader {
     }
 }
 
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+/// Read until `buf` is full or EOF; returns the bytes read.
+pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {
@@ -1482,7 +1483,13 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-fn read_exact_or_corrupt(r: &mut impl Read, buf: &mut [u8], name: &str, why: &str) -> Result<()> {
+/// Fill `buf` from `r`; EOF first is [`Error::Corrupt`] for `name` with `why`.
+pub(crate) fn read_exact_or_corrupt(
+    r: &mut impl Read,
+    buf: &mut [u8],
+    name: &str,
+    why: &str,
+) -> Result<()> {
     let n = read_full(r, buf).map_err(|e| read_error(name, e))?;
     if n < buf.len() {
         return Err(Error::corrupt(name, why));

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod ltx;
 pub mod s3;
 pub mod scenarios;
 
@@ -198,7 +199,8 @@ pub fn file_url(path: &Path) -> String {
     format!("file://{}", path.display())
 }
 
-fn copy_tree(src: &Path, dst: &Path) {
+/// Copy the directory tree `src` to `dst` (file contents only, not mtimes).
+pub fn copy_tree(src: &Path, dst: &Path) {
     fs::create_dir_all(dst).unwrap_or_else(|e| panic!("mkdir {}: {e}", dst.display()));
     for entry in fs::read_dir(src).unwrap_or_else(|e| panic!("read_dir {}: {e}", src.display())) {
         let entry = entry.unwrap();
@@ -358,6 +360,17 @@ pub fn assert_exit(out: &Output, code: i32, what: &str) {
         "{what}: expected exit code {code}\n{}",
         describe(out)
     );
+}
+
+/// The sha256 of a file (`sha256sum`), as lowercase hex.
+pub fn sha256(p: &Path) -> String {
+    let out = run_bin(Path::new("sha256sum"), [p]);
+    assert_exit(&out, 0, "sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 /// Assert two files have identical bytes (reports the size and first differing offset).

@@ -12,7 +12,7 @@ use std::io::{self, BufReader, Read};
 
 use crate::error::{Error, Result};
 use crate::lz4::{Lz4FrameReader, FRAME_MAGIC};
-use crate::restore::read_error;
+use crate::restore::{read_error, read_exact_or_corrupt, read_full};
 
 use super::crc64::Crc64;
 
@@ -471,23 +471,6 @@ impl<R: Read> LtxDecoder<R> {
     }
 }
 
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
 fn read_exact(r: &mut impl Read, buf: &mut [u8], object: &str, what: &str) -> Result<()> {
-    let n = read_full(r, buf).map_err(|e| read_error(object, e))?;
-    if n < buf.len() {
-        return Err(Error::corrupt(object, format!("truncated in the {what}")));
-    }
-    Ok(())
+    read_exact_or_corrupt(r, buf, object, &format!("truncated in the {what}"))
 }

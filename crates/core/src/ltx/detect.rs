@@ -214,3 +214,85 @@ pub async fn restore_any(
         .ok_or(Error::NoMatchingBackups)?;
     restore_target(client, &target, opts).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pos::Generation;
+    use crate::replica_client::{SnapshotInfo, WalSegmentInfo};
+
+    fn at(secs: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_700_000_000 + secs).expect("time")
+    }
+
+    fn ltx(level: u8, min: u64, max: u64, secs: i64) -> LtxFileInfo {
+        LtxFileInfo {
+            level,
+            min_txid: min,
+            max_txid: max,
+            size: 100,
+            created_at: at(secs),
+        }
+    }
+
+    /// v0.3: snapshot at 10, WAL up to `v3_last`; LTX: L9 at 15, L0 up to 30.
+    fn listings(v3_last: i64) -> Listings {
+        let g = Generation::parse("0123456789abcdef").expect("gen");
+        let mut levels: LevelListings = vec![Vec::new(); 10];
+        levels[9].push(ltx(9, 1, 1, 15));
+        levels[0].push(ltx(0, 1, 1, 15));
+        levels[0].push(ltx(0, 2, 2, 30));
+        Listings {
+            v3: vec![GenerationListing {
+                generation: g.clone(),
+                snapshots: vec![SnapshotInfo::new(&g, 0, 10, at(10))],
+                wal: vec![WalSegmentInfo::new(&g, 0, 0, 10, at(v3_last))],
+            }],
+            ltx: levels,
+        }
+    }
+
+    fn pick(l: &Listings, ts: Option<i64>) -> Option<bool> {
+        let mut opts = RestoreOptions::new("/x.db");
+        opts.timestamp = ts.map(at);
+        choose(l, &opts, None).expect("choice")
+    }
+
+    #[test]
+    fn newest_data_wins_and_ties_go_to_ltx() {
+        assert_eq!(pick(&listings(20), None), Some(false));
+        assert_eq!(pick(&listings(40), None), Some(true));
+        assert_eq!(pick(&listings(30), None), Some(false));
+    }
+
+    #[test]
+    fn with_a_timestamp_the_newer_snapshot_before_it_wins() {
+        // Only v0.3 has a snapshot at or before 12 (the L9 is at 15).
+        assert_eq!(pick(&listings(40), Some(12)), Some(true));
+        // The L9 at 15 is newer than the v0.3 snapshot at 10.
+        assert_eq!(pick(&listings(40), Some(16)), Some(false));
+        // v0.3 snapshots count at the timestamp itself, LTX snapshots only before it.
+        assert_eq!(pick(&listings(40), Some(15)), Some(true));
+    }
+
+    #[test]
+    fn format_specific_options_on_the_other_format_are_errors() {
+        let mut only_ltx = listings(20);
+        only_ltx.v3.clear();
+        let mut opts = RestoreOptions::new("/x.db");
+        opts.index = Some(1);
+        let err = choose(&only_ltx, &opts, None).expect_err("v0.3 option");
+        assert!(err.to_string().contains("only LTX"), "{err}");
+        let mut only_v3 = listings(20);
+        only_v3.ltx = vec![Vec::new(); 10];
+        let opts = RestoreOptions::new("/x.db");
+        let err = choose(&only_v3, &opts, Some(2)).expect_err("-txid");
+        assert!(err.to_string().contains("only v0.3"), "{err}");
+        assert_eq!(choose(&only_v3, &opts, None).expect("v3"), Some(true));
+        let empty = Listings {
+            v3: Vec::new(),
+            ltx: vec![Vec::new(); 10],
+        };
+        assert_eq!(choose(&empty, &opts, None).expect("none"), None);
+    }
+}

@@ -20,6 +20,8 @@ pub mod restore;
 #[cfg(test)]
 mod decoder_tests;
 #[cfg(test)]
+mod restore_tests;
+#[cfg(test)]
 pub(crate) mod testutil;
 
 pub use keys::{

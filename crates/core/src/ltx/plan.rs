@@ -172,6 +172,18 @@ pub fn plan_from_levels(
             }
         }
     }
+    if plan.is_empty() && txid.is_none() && timestamp.is_none() {
+        // Files exist but none can start a restore: a broken replica, not a missing one.
+        if let Some(first) = levels.iter().flatten().min_by_key(|f| f.min_txid) {
+            return Err(Error::corrupt(
+                "ltx replica",
+                format!(
+                    "no snapshot: no file starts at TXID 1 (the oldest starts at {})",
+                    format_txid(first.min_txid)
+                ),
+            ));
+        }
+    }
     if plan.is_empty() || txid.is_some_and(|t| max < t) {
         return Err(Error::NoMatchingBackups);
     }
