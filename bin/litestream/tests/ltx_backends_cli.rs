@@ -318,3 +318,33 @@ fn sftp_ltx_listing_and_restore_match_v0517() {
         None,
     );
 }
+
+/// A v0.3 config with two replicas (which v0.5 refuses): `ltx` asks for `-replica NAME` and,
+/// given one, lists that replica (here a missing one: the header only).
+#[test]
+fn ltx_of_a_database_with_two_replicas_needs_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let cfg = dir.path().join("litestream.yml");
+    let text = format!(
+        "dbs:\n  - path: {db}\n    replicas:\n      - name: a\n        path: {d}/a\n      \
+         - name: b\n        path: {d}/b\n",
+        db = db.display(),
+        d = dir.path().display()
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let (cfg, db) = (cfg.to_str().unwrap(), db.to_str().unwrap());
+    let out = run_litestream(&our_bin(), &["ltx", "-config", cfg, db]);
+    assert_exit(&out, 1, "ltx of two replicas");
+    assert!(
+        output_text(&out).contains("choose the one to list with -replica NAME"),
+        "{}",
+        describe(&out)
+    );
+    let out = run_litestream(&our_bin(), &["ltx", "-replica", "b", "-config", cfg, db]);
+    assert_exit(&out, 0, "ltx -replica b");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "level  min_txid  max_txid  size  created\n"
+    );
+}
