@@ -9,14 +9,12 @@
 
 use std::collections::BTreeSet;
 
-use futures::{StreamExt, TryStreamExt};
-
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::pos::Generation;
-use crate::replica_client::{ReplicaClient, SnapshotInfo, WalSegmentInfo};
+use crate::replica_client::{SnapshotInfo, WalSegmentInfo};
 
 /// One object of a directory listing, as a backend reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,22 +167,6 @@ pub fn parse_writer_timestamp(value: Option<&str>) -> Option<OffsetDateTime> {
             None
         }
     }
-}
-
-/// Writer-timestamp lookups in flight at once (v0.5 runs 50 HEADs in parallel on s3).
-pub const WRITER_TIMESTAMP_LOOKUPS: usize = 32;
-
-/// [`ReplicaClient::object_timestamp`] of each of `keys`, in order, with up to
-/// [`WRITER_TIMESTAMP_LOOKUPS`] requests in flight.
-pub async fn writer_timestamps(
-    client: &dyn ReplicaClient,
-    keys: &[String],
-) -> Result<Vec<Option<OffsetDateTime>>> {
-    futures::stream::iter(keys)
-        .map(|k| client.object_timestamp(k))
-        .buffered(WRITER_TIMESTAMP_LOOKUPS)
-        .try_collect()
-        .await
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
-use litestream_core::listing::writer_timestamps;
+use litestream_core::ltx::plan::apply_writer_timestamps;
 use litestream_core::ltx::{format_txid, list_ltx_files, LtxFileInfo, MAX_LEVEL};
 use litestream_core::timefmt::rfc3339_seconds;
 use litestream_core::ReplicaClient;
@@ -59,15 +59,9 @@ async fn level_files(client: &dyn ReplicaClient, level: u8) -> Result<Vec<LtxFil
         .await
         .with_context(|| format!("listing LTX level {level}"))?;
     if client.kind() == "abs" {
-        let keys: Vec<String> = files.iter().map(|f| f.key(client.kind())).collect();
-        let stamps = writer_timestamps(client, &keys)
+        apply_writer_timestamps(client, &mut files)
             .await
             .with_context(|| format!("reading LTX timestamps of level {level}"))?;
-        for (f, ts) in files.iter_mut().zip(stamps) {
-            if let Some(ts) = ts {
-                f.created_at = ts;
-            }
-        }
     }
     Ok(files)
 }
