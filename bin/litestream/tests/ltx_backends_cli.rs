@@ -17,7 +17,10 @@ use std::process::{Command, Output};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::ltx::{assert_ltx_interop, parse_ltx_json, v0517_config, v0517_workload, Listed};
-use common::{assert_exit, describe, litestream_v0517, our_bin, output_text, run, test_env};
+use common::{
+    assert_exit, assert_files_equal, describe, litestream_v0517, our_bin, output_text, run,
+    test_env, HEALTHCHECK,
+};
 
 /// `bin ARGS` with the env a backend test runs Litestream in: no `LITESTREAM_CONFIG`, and no
 /// `AWS_CA_BUNDLE` (v0.5.17's aws-sdk-go-v2 fails on every S3 call with it set).
@@ -156,11 +159,24 @@ fn listings_match(replica_yaml: &str, url: Option<&str>) -> (Case, Vec<Listed>, 
 }
 
 /// [`listings_match`], then our restores are byte-identical to v0.5.17's (latest, `-txid`,
-/// `-timestamp`).
+/// `-timestamp`), and the healthcheck restore (`-if-db-not-exists -if-replica-exists`) restores
+/// the LTX-only replica and then leaves the database alone.
 fn ltx_interop(replica_yaml: &str, url: Option<&str>) {
     let (case, listing, marks) = listings_match(replica_yaml, url);
     let restore = |bin: &Path, out: &Path, extra: &[&str]| case.restore(bin, out, extra);
-    assert_ltx_interop(case.dir.path(), &restore, &listing, &marks);
+    let latest = assert_ltx_interop(case.dir.path(), &restore, &listing, &marks);
+
+    // The compose healthcheck on this LTX-only replica: restores the latest state, exit 0;
+    // run again, it leaves the existing database alone, exit 0.
+    let hc = case.dir.path().join("healthcheck.db");
+    let out = case.restore(&our_bin(), &hc, HEALTHCHECK);
+    assert_exit(&out, 0, "healthcheck restore of an LTX-only replica");
+    assert_files_equal(&latest, &hc, "healthcheck restore vs the latest restore");
+    let before = std::fs::metadata(&hc).unwrap().modified().unwrap();
+    let out = case.restore(&our_bin(), &hc, HEALTHCHECK);
+    assert_exit(&out, 0, "healthcheck with the database in place");
+    assert_eq!(std::fs::metadata(&hc).unwrap().modified().unwrap(), before);
+    assert_files_equal(&latest, &hc, "healthcheck left the database alone");
 }
 
 /// On a file replica (whose restores `ltx_restore_cli` compares) the listings match too.
