@@ -364,3 +364,46 @@ fn ltx_of_a_database_with_two_replicas_needs_replica() {
         "level  min_txid  max_txid  size  created\n"
     );
 }
+
+/// A replica path holding both formats (v0.3.13's `multi-index` fixture plus the v0.5.15
+/// fixture's `ltx/`): `generations`, `snapshots` and `wal` list the v0.3 data exactly as
+/// v0.3.13 does and note the LTX data on stderr; `ltx` lists the LTX data exactly as v0.5.17.
+#[test]
+fn mixed_replica_listings_match_both_upstreams() {
+    let fx = common::copy_fixture("multi-index");
+    let replica = common::replica_path(&fx);
+    common::copy_tree(
+        &common::repo_root().join("fixtures/v0.5.15/basic/replica/ltx"),
+        &replica.join("ltx"),
+    );
+    let url = common::file_url(&replica);
+    for command in ["snapshots", "wal"] {
+        let ours = run_litestream(&our_bin(), &[command, &url]);
+        let theirs = run_litestream(&common::litestream_v0313(), &[command, &url]);
+        assert_exit(&ours, 0, command);
+        assert_eq!(
+            String::from_utf8_lossy(&ours.stdout),
+            String::from_utf8_lossy(&theirs.stdout),
+            "{command}: ours (left) vs v0.3.13's (right)"
+        );
+        assert!(
+            String::from_utf8_lossy(&ours.stderr).contains(
+                "also holds Litestream v0.5 (LTX) data: 13 LTX file(s), newest TXID \
+                 000000000000000f"
+            ),
+            "{command}: {}",
+            describe(&ours)
+        );
+    }
+    let ours = run_litestream(&our_bin(), &["generations", &url]);
+    assert_exit(&ours, 0, "generations");
+    assert!(
+        String::from_utf8_lossy(&ours.stdout).lines().count() > 1,
+        "generations lists the v0.3 generations: {}",
+        describe(&ours)
+    );
+    assert!(String::from_utf8_lossy(&ours.stderr).contains("(LTX) data"));
+    let case = Case::new(&format!("url: {url}"));
+    assert_ltx_same(&case, &["-level", "all"], Some(&url));
+    assert_ltx_same(&case, &["-level", "all", "-json"], Some(&url));
+}
