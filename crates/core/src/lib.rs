@@ -10,6 +10,9 @@
 //!   listing code of [`listing`].
 //! * Restore: [`restore::restore`] rebuilds a database from a replica, byte-identical to
 //!   Litestream's, applying WAL frames directly with bounded memory and retries.
+//! * Litestream v0.5 replicas: [`ltx`] reads the LTX format on every backend (decoder, key
+//!   layout, v0.5.17's restore plan, a streaming merge restore) and
+//!   [`ltx::detect`] picks the format to restore when a path holds v0.3 and LTX data.
 //! * Configuration: [`config`] reads `litestream.yml`, [`url`] parses replica URLs.
 #![deny(missing_docs)]
 

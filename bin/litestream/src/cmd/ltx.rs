@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
-use litestream_core::ltx::plan::apply_writer_timestamps;
+use litestream_core::ltx::plan::{apply_writer_timestamps, list_levels};
 use litestream_core::ltx::{format_txid, list_ltx_files, LtxFileInfo, MAX_LEVEL};
 use litestream_core::timefmt::rfc3339_seconds;
 use litestream_core::ReplicaClient;
@@ -153,30 +153,25 @@ pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
 /// listings: they show v0.3 generations only, and a restore may pick the LTX data instead.
 /// A listing error only skips the note (the command's own listing reports errors).
 pub(crate) async fn note_ltx_data(nc: &NamedClient) {
-    let mut count = 0usize;
-    let mut newest: Option<(u64, u8)> = None;
-    for level in 0..=MAX_LEVEL {
-        match list_ltx_files(nc.client.as_ref(), level).await {
-            Ok(files) => {
-                count += files.len();
-                for f in files {
-                    if newest.is_none_or(|(max, _)| f.max_txid > max) {
-                        newest = Some((f.max_txid, level));
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::debug!(replica = %nc.name, error = %e, "cannot list LTX level {level}");
-                return;
-            }
+    let levels = match list_levels(nc.client.as_ref(), false).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::debug!(replica = %nc.name, error = %e, "cannot list LTX levels");
+            return;
         }
-    }
-    if let Some((txid, level)) = newest {
+    };
+    let files: Vec<&LtxFileInfo> = levels.iter().flatten().collect();
+    if let Some(newest) = files
+        .iter()
+        .max_by_key(|f| (f.max_txid, std::cmp::Reverse(f.level)))
+    {
         eprintln!(
-            "note: replica {:?} also holds Litestream v0.5 (LTX) data: {count} LTX file(s), newest \
-             TXID {} (level {level}); list them with `litestream ltx -level all`",
+            "note: replica {:?} also holds Litestream v0.5 (LTX) data: {} LTX file(s), newest \
+             TXID {} (level {}); list them with `litestream ltx -level all`",
             nc.name,
-            format_txid(txid)
+            files.len(),
+            format_txid(newest.max_txid),
+            newest.level
         );
     }
 }

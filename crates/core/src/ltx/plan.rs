@@ -10,8 +10,9 @@ use crate::replica_client::ReplicaClient;
 
 use super::keys::{format_txid, list_ltx_files, LtxFileInfo, SNAPSHOT_LEVEL};
 
-/// Concurrent timestamp look-ups for `-timestamp` (Litestream uses 50).
-const TIMESTAMP_LOOKUPS: usize = 32;
+/// Concurrent timestamp look-ups per level for `-timestamp` (levels are listed together, so
+/// up to 80 in flight; Litestream uses 50).
+const TIMESTAMP_LOOKUPS: usize = 8;
 
 /// Listings of every level, index = level (0..=9), each sorted by name.
 pub type LevelListings = Vec<Vec<LtxFileInfo>>;
@@ -22,19 +23,25 @@ pub async fn list_levels(
     client: &dyn ReplicaClient,
     use_timestamps: bool,
 ) -> Result<LevelListings> {
-    let mut levels = Vec::with_capacity(usize::from(SNAPSHOT_LEVEL) + 1);
-    for level in 0..=SNAPSHOT_LEVEL {
-        let mut files = list_ltx_files(client, level).await?;
-        if use_timestamps {
-            apply_writer_timestamps(client, &mut files).await?;
-        }
-        levels.push(files);
+    // The ten listings go out together: one round trip of latency instead of ten.
+    let levels = (0..=SNAPSHOT_LEVEL).map(|level| list_level(client, level, use_timestamps));
+    futures::future::try_join_all(levels).await
+}
+
+async fn list_level(
+    client: &dyn ReplicaClient,
+    level: u8,
+    use_timestamps: bool,
+) -> Result<Vec<LtxFileInfo>> {
+    let mut files = list_ltx_files(client, level).await?;
+    if use_timestamps {
+        apply_writer_timestamps(client, &mut files).await?;
     }
-    Ok(levels)
+    Ok(files)
 }
 
 /// Set each file's `created_at` to the writer's timestamp where the backend keeps one
-/// ([`ReplicaClient::object_timestamp`], up to 32 look-ups in flight).
+/// ([`ReplicaClient::object_timestamp`], up to 8 look-ups in flight per call).
 pub async fn apply_writer_timestamps(
     client: &dyn ReplicaClient,
     files: &mut [LtxFileInfo],

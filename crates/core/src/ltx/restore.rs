@@ -272,7 +272,8 @@ fn merge<R: Read>(
                 return Err(missing_pages(expected, pgno - 1, files));
             }
             out.put(pgno, &bufs[i])?;
-            expected = if pgno + 1 == lock { lock + 1 } else { pgno + 1 };
+            let next = pgno.saturating_add(1);
+            expected = if next == lock { lock + 1 } else { next };
         }
         advance(decoders, &mut bufs, &mut heap, i)?;
         // Older copies of the same page: decode (for their checksums) and drop.

@@ -209,3 +209,168 @@ async fn empty_replica_has_no_target() {
         .expect("ok")
         .is_none());
 }
+
+/// A [`MemoryClient`] whose first open of each object fails (retryable) and whose second
+/// open breaks off after 100 KiB (a dropped connection); later opens work.
+#[derive(Debug, Clone)]
+struct Flaky {
+    inner: MemoryClient,
+    opens: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
+}
+
+struct BreakAfter {
+    inner: crate::ByteStream,
+    left: usize,
+}
+
+impl tokio::io::AsyncRead for BreakAfter {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "connection reset",
+            )));
+        }
+        let want = buf.remaining().min(self.left);
+        let mut sub = tokio::io::ReadBuf::new(&mut buf.initialize_unfilled()[..want]);
+        let r = self.inner.as_mut().poll_read(cx, &mut sub);
+        let n = sub.filled().len();
+        buf.advance(n);
+        self.left -= n;
+        r
+    }
+}
+
+#[async_trait::async_trait]
+impl ReplicaClient for Flaky {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+    async fn generations(&self) -> crate::Result<Vec<crate::Generation>> {
+        self.inner.generations().await
+    }
+    async fn snapshots(&self, g: &crate::Generation) -> crate::Result<Vec<crate::SnapshotInfo>> {
+        self.inner.snapshots(g).await
+    }
+    async fn wal_segments(
+        &self,
+        g: &crate::Generation,
+    ) -> crate::Result<Vec<crate::WalSegmentInfo>> {
+        self.inner.wal_segments(g).await
+    }
+    async fn open_snapshot(
+        &self,
+        g: &crate::Generation,
+        i: u32,
+    ) -> crate::Result<crate::ByteStream> {
+        self.inner.open_snapshot(g, i).await
+    }
+    async fn open_wal_segment(&self, p: &crate::Pos) -> crate::Result<crate::ByteStream> {
+        self.inner.open_wal_segment(p).await
+    }
+    async fn write_snapshot(
+        &self,
+        g: &crate::Generation,
+        i: u32,
+        d: crate::ByteStream,
+    ) -> crate::Result<crate::SnapshotInfo> {
+        self.inner.write_snapshot(g, i, d).await
+    }
+    async fn write_wal_segment(
+        &self,
+        p: &crate::Pos,
+        d: crate::ByteStream,
+    ) -> crate::Result<crate::WalSegmentInfo> {
+        self.inner.write_wal_segment(p, d).await
+    }
+    async fn delete_snapshot(&self, g: &crate::Generation, i: u32) -> crate::Result<()> {
+        self.inner.delete_snapshot(g, i).await
+    }
+    async fn delete_wal_segments(&self, p: &[crate::Pos]) -> crate::Result<()> {
+        self.inner.delete_wal_segments(p).await
+    }
+    async fn delete_generation(&self, g: &crate::Generation) -> crate::Result<()> {
+        self.inner.delete_generation(g).await
+    }
+    async fn list_objects(&self, dir: &str) -> crate::Result<Vec<crate::listing::ListedObject>> {
+        self.inner.list_objects(dir).await
+    }
+    async fn open_object(&self, key: &str) -> crate::Result<crate::ByteStream> {
+        let n = {
+            let mut m = self.opens.lock().expect("lock");
+            let n = m.entry(key.to_string()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        match n {
+            1 => Err(Error::Backend {
+                kind: "memory",
+                message: format!("503 on {key}"),
+                retryable: true,
+                source: None,
+            }),
+            2 => Ok(Box::pin(BreakAfter {
+                inner: self.inner.open_object(key).await?,
+                left: 100 << 10,
+            })),
+            _ => self.inner.open_object(key).await,
+        }
+    }
+}
+
+#[tokio::test]
+async fn failed_opens_and_dropped_streams_are_retried() {
+    let c = MemoryClient::new();
+    let ps = 4096u32;
+    let mut seed = 0x1234_5678_9abc_def1u64;
+    let mut rnd = |n: u32| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    };
+    // 400 random pages: a 1.6 MB snapshot, streamed rather than downloaded ahead.
+    let snap: Vec<(u32, Vec<u8>)> = (1..=400).map(|p| (p, rnd(ps))).collect();
+    put(
+        &c,
+        9,
+        1,
+        1,
+        1,
+        ltx_file(ps, 400, 1, 1, 0, &snap, Encoding::Block),
+    );
+    let small = vec![(7, rnd(ps))];
+    put(
+        &c,
+        0,
+        2,
+        2,
+        2,
+        ltx_file(ps, 400, 2, 2, 0, &small, Encoding::Frame),
+    );
+    let flaky = Flaky {
+        inner: c,
+        opens: Arc::default(),
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("out.db");
+    let mut opts = RestoreOptions::new(&out);
+    opts.retry.initial_backoff = std::time::Duration::from_millis(1);
+    restore_any(Arc::new(flaky.clone()), &opts, None)
+        .await
+        .expect("restore with retries");
+    let got = std::fs::read(&out).expect("read");
+    let mut want: Vec<u8> = snap.iter().flat_map(|(_, d)| d.clone()).collect();
+    want[6 * 4096..7 * 4096].copy_from_slice(&small[0].1);
+    assert!(got == want, "restored bytes differ");
+    let opens = flaky.opens.lock().expect("lock").clone();
+    assert!(opens.values().all(|n| *n >= 2), "{opens:?}");
+}
