@@ -52,6 +52,14 @@ static FORMAT: AtomicU8 = AtomicU8::new(Format::GoLog as u8);
 /// 1 error, 2 warn, 3 info, 4 debug, 5 trace.
 static LEVEL: AtomicU8 = AtomicU8::new(3);
 static STDERR: AtomicBool = AtomicBool::new(true);
+/// Set by commands whose stdout is their data (`ltx`): logs then go to stderr whatever the
+/// config says, so `ltx -json` stays parseable.
+static DATA_ON_STDOUT: AtomicBool = AtomicBool::new(false);
+
+/// Keep stdout for the command's output: every later log line goes to stderr.
+pub(crate) fn keep_stdout_for_data() {
+    DATA_ON_STDOUT.store(true, Ordering::Relaxed);
+}
 /// `LITESTREAM_LOG` is set: its filter decides, our level check is bypassed.
 static ENV_OVERRIDE: AtomicBool = AtomicBool::new(false);
 static INSTALLED: OnceLock<()> = OnceLock::new();
@@ -126,7 +134,10 @@ pub(crate) fn init(cfg: &LoggingConfig) -> Result<()> {
     };
     install();
     FORMAT.store(format as u8, Ordering::Relaxed);
-    STDERR.store(cfg.stderr, Ordering::Relaxed);
+    STDERR.store(
+        cfg.stderr || DATA_ON_STDOUT.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
     LEVEL.store(parse_level(cfg.level.as_deref()), Ordering::Relaxed);
     tracing::callsite::rebuild_interest_cache();
     Ok(())

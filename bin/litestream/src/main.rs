@@ -23,6 +23,7 @@ The commands are:
 
 \tdatabases    list databases specified in config file
 \tgenerations  list available generations for a database
+\tltx          list LTX files (Litestream v0.5 replicas) for a database
 \treplicate    runs a server to replicate databases
 \trestore      recovers database backup from a replica
 \tsnapshots    list available snapshots for a database
@@ -58,6 +59,7 @@ fn main() -> ExitCode {
     let known = [
         "databases",
         "generations",
+        "ltx",
         "replicate",
         "restore",
         "snapshots",
@@ -84,6 +86,7 @@ fn main() -> ExitCode {
             "generations" => cmd::list::generations(rest).await,
             "snapshots" => cmd::list::snapshots(rest).await,
             "wal" => cmd::list::wal(rest).await,
+            "ltx" => cmd::ltx::run(rest).await,
             "databases" => cmd::databases::run(rest).await,
             "replicate" => cmd::replicate::run(rest).await,
             _ => Ok(ExitCode::from(1)),

@@ -13,8 +13,8 @@ use litestream_core::{
 };
 use object_store::path::Path;
 use object_store::{
-    Attribute, Attributes, ObjectMeta, ObjectStore, ObjectStoreExt, PutMultipartOptions,
-    PutOptions, PutPayload, WriteMultipart,
+    Attribute, Attributes, GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt,
+    PutMultipartOptions, PutOptions, PutPayload, WriteMultipart,
 };
 use time::OffsetDateTime;
 use tokio::io::AsyncReadExt;
@@ -27,6 +27,9 @@ use crate::TYPE;
 const UPLOAD_CONCURRENCY: usize = 2;
 /// Concurrent deletes when a generation is removed.
 const DELETE_CONCURRENCY: usize = 8;
+/// Blob metadata key under which Litestream v0.5 stores an LTX file's header timestamp
+/// (RFC 3339 with nanoseconds; Azure metadata names cannot hold `-`).
+const TIMESTAMP_METADATA: &str = "litestreamtimestamp";
 
 /// A replica stored in an Azure Blob Storage container (or Azurite).
 ///
@@ -129,6 +132,42 @@ impl AbsClient {
             });
         }
         Ok(out)
+    }
+
+    /// The blobs directly under the key prefix `prefix` (`""` or ending in `/`), one
+    /// delimited listing (paged inside `object_store`), relative to it and sorted.
+    async fn list_children(&self, prefix: &str) -> Result<Vec<ListedObject>> {
+        let dir = prefix.trim_end_matches('/');
+        record_operation(TYPE, Operation::List, 0);
+        let res = self
+            .store
+            .list_with_delimiter(Some(&Path::from(dir)))
+            .await
+            .map_err(|e| self.err(Operation::List, dir, e))?;
+        let objects = res.objects.iter().map(|meta| ListedObject {
+            name: meta.location.to_string(),
+            size: meta.size,
+            modified: to_time(meta),
+        });
+        Ok(listing::direct_children(prefix, objects))
+    }
+
+    /// The `litestreamtimestamp` metadata of the blob `key` (one HEAD, not counted in the
+    /// operation metrics: v0.5 reads it from its listing), `None` if it has none.
+    async fn head_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
+        let opts = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        let res = self
+            .store
+            .get_opts(&Path::from(key), opts)
+            .await
+            .map_err(|e| self.err(Operation::Get, key, e))?;
+        let value = res
+            .attributes
+            .get(&Attribute::Metadata(TIMESTAMP_METADATA.into()));
+        Ok(listing::parse_writer_timestamp(value.map(|v| v.as_ref())))
     }
 
     async fn open(&self, key: String) -> Result<ByteStream> {
@@ -338,6 +377,20 @@ impl ReplicaClient for AbsClient {
             .try_collect::<Vec<()>>()
             .await?;
         Ok(())
+    }
+
+    async fn list_objects(&self, dir: &str) -> Result<Vec<ListedObject>> {
+        self.list_children(&listing::dir_prefix(&self.root, dir)?)
+            .await
+    }
+
+    async fn open_object(&self, key: &str) -> Result<ByteStream> {
+        self.open(listing::object_key(&self.root, key)?).await
+    }
+
+    async fn object_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
+        self.head_timestamp(&listing::object_key(&self.root, key)?)
+            .await
     }
 
     async fn delete_generation(&self, generation: &Generation) -> Result<()> {

@@ -369,3 +369,94 @@ async fn sas_token_credential_is_used() {
         "sas leaked: {full}"
     );
 }
+
+/// Put `data` at the raw `key` with the `litestreamtimestamp` metadata `ts`, as v0.5 does.
+async fn put_with_timestamp(c: &AbsClient, key: &str, data: &[u8], ts: Option<&str>) {
+    let mut attributes = object_store::Attributes::new();
+    if let Some(ts) = ts {
+        attributes.insert(
+            object_store::Attribute::Metadata("litestreamtimestamp".into()),
+            ts.to_string().into(),
+        );
+    }
+    let opts = object_store::PutOptions {
+        attributes,
+        ..Default::default()
+    };
+    c.object_store()
+        .put_opts(&Path::from(key), PutPayload::from(data.to_vec()), opts)
+        .await
+        .unwrap();
+}
+
+/// Objects under v0.5's abs layout (`<path>/ltx/<level>/…`) list one directory at a time,
+/// relative and sorted, and each reports its `litestreamtimestamp` metadata (RFC 3339 with
+/// nanoseconds), `None` without it or when it does not parse.
+#[tokio::test]
+async fn ltx_layout_objects_list_read_and_report_writer_timestamps() {
+    let c = client("ltx-objects");
+    let root = c.root().to_string();
+    let ts = "2026-12-06T01:02:03.123456789Z";
+    let name = |min: u64, max: u64| format!("{min:016x}-{max:016x}.ltx");
+    put_with_timestamp(
+        &c,
+        &format!("{root}/ltx/0/{}", name(2, 2)),
+        b"two",
+        Some(ts),
+    )
+    .await;
+    put_with_timestamp(&c, &format!("{root}/ltx/0/{}", name(1, 1)), b"one", None).await;
+    put_with_timestamp(
+        &c,
+        &format!("{root}/ltx/0/x/{}", name(4, 4)),
+        b"deep",
+        Some(ts),
+    )
+    .await;
+    put_with_timestamp(
+        &c,
+        &format!("{root}/ltx/9/{}", name(1, 2)),
+        b"snap",
+        Some("bad"),
+    )
+    .await;
+
+    let listed = c.list_objects("ltx/0").await.unwrap();
+    let names: Vec<&str> = listed.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, [name(1, 1), name(2, 2)], "level 0 listing");
+    assert_eq!(listed[1].size, 3);
+    assert!(c.list_objects("ltx").await.unwrap().is_empty());
+
+    let got = c
+        .object_timestamp(&format!("ltx/0/{}", name(2, 2)))
+        .await
+        .unwrap();
+    let want = litestream_core::timefmt::parse_rfc3339(ts).unwrap();
+    assert_eq!(got, Some(want));
+    assert_eq!(want.nanosecond(), 123_456_789);
+    for key in [
+        format!("ltx/0/{}", name(1, 1)),
+        format!("ltx/9/{}", name(1, 2)),
+    ] {
+        assert_eq!(c.object_timestamp(&key).await.unwrap(), None, "{key}");
+    }
+    let missing = c.object_timestamp(&format!("ltx/0/{}", name(9, 9))).await;
+    assert!(missing.unwrap_err().is_not_found());
+    let data = read_all(
+        c.open_object(&format!("ltx/9/{}", name(1, 2)))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(data, b"snap");
+
+    let store = c.object_store();
+    for key in [
+        format!("{root}/ltx/0/{}", name(2, 2)),
+        format!("{root}/ltx/0/{}", name(1, 1)),
+        format!("{root}/ltx/0/x/{}", name(4, 4)),
+        format!("{root}/ltx/9/{}", name(1, 2)),
+    ] {
+        store.delete(&Path::from(key)).await.unwrap();
+    }
+}

@@ -23,6 +23,13 @@
 // right way to report it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod objects;
+
+pub use objects::{
+    missing_objects_open_as_not_found, non_relative_keys_are_refused,
+    object_listings_are_one_level_deep, objects_list_sorted_and_read_back,
+};
+
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -47,6 +54,10 @@ pub async fn run_all(client: &dyn ReplicaClient) {
     delete_generation_removes_only_that_generation(client).await;
     failed_upload_leaves_nothing_visible(client).await;
     wal_offset_too_large_for_its_name_is_rejected(client).await;
+    object_listings_are_one_level_deep(client).await;
+    objects_list_sorted_and_read_back(client).await;
+    missing_objects_open_as_not_found(client).await;
+    non_relative_keys_are_refused(client).await;
 }
 
 /// An empty root has no generations, and any generation of it has no snapshots or segments.

@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 
 use time::OffsetDateTime;
 
+use crate::error::{Error, Result};
 use crate::layout;
 use crate::pos::Generation;
 use crate::replica_client::{SnapshotInfo, WalSegmentInfo};
@@ -80,6 +81,92 @@ pub fn wal_segments_from_listing(
         .collect();
     out.sort_by_key(|s| (s.index, s.offset));
     out
+}
+
+/// Check that `path` is a key or directory relative to a replica root, as
+/// [`ReplicaClient::list_objects`](crate::ReplicaClient::list_objects) and
+/// [`ReplicaClient::open_object`](crate::ReplicaClient::open_object) take them: `/`-separated,
+/// no leading or trailing `/`, no empty, `.` or `..` element. `""` (the root) passes only as a
+/// directory (`dir`).
+pub fn check_relative(path: &str, dir: bool) -> Result<()> {
+    if path.is_empty() && dir {
+        return Ok(());
+    }
+    if path
+        .split('/')
+        .any(|p| p.is_empty() || p == "." || p == "..")
+    {
+        let what = if dir { "directory" } else { "key" };
+        return Err(Error::InvalidArgument(format!(
+            "replica {what} {path:?} is not a relative path (no leading or trailing '/', \
+             no empty, '.' or '..' parts)"
+        )));
+    }
+    Ok(())
+}
+
+/// The full key of the object `key` (relative, see [`check_relative`]) under `root`.
+pub fn object_key(root: &str, key: &str) -> Result<String> {
+    check_relative(key, false)?;
+    Ok(layout::join(&[root, key]))
+}
+
+/// The key prefix that lists the directory `dir` (relative, see [`check_relative`]) under
+/// `root`: `""` for an empty root and directory, else the joined path with a trailing `/`.
+pub fn dir_prefix(root: &str, dir: &str) -> Result<String> {
+    check_relative(dir, true)?;
+    let joined = layout::join(&[root, dir]);
+    Ok(match joined.as_str() {
+        "." => String::new(),
+        "/" => "/".to_string(),
+        _ => format!("{joined}/"),
+    })
+}
+
+/// The objects directly under `prefix` among `keys` (full keys with their size and
+/// last-modified time), named relative to it and sorted by name: what
+/// [`ReplicaClient::list_objects`](crate::ReplicaClient::list_objects) returns. Keys outside
+/// `prefix` or in a sub-directory of it are dropped.
+pub fn direct_children<I>(prefix: &str, keys: I) -> Vec<ListedObject>
+where
+    I: IntoIterator<Item = ListedObject>,
+{
+    let mut out: Vec<ListedObject> = keys
+        .into_iter()
+        .filter_map(|mut o| {
+            let name = o.name.strip_prefix(prefix)?;
+            if name.is_empty() || name.contains('/') {
+                return None;
+            }
+            o.name = name.to_string();
+            Some(o)
+        })
+        .collect();
+    sort_by_name(&mut out);
+    out
+}
+
+/// Sort a listing by name, as [`ReplicaClient::list_objects`](crate::ReplicaClient::list_objects)
+/// returns it.
+pub fn sort_by_name(objects: &mut [ListedObject]) {
+    objects.sort_by(|a, b| a.name.cmp(&b.name));
+}
+
+/// The writer's timestamp Litestream v0.5 stores in object metadata (`litestream-timestamp`
+/// on s3, `litestreamtimestamp` on abs; RFC 3339 with nanoseconds), or `None` if `value` is
+/// missing or does not parse (v0.5 then uses the listed time too).
+pub fn parse_writer_timestamp(value: Option<&str>) -> Option<OffsetDateTime> {
+    let value = value?;
+    match crate::timefmt::parse_rfc3339(value.trim()) {
+        Ok(t) => Some(t),
+        Err(_) => {
+            tracing::warn!(
+                value,
+                "ignoring an unparseable litestream timestamp in object metadata"
+            );
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -177,5 +264,65 @@ mod tests {
         let g = generation("f520e605ae791336");
         assert!(snapshots_from_listing(&g, Vec::new()).is_empty());
         assert!(wal_segments_from_listing(&g, Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn relative_paths_are_checked() {
+        for ok in ["ltx/0", "0000", "generations/x/snapshots/a.lz4", "a"] {
+            check_relative(ok, false).expect(ok);
+            check_relative(ok, true).expect(ok);
+        }
+        check_relative("", true).expect("root dir");
+        for bad in ["", "/ltx", "ltx/", "ltx//0", "../x", "ltx/./0", "ltx/.."] {
+            let e = check_relative(bad, false).expect_err(bad);
+            assert!(e.to_string().contains("not a relative path"), "{e}");
+            if !bad.is_empty() {
+                check_relative(bad, true).expect_err(bad);
+            }
+        }
+    }
+
+    #[test]
+    fn keys_and_prefixes_join_the_root() {
+        assert_eq!(
+            object_key("db", "0000/a.ltx").expect("key"),
+            "db/0000/a.ltx"
+        );
+        assert_eq!(object_key("", "ltx/0/a.ltx").expect("key"), "ltx/0/a.ltx");
+        assert_eq!(
+            object_key("/srv/r", "ltx/9/a").expect("key"),
+            "/srv/r/ltx/9/a"
+        );
+        assert!(object_key("db", "../other").is_err());
+        assert_eq!(dir_prefix("db", "0009").expect("prefix"), "db/0009/");
+        assert_eq!(dir_prefix("db", "").expect("prefix"), "db/");
+        assert_eq!(dir_prefix("", "").expect("prefix"), "");
+        assert_eq!(dir_prefix("", "ltx/1").expect("prefix"), "ltx/1/");
+        assert_eq!(dir_prefix("/", "").expect("prefix"), "/");
+        assert!(dir_prefix("db", "/abs").is_err());
+    }
+
+    #[test]
+    fn direct_children_are_relative_sorted_and_shallow() {
+        let got = direct_children(
+            "db/0000/",
+            vec![
+                obj("db/0000/b.ltx", 2, 2),
+                obj("db/0000/sub/c.ltx", 3, 3),
+                obj("db/00001/x.ltx", 4, 4),
+                obj("db/0000/", 0, 0),
+                obj("db/0000/a.ltx", 1, 1),
+            ],
+        );
+        assert_eq!(got, vec![obj("a.ltx", 1, 1), obj("b.ltx", 2, 2)]);
+    }
+
+    #[test]
+    fn writer_timestamps_parse_rfc3339_nano() {
+        let t = parse_writer_timestamp(Some("2026-12-06T01:02:03.123456789Z")).expect("time");
+        assert_eq!(t.unix_timestamp(), 1_796_518_923);
+        assert_eq!(t.nanosecond(), 123_456_789);
+        assert_eq!(parse_writer_timestamp(Some("not a time")), None);
+        assert_eq!(parse_writer_timestamp(None), None);
     }
 }

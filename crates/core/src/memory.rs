@@ -9,7 +9,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::error::{Error, Result};
 use crate::layout;
-use crate::listing::ListedObject;
+use crate::listing::{self, ListedObject};
 use crate::pos::{Generation, Pos};
 use crate::replica_client::{ByteStream, ReplicaClient, SnapshotInfo, WalSegmentInfo};
 
@@ -25,6 +25,23 @@ struct Store {
     segments: BTreeMap<(Generation, u32, u64), Object>,
     /// Generic objects by key (the v0.5 LTX layout), with an optional writer timestamp.
     objects: BTreeMap<String, (Object, Option<OffsetDateTime>)>,
+}
+
+impl Store {
+    /// Every object under its key relative to the root, as the generic object methods see
+    /// them: the generic ones and the v0.3 snapshots and segments (under their layout keys).
+    fn all_objects(&self) -> impl Iterator<Item = (String, &Object, Option<OffsetDateTime>)> {
+        let snapshots = self
+            .snapshots
+            .iter()
+            .map(|((g, i), o)| (layout::snapshot_path("", g, *i), o, None));
+        let segments = self
+            .segments
+            .iter()
+            .map(|((g, i, off), o)| (layout::wal_segment_path("", g, *i, *off), o, None));
+        let generic = self.objects.iter().map(|(k, (o, ts))| (k.clone(), o, *ts));
+        generic.chain(snapshots).chain(segments)
+    }
 }
 
 /// A replica held in memory; clones share the same store.
@@ -58,6 +75,20 @@ impl MemoryClient {
             .await
             .map_err(|e| Error::io("memory object", e))?;
         Ok(buf)
+    }
+
+    /// The object at the relative `key` (generic or v0.3) and its writer timestamp.
+    fn find_object(&self, key: &str) -> Result<(Object, Option<OffsetDateTime>)> {
+        listing::check_relative(key, false)?;
+        let s = self.lock()?;
+        if let Some((o, ts)) = s.objects.get(key) {
+            return Ok((o.clone(), *ts));
+        }
+        let found = s
+            .all_objects()
+            .find(|(k, _, _)| k == key)
+            .map(|(_, o, ts)| (o.clone(), ts));
+        found.ok_or_else(|| Error::not_found(format!("object {key}")))
     }
 
     /// Set the created-at time of a stored object (tests of point-in-time restore).
@@ -203,32 +234,19 @@ impl ReplicaClient for MemoryClient {
     }
 
     async fn list_objects(&self, dir: &str) -> Result<Vec<ListedObject>> {
-        let dir = dir.trim_matches('/');
-        let prefix = if dir.is_empty() {
-            String::new()
-        } else {
-            format!("{dir}/")
-        };
+        let prefix = listing::dir_prefix("", dir)?;
         let s = self.lock()?;
-        Ok(s.objects
-            .range(prefix.clone()..)
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .filter(|(k, _)| !k[prefix.len()..].contains('/'))
-            .map(|(k, (o, _))| ListedObject {
-                name: k[prefix.len()..].to_string(),
-                size: o.data.len() as u64,
-                modified: o.created_at,
-            })
-            .collect())
+        let all = s.all_objects().map(|(key, o, _)| ListedObject {
+            name: key,
+            size: o.data.len() as u64,
+            modified: o.created_at,
+        });
+        Ok(listing::direct_children(&prefix, all))
     }
 
     async fn open_object(&self, key: &str) -> Result<ByteStream> {
-        let s = self.lock()?;
-        let (o, _) = s
-            .objects
-            .get(key.trim_matches('/'))
-            .ok_or_else(|| Error::not_found(format!("object {key}")))?;
-        Ok(Self::reader(o.data.clone()))
+        let (o, _) = self.find_object(key)?;
+        Ok(Self::reader(o.data))
     }
 
     async fn write_object(
@@ -248,12 +266,8 @@ impl ReplicaClient for MemoryClient {
     }
 
     async fn object_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
-        let s = self.lock()?;
-        let (_, ts) = s
-            .objects
-            .get(key.trim_matches('/'))
-            .ok_or_else(|| Error::not_found(format!("object {key}")))?;
-        Ok(*ts)
+        let (_, ts) = self.find_object(key)?;
+        Ok(ts)
     }
 
     async fn delete_generation(&self, generation: &Generation) -> Result<()> {

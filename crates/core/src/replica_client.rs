@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use tokio::io::AsyncRead;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::listing::ListedObject;
 use crate::pos::{Generation, Pos};
 
@@ -119,6 +119,9 @@ pub fn check_object_key(key: &str) -> Result<()> {
 ///   [`Error::InvalidArgument`](crate::Error::InvalidArgument)
 ///   ([`layout::check_offset_fits_name`](crate::layout::check_offset_fits_name)).
 /// * Bytes are passed through untouched: the client never compresses or inspects payloads.
+/// * The generic object methods ([`list_objects`](Self::list_objects),
+///   [`open_object`](Self::open_object), [`object_timestamp`](Self::object_timestamp)) see
+///   every object, the v0.3 ones included, under its key relative to the root.
 /// * Errors that may go away on a repeat (throttling, 5xx, dropped connections) report
 ///   [`Error::is_retryable`](crate::Error::is_retryable); the client itself need not retry.
 ///
@@ -172,22 +175,16 @@ pub trait ReplicaClient: Send + Sync + Debug {
     /// `dir`. This is the generic object access the Litestream v0.5 (LTX) layout is built on:
     /// core composes the keys (`ltx/<level>/…`, or `<level %04x>/…` on s3), backends only
     /// list and read.
-    async fn list_objects(&self, dir: &str) -> Result<Vec<ListedObject>> {
-        Err(Error::InvalidArgument(format!(
-            "{} replica: listing {dir:?} is not implemented",
-            self.kind()
-        )))
-    }
+    ///
+    /// A `dir` that is not such a path (see [`listing::check_relative`](crate::listing::check_relative))
+    /// is refused with [`Error::InvalidArgument`](crate::Error::InvalidArgument).
+    async fn list_objects(&self, dir: &str) -> Result<Vec<ListedObject>>;
 
     /// Open the object at `key` (relative to the replica root, as for
     /// [`list_objects`](Self::list_objects)) for reading; a missing object fails with an error
-    /// for which [`Error::is_not_found`] is true.
-    async fn open_object(&self, key: &str) -> Result<ByteStream> {
-        Err(Error::InvalidArgument(format!(
-            "{} replica: reading {key:?} is not implemented",
-            self.kind()
-        )))
-    }
+    /// for which [`Error::is_not_found`](crate::Error::is_not_found) is true, a `key` that is
+    /// not a relative path with [`Error::InvalidArgument`](crate::Error::InvalidArgument).
+    async fn open_object(&self, key: &str) -> Result<ByteStream>;
 
     /// Store the object at `key` (relative to the replica root, as for
     /// [`list_objects`](Self::list_objects)) from `data` read until EOF, atomically, and
@@ -210,13 +207,13 @@ pub trait ReplicaClient: Send + Sync + Debug {
     }
 
     /// The timestamp a writer stored with the object at `key` beside its data, if the backend
-    /// keeps one apart from the listed last-modified time (Litestream v0.5 on s3: the
-    /// `litestream-timestamp` object metadata). `None` means the listed time is the
-    /// timestamp (file and sftp mtimes, which v0.5 sets to the LTX header's timestamp).
-    async fn object_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
-        let _ = key;
-        Ok(None)
-    }
+    /// keeps one apart from the listed last-modified time: Litestream v0.5's LTX header
+    /// timestamp in the object metadata, `litestream-timestamp` on s3 and
+    /// `litestreamtimestamp` on abs (one HEAD request each). `None` means the object has
+    /// none and the listed time stands for it (file and sftp: always, as v0.5 sets their
+    /// mtimes to the LTX header's timestamp; an object written without the metadata).
+    /// A missing object may be a not-found error or `None`.
+    async fn object_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>>;
 }
 
 #[cfg(test)]

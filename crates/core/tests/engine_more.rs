@@ -689,6 +689,21 @@ impl ReplicaClient for SlowSnapshotReads {
     ) -> litestream_core::Result<()> {
         self.inner.delete_generation(g).await
     }
+    async fn list_objects(
+        &self,
+        dir: &str,
+    ) -> litestream_core::Result<Vec<litestream_core::listing::ListedObject>> {
+        self.inner.list_objects(dir).await
+    }
+    async fn open_object(&self, key: &str) -> litestream_core::Result<litestream_core::ByteStream> {
+        self.inner.open_object(key).await
+    }
+    async fn object_timestamp(
+        &self,
+        key: &str,
+    ) -> litestream_core::Result<Option<time::OffsetDateTime>> {
+        self.inner.object_timestamp(key).await
+    }
 }
 
 /// Uploads go on while a validation restores: with a restore slowed to 3 s, a transaction

@@ -279,6 +279,15 @@ impl ReplicaClient for FlakyClient {
     async fn delete_generation(&self, g: &Generation) -> Result<()> {
         self.inner.delete_generation(g).await
     }
+    async fn list_objects(&self, dir: &str) -> Result<Vec<litestream_core::listing::ListedObject>> {
+        self.inner.list_objects(dir).await
+    }
+    async fn open_object(&self, key: &str) -> Result<ByteStream> {
+        self.inner.open_object(key).await
+    }
+    async fn object_timestamp(&self, key: &str) -> Result<Option<time::OffsetDateTime>> {
+        self.inner.object_timestamp(key).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

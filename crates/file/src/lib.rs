@@ -190,12 +190,14 @@ fn mtime(meta: &std::fs::Metadata) -> OffsetDateTime {
 #[async_trait]
 impl ReplicaClient for FileClient {
     async fn list_objects(&self, dir: &str) -> Result<Vec<ListedObject>> {
+        listing::check_relative(dir, true)?;
         let mut out = Self::read_dir_names(&self.root.join(dir), false).await?;
-        out.sort_by(|a, b| a.name.cmp(&b.name));
+        listing::sort_by_name(&mut out);
         Ok(out)
     }
 
     async fn open_object(&self, key: &str) -> Result<ByteStream> {
+        listing::check_relative(key, false)?;
         Self::open(self.root.join(key)).await
     }
 
@@ -209,6 +211,12 @@ impl ReplicaClient for FileClient {
         let path = self.root.join(key);
         let (size, _) = Self::write_atomic(&path, data, Some(timestamp)).await?;
         Ok(size)
+    }
+
+    async fn object_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
+        // v0.5 sets each file's mtime to its LTX header timestamp: the listed time is it.
+        listing::check_relative(key, false)?;
+        Ok(None)
     }
 
     fn kind(&self) -> &'static str {

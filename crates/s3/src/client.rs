@@ -28,6 +28,21 @@ use crate::TYPE;
 /// Largest number of keys in one DeleteObjects request.
 const DELETE_BATCH: usize = 1000;
 
+/// Object metadata key under which Litestream v0.5 stores an LTX file's header timestamp
+/// (RFC 3339 with nanoseconds); the SDK reports it without the `x-amz-meta-` prefix.
+const TIMESTAMP_METADATA: &str = "litestream-timestamp";
+
+/// What [`S3Client::list`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listing {
+    /// Every object below the prefix, at any depth.
+    Tree,
+    /// The objects directly under the prefix (delimiter `/`).
+    Objects,
+    /// The sub-"directories" directly under the prefix (common prefixes).
+    Dirs,
+}
+
 /// A replica stored under a key prefix of an S3 (or S3-compatible) bucket.
 ///
 /// Build one with [`crate::S3Builder`] or [`S3Client::from_replica_config`].
@@ -147,10 +162,17 @@ impl S3Client {
         &self.client
     }
 
-    /// List every object under `dir/` (paginated). With `dirs`, return the immediate
-    /// sub-"directories" (common prefixes) instead of objects.
-    async fn list(&self, dir: &str, dirs: bool) -> Result<Vec<ListedObject>> {
+    /// List `dir/` (paginated): every object below it ([`Listing::Tree`]), only the objects
+    /// directly in it ([`Listing::Objects`]), or its immediate sub-"directories" (common
+    /// prefixes, [`Listing::Dirs`]). Names are relative to `dir/`.
+    async fn list(&self, dir: &str, mode: Listing) -> Result<Vec<ListedObject>> {
         let prefix = format!("{dir}/");
+        self.list_prefix(prefix, mode).await
+    }
+
+    /// [`list`](Self::list) under a ready-made key `prefix` (`""` for the bucket root).
+    async fn list_prefix(&self, prefix: String, mode: Listing) -> Result<Vec<ListedObject>> {
+        let dirs = mode == Listing::Dirs;
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -159,7 +181,7 @@ impl S3Client {
                 .list_objects_v2()
                 .bucket(&self.target.bucket)
                 .prefix(&prefix);
-            if dirs {
+            if mode != Listing::Tree {
                 req = req.delimiter("/");
             }
             if let Some(t) = &token {
@@ -221,6 +243,21 @@ impl S3Client {
             inner: Box::pin(out.body.into_async_read()),
             what: format!("s3://{}/{key}", self.target.bucket),
         }))
+    }
+
+    /// The `litestream-timestamp` metadata of `key` (one HeadObject, not counted in the
+    /// operation metrics, as v0.5 does not count it), `None` if it has none.
+    async fn head_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.target.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.target.sdk("head", key, e))?;
+        let value = out.metadata().and_then(|m| m.get(TIMESTAMP_METADATA));
+        Ok(listing::parse_writer_timestamp(value.map(String::as_str)))
     }
 
     /// Upload `data` to `key`: one PutObject if it fits one part, else multipart.
@@ -406,7 +443,7 @@ impl ReplicaClient for S3Client {
 
     async fn generations(&self) -> Result<Vec<Generation>> {
         let dir = layout::generations_dir(&self.root);
-        let listed = self.list(&dir, true).await?;
+        let listed = self.list(&dir, Listing::Dirs).await?;
         Ok(listing::generations_from_names(
             listed.iter().map(|l| &l.name),
         ))
@@ -414,13 +451,13 @@ impl ReplicaClient for S3Client {
 
     async fn snapshots(&self, generation: &Generation) -> Result<Vec<SnapshotInfo>> {
         let dir = layout::snapshots_dir(&self.root, generation);
-        let listed = self.list(&dir, false).await?;
+        let listed = self.list(&dir, Listing::Objects).await?;
         Ok(listing::snapshots_from_listing(generation, listed))
     }
 
     async fn wal_segments(&self, generation: &Generation) -> Result<Vec<WalSegmentInfo>> {
         let dir = layout::wal_dir(&self.root, generation);
-        let listed = self.list(&dir, false).await?;
+        let listed = self.list(&dir, Listing::Objects).await?;
         Ok(listing::wal_segments_from_listing(generation, listed))
     }
 
@@ -475,11 +512,28 @@ impl ReplicaClient for S3Client {
         self.delete_keys(keys).await
     }
 
+    async fn list_objects(&self, dir: &str) -> Result<Vec<ListedObject>> {
+        let prefix = listing::dir_prefix(&self.root, dir)?;
+        let listed = self.list_prefix(prefix, Listing::Objects).await?;
+        // Names are relative already; an object named like the prefix itself ("dir/") has
+        // an empty name and is no child.
+        Ok(listing::direct_children("", listed))
+    }
+
+    async fn open_object(&self, key: &str) -> Result<ByteStream> {
+        self.open(listing::object_key(&self.root, key)?).await
+    }
+
+    async fn object_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
+        let key = listing::object_key(&self.root, key)?;
+        self.head_timestamp(&key).await
+    }
+
     async fn delete_generation(&self, generation: &Generation) -> Result<()> {
         let dir = layout::generation_dir(&self.root, generation);
         let prefix = format!("{dir}/");
         let keys: Vec<String> = self
-            .list(&dir, false)
+            .list(&dir, Listing::Tree)
             .await?
             .into_iter()
             .map(|l| format!("{prefix}{}", l.name))

@@ -307,3 +307,111 @@ async fn missing_bucket_gives_a_clear_error_naming_bucket_and_endpoint() {
     assert!(!e.is_not_found(), "{e}");
     assert!(e.to_string().contains(&bucket), "{e}");
 }
+
+/// Put `data` at the raw `key` with the `litestream-timestamp` metadata `ts`, as v0.5 does.
+async fn put_with_timestamp(c: &S3Client, key: &str, data: &[u8], ts: Option<&str>) {
+    c.sdk_client()
+        .put_object()
+        .bucket(c.bucket())
+        .key(key)
+        .set_metadata(ts.map(|t| [("litestream-timestamp".to_string(), t.to_string())].into()))
+        .body(data.to_vec().into())
+        .send()
+        .await
+        .expect("raw put");
+}
+
+/// Objects under v0.5's s3 layout (`<path>/<level %04x>/…`, no `ltx/`) list one directory
+/// at a time, relative, sorted, and each reports its `litestream-timestamp` metadata
+/// (RFC 3339 with nanoseconds), `None` without it or when it does not parse.
+#[tokio::test]
+async fn ltx_layout_objects_list_read_and_report_writer_timestamps() {
+    let c = client("ltx-objects").await;
+    let root = c.path().to_string();
+    let ts = "2026-12-06T01:02:03.123456789Z";
+    let name = |min: u64, max: u64| format!("{min:016x}-{max:016x}.ltx");
+    put_with_timestamp(&c, &format!("{root}/0000/{}", name(2, 2)), b"two", Some(ts)).await;
+    put_with_timestamp(&c, &format!("{root}/0000/{}", name(1, 1)), b"one", None).await;
+    put_with_timestamp(
+        &c,
+        &format!("{root}/0000/{}.tmp", name(3, 3)),
+        b"t",
+        Some(ts),
+    )
+    .await;
+    put_with_timestamp(
+        &c,
+        &format!("{root}/0000/x/{}", name(4, 4)),
+        b"deep",
+        Some(ts),
+    )
+    .await;
+    put_with_timestamp(
+        &c,
+        &format!("{root}/0009/{}", name(1, 2)),
+        b"snap",
+        Some("garbage"),
+    )
+    .await;
+
+    let listed = c.list_objects("0000").await.expect("list level 0");
+    let names: Vec<&str> = listed.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [name(1, 1), name(2, 2), format!("{}.tmp", name(3, 3))],
+        "level 0 listing"
+    );
+    assert_eq!(listed[1].size, 3);
+    assert!(c.list_objects("ltx/0").await.expect("list").is_empty());
+    assert!(c.list_objects("").await.expect("list root").is_empty());
+
+    let got = c
+        .object_timestamp(&format!("0000/{}", name(2, 2)))
+        .await
+        .expect("timestamp");
+    let want = litestream_core::timefmt::parse_rfc3339(ts).expect("time");
+    assert_eq!(got, Some(want));
+    assert_eq!(want.nanosecond(), 123_456_789);
+    for key in [
+        format!("0000/{}", name(1, 1)),
+        format!("0009/{}", name(1, 2)),
+    ] {
+        assert_eq!(
+            c.object_timestamp(&key).await.expect("timestamp"),
+            None,
+            "{key}"
+        );
+    }
+    let missing = c.object_timestamp(&format!("0000/{}", name(9, 9))).await;
+    assert!(missing.expect_err("missing").is_not_found());
+    let data = read_all(
+        c.open_object(&format!("0009/{}", name(1, 2)))
+            .await
+            .expect("open"),
+    )
+    .await;
+    assert_eq!(data, b"snap");
+
+    let keys = raw_keys(&c).await;
+    c.sdk_client()
+        .delete_objects()
+        .bucket(c.bucket())
+        .delete(
+            aws_sdk_s3::types::Delete::builder()
+                .set_objects(Some(
+                    keys.iter()
+                        .map(|k| {
+                            aws_sdk_s3::types::ObjectIdentifier::builder()
+                                .key(k)
+                                .build()
+                                .unwrap()
+                        })
+                        .collect(),
+                ))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("clean up");
+}

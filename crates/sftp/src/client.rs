@@ -510,6 +510,24 @@ impl ReplicaClient for SftpClient {
         Ok(())
     }
 
+    async fn list_objects(&self, dir: &str) -> Result<Vec<ListedObject>> {
+        listing::check_relative(dir, true)?;
+        let entries = self.list(&layout::join(&[self.root(), dir])).await?;
+        let mut out: Vec<ListedObject> = files(entries).collect();
+        listing::sort_by_name(&mut out);
+        Ok(out)
+    }
+
+    async fn open_object(&self, key: &str) -> Result<ByteStream> {
+        self.open(listing::object_key(self.root(), key)?).await
+    }
+
+    async fn object_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
+        // v0.5 sets each file's mtime to its LTX header timestamp: the listed time is it.
+        listing::check_relative(key, false)?;
+        Ok(None)
+    }
+
     async fn delete_generation(&self, generation: &Generation) -> Result<()> {
         self.remove_all(&layout::generation_dir(self.root(), generation))
             .await

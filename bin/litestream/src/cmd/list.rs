@@ -1,4 +1,5 @@
-//! `litestream generations`, `snapshots` and `wal`: listings with Litestream's columns.
+//! `litestream generations`, `snapshots` and `wal`: listings of Litestream v0.3 data with
+//! v0.3.13's columns; each notes on stderr when the replica also holds v0.5 (LTX) data.
 
 use std::process::ExitCode;
 
@@ -28,7 +29,10 @@ fn flag_set(command: &'static str, with_generation: bool) -> FlagSet {
 }
 
 /// Clients for the positional argument, and the reference time for lag (DB mtime or now).
-async fn clients_for(p: &Parsed, missing: &str) -> Result<(Vec<NamedClient>, OffsetDateTime)> {
+pub(crate) async fn clients_for(
+    p: &Parsed,
+    missing: &str,
+) -> Result<(Vec<NamedClient>, OffsetDateTime)> {
     let target = match p.args.as_slice() {
         [] => return Err(anyhow!("{missing}")),
         [one] => one.clone(),
@@ -59,6 +63,7 @@ pub(crate) async fn generations(args: &[String]) -> Result<ExitCode> {
         .map(String::from)
         .to_vec()];
     for nc in &clients {
+        super::ltx::note_ltx_data(nc).await;
         let listings = match list_generations(nc.client.as_ref(), None).await {
             Ok(l) => l,
             Err(e) => {
@@ -108,6 +113,7 @@ pub(crate) async fn snapshots(args: &[String]) -> Result<ExitCode> {
         .map(String::from)
         .to_vec()];
     for nc in &clients {
+        super::ltx::note_ltx_data(nc).await;
         let gens = match nc.client.generations().await {
             Ok(g) => g,
             Err(e) => {
@@ -156,6 +162,7 @@ pub(crate) async fn wal(args: &[String]) -> Result<ExitCode> {
     .map(String::from)
     .to_vec()];
     for nc in &clients {
+        super::ltx::note_ltx_data(nc).await;
         let gens = match nc.client.generations().await {
             Ok(g) => g,
             Err(e) => {

@@ -3,6 +3,7 @@
 
 pub(crate) mod databases;
 pub(crate) mod list;
+pub(crate) mod ltx;
 pub(crate) mod replicate;
 pub(crate) mod restore;
 pub(crate) mod version;

@@ -35,19 +35,29 @@ async fn list_level(
 ) -> Result<Vec<LtxFileInfo>> {
     let mut files = list_ltx_files(client, level).await?;
     if use_timestamps {
-        let kind = client.kind();
-        let stamps: Vec<Option<OffsetDateTime>> = futures::stream::iter(files.iter())
-            .map(|f| async move { client.object_timestamp(&f.key(kind)).await })
-            .buffered(TIMESTAMP_LOOKUPS)
-            .try_collect()
-            .await?;
-        for (f, ts) in files.iter_mut().zip(stamps) {
-            if let Some(ts) = ts {
-                f.created_at = ts;
-            }
-        }
+        apply_writer_timestamps(client, &mut files).await?;
     }
     Ok(files)
+}
+
+/// Set each file's `created_at` to the writer's timestamp where the backend keeps one
+/// ([`ReplicaClient::object_timestamp`], up to 8 look-ups in flight per call).
+pub async fn apply_writer_timestamps(
+    client: &dyn ReplicaClient,
+    files: &mut [LtxFileInfo],
+) -> Result<()> {
+    let kind = client.kind();
+    let stamps: Vec<Option<OffsetDateTime>> = futures::stream::iter(files.iter())
+        .map(|f| async move { client.object_timestamp(&f.key(kind)).await })
+        .buffered(TIMESTAMP_LOOKUPS)
+        .try_collect()
+        .await?;
+    for (f, ts) in files.iter_mut().zip(stamps) {
+        if let Some(ts) = ts {
+            f.created_at = ts;
+        }
+    }
+    Ok(())
 }
 
 /// True when `next` is a better pick than `curr` (upstream `restoreCandidateBetter`).

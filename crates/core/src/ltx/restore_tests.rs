@@ -320,6 +320,9 @@ impl ReplicaClient for Flaky {
             _ => self.inner.open_object(key).await,
         }
     }
+    async fn object_timestamp(&self, key: &str) -> crate::Result<Option<time::OffsetDateTime>> {
+        self.inner.object_timestamp(key).await
+    }
 }
 
 #[tokio::test]
