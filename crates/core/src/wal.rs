@@ -203,7 +203,14 @@ pub fn db_page_size(header: &[u8]) -> Result<u32> {
         return Err(Error::corrupt("database", "not a SQLite database header"));
     }
     let raw = u16::from_be_bytes([header[16], header[17]]);
-    Ok(if raw == 1 { 65536 } else { u32::from(raw) })
+    let size = if raw == 1 { 65536 } else { u32::from(raw) };
+    if size < 512 || !size.is_power_of_two() {
+        return Err(Error::corrupt(
+            "database",
+            format!("invalid page size {size} in the database header"),
+        ));
+    }
+    Ok(size)
 }
 
 /// Build a valid WAL header (for writers and tests).
