@@ -475,21 +475,13 @@ async fn execute_inner(
 ) -> Result<RestoreOutcome> {
     let output = opts.output.clone();
     let out_str = output.display().to_string();
-    if output.symlink_metadata().is_ok() {
-        return Err(Error::InvalidArgument(format!(
-            "cannot restore, output path already exists: {out_str}"
-        )));
-    }
+    check_output_free(&output)?;
     let dir = output
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| Error::io(dir.display().to_string(), e))?;
+    create_dir_synced(&dir)?;
     let tmp = PathBuf::from(format!("{}.{:08x}.tmp", out_str, rand::random::<u32>()));
     let file = OpenOptions::new()
         .read(true)
@@ -677,9 +669,7 @@ async fn execute_inner(
     tracing::info!(path = %out_str, "renaming database from temporary location");
     publish(&tmp, &output)?;
     guard.armed = false;
-    if let Ok(d) = File::open(&dir) {
-        let _ = d.sync_all();
-    }
+    sync_dir(&dir)?;
     tracing::info!(
         generation = %plan.generation,
         elapsed = ?started.elapsed(),
@@ -695,6 +685,64 @@ async fn execute_inner(
         segments: n_segments,
         db_size,
     })
+}
+
+/// Refuse to restore to `output` if it exists, or if a `-wal` or `-shm` file is beside it:
+/// SQLite would apply a stale WAL left by an older database to the restored one at its first
+/// open. Such files are never removed here (they may hold the only copy of some data); the
+/// error names them so that an operator can move them away.
+pub fn check_output_free(output: &Path) -> Result<()> {
+    if output.symlink_metadata().is_ok() {
+        return Err(Error::InvalidArgument(format!(
+            "cannot restore, output path already exists: {}",
+            output.display()
+        )));
+    }
+    for suffix in ["-wal", "-shm"] {
+        let mut stale = output.as_os_str().to_owned();
+        stale.push(suffix);
+        let stale = PathBuf::from(stale);
+        if stale.symlink_metadata().is_ok() {
+            return Err(Error::InvalidArgument(format!(
+                "cannot restore to {}: {} exists beside it (left by an older database), and \
+                 SQLite would apply it to the restored database; move it away first",
+                output.display(),
+                stale.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Create `dir` and its missing ancestors (mode 0700) and fsync each new directory's parent,
+/// so that the path to the restored database survives a crash.
+fn create_dir_synced(dir: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && d.symlink_metadata().is_err()) {
+        missing.push(d);
+        at = d.parent();
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io(dir.display().to_string(), e))?;
+    for d in missing.iter().rev() {
+        let parent = d
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// fsync a directory (its entries), with an error naming it.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir.display().to_string(), e))
 }
 
 /// Move the finished temporary file to `output` without replacing anything created there
