@@ -593,3 +593,90 @@ fn if_db_not_exists_loser_of_a_concurrent_restore_exits_zero() {
     assert_eq!(fs::read(&out).unwrap(), b"the winner's database");
     assert_eq!(beside(&out), vec!["app.db".to_string()], "{text}");
 }
+
+// ------------------------------------------------------------------------------------------
+// input that used to panic (issue 13, item 4): a clear error and exit 1, never 101
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn hostile_arguments_are_errors_not_panics() {
+    use std::os::unix::ffi::OsStrExt;
+    let fx = copy_fixture("multi-index");
+    let out = fx.path().join("app.db");
+    let url = file_url(&replica_path(&fx));
+    let out_s = out.display().to_string();
+    let cases: Vec<(Vec<std::ffi::OsString>, &str)> = vec![
+        (
+            vec![
+                "restore".into(),
+                "-o".into(),
+                out_s.clone().into(),
+                "file:///data/%xé".into(),
+            ],
+            "invalid URL escape",
+        ),
+        (
+            vec![
+                "restore".into(),
+                "-o".into(),
+                out_s.clone().into(),
+                "sftp://u%ff@h/x".into(),
+            ],
+            "invalid UTF-8",
+        ),
+        (
+            vec![
+                "restore".into(),
+                "-parallelism".into(),
+                "2305843009213693952".into(),
+                "-o".into(),
+                out_s.clone().into(),
+                url.clone().into(),
+            ],
+            "-parallelism",
+        ),
+        (
+            vec![
+                "restore".into(),
+                "-o".into(),
+                std::ffi::OsStr::from_bytes(b"/tmp/\xff.db").to_owned(),
+                url.clone().into(),
+            ],
+            "not valid UTF-8",
+        ),
+    ];
+    for (args, needle) in cases {
+        let res = run_bin(&our_bin(), &args);
+        assert_exit(&res, 1, &format!("{args:?}"));
+        let text = stderr(&res);
+        assert!(!text.contains("panicked"), "{args:?}: {text}");
+        assert!(
+            text.contains(needle),
+            "{args:?} should mention {needle:?}: {text}"
+        );
+    }
+    assert!(!out.exists());
+}
+
+#[test]
+fn huge_duration_in_config_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let cfg = dir.path().join("litestream.yml");
+    for key in ["retention", "sync-interval", "snapshot-interval"] {
+        fs::write(
+            &cfg,
+            format!(
+                "dbs:\n  - path: {}\n    replicas:\n      - path: {}\n        {key}: 99999999999999999999h\n",
+                db.display(),
+                dir.path().join("replica").display()
+            ),
+        )
+        .unwrap();
+        let res = run_bin(&our_bin(), ["databases", "-config", cfg.to_str().unwrap()]);
+        assert_exit(&res, 1, key);
+        let text = stderr(&res);
+        assert!(!text.contains("panicked"), "{key}: {text}");
+        assert!(text.contains("99999999999999999999h"), "{key}: {text}");
+    }
+}

@@ -38,6 +38,10 @@ use crate::wal::{db_page_size, FrameValidator, WalHeader, WAL_HEADER_SIZE};
 /// servers 8 and 32 measured the same. Memory is bounded by the prefetch budget, not by this.
 pub const DEFAULT_PARALLELISM: usize = 32;
 
+/// Most concurrent downloads a restore runs; a larger [`RestoreOptions::parallelism`] is
+/// lowered to it.
+pub const MAX_PARALLELISM: usize = 1024;
+
 /// Objects up to this size are downloaded ahead of the applier into memory; larger ones are
 /// streamed when their turn comes.
 pub const PREFETCH_MAX: u64 = 1 << 20;
@@ -499,7 +503,7 @@ async fn execute_inner(
         armed: true,
     };
     let started = Instant::now();
-    let parallelism = opts.parallelism.max(1);
+    let parallelism = opts.parallelism.clamp(1, MAX_PARALLELISM);
     let retry = opts.retry;
     let handle = Handle::current();
 

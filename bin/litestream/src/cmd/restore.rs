@@ -91,6 +91,12 @@ async fn restore_cmd(p: &crate::flags::Parsed) -> Result<ExitCode> {
         let n: i64 = s
             .parse()
             .map_err(|_| anyhow!("invalid value {s:?} for flag -parallelism: parse error"))?;
+        if n > restore::MAX_PARALLELISM as i64 {
+            bail!(
+                "invalid value {s:?} for flag -parallelism: at most {} downloads can run at once",
+                restore::MAX_PARALLELISM
+            );
+        }
         opts.parallelism = n.max(1) as usize;
     }
     if let Some(g) = p.get("generation").filter(|g| !g.is_empty()) {
