@@ -144,8 +144,51 @@ impl ReplicaConfig {
         self.name.clone().unwrap_or_else(|| self.kind())
     }
 
+    /// Refuse security settings this version would otherwise parse and ignore: `age:`
+    /// (client-side encryption is not implemented, and replicating without it would upload
+    /// plain data), a TLS or host-key setting on a replica type that does not use it, and an
+    /// unknown key that names a security setting (encryption, TLS, certificates, host keys).
+    /// `at` names the replica in errors (e.g. `dbs[0].replicas[1]`).
+    pub fn check_security(&self, at: &str) -> Result<()> {
+        if self.age.is_some() {
+            return Err(Error::InvalidConfig(format!(
+                "{at}.age: age encryption is not supported by this version; refusing to \
+                 replicate or restore without it (remove `age:` only if the replica is not \
+                 meant to be encrypted)"
+            )));
+        }
+        let kind = match &self.url {
+            Some(u) if self.replica_type.is_none() => crate::url::parse_replica_url(u)?.kind(),
+            _ => self.kind(),
+        };
+        let only = |key: &str, set: bool, types: &[&str]| -> Result<()> {
+            if set && !types.contains(&kind.as_str()) {
+                return Err(Error::InvalidConfig(format!(
+                    "{at}.{key}: not supported for {kind} replicas (only {}); refusing a \
+                     security setting that would be ignored",
+                    types.join(", ")
+                )));
+            }
+            Ok(())
+        };
+        only("skip-verify", self.skip_verify.is_some(), &["s3"])?;
+        only("host-key", self.host_key.is_some(), &["sftp"])?;
+        only(
+            "known-hosts-path",
+            self.known_hosts_path.is_some(),
+            &["sftp"],
+        )?;
+        only(
+            "insecure-ignore-host-key",
+            self.insecure_ignore_host_key.is_some(),
+            &["sftp"],
+        )?;
+        check_unknown_security_keys(self.unknown.keys(), at)
+    }
+
     /// Resolve `url` into fields (explicit fields win) and check the combination rules.
     pub fn resolve(&self) -> Result<ReplicaConfig> {
+        self.check_security("replica")?;
         let mut out = self.clone();
         if let Some(p) = &self.path {
             if crate::url::is_url(p) {
@@ -205,6 +248,47 @@ impl ReplicaConfig {
         }
         Ok(out)
     }
+}
+
+/// Words that make an unknown key a security setting (`sse-kms-key-id`, `tls-ca-cert`, ...).
+const SECURITY_WORDS: &[&str] = &[
+    "age",
+    "sse",
+    "kms",
+    "encrypt",
+    "encryption",
+    "encrypted",
+    "tls",
+    "ssl",
+    "cert",
+    "certificate",
+    "ca",
+    "verify",
+    "insecure",
+    "cipher",
+    "recipients",
+    "identities",
+    "hostkey",
+    "fingerprint",
+];
+
+/// Refuse unknown keys that name a security setting: ignoring them would silently weaken
+/// what the user asked for.
+fn check_unknown_security_keys<'a>(keys: impl Iterator<Item = &'a String>, at: &str) -> Result<()> {
+    for key in keys {
+        let lower = key.to_ascii_lowercase();
+        let security = lower
+            .split(['-', '_', '.'])
+            .any(|w| SECURITY_WORDS.contains(&w))
+            || lower.contains("host-key")
+            || lower.contains("known-hosts");
+        if security {
+            return Err(Error::InvalidConfig(format!(
+                "{at}.{key}: unknown security setting; refusing to ignore it"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// One database (`dbs[]`).
@@ -274,6 +358,16 @@ impl Config {
             serde_saphyr::from_str(text)
                 .map_err(|e| Error::InvalidConfig(format!("cannot parse config: {e}")))?
         };
+        check_unknown_security_keys(config.unknown.keys(), "config")?;
+        for (i, db) in config.dbs.iter().enumerate() {
+            check_unknown_security_keys(db.unknown.keys(), &format!("dbs[{i}]"))?;
+            for (j, r) in db.replicas.iter().enumerate() {
+                r.check_security(&format!("dbs[{i}].replicas[{j}]"))?;
+            }
+            if let Some(r) = &db.replica {
+                r.check_security(&format!("dbs[{i}].replica"))?;
+            }
+        }
         for db in &mut config.dbs {
             if db.path.is_empty() {
                 return Err(Error::InvalidConfig("database path required".into()));
@@ -511,6 +605,59 @@ dbs:
             c.unknown_keys(),
             vec!["dbs[0].replicas[1].some-future-key".to_string()]
         );
+    }
+
+    #[test]
+    fn security_settings_are_never_parsed_and_ignored() {
+        let cases = [
+            (
+                "      - url: s3://b/p\n        age:\n          recipients: [age1xyz]\n",
+                "dbs[0].replicas[0].age: age encryption is not supported",
+            ),
+            (
+                "      - path: /r\n        age: {}\n",
+                "dbs[0].replicas[0].age",
+            ),
+            (
+                "      - url: abs://acct@c/p\n        skip-verify: true\n",
+                "dbs[0].replicas[0].skip-verify: not supported for abs replicas",
+            ),
+            (
+                "      - url: s3://b/p\n        host-key: ssh-ed25519 AAAA\n",
+                "dbs[0].replicas[0].host-key: not supported for s3 replicas",
+            ),
+            (
+                "      - path: /r\n        insecure-ignore-host-key: true\n",
+                "insecure-ignore-host-key: not supported for file replicas",
+            ),
+            (
+                "      - url: s3://b/p\n        sse-kms-key-id: k\n",
+                "dbs[0].replicas[0].sse-kms-key-id: unknown security setting",
+            ),
+            (
+                "      - url: s3://b/p\n        tls-ca-cert: /ca.pem\n",
+                "tls-ca-cert: unknown security setting",
+            ),
+        ];
+        for (replica, needle) in cases {
+            let text = format!("dbs:\n  - path: /data/app.db\n    replicas:\n{replica}");
+            let err = Config::parse(&text).expect_err(replica).to_string();
+            assert!(err.contains(needle), "{replica}: {err}");
+        }
+        let err = Config::parse("encryption-key: x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("config.encryption-key"), "{err}");
+        // The same settings where they apply are accepted.
+        let ok = "dbs:\n  - path: /d.db\n    replicas:\n      - url: s3://b/p\n        \
+                  skip-verify: true\n      - url: sftp://u@h/p\n        \
+                  insecure-ignore-host-key: true\n        storage-class: x\n";
+        Config::parse(ok).expect("valid security settings");
+        let r = ReplicaConfig {
+            age: Some(AgeConfig::default()),
+            ..Default::default()
+        };
+        assert!(r.resolve().unwrap_err().to_string().contains("age"));
     }
 
     #[test]
