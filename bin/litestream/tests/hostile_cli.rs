@@ -16,6 +16,29 @@ fn text(out: &std::process::Output) -> String {
     )
 }
 
+/// Run our binary with `args`, killing it (and failing) if it is still running after 20 s:
+/// a `replicate` that accepted the config would run forever.
+fn run_bounded(args: &[&str]) -> std::process::Output {
+    let mut child = std::process::Command::new(our_bin())
+        .args(args)
+        .env_remove("LITESTREAM_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("{args:?} still running after 20 s: {}", text(&out));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn age_encryption_in_config_is_refused_by_every_command() {
     let dir = tempfile::tempdir().unwrap();
@@ -42,7 +65,7 @@ fn age_encryption_in_config_is_refused_by_every_command() {
         vec!["databases", "-config", c],
         vec!["generations", "-config", c, d],
     ] {
-        let res = run_bin(&our_bin(), &args);
+        let res = run_bounded(&args);
         assert_exit(&res, 1, &args.join(" "));
         let t = text(&res);
         assert!(t.contains("dbs[0].replicas[0].age"), "{args:?}: {t}");
