@@ -77,3 +77,40 @@ fn age_encryption_in_config_is_refused_by_every_command() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn config_parse_errors_do_not_print_expanded_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("litestream.yml");
+    let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY";
+    for (body, env_value) in [
+        // A typo on the line after the secret.
+        (
+            "secret-access-key: $TEST_SECRET\n        retention: [\n",
+            secret.to_string(),
+        ),
+        // The secret itself breaks the YAML.
+        (
+            "secret-access-key: $TEST_SECRET\n        retention: 1h\n",
+            format!("{secret}: ["),
+        ),
+    ] {
+        fs::write(
+            &cfg,
+            format!(
+                "dbs:\n  - path: /tmp/app.db\n    replicas:\n      - url: s3://b/p\n        {body}"
+            ),
+        )
+        .unwrap();
+        let mut cmd = std::process::Command::new(our_bin());
+        cmd.args(["databases", "-config", cfg.to_str().unwrap()])
+            .env("TEST_SECRET", &env_value)
+            .env_remove("LITESTREAM_CONFIG");
+        let res = run(&mut cmd);
+        assert_exit(&res, 1, body);
+        let t = text(&res);
+        assert!(t.contains("cannot parse config"), "{t}");
+        assert!(t.contains("line "), "the error gives a position: {t}");
+        assert_no_secret(&t, secret);
+    }
+}
