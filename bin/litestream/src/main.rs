@@ -74,6 +74,7 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     logging::init_default();
+    http::raise_nofile_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
