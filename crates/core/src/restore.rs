@@ -571,7 +571,8 @@ async fn execute_inner(
     let tracker = ProgressTracker {
         cb: opts.progress.clone(),
         done: std::sync::atomic::AtomicU64::new(0),
-        total: plan.snapshot.size + plan.segments.iter().map(|s| s.size).sum::<u64>(),
+        // Listed sizes are the replica's claims: saturate rather than overflow.
+        total: (plan.segments.iter()).fold(plan.snapshot.size, |t, s| t.saturating_add(s.size)),
     };
     let spill_dir = dir.clone();
     let applied = tokio::task::spawn_blocking(move || -> Result<u64> {

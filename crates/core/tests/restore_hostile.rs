@@ -320,3 +320,230 @@ async fn snapshot_with_page_size_zero_is_an_error_naming_it() {
         assert!(err.to_string().contains("page size"), "{err}");
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// Property: a randomly damaged replica restores byte-identical to the intact one, or fails
+// naming the object; always within the memory bound.
+// ------------------------------------------------------------------------------------------
+
+/// Committed frames of a WAL file split at every commit into `(offset, bytes)` segments.
+fn split_wal(wal: &[u8]) -> Vec<(u64, Vec<u8>)> {
+    let header = WalHeader::parse(&wal[..32]).unwrap();
+    let fs = header.frame_size();
+    let (mut segs, mut start, mut at) = (Vec::new(), 0usize, 32usize);
+    while at + fs <= wal.len() {
+        let fh = litestream_core::wal::FrameHeader::parse(&wal[at..at + 24]);
+        if fh.salt != header.salt {
+            break;
+        }
+        at += fs;
+        if fh.commit_size != 0 {
+            segs.push((start as u64, wal[start..at].to_vec()));
+            start = at;
+        }
+    }
+    segs
+}
+
+/// A replica of a real database: snapshot at index 0, WAL indexes 0 and 1 split at commits.
+fn real_replica(dir: &Path) -> (BTreeMap<u32, Obj>, BTreeMap<(u32, u64), Obj>) {
+    let path = dir.join("prop.db");
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "PRAGMA page_size=1024; PRAGMA journal_mode=wal; PRAGMA wal_autocheckpoint=0;
+         CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);
+         PRAGMA wal_checkpoint(TRUNCATE);",
+    )
+    .unwrap();
+    let snapshot = std::fs::read(&path).unwrap();
+    let mut segments = BTreeMap::new();
+    for index in 0..2u32 {
+        for i in 0..6 {
+            conn.execute(
+                "INSERT INTO t (v) VALUES (?1)",
+                [vec![(i + index as usize * 7) as u8; 700 + i * 300]],
+            )
+            .unwrap();
+        }
+        conn.execute("DELETE FROM t WHERE id % 4 = 0", []).unwrap();
+        let wal = std::fs::read(dir.join("prop.db-wal")).unwrap();
+        for (offset, bytes) in split_wal(&wal) {
+            segments.insert((index, offset), Obj::bytes(compress_to_vec(&bytes)));
+        }
+        conn.execute_batch("PRAGMA wal_checkpoint(RESTART);")
+            .unwrap();
+    }
+    let snapshots = BTreeMap::from([(0, Obj::bytes(compress_to_vec(&snapshot)))]);
+    (snapshots, segments)
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn bytes_of(o: &Obj) -> Vec<u8> {
+    match &o.body {
+        Body::Bytes(b) => b.as_ref().clone(),
+        Body::Repeat(..) => unreachable!("real objects only"),
+    }
+}
+
+/// Apply one random kind of damage; returns its description and whether the result must
+/// still restore identically (damage to listings only) rather than possibly fail.
+fn damage(rng: &mut Rng, h: &mut Hostile) -> String {
+    let keys: Vec<(u32, u64)> = h.segments.keys().copied().collect();
+    let pick = |rng: &mut Rng| keys[rng.below(keys.len())];
+    match rng.below(8) {
+        0 | 1 => {
+            // Bit flip in a segment or the snapshot.
+            let snap = rng.below(4) == 0;
+            let obj = if snap {
+                h.snapshots.get_mut(&0).unwrap()
+            } else {
+                h.segments.get_mut(&pick(rng)).unwrap()
+            };
+            let mut b = bytes_of(obj);
+            let at = rng.below(b.len());
+            b[at] ^= 1 << rng.below(8);
+            *obj = Obj::bytes(b);
+            format!("bit flip at {at} (snapshot: {snap})")
+        }
+        2 => {
+            let k = pick(rng);
+            let obj = h.segments.get_mut(&k).unwrap();
+            let mut b = bytes_of(obj);
+            let len = rng.below(b.len());
+            b.truncate(len);
+            *obj = Obj::bytes(b);
+            format!("segment {k:?} truncated to {len}")
+        }
+        3 => {
+            let (a, b) = (pick(rng), pick(rng));
+            let (oa, ob) = (h.segments[&a].clone(), h.segments[&b].clone());
+            h.segments.insert(a, ob);
+            h.segments.insert(b, oa);
+            format!("segments {a:?} and {b:?} swapped")
+        }
+        4 => {
+            // A segment missing in the middle of its index. (Without the last segment of an
+            // index the replica is indistinguishable from one whose WAL ended there: neither
+            // Litestream nor anyone else can tell, so that is not damage this test makes.)
+            let k = pick(rng);
+            let last_of_index = keys.iter().filter(|x| x.0 == k.0).max() == Some(&k);
+            if !last_of_index {
+                h.segments.remove(&k);
+            }
+            format!("segment {k:?} missing")
+        }
+        5 => {
+            let k = pick(rng);
+            let dup = h.segments[&k].clone();
+            let at = (k.0, k.1 + 1 + rng.below(5000) as u64);
+            h.segments.entry(at).or_insert(dup);
+            format!("segment {k:?} duplicated at {at:?}")
+        }
+        6 => {
+            // Hostile listed sizes: the data is intact.
+            for o in h.segments.values_mut().chain(h.snapshots.values_mut()) {
+                o.listed = match rng.below(3) {
+                    0 => 0,
+                    1 => u64::MAX,
+                    _ => rng.next() % (1 << 40),
+                };
+            }
+            "hostile listed sizes".into()
+        }
+        _ => {
+            // Hostile counts: thousands of junk entries after the real ones.
+            let n = 1 + rng.below(3000);
+            let index = keys.last().unwrap().0 + rng.below(2) as u32;
+            for i in 0..n {
+                h.segments.insert(
+                    (index, 1 << 20 | i as u64 * 8),
+                    Obj {
+                        body: Body::Bytes(Arc::new(vec![0x5a; 16])),
+                        listed: rng.next(),
+                    },
+                );
+            }
+            format!("{n} junk segments at index {index}")
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_replicas_restore_identically_or_fail_naming_the_object() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (snapshots, segments) = real_replica(dir.path());
+    let gen = Generation::random();
+    let intact = Arc::new(Hostile {
+        gen: gen.clone(),
+        snapshots: snapshots.clone(),
+        segments: segments.clone(),
+    });
+    let good = dir.path().join("intact.db");
+    restore(intact, &RestoreOptions::new(&good)).await.unwrap();
+    let expected = std::fs::read(&good).unwrap();
+
+    let runs: usize = std::env::var("HOSTILE_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let seed: u64 = std::env::var("HOSTILE_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng(seed);
+    let (mut ok, mut refused) = (0, 0);
+    for run in 0..runs {
+        let mut h = Hostile {
+            gen: gen.clone(),
+            snapshots: snapshots.clone(),
+            segments: segments.clone(),
+        };
+        let what: Vec<String> = (0..1 + rng.below(3))
+            .map(|_| damage(&mut rng, &mut h))
+            .collect();
+        let out = dir.path().join(format!("out-{run}.db"));
+        let mut opts = RestoreOptions::new(&out);
+        opts.retry.max_attempts = 1;
+        let (result, peak) = peak_during(restore(Arc::new(h), &opts)).await;
+        assert!(
+            peak < MEMORY_BOUND,
+            "run {run} ({what:?}) peaked at {peak} bytes"
+        );
+        match result {
+            Ok(_) => {
+                let got = std::fs::read(&out).unwrap();
+                assert!(
+                    got == expected,
+                    "run {run} ({what:?}): restored a different database"
+                );
+                std::fs::remove_file(&out).unwrap();
+                ok += 1;
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains(&gen.to_string()),
+                    "run {run} ({what:?}): error does not name the object: {msg}"
+                );
+                assert!(!out.exists(), "run {run}: output written despite {msg}");
+                refused += 1;
+            }
+        }
+    }
+    eprintln!("{runs} damaged replicas: {ok} restored identically, {refused} refused");
+    assert!(ok > 0 && refused > 0, "{ok} restored, {refused} refused");
+}
