@@ -35,7 +35,7 @@ pub(crate) const MAX_CONNECTIONS: usize = 64;
 /// Raise the soft limit on open files to the hard limit (Go's runtime does the same since
 /// 1.19): the default soft limit of 1024 is easily reached by a busy process. Returns the new
 /// soft limit; failures are logged and leave the limit as it was.
-pub(crate) fn raise_nofile_limit() -> Option<u64> {
+pub(crate) fn raise_nofile_limit() -> Option<libc::rlim_t> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -53,12 +53,12 @@ pub(crate) fn raise_nofile_limit() -> Option<u64> {
             if libc::setrlimit(libc::RLIMIT_NOFILE, &want) != 0 {
                 tracing::debug!(error = %std::io::Error::last_os_error(),
                     "cannot raise the open files limit");
-                return Some(lim.rlim_cur as u64);
+                return Some(lim.rlim_cur);
             }
-            return Some(want.rlim_cur as u64);
+            return Some(want.rlim_cur);
         }
     }
-    Some(lim.rlim_cur as u64)
+    Some(lim.rlim_cur)
 }
 
 /// Split `addr` as Go's `net.SplitHostPort` does and require a port, with Litestream's
@@ -389,7 +389,7 @@ mod tests {
         // SAFETY: getrlimit writes the struct.
         assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
         assert_eq!(lim.rlim_cur, lim.rlim_max);
-        assert_eq!(got, lim.rlim_cur as u64);
+        assert_eq!(got, lim.rlim_cur);
     }
 
     async fn get(addr: SocketAddr, req: &str) -> String {

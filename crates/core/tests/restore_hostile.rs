@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use litestream_core::lz4::compress_to_vec;
@@ -48,7 +48,7 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOC: Counting = Counting;
 
 /// One test at a time, so that the measured peak is the running test's.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The README's bound on restore memory.
 const MEMORY_BOUND: usize = 40 << 20;
@@ -69,12 +69,6 @@ enum Body {
 }
 
 impl Body {
-    fn len(&self) -> u64 {
-        match self {
-            Body::Bytes(b) => b.len() as u64,
-            Body::Repeat(_, n) => *n,
-        }
-    }
     fn stream(&self) -> ByteStream {
         match self {
             Body::Bytes(b) => Box::pin(io::Cursor::new(b.as_ref().clone())),
@@ -219,7 +213,7 @@ fn assert_refused(err: &Error, object: &str, out: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_commit_size_is_refused_naming_the_segment() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let db = real_db(dir.path(), 4096);
     // One valid frame rewriting page 1, whose commit claims 2^28 pages: a 1 TiB database.
@@ -239,7 +233,7 @@ async fn hostile_commit_size_is_refused_naming_the_segment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_frame_beyond_its_own_database_size_is_refused() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let db = real_db(dir.path(), 4096);
     let pages = (db.len() / 4096) as u32;
@@ -257,7 +251,7 @@ async fn commit_frame_beyond_its_own_database_size_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_page_number_does_not_size_memory() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let db = real_db(dir.path(), 512);
     // A transaction that spills page 2^31 (1 TiB into the file) and then commits page 1 at
@@ -284,7 +278,7 @@ async fn hostile_page_number_does_not_size_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_listed_at_zero_bytes_is_not_read_whole_into_memory() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let db = real_db(dir.path(), 4096);
     let client = replica(
@@ -305,7 +299,7 @@ async fn object_listed_at_zero_bytes_is_not_read_whole_into_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_with_page_size_zero_is_an_error_naming_it() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let good = real_db(dir.path(), 4096);
     for raw in [0u16, 3, 256, 1000] {
@@ -469,7 +463,7 @@ fn damage(rng: &mut Rng, h: &mut Hostile) -> String {
             let index = keys.last().unwrap().0 + rng.below(2) as u32;
             for i in 0..n {
                 h.segments.insert(
-                    (index, 1 << 20 | i as u64 * 8),
+                    (index, (1 << 20) | (i as u64 * 8)),
                     Obj {
                         body: Body::Bytes(Arc::new(vec![0x5a; 16])),
                         listed: rng.next(),
@@ -483,7 +477,7 @@ fn damage(rng: &mut Rng, h: &mut Hostile) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_replicas_restore_identically_or_fail_naming_the_object() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let (snapshots, segments) = real_replica(dir.path());
     let gen = Generation::random();
