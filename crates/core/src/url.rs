@@ -37,7 +37,11 @@ pub fn parse_replica_url(s: &str) -> Result<ReplicaConfig> {
     };
     if scheme == "file" {
         // Litestream folds the host into the path: file://rel/x -> /rel/x.
-        let rest = &s["file://".len()..];
+        // The scheme check above allows `file:/x` and `FILE://`; only `file://` has a rest.
+        let rest = match s.get(..7) {
+            Some(p) if p.eq_ignore_ascii_case("file://") => &s[7..],
+            _ => return Err(bad("a file url starts with file://")),
+        };
         let rest = rest.split(['?', '#']).next().unwrap_or("");
         let path = if rest.starts_with('/') {
             rest.to_string()
@@ -263,6 +267,24 @@ pub fn parse_s3_host(s: &str) -> S3Host {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_urls_are_errors_not_panics() {
+        // Found by fuzz/replica_url: a scheme of `file` without `//` after it.
+        let crash = b"file:/\xdd\xbe://b//b\0\0\0\0\0\0\0\x07Ad!ta/\0\0\0\0\xdd\xbe://b.l";
+        let s = String::from_utf8_lossy(crash);
+        assert!(parse_replica_url(&s).is_err());
+        assert!(parse_replica_url("file:/x://y").is_err());
+        assert!(parse_replica_url("file:///data/%x\u{e9}")
+            .unwrap_err()
+            .to_string()
+            .contains("invalid URL escape"));
+        assert!(parse_replica_url("sftp://u%ff@h/x").is_err());
+        assert_eq!(
+            parse_replica_url("FILE:///data/r").unwrap().path.as_deref(),
+            Some("/data/r")
+        );
+    }
 
     #[test]
     fn file_urls_fold_host_into_path() {
