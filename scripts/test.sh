@@ -94,4 +94,14 @@ cargo test --workspace --all-features --locked "$@" 2>&1
 rc=$?
 set -e
 log "cargo test finished with exit $rc ($(since "$t")); disk free: $(disk_free)"
+
+# --- 4. fuzz smoke run (fuzz/run.sh: a few seconds per target; SKIP_FUZZ_SMOKE=1 skips) ---------
+if [ "$rc" = 0 ] && [ "${SKIP_FUZZ_SMOKE:-0}" != 1 ]; then
+  t=$(date +%s.%N)
+  set +e
+  bash "$ROOT/fuzz/run.sh" "${FUZZ_SMOKE_SECS:-5}"
+  rc=$?
+  set -e
+  log "fuzz smoke run finished with exit $rc ($(since "$t"))"
+fi
 exit "$rc"
