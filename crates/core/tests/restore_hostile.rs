@@ -16,7 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use litestream_core::lz4::compress_to_vec;
 use litestream_core::restore::{restore, RestoreOptions};
-use litestream_core::wal::{encode_frame, encode_header, WalHeader};
+use litestream_core::wal::{encode_frame, encode_header, split_at_commits as split_wal, WalHeader};
 use litestream_core::{
     ByteStream, Error, Generation, Pos, ReplicaClient, Result, SnapshotInfo, WalSegmentInfo,
 };
@@ -319,25 +319,6 @@ async fn snapshot_with_page_size_zero_is_an_error_naming_it() {
 // Property: a randomly damaged replica restores byte-identical to the intact one, or fails
 // naming the object; always within the memory bound.
 // ------------------------------------------------------------------------------------------
-
-/// Committed frames of a WAL file split at every commit into `(offset, bytes)` segments.
-fn split_wal(wal: &[u8]) -> Vec<(u64, Vec<u8>)> {
-    let header = WalHeader::parse(&wal[..32]).unwrap();
-    let fs = header.frame_size();
-    let (mut segs, mut start, mut at) = (Vec::new(), 0usize, 32usize);
-    while at + fs <= wal.len() {
-        let fh = litestream_core::wal::FrameHeader::parse(&wal[at..at + 24]);
-        if fh.salt != header.salt {
-            break;
-        }
-        at += fs;
-        if fh.commit_size != 0 {
-            segs.push((start as u64, wal[start..at].to_vec()));
-            start = at;
-        }
-    }
-    segs
-}
 
 /// A replica of a real database: snapshot at index 0, WAL indexes 0 and 1 split at commits.
 fn real_replica(dir: &Path) -> (BTreeMap<u32, Obj>, BTreeMap<(u32, u64), Obj>) {
