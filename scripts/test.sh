@@ -112,4 +112,14 @@ if [ $# -eq 0 ] && [ "${SKIP_STYLE_CHECKS:-0}" != 1 ]; then
   log "style checks (fmt, clippy, doc) finished with exit $style_rc ($(since "$t"))"
   [ "$rc" != 0 ] || rc=$style_rc
 fi
+
+# --- 5. fuzz smoke run (fuzz/run.sh: a few seconds per target; SKIP_FUZZ_SMOKE=1 skips) ---------
+if [ $# -eq 0 ] && [ "$rc" = 0 ] && [ "${SKIP_FUZZ_SMOKE:-0}" != 1 ]; then
+  t=$(date +%s.%N)
+  set +e
+  bash "$ROOT/fuzz/run.sh" "${FUZZ_SMOKE_SECS:-5}"
+  rc=$?
+  set -e
+  log "fuzz smoke run finished with exit $rc ($(since "$t"))"
+fi
 exit "$rc"

@@ -8,7 +8,10 @@
 //!   serves Go's `/debug/pprof/`; we don't.)
 //!
 //! A deliberately small HTTP/1.1 server over tokio's `TcpListener`: one request per
-//! connection (`Connection: close`), request heads up to 16 KiB, 10 s to send them.
+//! connection (`Connection: close`), request heads up to 16 KiB, 10 s to send them, 10 s to
+//! take the response, and at most [`MAX_CONNECTIONS`] connections open at once (more are
+//! closed as soon as they are accepted), so that idle or slow clients cannot use up the file
+//! descriptors replication needs.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -24,6 +27,39 @@ pub(crate) const DEFAULT_MAX_LAG: Duration = Duration::from_secs(60);
 
 const MAX_HEAD: usize = 16 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections served at once; further ones are closed on accept.
+pub(crate) const MAX_CONNECTIONS: usize = 64;
+
+/// Raise the soft limit on open files to the hard limit (Go's runtime does the same since
+/// 1.19): the default soft limit of 1024 is easily reached by a busy process. Returns the new
+/// soft limit; failures are logged and leave the limit as it was.
+pub(crate) fn raise_nofile_limit() -> Option<libc::rlim_t> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) != 0 {
+                tracing::debug!(error = %std::io::Error::last_os_error(),
+                    "cannot raise the open files limit");
+                return Some(lim.rlim_cur);
+            }
+            return Some(want.rlim_cur);
+        }
+    }
+    Some(lim.rlim_cur)
+}
 
 /// Split `addr` as Go's `net.SplitHostPort` does and require a port, with Litestream's
 /// error: `must specify port for bind address: "9999"`. Returns (host, port).
@@ -70,6 +106,7 @@ pub(crate) fn metrics_url(addr: &str) -> Result<String> {
 pub(crate) struct Server {
     listener: TcpListener,
     max_lag: Duration,
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Server {
@@ -88,7 +125,24 @@ impl Server {
         Ok(Server {
             listener,
             max_lag: DEFAULT_MAX_LAG,
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
         })
+    }
+
+    /// Set the connection cap (tests).
+    #[cfg_attr(not(test), allow(dead_code))] // API kept for callers and tests
+    pub(crate) fn with_max_connections(mut self, n: usize) -> Server {
+        self.permits = std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1)));
+        self
+    }
+
+    /// The real bound address for logs, e.g. `[::]:9090 (all interfaces)`.
+    pub(crate) fn describe(&self) -> String {
+        match self.listener.local_addr() {
+            Ok(a) if a.ip().is_unspecified() => format!("{a} (all interfaces)"),
+            Ok(a) => a.to_string(),
+            Err(e) => format!("unknown ({e})"),
+        }
     }
 
     /// Set the `/healthz` lag threshold.
@@ -117,12 +171,19 @@ impl Server {
                     }
                 }
                 accepted = self.listener.accept() => match accepted {
-                    Ok((stream, _)) => {
+                    Ok((stream, peer)) => {
+                        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                            // At the cap: close at once rather than hold a descriptor.
+                            tracing::debug!(%peer, "http connection limit reached; closed");
+                            drop(stream);
+                            continue;
+                        };
                         let max_lag = self.max_lag;
                         tokio::spawn(async move {
                             if let Err(e) = handle(stream, max_lag).await {
                                 tracing::debug!(error = %e, "http request failed");
                             }
+                            drop(permit);
                         });
                     }
                     Err(e) => {
@@ -240,8 +301,12 @@ async fn handle(mut stream: TcpStream, max_lag: Duration) -> Result<()> {
     if method != Some("HEAD") {
         out.extend_from_slice(resp.body.as_bytes());
     }
-    stream.write_all(&out).await?;
-    stream.shutdown().await?;
+    tokio::time::timeout(WRITE_TIMEOUT, async {
+        stream.write_all(&out).await?;
+        stream.shutdown().await
+    })
+    .await
+    .context("timed out writing the response")??;
     Ok(())
 }
 
@@ -269,6 +334,62 @@ mod tests {
             metrics_url("127.0.0.1:9090").unwrap(),
             "http://127.0.0.1:9090/metrics"
         );
+    }
+
+    fn open_fds() -> usize {
+        std::fs::read_dir("/proc/self/fd").unwrap().count()
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_capped_and_requests_still_served_after() {
+        let server = Server::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .with_max_connections(8);
+        let addr = server.local_addr().unwrap();
+        assert!(server.describe().starts_with("127.0.0.1:"));
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(server.run(rx));
+        let before = open_fds();
+        let mut idle = Vec::new();
+        for _ in 0..200 {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        // Let the server accept them all (and close what is over the cap).
+        let mut last = 0;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = open_fds();
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        let held = open_fds() - before;
+        // 200 client sockets of this test, at most 8 server ones (plus slack for the runtime).
+        assert!(
+            held <= 200 + 8 + 4,
+            "{held} descriptors for 200 idle connections"
+        );
+        drop(idle);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let m = get(addr, "GET /metrics HTTP/1.1\r\n\r\n").await;
+        assert!(m.starts_with("HTTP/1.1 200 OK\r\n"), "{m}");
+        tx.send(true).unwrap();
+        task.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn nofile_soft_limit_is_raised_to_the_hard_limit() {
+        let got = raise_nofile_limit().unwrap();
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        assert_eq!(lim.rlim_cur, lim.rlim_max);
+        assert_eq!(got, lim.rlim_cur);
     }
 
     async fn get(addr: SocketAddr, req: &str) -> String {

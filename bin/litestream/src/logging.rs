@@ -63,6 +63,49 @@ pub(crate) fn keep_stdout_for_data() {
 /// `LITESTREAM_LOG` is set: its filter decides, our level check is bypassed.
 static ENV_OVERRIDE: AtomicBool = AtomicBool::new(false);
 static INSTALLED: OnceLock<()> = OnceLock::new();
+/// Known secret values (from the config and the environment): replaced by `REDACTED` in every
+/// message and value, whoever logs it, so that `LITESTREAM_LOG` letting dependencies' events
+/// through (SDK, HTTP, SSH debug output) cannot print them.
+static SECRETS: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// Environment variables whose values are credentials.
+const SECRET_ENV: &[&str] = &[
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "LITESTREAM_SECRET_ACCESS_KEY",
+    "LITESTREAM_AZURE_ACCOUNT_KEY",
+    "AZURE_STORAGE_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_CLIENT_SECRET",
+];
+
+/// Add secret values to redact from every log line (values shorter than 4 bytes are
+/// ignored: replacing them would garble lines without protecting anything).
+pub(crate) fn register_secrets(values: impl IntoIterator<Item = String>) {
+    if let Ok(mut known) = SECRETS.write() {
+        for v in values {
+            if v.len() >= 4 && !known.contains(&v) {
+                known.push(v);
+            }
+        }
+        // Longest first, so that a secret containing another is replaced whole.
+        known.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    }
+}
+
+/// `s` with every registered secret replaced by `REDACTED`.
+fn redact_known(s: String) -> String {
+    let Ok(known) = SECRETS.read() else {
+        return s;
+    };
+    let mut out = s;
+    for secret in known.iter() {
+        if out.contains(secret.as_str()) {
+            out = out.replace(secret.as_str(), "REDACTED");
+        }
+    }
+    out
+}
 
 fn level_num(l: &Level) -> u8 {
     match *l {
@@ -98,6 +141,7 @@ fn enabled(meta: &Metadata<'_>) -> bool {
 
 fn install() {
     INSTALLED.get_or_init(|| {
+        register_secrets(SECRET_ENV.iter().filter_map(|k| std::env::var(k).ok()));
         let env = std::env::var("LITESTREAM_LOG")
             .ok()
             .filter(|v| !v.is_empty())
@@ -167,12 +211,12 @@ impl<S: Subscriber> Layer<S> for LitestreamLayer {
         };
         let mut fields = Fields::default();
         event.record(&mut fields);
-        let line = format_line(
+        let line = redact_known(format_line(
             format,
             time::OffsetDateTime::now_utc(),
             event.metadata().level(),
             &fields,
-        );
+        ));
         if STDERR.load(Ordering::Relaxed) {
             let mut err = std::io::stderr().lock();
             if crate::progress::line_active() {
@@ -245,7 +289,7 @@ impl Fields {
         let name = field.name();
         if name == "message" {
             self.msg = match v {
-                Value::Str(s) => redact_value(&s),
+                Value::Str(s) => redact_known(redact_value(&s)),
                 other => value_text(&other),
             };
             return;
@@ -257,7 +301,7 @@ impl Fields {
             Value::Str("REDACTED".into())
         } else {
             match v {
-                Value::Str(s) => Value::Str(redact_value(&s)),
+                Value::Str(s) => Value::Str(redact_known(redact_value(&s))),
                 other => other,
             }
         };
@@ -491,6 +535,18 @@ mod tests {
         assert_eq!(parse_level(Some("error")), 1);
         assert_eq!(parse_level(Some("bogus")), 3);
         assert_eq!(parse_level(None), 3);
+    }
+
+    #[test]
+    fn registered_secrets_are_redacted_from_any_event() {
+        register_secrets(["sk-9f8e7d6c5b4a".to_string()]);
+        let f = fields(
+            "dependency said sk-9f8e7d6c5b4a in its debug output",
+            &[("request", Value::Str("auth=sk-9f8e7d6c5b4a;".into()))],
+        );
+        let line = redact_known(format_line(Format::Text, t0(), &Level::DEBUG, &f));
+        assert!(!line.contains("sk-9f8e7d6c5b4a"), "{line}");
+        assert!(line.contains("REDACTED"), "{line}");
     }
 
     #[test]

@@ -43,7 +43,13 @@ fn main() -> ExitCode {
             }
         }
     }
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<String> = match utf8_args(std::env::args_os().skip(1)) {
+        Ok(args) => args,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::from(1);
+        }
+    };
     let Some(command) = args.first() else {
         print!("{COMMANDS}");
         return ExitCode::from(1);
@@ -70,6 +76,7 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     logging::init_default();
+    http::raise_nofile_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -107,6 +114,22 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The arguments as UTF-8, or an error naming the first one that is not (Litestream's flags,
+/// paths and URLs are all handled as text).
+fn utf8_args(args: impl Iterator<Item = std::ffi::OsString>) -> Result<Vec<String>, String> {
+    args.enumerate()
+        .map(|(i, a)| {
+            a.into_string().map_err(|a| {
+                format!(
+                    "argument {} is not valid UTF-8: {:?}",
+                    i + 1,
+                    a.to_string_lossy()
+                )
+            })
+        })
+        .collect()
 }
 
 /// `err` and its causes joined by ": ", leaving out a cause whose text the message before it

@@ -446,3 +446,237 @@ fn databases_lists_the_same_rows_as_litestream() {
         String::from_utf8_lossy(&theirs.stdout)
     );
 }
+
+// ------------------------------------------------------------------------------------------
+// signals and leftovers (issue 13, item 6)
+// ------------------------------------------------------------------------------------------
+
+/// Replace the fixture's (only) snapshot with a FIFO that a thread feeds: the first `head`
+/// bytes of the real snapshot, then, once `release` receives, the rest (or nothing if the
+/// sender is dropped). A restore reading it blocks in the middle of the snapshot with its
+/// temporary file created.
+fn stalled_snapshot(fx: &tempfile::TempDir, head: usize) -> std::sync::mpsc::Sender<()> {
+    let replica = replica_path(fx);
+    let gen = &generations(&replica)[0];
+    let snap_dir = replica.join("generations").join(gen).join("snapshots");
+    let snap = fs::read_dir(&snap_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let bytes = fs::read(&snap).unwrap();
+    fs::remove_file(&snap).unwrap();
+    let st = std::process::Command::new("mkfifo")
+        .arg(&snap)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mkfifo failed");
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new().write(true).open(&snap).unwrap();
+        let _ = f.write_all(&bytes[..head.min(bytes.len())]);
+        let _ = f.flush();
+        if rx.recv().is_ok() {
+            let _ = f.write_all(&bytes[head.min(bytes.len())..]);
+        }
+    });
+    tx
+}
+
+/// Files beside `out` whose names start with its name (temporary files, -wal, -shm).
+fn beside(out: &Path) -> Vec<String> {
+    let stem = out.file_name().unwrap().to_string_lossy().to_string();
+    let Ok(dir) = fs::read_dir(out.parent().unwrap()) else {
+        return Vec::new();
+    };
+    let mut v: Vec<String> = dir
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with(&stem))
+        .collect();
+    v.sort();
+    v
+}
+
+fn spawn_restore(out: &Path, extra: &[&str], url: &str, log: &Path) -> std::process::Child {
+    std::process::Command::new(our_bin())
+        .args(restore_args(out, extra, url))
+        .env_remove("LITESTREAM_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(fs::File::create(log).unwrap())
+        .stderr(fs::File::create(log.with_extension("err")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_for_tmp(out: &Path, log: &Path) {
+    wait_for(
+        Duration::from_secs(30),
+        "the restore's temporary file",
+        || {
+            format!(
+                "beside: {:?}; log: {}",
+                beside(out),
+                fs::read_to_string(log.with_extension("err")).unwrap_or_default()
+            )
+        },
+        || beside(out).iter().any(|n| n.ends_with(".tmp")),
+    );
+}
+
+#[test]
+fn a_signal_during_restore_removes_the_temporary_file_and_exits_one() {
+    for signal in ["TERM", "INT"] {
+        let fx = copy_fixture("multi-index");
+        let _feed = stalled_snapshot(&fx, 100);
+        let out = fx.path().join("out").join("app.db");
+        let log = fx.path().join("restore.log");
+        let url = file_url(&replica_path(&fx));
+        let mut child = spawn_restore(&out, &[], &url, &log);
+        wait_for_tmp(&out, &log);
+        let st =
+            litestream_test_servers::signal_and_wait(&mut child, signal, Duration::from_secs(30));
+        let text = fs::read_to_string(&log).unwrap()
+            + &fs::read_to_string(log.with_extension("err")).unwrap();
+        let st = st.unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("restore ignored SIG{signal}: {text}")
+        });
+        assert_eq!(st.code(), Some(1), "SIG{signal}: {st}; {text}");
+        assert!(text.contains(&format!("SIG{signal}")), "{text}");
+        assert_eq!(beside(&out), Vec::<String>::new(), "SIG{signal}: {text}");
+    }
+}
+
+#[test]
+fn stale_wal_or_shm_beside_the_output_is_refused_and_kept() {
+    for suffix in ["-wal", "-shm"] {
+        let fx = copy_fixture("multi-index");
+        let out = fx.path().join("app.db");
+        let stale = PathBuf::from(format!("{}{suffix}", out.display()));
+        fs::write(&stale, b"stale bytes of an older database").unwrap();
+        let url = file_url(&replica_path(&fx));
+        let res = run_bin(&our_bin(), restore_args(&out, &[], &url));
+        assert_exit(&res, 1, &format!("restore beside a stale {suffix}"));
+        let text = stderr(&res);
+        assert!(text.contains(&stale.display().to_string()), "{text}");
+        assert!(!out.exists());
+        assert_eq!(
+            fs::read(&stale).unwrap(),
+            b"stale bytes of an older database"
+        );
+        // With -if-db-not-exists and no database, the same refusal (the db does not exist).
+        let res = run_bin(&our_bin(), restore_args(&out, &["-if-db-not-exists"], &url));
+        assert_exit(&res, 1, "healthcheck beside a stale file");
+    }
+}
+
+#[test]
+fn if_db_not_exists_loser_of_a_concurrent_restore_exits_zero() {
+    let fx = copy_fixture("multi-index");
+    let feed = stalled_snapshot(&fx, 100);
+    let out = fx.path().join("app.db");
+    let log = fx.path().join("restore.log");
+    let url = file_url(&replica_path(&fx));
+    let mut child = spawn_restore(&out, &["-if-db-not-exists"], &url, &log);
+    wait_for_tmp(&out, &log);
+    // Another restore wins the race while this one is downloading.
+    fs::write(&out, b"the winner's database").unwrap();
+    feed.send(()).unwrap();
+    drop(feed);
+    let st = child.wait().unwrap();
+    let text =
+        fs::read_to_string(&log).unwrap() + &fs::read_to_string(log.with_extension("err")).unwrap();
+    assert_eq!(st.code(), Some(0), "{text}");
+    assert!(text.contains("database already exists"), "{text}");
+    assert_eq!(fs::read(&out).unwrap(), b"the winner's database");
+    assert_eq!(beside(&out), vec!["app.db".to_string()], "{text}");
+}
+
+// ------------------------------------------------------------------------------------------
+// input that used to panic (issue 13, item 4): a clear error and exit 1, never 101
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn hostile_arguments_are_errors_not_panics() {
+    use std::os::unix::ffi::OsStrExt;
+    let fx = copy_fixture("multi-index");
+    let out = fx.path().join("app.db");
+    let url = file_url(&replica_path(&fx));
+    let out_s = out.display().to_string();
+    let cases: Vec<(Vec<std::ffi::OsString>, &str)> = vec![
+        (
+            vec![
+                "restore".into(),
+                "-o".into(),
+                out_s.clone().into(),
+                "file:///data/%xé".into(),
+            ],
+            "invalid URL escape",
+        ),
+        (
+            vec![
+                "restore".into(),
+                "-o".into(),
+                out_s.clone().into(),
+                "sftp://u%ff@h/x".into(),
+            ],
+            "invalid UTF-8",
+        ),
+        (
+            vec![
+                "restore".into(),
+                "-parallelism".into(),
+                "2305843009213693952".into(),
+                "-o".into(),
+                out_s.clone().into(),
+                url.clone().into(),
+            ],
+            "-parallelism",
+        ),
+        (
+            vec![
+                "restore".into(),
+                "-o".into(),
+                std::ffi::OsStr::from_bytes(b"/tmp/\xff.db").to_owned(),
+                url.clone().into(),
+            ],
+            "not valid UTF-8",
+        ),
+    ];
+    for (args, needle) in cases {
+        let res = run_bin(&our_bin(), &args);
+        assert_exit(&res, 1, &format!("{args:?}"));
+        let text = stderr(&res);
+        assert!(!text.contains("panicked"), "{args:?}: {text}");
+        assert!(
+            text.contains(needle),
+            "{args:?} should mention {needle:?}: {text}"
+        );
+    }
+    assert!(!out.exists());
+}
+
+#[test]
+fn huge_duration_in_config_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let cfg = dir.path().join("litestream.yml");
+    for key in ["retention", "sync-interval", "snapshot-interval"] {
+        fs::write(
+            &cfg,
+            format!(
+                "dbs:\n  - path: {}\n    replicas:\n      - path: {}\n        {key}: 99999999999999999999h\n",
+                db.display(),
+                dir.path().join("replica").display()
+            ),
+        )
+        .unwrap();
+        let res = run_bin(&our_bin(), ["databases", "-config", cfg.to_str().unwrap()]);
+        assert_exit(&res, 1, key);
+        let text = stderr(&res);
+        assert!(!text.contains("panicked"), "{key}: {text}");
+        assert!(text.contains("99999999999999999999h"), "{key}: {text}");
+    }
+}

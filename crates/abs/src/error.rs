@@ -74,13 +74,26 @@ pub(crate) enum Class {
     Other(bool),
 }
 
-/// Context for turning request errors into core errors.
-#[derive(Debug, Clone)]
+/// Context for turning request errors into core errors (its `Debug` never shows the secrets).
+#[derive(Clone)]
 pub(crate) struct ErrorContext {
     pub(crate) account: String,
     pub(crate) container: String,
     /// Strings that must never appear in a message (account key, SAS token).
     pub(crate) secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for ErrorContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ErrorContext")
+            .field("account", &self.account)
+            .field("container", &self.container)
+            .field(
+                "secrets",
+                &format_args!("[{} redacted]", self.secrets.len()),
+            )
+            .finish()
+    }
 }
 
 impl ErrorContext {
@@ -276,6 +289,16 @@ mod tests {
         let t = "GET x - 500 Internal: <?xml version=\"1.0\"?>\n<Error>\n  <Code>InternalError</Code>\n</Error>";
         assert_eq!(compact(t), "GET x - 500 Internal: InternalError");
         assert_eq!(compact("a\n  b"), "a b");
+    }
+
+    #[test]
+    fn debug_does_not_show_secrets() {
+        let ctx = ErrorContext {
+            account: "acct".into(),
+            container: "c".into(),
+            secrets: vec!["c2VjcmV0a2V5".into()],
+        };
+        assert!(!format!("{ctx:?}").contains("c2VjcmV0a2V5"));
     }
 
     #[test]

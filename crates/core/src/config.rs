@@ -51,7 +51,7 @@ pub struct LoggingConfig {
 }
 
 /// Client-side encryption keys (`age:`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct AgeConfig {
     /// age identities (private keys) used to decrypt.
@@ -64,7 +64,7 @@ pub struct AgeConfig {
 ///
 /// Field names are the YAML keys in kebab-case. Keys marked "extension" are not in Litestream
 /// v0.3.13.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Clone, Default, Deserialize, PartialEq)]
 #[serde(default, rename_all = "kebab-case")]
 pub struct ReplicaConfig {
     /// `type`: `file`, `s3`, `gcs`, `abs` or `sftp` (default `file`, or the URL scheme).
@@ -133,6 +133,63 @@ pub struct ReplicaConfig {
     pub unknown: BTreeMap<String, serde::de::IgnoredAny>,
 }
 
+/// `[redacted]` in place of a set secret (for `Debug`).
+fn redacted(v: &Option<String>) -> Option<&'static str> {
+    v.as_ref().map(|_| "[redacted]")
+}
+
+impl std::fmt::Debug for AgeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgeConfig")
+            .field(
+                "identities",
+                &format_args!("[{} redacted]", self.identities.len()),
+            )
+            .field("recipients", &self.recipients)
+            .finish()
+    }
+}
+
+/// Secrets (`secret-access-key`, `account-key`, `sas-token`, `password`) print as
+/// `[redacted]`.
+impl std::fmt::Debug for ReplicaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicaConfig")
+            .field("replica_type", &self.replica_type)
+            .field("name", &self.name)
+            .field("url", &self.url.as_deref().map(crate::url::redact_url))
+            .field("path", &self.path)
+            .field("retention", &self.retention)
+            .field("retention_check_interval", &self.retention_check_interval)
+            .field("sync_interval", &self.sync_interval)
+            .field("snapshot_interval", &self.snapshot_interval)
+            .field("validation_interval", &self.validation_interval)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &redacted(&self.secret_access_key))
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("force_path_style", &self.force_path_style)
+            .field("skip_verify", &self.skip_verify)
+            .field("account_name", &self.account_name)
+            .field("account_key", &redacted(&self.account_key))
+            .field("sas_token", &redacted(&self.sas_token))
+            .field("credential", &self.credential)
+            .field("client_id", &self.client_id)
+            .field("tenant_id", &self.tenant_id)
+            .field("host", &self.host)
+            .field("user", &self.user)
+            .field("password", &redacted(&self.password))
+            .field("key_path", &self.key_path)
+            .field("host_key", &self.host_key)
+            .field("known_hosts_path", &self.known_hosts_path)
+            .field("insecure_ignore_host_key", &self.insecure_ignore_host_key)
+            .field("age", &self.age)
+            .field("unknown", &self.unknown)
+            .finish()
+    }
+}
+
 impl ReplicaConfig {
     /// The replica type after applying the URL scheme (default `file`).
     pub fn kind(&self) -> String {
@@ -144,8 +201,79 @@ impl ReplicaConfig {
         self.name.clone().unwrap_or_else(|| self.kind())
     }
 
+    /// Refuse security settings this version would otherwise parse and ignore: `age:`
+    /// (client-side encryption is not implemented, and replicating without it would upload
+    /// plain data), a TLS or host-key setting on a replica type that does not use it, and an
+    /// unknown key that names a security setting (encryption, TLS, certificates, host keys).
+    /// `at` names the replica in errors (e.g. `dbs[0].replicas[1]`).
+    pub fn check_security(&self, at: &str) -> Result<()> {
+        if self.age.is_some() {
+            return Err(Error::InvalidConfig(format!(
+                "{at}.age: age encryption is not supported by this version; refusing to \
+                 replicate or restore without it (remove `age:` only if the replica is not \
+                 meant to be encrypted)"
+            )));
+        }
+        let kind = match &self.url {
+            Some(u) if self.replica_type.is_none() => crate::url::parse_replica_url(u)?.kind(),
+            _ => self.kind(),
+        };
+        let only = |key: &str, set: bool, types: &[&str]| -> Result<()> {
+            if set && !types.contains(&kind.as_str()) {
+                return Err(Error::InvalidConfig(format!(
+                    "{at}.{key}: not supported for {kind} replicas (only {}); refusing a \
+                     security setting that would be ignored",
+                    types.join(", ")
+                )));
+            }
+            Ok(())
+        };
+        only("skip-verify", self.skip_verify.is_some(), &["s3"])?;
+        only("host-key", self.host_key.is_some(), &["sftp"])?;
+        only(
+            "known-hosts-path",
+            self.known_hosts_path.is_some(),
+            &["sftp"],
+        )?;
+        only(
+            "insecure-ignore-host-key",
+            self.insecure_ignore_host_key.is_some(),
+            &["sftp"],
+        )?;
+        check_unknown_security_keys(self.unknown.keys(), at)
+    }
+
+    /// The secrets this replica holds (keys, tokens, passwords, age identities, a URL's
+    /// password), for redaction wherever text is printed.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out: Vec<String> = [
+            &self.secret_access_key,
+            &self.account_key,
+            &self.sas_token,
+            &self.password,
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+        if let Some(age) = &self.age {
+            out.extend(age.identities.iter().cloned());
+        }
+        if let Some(pw) = self
+            .url
+            .as_deref()
+            .and_then(|u| ::url::Url::parse(u).ok())
+            .and_then(|u| u.password().map(str::to_string))
+        {
+            out.push(pw);
+        }
+        out.retain(|s| !s.is_empty());
+        out
+    }
+
     /// Resolve `url` into fields (explicit fields win) and check the combination rules.
     pub fn resolve(&self) -> Result<ReplicaConfig> {
+        self.check_security("replica")?;
         let mut out = self.clone();
         if let Some(p) = &self.path {
             if crate::url::is_url(p) {
@@ -207,6 +335,47 @@ impl ReplicaConfig {
     }
 }
 
+/// Words that make an unknown key a security setting (`sse-kms-key-id`, `tls-ca-cert`, ...).
+const SECURITY_WORDS: &[&str] = &[
+    "age",
+    "sse",
+    "kms",
+    "encrypt",
+    "encryption",
+    "encrypted",
+    "tls",
+    "ssl",
+    "cert",
+    "certificate",
+    "ca",
+    "verify",
+    "insecure",
+    "cipher",
+    "recipients",
+    "identities",
+    "hostkey",
+    "fingerprint",
+];
+
+/// Refuse unknown keys that name a security setting: ignoring them would silently weaken
+/// what the user asked for.
+fn check_unknown_security_keys<'a>(keys: impl Iterator<Item = &'a String>, at: &str) -> Result<()> {
+    for key in keys {
+        let lower = key.to_ascii_lowercase();
+        let security = lower
+            .split(['-', '_', '.'])
+            .any(|w| SECURITY_WORDS.contains(&w))
+            || lower.contains("host-key")
+            || lower.contains("known-hosts");
+        if security {
+            return Err(Error::InvalidConfig(format!(
+                "{at}.{key}: unknown security setting; refusing to ignore it"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// One database (`dbs[]`).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, rename_all = "kebab-case")]
@@ -244,7 +413,7 @@ impl DbConfig {
 }
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Clone, Default, Deserialize, PartialEq)]
 #[serde(default, rename_all = "kebab-case")]
 pub struct Config {
     /// `dbs`.
@@ -264,6 +433,21 @@ pub struct Config {
     pub unknown: BTreeMap<String, serde::de::IgnoredAny>,
 }
 
+/// The top-level `secret-access-key` prints as `[redacted]`.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("dbs", &self.dbs)
+            .field("addr", &self.addr)
+            .field("exec", &self.exec)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &redacted(&self.secret_access_key))
+            .field("logging", &self.logging)
+            .field("unknown", &self.unknown)
+            .finish()
+    }
+}
+
 impl Config {
     /// Parse configuration text (after env expansion), apply top-level credentials and make
     /// database paths absolute.
@@ -271,9 +455,21 @@ impl Config {
         let mut config: Config = if text.trim().is_empty() {
             Config::default()
         } else {
-            serde_saphyr::from_str(text)
-                .map_err(|e| Error::InvalidConfig(format!("cannot parse config: {e}")))?
+            // No snippet: the lines around an error may hold credentials.
+            serde_saphyr::from_str(text).map_err(|e| {
+                Error::InvalidConfig(format!("cannot parse config: {}", e.without_snippet()))
+            })?
         };
+        check_unknown_security_keys(config.unknown.keys(), "config")?;
+        for (i, db) in config.dbs.iter().enumerate() {
+            check_unknown_security_keys(db.unknown.keys(), &format!("dbs[{i}]"))?;
+            for (j, r) in db.replicas.iter().enumerate() {
+                r.check_security(&format!("dbs[{i}].replicas[{j}]"))?;
+            }
+            if let Some(r) = &db.replica {
+                r.check_security(&format!("dbs[{i}].replica"))?;
+            }
+        }
         for db in &mut config.dbs {
             if db.path.is_empty() {
                 return Err(Error::InvalidConfig("database path required".into()));
@@ -315,12 +511,28 @@ impl Config {
             }
             Err(e) => return Err(Error::io(path.display().to_string(), e)),
         };
-        let text = if expand_env {
-            expand_env_text(&text)
+        let (text, values) = if expand_env {
+            expand_with_values(&text, |name| std::env::var(name).unwrap_or_default())
         } else {
-            text
+            (text, Vec::new())
         };
-        Config::parse(&text)
+        // A message quoting a value that came from the environment shows it redacted.
+        Config::parse(&text).map_err(|e| match e {
+            Error::InvalidConfig(msg) => Error::InvalidConfig(redact_values(&msg, &values)),
+            other => other,
+        })
+    }
+
+    /// Every secret of every replica (see [`ReplicaConfig::secrets`]) and the top-level
+    /// `secret-access-key`.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.secret_access_key.iter().cloned().collect();
+        for db in &self.dbs {
+            for r in db.all_replicas() {
+                out.extend(r.secrets());
+            }
+        }
+        out
     }
 
     /// The database whose expanded absolute path equals `path`.
@@ -416,8 +628,25 @@ fn shell_name(s: &[u8]) -> (Option<&[u8]>, usize) {
     }
 }
 
+/// Replace every occurrence of the (non-trivial) `values` in `msg` with `[redacted]`.
+fn redact_values(msg: &str, values: &[String]) -> String {
+    let mut out = msg.to_string();
+    let mut values: Vec<&String> = values.iter().filter(|v| v.trim().len() >= 3).collect();
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    for v in values {
+        out = out.replace(v.as_str(), "[redacted]");
+    }
+    out
+}
+
 /// [`expand_env_text`] with a custom lookup (for tests).
 pub fn expand_with(text: &str, lookup: impl Fn(&str) -> String) -> String {
+    expand_with_values(text, lookup).0
+}
+
+/// [`expand_with`], also returning the values it substituted (to keep them out of errors).
+pub fn expand_with_values(text: &str, lookup: impl Fn(&str) -> String) -> (String, Vec<String>) {
+    let mut values = Vec::new();
     let s = text.as_bytes();
     let mut out: Vec<u8> = Vec::with_capacity(s.len());
     let mut i = 0;
@@ -429,7 +658,11 @@ pub fn expand_with(text: &str, lookup: impl Fn(&str) -> String) -> String {
             match name {
                 None if w > 0 => {}
                 None => out.push(b'$'),
-                Some(n) => out.extend_from_slice(lookup(&String::from_utf8_lossy(n)).as_bytes()),
+                Some(n) => {
+                    let v = lookup(&String::from_utf8_lossy(n));
+                    out.extend_from_slice(v.as_bytes());
+                    values.push(v);
+                }
             }
             j += w;
             i = j + 1;
@@ -437,7 +670,7 @@ pub fn expand_with(text: &str, lookup: impl Fn(&str) -> String) -> String {
         j += 1;
     }
     out.extend_from_slice(&s[i.min(s.len())..]);
-    String::from_utf8_lossy(&out).into_owned()
+    (String::from_utf8_lossy(&out).into_owned(), values)
 }
 
 #[cfg(test)]
@@ -511,6 +744,105 @@ dbs:
             c.unknown_keys(),
             vec!["dbs[0].replicas[1].some-future-key".to_string()]
         );
+    }
+
+    #[test]
+    fn security_settings_are_never_parsed_and_ignored() {
+        let cases = [
+            (
+                "      - url: s3://b/p\n        age:\n          recipients: [age1xyz]\n",
+                "dbs[0].replicas[0].age: age encryption is not supported",
+            ),
+            (
+                "      - path: /r\n        age: {}\n",
+                "dbs[0].replicas[0].age",
+            ),
+            (
+                "      - url: abs://acct@c/p\n        skip-verify: true\n",
+                "dbs[0].replicas[0].skip-verify: not supported for abs replicas",
+            ),
+            (
+                "      - url: s3://b/p\n        host-key: ssh-ed25519 AAAA\n",
+                "dbs[0].replicas[0].host-key: not supported for s3 replicas",
+            ),
+            (
+                "      - path: /r\n        insecure-ignore-host-key: true\n",
+                "insecure-ignore-host-key: not supported for file replicas",
+            ),
+            (
+                "      - url: s3://b/p\n        sse-kms-key-id: k\n",
+                "dbs[0].replicas[0].sse-kms-key-id: unknown security setting",
+            ),
+            (
+                "      - url: s3://b/p\n        tls-ca-cert: /ca.pem\n",
+                "tls-ca-cert: unknown security setting",
+            ),
+        ];
+        for (replica, needle) in cases {
+            let text = format!("dbs:\n  - path: /data/app.db\n    replicas:\n{replica}");
+            let err = Config::parse(&text).expect_err(replica).to_string();
+            assert!(err.contains(needle), "{replica}: {err}");
+        }
+        let err = Config::parse("encryption-key: x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("config.encryption-key"), "{err}");
+        // The same settings where they apply are accepted.
+        let ok = "dbs:\n  - path: /d.db\n    replicas:\n      - url: s3://b/p\n        \
+                  skip-verify: true\n      - url: sftp://u@h/p\n        \
+                  insecure-ignore-host-key: true\n        storage-class: x\n";
+        Config::parse(ok).expect("valid security settings");
+        let r = ReplicaConfig {
+            age: Some(AgeConfig::default()),
+            ..Default::default()
+        };
+        assert!(r.resolve().unwrap_err().to_string().contains("age"));
+    }
+
+    #[test]
+    fn debug_never_prints_secrets() {
+        let text = "secret-access-key: TOPSECRET1\ndbs:\n  - path: /d.db\n    replicas:\n      \
+                    - url: s3://b/p\n        secret-access-key: TOPSECRET2\n      \
+                    - url: sftp://u:TOPSECRET3@h/p\n      - url: abs://a@c/p\n        \
+                    account-key: TOPSECRET4\n        sas-token: TOPSECRET5\n";
+        let c = Config::parse(text).expect("parse");
+        let mut shown = format!("{c:?}");
+        for r in c.dbs[0].all_replicas() {
+            shown.push_str(&format!("{:?}", r.resolve().expect("resolve")));
+        }
+        assert!(!shown.contains("TOPSECRET"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+        let age = AgeConfig {
+            identities: vec!["AGE-SECRET-KEY-1XYZ".into()],
+            recipients: vec![],
+        };
+        assert!(!format!("{age:?}").contains("AGE-SECRET"));
+    }
+
+    #[test]
+    fn parse_errors_show_no_lines_and_no_expanded_values() {
+        let dir = std::env::temp_dir().join(format!("ls-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("c.yml");
+        std::env::set_var("LS_TEST_PARSE_SECRET", "hunter2-very-secret: [");
+        std::fs::write(
+            &path,
+            "dbs:\n  - path: /d.db\n    replicas:\n      - url: s3://b/p\n        \
+             secret-access-key: $LS_TEST_PARSE_SECRET\n        retention: 1h\n",
+        )
+        .expect("write");
+        let err = Config::load(&path, true).unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.contains("line 5"), "{err}");
+        std::fs::write(
+            &path,
+            "dbs:\n  - path: /d.db\n    replicas:\n      - url: s3://b/p\n        \
+             secret-access-key: plainsecret\n        retention: [\n",
+        )
+        .expect("write");
+        let err = Config::load(&path, true).unwrap_err().to_string();
+        assert!(!err.contains("plainsecret"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

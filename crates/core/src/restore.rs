@@ -38,6 +38,10 @@ use crate::wal::{db_page_size, FrameValidator, WalHeader, WAL_HEADER_SIZE};
 /// servers 8 and 32 measured the same. Memory is bounded by the prefetch budget, not by this.
 pub const DEFAULT_PARALLELISM: usize = 32;
 
+/// Most concurrent downloads a restore runs; a larger [`RestoreOptions::parallelism`] is
+/// lowered to it.
+pub const MAX_PARALLELISM: usize = 1024;
+
 /// Objects up to this size are downloaded ahead of the applier into memory; larger ones are
 /// streamed when their turn comes.
 pub const PREFETCH_MAX: u64 = 1 << 20;
@@ -485,7 +489,7 @@ async fn execute_inner(
     let out_str = output.display().to_string();
     let (dir, tmp, file, mut guard) = prepare_output(&output)?;
     let started = Instant::now();
-    let parallelism = opts.parallelism.max(1);
+    let parallelism = opts.parallelism.clamp(1, MAX_PARALLELISM);
     let retry = opts.retry;
     let handle = Handle::current();
 
@@ -553,7 +557,8 @@ async fn execute_inner(
     let tracker = ProgressTracker {
         cb: opts.progress.clone(),
         done: std::sync::atomic::AtomicU64::new(0),
-        total: plan.snapshot.size + plan.segments.iter().map(|s| s.size).sum::<u64>(),
+        // Listed sizes are the replica's claims: saturate rather than overflow.
+        total: (plan.segments.iter()).fold(plan.snapshot.size, |t, s| t.saturating_add(s.size)),
     };
     let spill_dir = dir.clone();
     let applied = tokio::task::spawn_blocking(move || -> Result<u64> {
@@ -655,9 +660,7 @@ async fn execute_inner(
     tracing::info!(path = %out_str, "renaming database from temporary location");
     publish(&tmp, &output)?;
     guard.armed = false;
-    if let Ok(d) = File::open(&dir) {
-        let _ = d.sync_all();
-    }
+    sync_dir(&dir)?;
     tracing::info!(
         generation = %plan.generation,
         elapsed = ?started.elapsed(),
@@ -679,21 +682,13 @@ async fn execute_inner(
 /// beside it (removed on drop unless the guard is disarmed).
 pub(crate) fn prepare_output(output: &Path) -> Result<(PathBuf, PathBuf, OutputFile, TempGuard)> {
     let out_str = output.display().to_string();
-    if output.symlink_metadata().is_ok() {
-        return Err(Error::InvalidArgument(format!(
-            "cannot restore, output path already exists: {out_str}"
-        )));
-    }
+    check_output_free(output)?;
     let dir = output
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| Error::io(dir.display().to_string(), e))?;
+    create_dir_synced(&dir)?;
     let tmp = PathBuf::from(format!("{}.{:08x}.tmp", out_str, rand::random::<u32>()));
     let file = OpenOptions::new()
         .read(true)
@@ -711,6 +706,64 @@ pub(crate) fn prepare_output(output: &Path) -> Result<(PathBuf, PathBuf, OutputF
         armed: true,
     };
     Ok((dir, tmp, file, guard))
+}
+
+/// Refuse to restore to `output` if it exists, or if a `-wal` or `-shm` file is beside it:
+/// SQLite would apply a stale WAL left by an older database to the restored one at its first
+/// open. Such files are never removed here (they may hold the only copy of some data); the
+/// error names them so that an operator can move them away.
+pub fn check_output_free(output: &Path) -> Result<()> {
+    if output.symlink_metadata().is_ok() {
+        return Err(Error::InvalidArgument(format!(
+            "cannot restore, output path already exists: {}",
+            output.display()
+        )));
+    }
+    for suffix in ["-wal", "-shm"] {
+        let mut stale = output.as_os_str().to_owned();
+        stale.push(suffix);
+        let stale = PathBuf::from(stale);
+        if stale.symlink_metadata().is_ok() {
+            return Err(Error::InvalidArgument(format!(
+                "cannot restore to {}: {} exists beside it (left by an older database), and \
+                 SQLite would apply it to the restored database; move it away first",
+                output.display(),
+                stale.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Create `dir` and its missing ancestors (mode 0700) and fsync each new directory's parent,
+/// so that the path to the restored database survives a crash.
+fn create_dir_synced(dir: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && d.symlink_metadata().is_err()) {
+        missing.push(d);
+        at = d.parent();
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io(dir.display().to_string(), e))?;
+    for d in missing.iter().rev() {
+        let parent = d
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// fsync a directory (its entries), with an error naming it.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir.display().to_string(), e))
 }
 
 /// Move the finished temporary file to `output` without replacing anything created there
@@ -765,9 +818,14 @@ async fn fetch_segment(
     }
     let name = segment_name(&seg);
     let pos: Pos = seg.pos();
+    // Read no more than the budget taken for the listed size: an object longer than its
+    // listing says (a hostile or stale listing) is streamed instead of held in memory.
+    let limit = permit
+        .as_ref()
+        .map_or(PREFETCH_MAX, |p| p.num_permits() as u64 * 1024);
     let bytes = retry
         .run(&name, || async {
-            let mut stream = client.open_wal_segment(&pos).await?;
+            let mut stream = client.open_wal_segment(&pos).await?.take(limit + 1);
             let mut buf = Vec::with_capacity(seg.size as usize);
             stream
                 .read_to_end(&mut buf)
@@ -781,6 +839,11 @@ async fn fetch_segment(
             Ok(buf)
         })
         .await?;
+    if bytes.len() as u64 > limit {
+        tracing::warn!(segment = %name, listed = seg.size,
+            "wal segment is larger than its listing says; streaming it");
+        return Ok(Fetched::Stream(seg));
+    }
     Ok(Fetched::Data(seg, bytes, permit))
 }
 
@@ -868,37 +931,54 @@ impl<F: FnMut() -> Result<Box<dyn Read + Send>>> Read for ReopeningReader<F> {
     }
 }
 
-/// A growable set of page numbers.
+/// Words of the dense part of a [`PageSet`]: pages below `64 * DENSE_WORDS` (2^22 pages, a
+/// 16 GiB database of 4 KiB pages) are bits in a vector of at most 512 KiB; higher page
+/// numbers, which a hostile frame can name without the data to back them, go to a sparse map,
+/// so that memory follows the frames actually read and never the page numbers they claim.
+const DENSE_WORDS: usize = 1 << 16;
+
+/// A growable set of page numbers (see [`DENSE_WORDS`]).
 #[derive(Debug, Default)]
 struct PageSet {
     bits: Vec<u64>,
+    sparse: BTreeMap<u32, u64>,
 }
 
 impl PageSet {
     fn contains(&self, pgno: u32) -> bool {
-        let i = pgno as usize;
-        self.bits
-            .get(i / 64)
-            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+        let (w, b) = (pgno as usize / 64, pgno % 64);
+        let word = if w < DENSE_WORDS {
+            self.bits.get(w).copied()
+        } else {
+            self.sparse.get(&(w as u32)).copied()
+        };
+        word.is_some_and(|word| word & (1 << b) != 0)
     }
 
     /// The pages in the set, ascending.
     fn iter(&self) -> impl Iterator<Item = u32> + '_ {
-        self.bits.iter().enumerate().flat_map(|(w, &bits)| {
+        let dense = self.bits.iter().enumerate().map(|(w, &b)| (w as u32, b));
+        let sparse = self.sparse.iter().map(|(&w, &b)| (w, b));
+        dense.chain(sparse).flat_map(|(w, bits)| {
             (0..64u32)
                 .filter(move |b| bits & (1u64 << b) != 0)
-                .map(move |b| w as u32 * 64 + b)
+                .map(move |b| w * 64 + b)
         })
     }
 
     /// Insert; returns true if it was not present.
     fn insert(&mut self, pgno: u32) -> bool {
-        let i = pgno as usize;
-        if self.bits.len() <= i / 64 {
-            self.bits.resize(i / 64 + 1, 0);
-        }
-        let was = self.bits[i / 64] & (1 << (i % 64)) != 0;
-        self.bits[i / 64] |= 1 << (i % 64);
+        let (w, bit) = (pgno as usize / 64, 1u64 << (pgno % 64));
+        let word = if w < DENSE_WORDS {
+            if self.bits.len() <= w {
+                self.bits.resize(w + 1, 0);
+            }
+            &mut self.bits[w]
+        } else {
+            self.sparse.entry(w as u32).or_insert(0)
+        };
+        let was = *word & bit != 0;
+        *word |= bit;
         !was
     }
 }
@@ -924,6 +1004,8 @@ struct Applier<'f> {
     validator: Option<FrameValidator>,
     next_offset: u64,
     last_commit: Option<u32>,
+    /// Segment and frame offset of that commit.
+    last_commit_at: Option<(String, u64)>,
     frame: Vec<u8>,
     /// Pages whose final content a newer index decided.
     decided: PageSet,
@@ -934,6 +1016,8 @@ struct Applier<'f> {
     limit: Option<u32>,
     /// Size of the newest index with a commit: the final database size.
     final_pages: Option<u32>,
+    /// Segment and frame offset of the commit that set `final_pages`.
+    final_at: Option<(String, u64)>,
     /// Segment and offset of the first frame of a transaction still waiting for its commit.
     txn_start: Option<(String, u64)>,
     /// In buffered mode: the frames of that transaction, written at its commit.
@@ -957,12 +1041,14 @@ impl<'f> Applier<'f> {
             validator: None,
             next_offset: 0,
             last_commit: None,
+            last_commit_at: None,
             frame: Vec::new(),
             decided: PageSet::default(),
             written: PageSet::default(),
             written_list: Vec::new(),
             limit: None,
             final_pages: None,
+            final_at: None,
             txn_start: None,
             pending,
             uncommitted_tail,
@@ -1007,6 +1093,7 @@ impl<'f> Applier<'f> {
             self.limit = Some(limit);
             if self.final_pages.is_none() {
                 self.final_pages = Some(pages);
+                self.final_at = self.last_commit_at.take();
             }
         }
         for p in self.written_list.drain(..) {
@@ -1103,6 +1190,17 @@ impl<'f> Applier<'f> {
                 let fh = validator.check(&frame).map_err(|r| {
                     Error::corrupt(&name, format!("frame at offset {}: {r}", self.next_offset))
                 })?;
+                if fh.commit_size != 0 && fh.pgno > fh.commit_size {
+                    // SQLite writes a commit's frames only for pages within its size.
+                    return Err(Error::corrupt(
+                        &name,
+                        format!(
+                            "commit frame at offset {} writes page {} beyond its database size \
+                             of {} pages",
+                            self.next_offset, fh.pgno, fh.commit_size
+                        ),
+                    ));
+                }
                 let page = &frame[crate::wal::WAL_FRAME_HEADER_SIZE..];
                 match &mut self.pending {
                     Some(pending) => pending.push(fh.pgno, page)?,
@@ -1116,6 +1214,8 @@ impl<'f> Applier<'f> {
                         drained?;
                     }
                     self.last_commit = Some(fh.commit_size);
+                    self.last_commit_at =
+                        Some((name.clone(), self.next_offset - frame_size as u64));
                     self.txn_start = None;
                 } else if self.txn_start.is_none() {
                     self.txn_start = Some((name.clone(), self.next_offset - frame_size as u64));
@@ -1155,10 +1255,47 @@ impl<'f> Applier<'f> {
             }
         }
         let size = match self.final_pages {
-            Some(p) => u64::from(p) * page_size as u64,
+            Some(p) => {
+                self.check_final_size(p, snapshot.page_size, claims)?;
+                u64::from(p) * page_size as u64
+            }
             None => snapshot.bytes,
         };
         self.file.set_len(size)
+    }
+
+    /// Refuse a final size that the replica does not back with pages: every page of a
+    /// database SQLite wrote is in the snapshot or in a frame of a later index (SQLite writes
+    /// each page it adds), except the lock-byte page at 1 GiB, which it never writes. A
+    /// commit claiming more (a hostile size would make a sparse file of up to 256 TiB) is
+    /// malformed.
+    fn check_final_size(&self, pages: u32, page_size: u32, claims: &PageClaims) -> Result<()> {
+        let in_db = |p: &u32| *p <= pages;
+        let from_wal = claims.wal.iter().take_while(in_db).count() as u64;
+        let from_snapshot = claims
+            .snapshot
+            .iter()
+            .take_while(in_db)
+            .filter(|p| !claims.wal.contains(*p))
+            .count() as u64;
+        let present = from_wal + from_snapshot;
+        let lock_page = (1u64 << 30) / u64::from(page_size) + 1;
+        let lock_page_missing = u64::from(pages) >= lock_page
+            && !claims.wal.contains(lock_page as u32)
+            && !claims.snapshot.contains(lock_page as u32);
+        if present + u64::from(lock_page_missing) >= u64::from(pages) {
+            return Ok(());
+        }
+        let (segment, offset) = self.final_at.clone().unwrap_or_default();
+        Err(Error::corrupt(
+            &segment,
+            format!(
+                "malformed: the commit frame at offset {offset} gives a database of {pages} \
+                 pages ({} bytes), but the snapshot and wal segments hold only {present} of \
+                 those pages",
+                u64::from(pages) * u64::from(page_size)
+            ),
+        ))
     }
 }
 
@@ -1302,8 +1439,10 @@ fn write_snapshot(
         name,
         "snapshot is shorter than a database header",
     )?;
-    let page_size = db_page_size(&header)
-        .map_err(|_| Error::corrupt(name, "snapshot does not start with a SQLite header"))?;
+    let page_size = db_page_size(&header).map_err(|e| match e {
+        Error::Corrupt { reason, .. } => Error::corrupt(name, format!("snapshot: {reason}")),
+        other => other,
+    })?;
     let ps = page_size as usize;
     let pages_per_chunk = ((1 << 20) / ps).max(1);
     let mut chunk = vec![0u8; pages_per_chunk * ps];

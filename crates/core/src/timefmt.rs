@@ -115,7 +115,11 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
         };
         total += value * scale;
     }
-    Some(Duration::from_secs_f64(total))
+    // Go's durations are int64 nanoseconds: anything longer (about 292 years) is an error.
+    if total.is_nan() || total > i64::MAX as f64 / 1e9 {
+        return None;
+    }
+    Duration::try_from_secs_f64(total).ok()
 }
 
 #[cfg(test)]
@@ -140,6 +144,12 @@ mod tests {
         assert_eq!(parse_go_duration("1.5h"), Some(Duration::from_secs(5400)));
         assert_eq!(parse_go_duration("abc"), None);
         assert_eq!(parse_go_duration("10"), None);
+        assert_eq!(parse_go_duration("99999999999999999999h"), None);
+        assert_eq!(parse_go_duration("2562048h"), None);
+        assert_eq!(
+            parse_go_duration("2562047h"),
+            Some(Duration::from_secs(2_562_047 * 3600))
+        );
     }
 
     #[test]

@@ -37,14 +37,18 @@ pub fn parse_replica_url(s: &str) -> Result<ReplicaConfig> {
     };
     if scheme == "file" {
         // Litestream folds the host into the path: file://rel/x -> /rel/x.
-        let rest = &s["file://".len()..];
+        // The scheme check above allows `file:/x` and `FILE://`; only `file://` has a rest.
+        let rest = match s.get(..7) {
+            Some(p) if p.eq_ignore_ascii_case("file://") => &s[7..],
+            _ => return Err(bad("a file url starts with file://")),
+        };
         let rest = rest.split(['?', '#']).next().unwrap_or("");
         let path = if rest.starts_with('/') {
             rest.to_string()
         } else {
             format!("/{rest}")
         };
-        let path = percent_decode(&path);
+        let path = percent_decode(&path).map_err(|e| bad(&e))?;
         rc.replica_type = Some("file".into());
         rc.path = Some(clean(&path));
         return Ok(rc);
@@ -54,7 +58,7 @@ pub fn parse_replica_url(s: &str) -> Result<ReplicaConfig> {
         (Some(h), None) => h.to_string(),
         (None, _) => String::new(),
     };
-    let raw_path = percent_decode(u.path());
+    let raw_path = percent_decode(u.path()).map_err(|e| bad(&e))?;
     let path = clean(&raw_path);
     let stripped = path.trim_start_matches('/').to_string();
     let stripped = if stripped == "." {
@@ -98,7 +102,7 @@ pub fn parse_replica_url(s: &str) -> Result<ReplicaConfig> {
         "abs" => {
             rc.replica_type = Some("abs".into());
             if !u.username().is_empty() {
-                rc.account_name = Some(percent_decode(u.username()));
+                rc.account_name = Some(percent_decode(u.username()).map_err(|e| bad(&e))?);
             }
             rc.bucket = Some(u.host_str().unwrap_or_default().to_string());
             rc.path = Some(stripped);
@@ -112,10 +116,11 @@ pub fn parse_replica_url(s: &str) -> Result<ReplicaConfig> {
             rc.replica_type = Some("sftp".into());
             rc.host = Some(host);
             if !u.username().is_empty() {
-                rc.user = Some(percent_decode(u.username()));
+                rc.user = Some(percent_decode(u.username()).map_err(|e| bad(&e))?);
             }
             if let Some(p) = u.password() {
-                rc.password = Some(percent_decode(p));
+                rc.password =
+                    Some(percent_decode(p).map_err(|_| bad("invalid escape in the password"))?);
             }
             // The sftp path keeps its leading slash (an absolute remote path).
             rc.path = Some(if raw_path.is_empty() {
@@ -144,22 +149,29 @@ pub fn redact_url(s: &str) -> String {
     }
 }
 
-fn percent_decode(s: &str) -> String {
+/// Decode `%XX` escapes as Go's `url.Parse` does: a `%` not followed by two hex digits is an
+/// error (`invalid URL escape`), and so is a result that is not UTF-8.
+fn percent_decode(s: &str) -> std::result::Result<String, String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
+        if bytes[i] == b'%' {
+            let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
+            match (hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
+                (Some(h), Some(l)) => out.push((h * 16 + l) as u8),
+                _ => {
+                    let end = s[i..].char_indices().nth(3).map_or(s.len(), |(n, _)| i + n);
+                    return Err(format!("invalid URL escape {:?}", &s[i..end]));
+                }
             }
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8(out).map_err(|_| format!("{s:?} decodes to invalid UTF-8"))
 }
 
 /// What an S3 URL host says: bucket, and for provider hosts the region and endpoint.
@@ -255,6 +267,24 @@ pub fn parse_s3_host(s: &str) -> S3Host {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_urls_are_errors_not_panics() {
+        // Found by fuzz/replica_url: a scheme of `file` without `//` after it.
+        let crash = b"file:/\xdd\xbe://b//b\0\0\0\0\0\0\0\x07Ad!ta/\0\0\0\0\xdd\xbe://b.l";
+        let s = String::from_utf8_lossy(crash);
+        assert!(parse_replica_url(&s).is_err());
+        assert!(parse_replica_url("file:/x://y").is_err());
+        assert!(parse_replica_url("file:///data/%x\u{e9}")
+            .unwrap_err()
+            .to_string()
+            .contains("invalid URL escape"));
+        assert!(parse_replica_url("sftp://u%ff@h/x").is_err());
+        assert_eq!(
+            parse_replica_url("FILE:///data/r").unwrap().path.as_deref(),
+            Some("/data/r")
+        );
+    }
 
     #[test]
     fn file_urls_fold_host_into_path() {

@@ -203,7 +203,37 @@ pub fn db_page_size(header: &[u8]) -> Result<u32> {
         return Err(Error::corrupt("database", "not a SQLite database header"));
     }
     let raw = u16::from_be_bytes([header[16], header[17]]);
-    Ok(if raw == 1 { 65536 } else { u32::from(raw) })
+    let size = if raw == 1 { 65536 } else { u32::from(raw) };
+    if size < 512 || !size.is_power_of_two() {
+        return Err(Error::corrupt(
+            "database",
+            format!("invalid page size {size} in the database header"),
+        ));
+    }
+    Ok(size)
+}
+
+/// The committed prefix of a WAL file split after every commit frame into `(offset, bytes)`
+/// pieces, as Litestream uploads segments (for tests and tools; stops at the first frame of
+/// another salt, i.e. the end of the current WAL).
+pub fn split_at_commits(wal: &[u8]) -> Vec<(u64, Vec<u8>)> {
+    let Ok(header) = WalHeader::parse(wal) else {
+        return Vec::new();
+    };
+    let fs = header.frame_size();
+    let (mut segs, mut start, mut at) = (Vec::new(), 0usize, WAL_HEADER_SIZE);
+    while at + fs <= wal.len() {
+        let fh = FrameHeader::parse(&wal[at..at + WAL_FRAME_HEADER_SIZE]);
+        if fh.salt != header.salt {
+            break;
+        }
+        at += fs;
+        if fh.commit_size != 0 {
+            segs.push((start as u64, wal[start..at].to_vec()));
+            start = at;
+        }
+    }
+    segs
 }
 
 /// Build a valid WAL header (for writers and tests).

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use litestream_core::lz4::compress_to_vec;
 use litestream_core::memory::MemoryClient;
 use litestream_core::restore::{restore, RestoreOptions};
-use litestream_core::wal::{FrameHeader, WalHeader, WAL_FRAME_HEADER_SIZE, WAL_HEADER_SIZE};
+use litestream_core::wal::{split_at_commits as split_wal, WalHeader, WAL_HEADER_SIZE};
 use litestream_core::{
     ByteStream, Error, Generation, Pos, ReplicaClient, Result, RetryConfig, SnapshotInfo,
     WalSegmentInfo,
@@ -26,27 +26,6 @@ type Row = (i64, String, Vec<u8>);
 
 fn stream(bytes: Vec<u8>) -> ByteStream {
     Box::pin(io::Cursor::new(bytes))
-}
-
-/// Committed prefix of a WAL file split at every commit into `(offset, bytes)` segments.
-fn split_wal(wal: &[u8]) -> Vec<(u64, Vec<u8>)> {
-    let header = WalHeader::parse(&wal[..WAL_HEADER_SIZE]).unwrap();
-    let fs = header.frame_size();
-    let mut segs = Vec::new();
-    let mut start = 0usize;
-    let mut at = WAL_HEADER_SIZE;
-    while at + fs <= wal.len() {
-        let fh = FrameHeader::parse(&wal[at..at + WAL_FRAME_HEADER_SIZE]);
-        if fh.salt != header.salt {
-            break;
-        }
-        at += fs;
-        if fh.commit_size != 0 {
-            segs.push((start as u64, wal[start..at].to_vec()));
-            start = at;
-        }
-    }
-    segs
 }
 
 fn rows(conn: &Connection) -> Vec<Row> {

@@ -42,6 +42,7 @@ pub struct S3Builder {
     access_key_id: Option<String>,
     secret_access_key: Option<String>,
     max_attempts: u32,
+    read_timeout: Duration,
     part_size: usize,
 }
 
@@ -63,6 +64,7 @@ impl fmt::Debug for S3Builder {
                 &self.secret_access_key.as_ref().map(|_| "[redacted]"),
             )
             .field("max_attempts", &self.max_attempts)
+            .field("read_timeout", &self.read_timeout)
             .field("part_size", &self.part_size)
             .finish()
     }
@@ -82,6 +84,7 @@ impl S3Builder {
         S3Builder {
             bucket: bucket.into(),
             max_attempts: 4,
+            read_timeout: Duration::from_secs(120),
             part_size: MIN_PART_SIZE,
             ..Default::default()
         }
@@ -147,6 +150,13 @@ impl S3Builder {
     /// Attempts per request, including the first, for the SDK's standard retry (default 4).
     pub fn with_max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// How long a request waits for the response to start (default 120 s), with or without
+    /// `skip-verify`.
+    pub fn with_read_timeout(mut self, timeout: Duration) -> Self {
+        self.read_timeout = timeout;
         self
     }
 
@@ -226,7 +236,7 @@ impl S3Builder {
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(connect_timeout)
-                    .read_timeout(Duration::from_secs(120))
+                    .read_timeout(self.read_timeout)
                     .build(),
             );
         if let Some((k, s)) = &creds {

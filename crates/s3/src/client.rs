@@ -175,6 +175,7 @@ impl S3Client {
         let dirs = mode == Listing::Dirs;
         let mut out = Vec::new();
         let mut token: Option<String> = None;
+        let mut seen = std::collections::HashSet::new();
         loop {
             let mut req = self
                 .client
@@ -218,7 +219,20 @@ impl S3Client {
                 }
             }
             match page.next_continuation_token() {
-                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                Some(t) if page.is_truncated() == Some(true) => {
+                    // A server that hands out a token it gave before would page forever.
+                    if !seen.insert(t.to_string()) {
+                        return Err(self.target.backend(
+                            "list",
+                            &prefix,
+                            format!(
+                                "the server repeated continuation token {t:?}; listing stopped"
+                            ),
+                            false,
+                        ));
+                    }
+                    token = Some(t.to_string());
+                }
                 _ => break,
             }
         }

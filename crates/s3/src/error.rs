@@ -7,13 +7,26 @@ use litestream_core::Error;
 
 use crate::TYPE;
 
-/// Where a request went: used to build error messages (never holds credentials).
-#[derive(Debug, Clone)]
+/// Where a request went: used to build error messages (its `Debug` never shows the secrets).
+#[derive(Clone)]
 pub(crate) struct Target {
     pub(crate) bucket: String,
     pub(crate) endpoint: Option<String>,
     /// Secrets to scrub from any message, should a lower layer echo them.
     pub(crate) secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field(
+                "secrets",
+                &format_args!("[{} redacted]", self.secrets.len()),
+            )
+            .finish()
+    }
 }
 
 impl Target {
@@ -142,5 +155,22 @@ where
             (detail, retryable, not_found)
         }
         _ => (format!("{}", DisplayErrorContext(err)), true, false),
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::Target;
+
+    #[test]
+    fn debug_does_not_show_secrets() {
+        let t = Target {
+            bucket: "b".into(),
+            endpoint: None,
+            secrets: vec!["wJalrXUtnFEMI".into()],
+        };
+        let shown = format!("{t:?}");
+        assert!(!shown.contains("wJalrXUtnFEMI"), "{shown}");
+        assert!(shown.contains("1 redacted"), "{shown}");
     }
 }

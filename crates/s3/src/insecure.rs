@@ -73,16 +73,28 @@ type HyperClient = Client<hyper_rustls::HttpsConnector<TcpConnector>, SdkBody>;
 #[derive(Debug, Clone)]
 struct InsecureConnector {
     client: HyperClient,
+    /// The SDK's read timeout (from its connector settings): how long to wait for a response.
+    read_timeout: Option<Duration>,
 }
 
 impl HttpConnector for InsecureConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
         let client = self.client.clone();
+        let read_timeout = self.read_timeout;
         HttpConnectorFuture::new(async move {
             let req = request
                 .try_into_http1x()
                 .map_err(|e| ConnectorError::other(e.into(), None))?;
-            let resp = client.request(req).await.map_err(|e| {
+            let pending = client.request(req);
+            let result = match read_timeout {
+                Some(t) => tokio::time::timeout(t, pending).await.map_err(|_| {
+                    ConnectorError::timeout(
+                        format!("no response within the read timeout of {t:?}").into(),
+                    )
+                })?,
+                None => pending.await,
+            };
+            let resp = result.map_err(|e| {
                 if e.is_connect() {
                     ConnectorError::io(e.into())
                 } else {
@@ -112,10 +124,11 @@ pub(crate) fn http_client(connect_timeout: Duration) -> Result<SharedHttpClient,
         .https_or_http()
         .enable_http1()
         .wrap_connector(tcp);
-    let connector = InsecureConnector {
-        client: Client::builder(TokioExecutor::new()).build(https),
-    };
-    Ok(http_client_fn(move |_settings, _components| {
-        SharedHttpConnector::new(connector.clone())
+    let client: HyperClient = Client::builder(TokioExecutor::new()).build(https);
+    Ok(http_client_fn(move |settings, _components| {
+        SharedHttpConnector::new(InsecureConnector {
+            client: client.clone(),
+            read_timeout: settings.read_timeout(),
+        })
     }))
 }

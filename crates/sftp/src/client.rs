@@ -165,9 +165,20 @@ impl SftpClient {
                     Err(e) => return Err(e),
                 };
                 let mut out = Vec::new();
+                let mut empty_pages = 0u32;
                 let result = loop {
                     match c.sftp.readdir(handle.as_str()).await {
                         Ok(name) => {
+                            empty_pages = if name.files.is_empty() {
+                                empty_pages + 1
+                            } else {
+                                0
+                            };
+                            if let Some(why) =
+                                readdir_limit(out.len() + name.files.len(), empty_pages)
+                            {
+                                break Err(SftpError::UnexpectedBehavior(format!("{dir}: {why}")));
+                            }
                             for f in name.files {
                                 if f.filename == "." || f.filename == ".." {
                                     continue;
@@ -228,6 +239,7 @@ impl SftpClient {
             handle,
             offset: 0,
             what: format!("{}:{path}", self.cfg.endpoint()),
+            empty: 0,
         };
         let stream = futures::stream::unfold(Some(reader), |state| async move {
             let mut r = state?;
@@ -237,7 +249,20 @@ impl SftpClient {
                 .read(r.handle.as_str(), r.offset, r.conn.read_len)
                 .await
             {
+                Ok(d) if d.data.is_empty() && r.empty + 1 >= MAX_EMPTY_READS => {
+                    let _ = r.conn.sftp.close(r.handle.as_str()).await;
+                    let msg = format!(
+                        "read {}: the server answered READ at offset {} with no data {} times \
+                         (neither data nor end of file)",
+                        r.what, r.offset, MAX_EMPTY_READS
+                    );
+                    Some((
+                        Err(std::io::Error::new(std::io::ErrorKind::InvalidData, msg)),
+                        None,
+                    ))
+                }
                 Ok(d) => {
+                    r.empty = if d.data.is_empty() { r.empty + 1 } else { 0 };
                     r.offset += d.data.len() as u64;
                     Some((Ok(bytes::Bytes::from(d.data)), Some(r)))
                 }
@@ -429,6 +454,32 @@ struct RemoteReader {
     handle: String,
     offset: u64,
     what: String,
+    /// READ answers in a row that held no data (neither data nor EOF: a broken server).
+    empty: u32,
+}
+
+/// Empty READ answers in a row after which a read fails instead of asking forever.
+const MAX_EMPTY_READS: u32 = 8;
+
+/// Most entries a directory listing accepts (a server that never ends READDIR stops here).
+const MAX_DIR_ENTRIES: usize = 10_000_000;
+
+/// READDIR answers in a row without an entry after which a listing fails.
+const MAX_EMPTY_READDIRS: u32 = 8;
+
+/// Why a listing must stop: too many entries, or too many empty READDIR answers in a row.
+fn readdir_limit(entries: usize, empty_pages: u32) -> Option<String> {
+    if entries > MAX_DIR_ENTRIES {
+        return Some(format!(
+            "directory listing exceeds {MAX_DIR_ENTRIES} entries; the server does not end it"
+        ));
+    }
+    if empty_pages >= MAX_EMPTY_READDIRS {
+        return Some(format!(
+            "the server answered READDIR {empty_pages} times in a row with no entry and no end"
+        ));
+    }
+    None
 }
 
 #[async_trait]
@@ -531,5 +582,19 @@ impl ReplicaClient for SftpClient {
     async fn delete_generation(&self, generation: &Generation) -> Result<()> {
         self.remove_all(&layout::generation_dir(self.root(), generation))
             .await
+    }
+}
+
+#[cfg(test)]
+mod hostile_tests {
+    use super::*;
+
+    #[test]
+    fn endless_or_empty_readdir_answers_stop_the_listing() {
+        assert_eq!(readdir_limit(10, 0), None);
+        assert_eq!(readdir_limit(10, MAX_EMPTY_READDIRS - 1), None);
+        assert!(readdir_limit(10, MAX_EMPTY_READDIRS)
+            .is_some_and(|m| m.contains("no entry and no end")));
+        assert!(readdir_limit(MAX_DIR_ENTRIES + 1, 0).is_some_and(|m| m.contains("exceeds")));
     }
 }

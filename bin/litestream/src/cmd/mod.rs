@@ -20,6 +20,7 @@ use crate::registry::build_client;
 pub(crate) fn load_config(flag: Option<&str>, no_expand_env: bool) -> Result<Config> {
     let path = config::default_config_path(flag)?;
     let cfg = Config::load(&path, !no_expand_env)?;
+    crate::logging::register_secrets(cfg.secrets());
     crate::logging::init(&cfg.logging)?;
     for key in cfg.unknown_keys() {
         tracing::warn!(key = %key, path = %path.display(), "unknown config key ignored");
@@ -70,6 +71,7 @@ pub(crate) async fn url_client(url: &str) -> Result<NamedClient> {
         ..Default::default()
     }
     .resolve()?;
+    crate::logging::register_secrets(rc.secrets());
     let client = build_client(&rc).await?;
     Ok(NamedClient {
         name: rc.kind(),

@@ -60,7 +60,8 @@ pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
     let (stop_http, stop_http_rx) = tokio::sync::watch::channel(false);
     if let Some(addr) = &addr {
         let server = crate::http::Server::bind(addr).await?;
-        tracing::info!(url = %crate::http::metrics_url(addr)?, "serving metrics on");
+        tracing::info!(url = %crate::http::metrics_url(addr)?, listen = %server.describe(),
+            "serving metrics on");
         tokio::spawn(server.run(stop_http_rx));
     }
 

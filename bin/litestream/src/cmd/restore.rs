@@ -55,6 +55,39 @@ fn flag_set() -> FlagSet {
 pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
     let fs = flag_set();
     let p = fs.parse(args)?;
+    // SIGINT/SIGTERM (e.g. a healthcheck's `timeout`) stop the restore: dropping it removes
+    // its temporary file, and the command exits 1.
+    let mut interrupt = Interrupt::new()?;
+    tokio::select! {
+        r = restore_cmd(&p) => r,
+        sig = interrupt.recv() => bail!("restore interrupted by {sig}; nothing was written"),
+    }
+}
+
+/// SIGINT and SIGTERM, listened for from the start of the command.
+struct Interrupt {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Interrupt {
+    fn new() -> Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Interrupt {
+            int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+    }
+}
+
+async fn restore_cmd(p: &crate::flags::Parsed) -> Result<ExitCode> {
     let mut opts = RestoreOptions::new(PathBuf::new());
     if let Some(s) = p.get("index") {
         opts.index = Some(parse_index_hex(s)?);
@@ -66,6 +99,12 @@ pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
         let n: i64 = s
             .parse()
             .map_err(|_| anyhow!("invalid value {s:?} for flag -parallelism: parse error"))?;
+        if n > restore::MAX_PARALLELISM as i64 {
+            bail!(
+                "invalid value {s:?} for flag -parallelism: at most {} downloads can run at once",
+                restore::MAX_PARALLELISM
+            );
+        }
         opts.parallelism = n.max(1) as usize;
     }
     if let Some(g) = p.get("generation").filter(|g| !g.is_empty()) {
@@ -143,6 +182,11 @@ pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
     let result = restore_target(nc.client.clone(), &target, &opts).await;
     if let Some(p) = &progress {
         p.finish();
+    }
+    if result.is_err() && p.is_set("if-db-not-exists") && opts.output.symlink_metadata().is_ok() {
+        // A concurrent restore to the same path won the race: the database exists.
+        tracing::info!("database already exists, skipping");
+        return Ok(ExitCode::SUCCESS);
     }
     let outcome = result.with_context(|| {
         format!(
