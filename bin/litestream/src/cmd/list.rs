@@ -38,7 +38,10 @@ async fn clients_for(p: &Parsed, missing: &str) -> Result<(Vec<NamedClient>, Off
         if p.get("config").is_some() {
             return Err(anyhow!("cannot specify a replica URL and the -config flag"));
         }
-        return Ok((vec![url_client(&target).await?], OffsetDateTime::now_utc()));
+        return Ok((
+            vec![url_client(&target, None).await?],
+            OffsetDateTime::now_utc(),
+        ));
     }
     let cfg = load_config(p.get("config"), p.is_set("no-expand-env"))?;
     let db = find_db(&cfg, &target)?;
