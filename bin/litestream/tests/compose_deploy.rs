@@ -898,6 +898,85 @@ fn compose_sftp_config_drill() {
     drill("sftp", Form::Config);
 }
 
+/// Requests moto logged (werkzeug prints one line per request).
+fn moto_requests(log: &Path) -> usize {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(" HTTP/1.1\" "))
+        .count()
+}
+
+/// Connections the private sshd logged (VERBOSE: one "Connection from" per TCP connection).
+fn sshd_connections(log: &Path) -> usize {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("Connection from"))
+        .count()
+}
+
+/// The healthcheck runs every `interval` for the container's whole life: with the database on
+/// the volume it returns at once (exit 0) without a single request to the replica. Counted on
+/// a private moto's request log and a private sshd's connection log, after checking that a
+/// healthcheck without the database does reach them (so the counters count).
+#[test]
+fn healthcheck_on_existing_database_makes_no_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let moto_log = tmp.path().join("moto.log");
+    let moto = litestream_test_servers::Moto::start_logged(&moto_log);
+    moto.create_bucket("hc-bucket");
+    let sshd = litestream_test_servers::PrivateSshd::start();
+    let cases = [("s3", moto_log.clone()), ("sftp", sshd.log())];
+    for (backend, log) in cases {
+        let (mut host, _) = host_env(backend);
+        match backend {
+            "s3" => {
+                host.insert(
+                    "AWS_S3_BUCKET".into(),
+                    format!("hc-bucket.localhost:{}/{}", moto.port, unique("hc")),
+                );
+            }
+            _ => {
+                let dir = format!("{}/{}", env("TEST_SFTP_ROOT"), unique("hc"));
+                host.insert("SFTP_PORT".into(), format!("{}{dir}", sshd.port));
+            }
+        }
+        let sc = sidecar(backend, Form::Seed, &host);
+        let count = || match backend {
+            "s3" => moto_requests(&log),
+            _ => sshd_connections(&log),
+        };
+        let before = count();
+        let out = sc.healthcheck();
+        assert!(out.status.success(), "{backend}: {}", describe(&out));
+        let reached = count();
+        assert!(
+            reached > before,
+            "{backend}: the counter saw no request from a healthcheck that needs one"
+        );
+        common::create_db(&sc.data.join("app.db"));
+        for _ in 0..3 {
+            let out = sc.healthcheck();
+            assert!(out.status.success(), "{backend}: {}", describe(&out));
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains("database already exists, skipping")
+                    || String::from_utf8_lossy(&out.stderr)
+                        .contains("database already exists, skipping"),
+                "{backend}: {}",
+                describe(&out)
+            );
+        }
+        // Give a straggling request time to reach the log before counting.
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(
+            count(),
+            reached,
+            "{backend}: the healthcheck on an existing database made requests"
+        );
+    }
+}
+
 #[test]
 fn interpolation_follows_compose() {
     let mut e = BTreeMap::new();
