@@ -10,6 +10,7 @@ use litestream_core::ReplicaClient;
 
 /// The file in a database's meta directory where SFTP host keys trusted on first use are
 /// remembered (OpenSSH known_hosts format).
+#[cfg(feature = "sftp")]
 pub(crate) const SFTP_KNOWN_HOSTS: &str = "known_hosts";
 
 /// The meta directory of the database at `db` (absolute): `meta-path` when the config sets it,

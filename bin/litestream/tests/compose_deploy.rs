@@ -620,7 +620,8 @@ fn docker_stop(child: &mut Child) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if let Ok(Some(st)) = child.try_wait() {
-            return Ok(eprintln!("sidecar stopped: {st}"));
+            eprintln!("sidecar stopped: {st}");
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
