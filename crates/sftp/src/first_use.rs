@@ -181,12 +181,8 @@ fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::known_hosts::tests::{KEY, OTHER};
     use crate::parse_host_key;
-
-    const KEY: &str =
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDxT1vuW28QjmJGwief9uoZee+bhIpQZCOYL60OKVfUh";
-    const OTHER: &str =
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJBidcr2aWIQxoo6ANb3JwftVrspBuqwQQAdfGUD8Pe";
 
     #[test]
     fn first_use_remembers_then_refuses_a_changed_key() {

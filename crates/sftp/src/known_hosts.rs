@@ -276,12 +276,13 @@ fn glob(pattern: &str, text: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const KEY: &str =
+    /// Two ed25519 public keys for the unit tests.
+    pub(crate) const KEY: &str =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDxT1vuW28QjmJGwief9uoZee+bhIpQZCOYL60OKVfUh";
-    const OTHER: &str =
+    pub(crate) const OTHER: &str =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJBidcr2aWIQxoo6ANb3JwftVrspBuqwQQAdfGUD8Pe";
 
     fn key(s: &str) -> PublicKey {
