@@ -128,3 +128,35 @@ fn dockerfile_is_a_drop_in_for_the_official_image() {
         .iter()
         .any(|l| l.starts_with("COPY --from=builder") && l.ends_with("/usr/local/bin/litestream")));
 }
+
+/// The image ships the release profile: stripped, no debug info (209 MB with `debug = 1`,
+/// 27.8 MB measured without, every backend on); `profiling` keeps the debug info.
+#[test]
+fn release_profile_is_stripped_and_profiling_keeps_debug_info() {
+    let text = fs::read_to_string(common::repo_root().join("Cargo.toml")).unwrap();
+    let section = |name: &str| -> Vec<String> {
+        text.lines()
+            .skip_while(|l| l.trim() != format!("[profile.{name}]"))
+            .skip(1)
+            .take_while(|l| !l.starts_with('['))
+            .map(|l| l.split('#').next().unwrap().replace(' ', ""))
+            .filter(|l| !l.is_empty())
+            .collect()
+    };
+    let release = section("release");
+    assert!(release.contains(&"strip=true".to_string()), "{release:?}");
+    assert!(release.contains(&"debug=false".to_string()), "{release:?}");
+    let profiling = section("profiling");
+    assert!(
+        profiling.contains(&"inherits=\"release\"".to_string()),
+        "{profiling:?}"
+    );
+    assert!(
+        profiling.contains(&"debug=true".to_string()),
+        "{profiling:?}"
+    );
+    assert!(
+        profiling.contains(&"strip=false".to_string()),
+        "{profiling:?}"
+    );
+}
