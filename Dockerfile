@@ -1,42 +1,45 @@
 # syntax=docker/dockerfile:1
 #
 # litestream-rs: a drop-in replacement for the official litestream/litestream image.
-#   * binary at /usr/local/bin/litestream, ENTRYPOINT ["/usr/local/bin/litestream"], CMD ["replicate"]
-#     (same conventions as the official image, so `entrypoint: ["/bin/sh", "-c"]` overrides work);
-#   * /bin/sh and CA certificates available (debian slim);
-#   * runs as the non-root user `litestream` (uid/gid 1000) that owns /data.
+#   * alpine, the binary at /usr/local/bin/litestream, ENTRYPOINT ["/usr/local/bin/litestream"],
+#     CMD [] -- the official image's conventions, so `command: ["replicate"]` and
+#     `entrypoint: ["/bin/sh", "-c"]` compose files work unchanged;
+#   * /bin/sh is busybox ash, which execs the last command of `sh -c "..."`: with the seed's
+#     `entrypoint: ["/bin/sh", "-c"]` litestream itself is PID 1, so `docker stop`'s SIGTERM
+#     reaches it and it does its final sync (bin/litestream/tests/image_shell.rs checks this with
+#     the same busybox);
+#   * runs as root, as the official image does: a volume it left behind (the database and
+#     `.app.db-litestream/` owned by root) keeps working after the swap. To run as another uid,
+#     give the service `user: "1000:1000"` and make the volume that uid's once, e.g.
+#     `docker run --rm -v <project>_app-data:/data alpine chown -R 1000:1000 /data`
+#     (the app must write the database as a uid that can also read it: the same uid, or a
+#     shared group with a umask of 002);
+#   * CA certificates for S3/Azure over HTTPS; SFTP host keys trusted on first use are kept on
+#     the data volume (/data/.app.db-litestream/known_hosts), so HOME needs nothing.
 #
 # Build:  docker build -t litestream-rs .
 # Build with fewer backends:  docker build --build-arg FEATURES=s3 -t litestream-rs .
 
 ARG RUST_VERSION=1.89
-ARG DEBIAN_RELEASE=bookworm
+ARG ALPINE_VERSION=3.22
 
 # ---- builder ---------------------------------------------------------------------------------
-FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS builder
+FROM rust:${RUST_VERSION}-alpine${ALPINE_VERSION} AS builder
 ARG FEATURES="s3 abs sftp"
+# A C toolchain for the bundled SQLite, ring and aws-lc (musl target).
+RUN apk add --no-cache build-base cmake perl
 WORKDIR /src
-# rusqlite is built with the bundled SQLite: a C compiler is all it needs (in the rust image).
 COPY . .
+# The release profile (Cargo.toml) strips symbols and carries no debug info.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p litestream-cli --features "${FEATURES}" \
+    cargo build --release --locked -p litestream-cli --no-default-features --features "${FEATURES}" \
  && install -D -m 0755 target/release/litestream /out/litestream
 
 # ---- runtime ---------------------------------------------------------------------------------
-FROM debian:${DEBIAN_RELEASE}-slim
-RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates tzdata \
- && rm -rf /var/lib/apt/lists/* \
- && groupadd --gid 1000 litestream \
- && useradd --uid 1000 --gid 1000 --no-create-home --home-dir /data --shell /usr/sbin/nologin litestream \
- && mkdir -p /data \
- && chown litestream:litestream /data
+FROM alpine:${ALPINE_VERSION}
+RUN apk add --no-cache ca-certificates tzdata \
+ && [ "$(readlink -f /bin/sh)" = /bin/busybox ]
 COPY --from=builder /out/litestream /usr/local/bin/litestream
-USER litestream:litestream
-WORKDIR /data
-VOLUME ["/data"]
-# Metrics and /healthz when `addr: ":9090"` is set in litestream.yml.
-EXPOSE 9090
 ENTRYPOINT ["/usr/local/bin/litestream"]
-CMD ["replicate"]
+CMD []

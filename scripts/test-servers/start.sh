@@ -83,11 +83,12 @@ alive "$BASE/run/sftp.pid" sshd       || ensure_port_free "$SFTP_PORT"
 
 # --- install (idempotent; the three installs run in parallel) --------------------------------
 install_sshd() {
-  if [ -x /usr/sbin/sshd ]; then return 0; fi
-  [ "$(id -u)" = 0 ] || die "openssh-server missing and not root"
+  # busybox: the image's /bin/sh (ash) for the compose tests (bin/litestream/tests/compose_deploy.rs)
+  if [ -x /usr/sbin/sshd ] && command -v busybox >/dev/null; then return 0; fi
+  [ "$(id -u)" = 0 ] || die "openssh-server or busybox missing and not root"
   # DPkg::Lock::Timeout: wait (instead of failing at once) if another apt/dpkg holds the lock
   apt-get -o DPkg::Lock::Timeout=300 update -qq &&
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends openssh-server
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends openssh-server busybox
 }
 install_moto() {
   if "$BASE/venv/bin/python" -c 'import moto.server, flask' 2>/dev/null; then return 0; fi

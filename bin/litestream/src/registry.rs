@@ -1,14 +1,37 @@
 //! Builds a [`ReplicaClient`] from a replica configuration: the only file that names every
 //! backend. Backends not compiled in (cargo features `s3`, `abs`, `sftp`) give a clear error.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
 use litestream_core::config::ReplicaConfig;
 use litestream_core::ReplicaClient;
 
-/// Build the client for an already resolved replica configuration.
-pub(crate) async fn build_client(rc: &ReplicaConfig) -> Result<Arc<dyn ReplicaClient>> {
+/// The file in a database's meta directory where SFTP host keys trusted on first use are
+/// remembered (OpenSSH known_hosts format).
+#[cfg(feature = "sftp")]
+pub(crate) const SFTP_KNOWN_HOSTS: &str = "known_hosts";
+
+/// The meta directory of the database at `db` (absolute): `meta-path` when the config sets it,
+/// else `<dir>/.<name>-litestream`, as the engine derives it. Replicate, restore (`-o` path in
+/// URL form) and the listing commands agree on it, so they share remembered host keys.
+pub(crate) fn meta_dir(db: &Path, meta_path: Option<&str>) -> PathBuf {
+    if let Some(m) = meta_path.filter(|m| !m.is_empty()) {
+        return PathBuf::from(m);
+    }
+    let name = db.file_name().unwrap_or_default().to_string_lossy();
+    db.with_file_name(format!(".{name}-litestream"))
+}
+
+/// Build the client for an already resolved replica configuration. `meta` is the database's
+/// meta directory, where an SFTP replica remembers host keys trusted on first use (`None`: no
+/// database path, a first-use key is trusted for this run only).
+#[cfg_attr(not(feature = "sftp"), allow(unused_variables))]
+pub(crate) async fn build_client(
+    rc: &ReplicaConfig,
+    meta: Option<&Path>,
+) -> Result<Arc<dyn ReplicaClient>> {
     let kind = rc.kind();
     match kind.as_str() {
         "file" => {
@@ -28,9 +51,13 @@ pub(crate) async fn build_client(rc: &ReplicaConfig) -> Result<Arc<dyn ReplicaCl
             litestream_abs::AbsClient::from_replica_config(rc).await?,
         )),
         #[cfg(feature = "sftp")]
-        "sftp" => Ok(Arc::new(
-            litestream_sftp::SftpClient::from_replica_config(rc).await?,
-        )),
+        "sftp" => {
+            let mut cfg = litestream_sftp::SftpConfig::from_replica_config(rc)?;
+            if let Some(m) = meta {
+                cfg = cfg.with_host_key_store(m.join(SFTP_KNOWN_HOSTS));
+            }
+            Ok(Arc::new(litestream_sftp::SftpClient::new(cfg)))
+        }
         other => bail!("replica type {other:?} is not built into this binary"),
     }
 }

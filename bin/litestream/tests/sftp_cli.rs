@@ -129,8 +129,9 @@ fn sftp_healthcheck_restore_config_mode() {
 }
 
 /// URL mode `sftp://USER:PASSWORD@HOST:PORT/abs/path`: restores with the host key from
-/// ~/.ssh/known_hosts; without it the restore is refused with the key's fingerprint; the
-/// password never appears in the output.
+/// ~/.ssh/known_hosts; without it, in strict mode, the restore is refused with the key's
+/// fingerprint (trust on first use is `sftp_host_keys_cli.rs`); the password never appears
+/// in the output.
 #[test]
 fn sftp_healthcheck_restore_url_mode() {
     let case = Case::new("hc-url");
@@ -143,11 +144,14 @@ fn sftp_healthcheck_restore_url_mode() {
             url,
             out,
             HEALTHCHECK,
-            &[("HOME", Some(home.to_str().unwrap()))],
+            &[
+                ("HOME", Some(home.to_str().unwrap())),
+                ("LITESTREAM_SFTP_STRICT_HOST_KEY_CHECKING", Some("true")),
+            ],
         )
     };
 
-    // No known_hosts entry: refused, with the fingerprint and without the password.
+    // No known_hosts entry, strict mode: refused, with the fingerprint, without the password.
     let bare_home = case.path("bare-home");
     std::fs::create_dir_all(&bare_home).unwrap();
     let refused_db = case.path("refused.db");

@@ -126,6 +126,10 @@ pub struct ReplicaConfig {
     pub known_hosts_path: Option<String>,
     /// `insecure-ignore-host-key` (sftp, extension): accept any host key, as Litestream v0.3 did.
     pub insecure_ignore_host_key: Option<bool>,
+    /// `strict-host-key-checking` (sftp, extension; URL `?strict-host-key-checking=true`, env
+    /// `LITESTREAM_SFTP_STRICT_HOST_KEY_CHECKING`): refuse host keys that are neither pinned nor
+    /// known instead of trusting them on first use.
+    pub strict_host_key_checking: Option<bool>,
     /// `age`: client-side encryption.
     pub age: Option<AgeConfig>,
     /// Keys this version does not know (reported, not fatal).
@@ -314,7 +318,9 @@ impl ReplicaConfig {
                 host,
                 user,
                 password,
-                skip_verify
+                skip_verify,
+                host_key,
+                strict_host_key_checking
             );
             if from_url.force_path_style == Some(true) && out.force_path_style.is_none() {
                 out.force_path_style = Some(true);

@@ -122,6 +122,17 @@ pub fn parse_replica_url(s: &str) -> Result<ReplicaConfig> {
                 rc.password =
                     Some(percent_decode(p).map_err(|_| bad("invalid escape in the password"))?);
             }
+            // Raw query (not form-decoded: a key's base64 may hold '+').
+            for pair in u.query().unwrap_or_default().split('&') {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                match k {
+                    "host-key" | "hostKey" => rc.host_key = Some(percent_decode(v)),
+                    "strict-host-key-checking" => {
+                        rc.strict_host_key_checking = Some(matches!(v, "true" | "1" | "yes"))
+                    }
+                    _ => {}
+                }
+            }
             // The sftp path keeps its leading slash (an absolute remote path).
             rc.path = Some(if raw_path.is_empty() {
                 String::new()
@@ -354,6 +365,19 @@ mod tests {
         assert_eq!(rc.password.as_deref(), Some("p@ss"));
         assert_eq!(rc.path.as_deref(), Some("/abs/dir"));
         assert!(!redact_url("sftp://u:secret@h/x").contains("secret"));
+    }
+
+    #[test]
+    fn sftp_url_pins_host_key() {
+        let rc = parse_replica_url(
+            "sftp://u:p@h:2022/x?host-key=SHA256:ab+c/d&strict-host-key-checking=true",
+        )
+        .expect("url");
+        assert_eq!(rc.host_key.as_deref(), Some("SHA256:ab+c/d"));
+        assert_eq!(rc.strict_host_key_checking, Some(true));
+        assert_eq!(rc.path.as_deref(), Some("/x"));
+        let rc = parse_replica_url("sftp://u@h/x?host-key=ssh-ed25519%20AAAA").expect("url");
+        assert_eq!(rc.host_key.as_deref(), Some("ssh-ed25519 AAAA"));
     }
 
     #[test]

@@ -6,7 +6,12 @@ use std::path::PathBuf;
 use litestream_core::config::ReplicaConfig;
 use litestream_core::{Error, Result};
 
+use crate::first_use::{FirstUse, STRICT_ENV};
 use crate::known_hosts::{parse_host_key, HostKeyPolicy};
+
+/// Environment variable that pins the host key when neither the config's `host-key` nor the
+/// URL's `?host-key=` does: `ssh-ed25519 AAAA...` or `SHA256:...`.
+pub const HOST_KEY_ENV: &str = "LITESTREAM_SFTP_HOST_KEY";
 
 /// Default SSH port when `host` has none.
 pub const DEFAULT_PORT: u16 = 22;
@@ -57,8 +62,13 @@ impl SftpConfig {
     /// Validate a replica config (call [`ReplicaConfig::resolve`] first so URL fields are in).
     ///
     /// Keys: `host` (`HOST[:PORT]`, required), `user` (required), `password`, `key-path`,
-    /// `path`, `host-key`, `known-hosts-path` (default `~/.ssh/known_hosts`),
+    /// `path`, `host-key` (else `LITESTREAM_SFTP_HOST_KEY`), `known-hosts-path`,
+    /// `strict-host-key-checking` (else `LITESTREAM_SFTP_STRICT_HOST_KEY_CHECKING`),
     /// `insecure-ignore-host-key`.
+    ///
+    /// Without `host-key` or `known-hosts-path` the policy is [`HostKeyPolicy::FirstUse`]
+    /// with no store: call [`with_host_key_store`](Self::with_host_key_store) to remember
+    /// first-use keys.
     pub fn from_replica_config(cfg: &ReplicaConfig) -> Result<SftpConfig> {
         let host_port = cfg
             .host
@@ -71,23 +81,7 @@ impl SftpConfig {
             .clone()
             .filter(|u| !u.is_empty())
             .ok_or_else(|| Error::InvalidConfig("user required for sftp replica".into()))?;
-        let insecure = cfg.insecure_ignore_host_key.unwrap_or(false);
-        let host_key_policy = if insecure {
-            HostKeyPolicy::InsecureIgnore
-        } else if let Some(pinned) = cfg.host_key.as_deref().filter(|k| !k.trim().is_empty()) {
-            let key = parse_host_key(pinned).ok_or_else(|| {
-                Error::InvalidConfig(format!(
-                    "sftp replica {user}@{host_port}: cannot parse host-key (expected \"ALGORITHM BASE64\", e.g. \"ssh-ed25519 AAAA...\")"
-                ))
-            })?;
-            HostKeyPolicy::Pinned(Box::new(key))
-        } else {
-            let path = match cfg.known_hosts_path.as_deref().filter(|p| !p.is_empty()) {
-                Some(p) => expand_tilde(p),
-                None => default_known_hosts()?,
-            };
-            HostKeyPolicy::KnownHosts(path)
-        };
+        let host_key_policy = host_key_policy(cfg, &format!("{user}@{host_port}"))?;
         Ok(SftpConfig {
             host,
             port,
@@ -102,6 +96,71 @@ impl SftpConfig {
             host_key_policy,
         })
     }
+
+    /// Remember first-use host keys in `path` (an OpenSSH known_hosts file; the CLI uses
+    /// `known_hosts` in the database's meta directory, e.g. `/data/.app.db-litestream/`).
+    /// Only the default policy ([`HostKeyPolicy::FirstUse`]) uses it.
+    pub fn with_host_key_store(mut self, path: PathBuf) -> SftpConfig {
+        if let HostKeyPolicy::FirstUse(f) = &mut self.host_key_policy {
+            f.store = Some(path);
+        }
+        self
+    }
+}
+
+/// The host key policy: opt-out, else a pin (config, URL, env), else an explicit known_hosts
+/// file, else first use.
+fn host_key_policy(cfg: &ReplicaConfig, who: &str) -> Result<HostKeyPolicy> {
+    if cfg.insecure_ignore_host_key.unwrap_or(false) {
+        return Ok(HostKeyPolicy::InsecureIgnore);
+    }
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let pinned = cfg
+        .host_key
+        .clone()
+        .filter(|k| !k.trim().is_empty())
+        .map(|k| (k, "host-key"))
+        .or_else(|| env(HOST_KEY_ENV).map(|k| (k, HOST_KEY_ENV)));
+    if let Some((pinned, from)) = pinned {
+        let pinned = pinned.trim();
+        if let Some(b64) = pinned.strip_prefix("SHA256:") {
+            if b64.len() != 43 {
+                return Err(Error::InvalidConfig(format!(
+                    "sftp replica {who}: {from} fingerprint {pinned:?} is not a SHA256 fingerprint \
+                     (SHA256: and 43 base64 characters, as ssh-keygen -l prints it)"
+                )));
+            }
+            return Ok(HostKeyPolicy::PinnedFingerprint(pinned.to_string()));
+        }
+        let key = parse_host_key(pinned).ok_or_else(|| {
+            Error::InvalidConfig(format!(
+                "sftp replica {who}: cannot parse {from} (expected \"ALGORITHM BASE64\", e.g. \"ssh-ed25519 AAAA...\", or a SHA256:... fingerprint)"
+            ))
+        })?;
+        return Ok(HostKeyPolicy::Pinned(Box::new(key)));
+    }
+    if let Some(p) = cfg.known_hosts_path.as_deref().filter(|p| !p.is_empty()) {
+        return Ok(HostKeyPolicy::KnownHosts(expand_tilde(p)));
+    }
+    let strict = match cfg.strict_host_key_checking {
+        Some(b) => b,
+        None => match env(STRICT_ENV).map(|v| v.trim().to_ascii_lowercase()) {
+            None => false,
+            Some(v) if matches!(v.as_str(), "true" | "1" | "yes") => true,
+            Some(v) if matches!(v.as_str(), "false" | "0" | "no") => false,
+            Some(v) => {
+                return Err(Error::InvalidConfig(format!(
+                    "{STRICT_ENV}={v:?}: expected true or false"
+                )))
+            }
+        },
+    };
+    Ok(HostKeyPolicy::FirstUse(FirstUse {
+        user_known_hosts: std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".ssh").join("known_hosts")),
+        store: None,
+        strict,
+    }))
 }
 
 fn split_host_port(s: &str) -> Result<(String, u16)> {
@@ -127,16 +186,6 @@ fn expand_tilde(p: &str) -> PathBuf {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(p),
     }
-}
-
-fn default_known_hosts() -> Result<PathBuf> {
-    std::env::var_os("HOME")
-        .map(|h| PathBuf::from(h).join(".ssh").join("known_hosts"))
-        .ok_or_else(|| {
-            Error::InvalidConfig(
-                "sftp replica: HOME is unset; set known-hosts-path or host-key".into(),
-            )
-        })
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Host key verification: a pinned `host-key`, an OpenSSH `known_hosts` file (plain, wildcard,
-//! negated, hashed `|1|` and `[host]:port` entries, `@revoked` markers), or the explicit opt-out.
+//! Host key verification: a pinned `host-key` (key or `SHA256:` fingerprint), an OpenSSH
+//! `known_hosts` file (plain, wildcard, negated, hashed `|1|` and `[host]:port` entries,
+//! `@revoked` markers), trust on first use ([`FirstUse`], the default), or the explicit opt-out.
 
 use std::path::{Path, PathBuf};
 
@@ -7,13 +8,22 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use russh::keys::{HashAlg, PublicKey};
 
+use crate::first_use::FirstUse;
+
 /// How the server's host key is checked before any credentials are sent.
 #[derive(Debug, Clone)]
 pub enum HostKeyPolicy {
-    /// Accept exactly this key (config `host-key`, as Litestream v0.5 accepts it).
+    /// Accept exactly this key (config `host-key`, as Litestream v0.5 accepts it; URL
+    /// `?host-key=`; env `LITESTREAM_SFTP_HOST_KEY`).
     Pinned(Box<PublicKey>),
-    /// Accept the keys an OpenSSH `known_hosts` file lists for the host and port.
+    /// Accept exactly the key with this `SHA256:` fingerprint (`host-key: SHA256:...`).
+    PinnedFingerprint(String),
+    /// Accept only the keys an OpenSSH `known_hosts` file lists for the host and port
+    /// (`known-hosts-path` set explicitly: unknown keys are refused).
     KnownHosts(PathBuf),
+    /// The default: `~/.ssh/known_hosts` when it lists the host, else the key remembered
+    /// beside the database, else trust on first use (unless strict).
+    FirstUse(FirstUse),
     /// Accept any key (`insecure-ignore-host-key: true`; Litestream v0.3's behaviour).
     InsecureIgnore,
 }
@@ -21,6 +31,23 @@ pub enum HostKeyPolicy {
 /// `SHA256:<base64>` fingerprint of `key`, as `ssh-keygen -l` prints it.
 pub fn fingerprint(key: &PublicKey) -> String {
     key.fingerprint(HashAlg::Sha256).to_string()
+}
+
+/// The host name as known_hosts writes it: `host` on port 22, else `[host]:port`.
+pub(crate) fn known_hosts_name(host: &str, port: u16) -> String {
+    if port == 22 {
+        host.to_string()
+    } else {
+        format!("[{host}]:{port}")
+    }
+}
+
+/// A known_hosts line for `key` at `host:port`.
+pub(crate) fn known_hosts_line(host: &str, port: u16, key: &PublicKey) -> String {
+    let b64 = key.to_openssh().unwrap_or_default();
+    let mut f = b64.split_whitespace();
+    let (alg, data) = (f.next().unwrap_or_default(), f.next().unwrap_or_default());
+    format!("{} {alg} {data}", known_hosts_name(host, port))
 }
 
 /// Parse a pinned host key: `ALGO BASE64 [comment]`, a known_hosts line `HOSTS ALGO BASE64`,
@@ -57,17 +84,19 @@ impl HostKeyPolicy {
                     ))
                 }
             }
+            HostKeyPolicy::PinnedFingerprint(want) => {
+                if *want == fp {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "host key mismatch for {host}:{port}: server offered {alg} {fp}, \
+                         but host-key pins {want}"
+                    ))
+                }
+            }
+            HostKeyPolicy::FirstUse(first) => first.verify(host, port, key),
             HostKeyPolicy::KnownHosts(path) => match check_file(path, host, port, key) {
                 Verdict::Match => Ok(()),
-                Verdict::Revoked => Err(format!(
-                    "host key for {host}:{port} ({alg} {fp}) is marked @revoked in {}",
-                    path.display()
-                )),
-                Verdict::Changed { line } => Err(format!(
-                    "HOST KEY CHANGED for {host}:{port}: server offered {alg} {fp}, which differs \
-                     from the key recorded in {}:{line}; refusing to connect",
-                    path.display()
-                )),
                 Verdict::Unknown { file_error } => Err(format!(
                     "unknown host key for {host}:{port}: {alg} {fp} is not in {}{}; add it \
                      (ssh-keyscan -p {port} {host}), pin it with host-key, or set \
@@ -75,19 +104,52 @@ impl HostKeyPolicy {
                     path.display(),
                     file_error.map(|e| format!(" ({e})")).unwrap_or_default()
                 )),
+                other => Err(refusal(&other, path, host, port, key)),
             },
         }
     }
 }
 
-enum Verdict {
-    Match,
-    Revoked,
-    Changed { line: usize },
-    Unknown { file_error: Option<String> },
+/// The message for a revoked or changed key (`verdict` is neither `Match` nor `Unknown`).
+pub(crate) fn refusal(
+    verdict: &Verdict,
+    path: &Path,
+    host: &str,
+    port: u16,
+    key: &PublicKey,
+) -> String {
+    let (alg, fp) = (key.algorithm(), fingerprint(key));
+    match verdict {
+        Verdict::Changed { line, recorded } => format!(
+            "HOST KEY CHANGED for {host}:{port}: server offered {alg} {fp}, but {}:{line} \
+             records {} {}; refusing to connect (someone may be impersonating the server)",
+            path.display(),
+            recorded.algorithm(),
+            fingerprint(recorded)
+        ),
+        _ => format!(
+            "host key for {host}:{port} ({alg} {fp}) is marked @revoked in {}",
+            path.display()
+        ),
+    }
 }
 
-fn check_file(path: &Path, host: &str, port: u16, key: &PublicKey) -> Verdict {
+/// What a known_hosts file says about a host's key.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    Match,
+    Revoked,
+    /// The host is listed, but with other keys only (the first of them at `line`).
+    Changed {
+        line: usize,
+        recorded: Box<PublicKey>,
+    },
+    Unknown {
+        file_error: Option<String>,
+    },
+}
+
+pub(crate) fn check_file(path: &Path, host: &str, port: u16, key: &PublicKey) -> Verdict {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
@@ -99,12 +161,11 @@ fn check_file(path: &Path, host: &str, port: u16, key: &PublicKey) -> Verdict {
     check_text(&text, host, port, key)
 }
 
-fn check_text(text: &str, host: &str, port: u16, key: &PublicKey) -> Verdict {
-    let name = if port == 22 {
-        host.to_string()
-    } else {
-        format!("[{host}]:{port}")
-    };
+/// Check `key` against known_hosts `text`. Any entry for the host with another key, of any
+/// algorithm, makes an unmatched key `Changed` (a server that suddenly offers another key type
+/// is not trusted anew).
+pub(crate) fn check_text(text: &str, host: &str, port: u16, key: &PublicKey) -> Verdict {
+    let name = known_hosts_name(host, port);
     let mut matched = false;
     let mut changed = None;
     for (i, line) in text.lines().enumerate() {
@@ -139,13 +200,16 @@ fn check_text(text: &str, host: &str, port: u16, key: &PublicKey) -> Verdict {
         }
         if same {
             matched = true;
-        } else if recorded.algorithm() == key.algorithm() && changed.is_none() {
-            changed = Some(i + 1);
+        } else if changed.is_none() {
+            changed = Some((i + 1, recorded));
         }
     }
     match (matched, changed) {
         (true, _) => Verdict::Match,
-        (false, Some(line)) => Verdict::Changed { line },
+        (false, Some((line, recorded))) => Verdict::Changed {
+            line,
+            recorded: Box::new(recorded),
+        },
         (false, None) => Verdict::Unknown { file_error: None },
     }
 }
@@ -212,12 +276,13 @@ fn glob(pattern: &str, text: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const KEY: &str =
+    /// Two ed25519 public keys for the unit tests.
+    pub(crate) const KEY: &str =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDxT1vuW28QjmJGwief9uoZee+bhIpQZCOYL60OKVfUh";
-    const OTHER: &str =
+    pub(crate) const OTHER: &str =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJBidcr2aWIQxoo6ANb3JwftVrspBuqwQQAdfGUD8Pe";
 
     fn key(s: &str) -> PublicKey {
@@ -268,7 +333,7 @@ mod tests {
         let text = format!("*.example.org,!bad.example.org {KEY}\n");
         assert!(matches!(
             check_text(&text, "a.example.org", 22, &k),
-            Verdict::Changed { line: 1 }
+            Verdict::Changed { line: 1, .. }
         ));
         assert!(matches!(
             check_text(&text, "bad.example.org", 22, &k),

@@ -26,22 +26,32 @@
 //! | `password` | `sftp://USER:PASSWORD@…` | password authentication |
 //! | `key-path` | – | private key file (OpenSSH or PEM; ed25519, RSA, ECDSA), tried before the password |
 //! | `path` | the URL path | remote replica directory (absolute) |
-//! | `host-key` | – | the server's public key, pinned (`ssh-ed25519 AAAA…`, as Litestream v0.5) |
-//! | `known-hosts-path` | – | OpenSSH known_hosts file; default `~/.ssh/known_hosts` |
+//! | `host-key` | `?host-key=` | the server's key, pinned: `ssh-ed25519 AAAA…` (as Litestream v0.5) or its `SHA256:…` fingerprint; env `LITESTREAM_SFTP_HOST_KEY` when neither is set |
+//! | `known-hosts-path` | – | OpenSSH known_hosts file; when set, only its keys are accepted |
+//! | `strict-host-key-checking` | `?strict-host-key-checking=true` | refuse keys that are neither pinned nor known (env `LITESTREAM_SFTP_STRICT_HOST_KEY_CHECKING=true`) |
 //! | `insecure-ignore-host-key` | – | `true` accepts any host key |
 //!
 //! # Host keys
 //!
 //! Unlike Litestream v0.3 (which accepts any key), the server's host key is always checked
-//! before credentials are sent: against `host-key` if set, else against the known_hosts
-//! file (plain, `[host]:port`, wildcard, negated and hashed `|1|…` entries; `@revoked`
-//! honoured). An unknown or changed key is refused with an error that carries the offered
-//! key's `SHA256:` fingerprint; add the key with
-//! `ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts` or pin it with `host-key`.
+//! before credentials are sent, by the first of these that applies ([`HostKeyPolicy`]):
 //!
-//! **Opting out.** Users who need Litestream v0.3's behaviour (no host key check at all;
-//! vulnerable to man-in-the-middle attacks) set `insecure-ignore-host-key: true` on the
-//! replica. The URL form cannot carry it; use a config file.
+//! 1. `insecure-ignore-host-key: true`: any key (Litestream v0.3's behaviour; vulnerable to
+//!    man-in-the-middle attacks; config file only).
+//! 2. A pin: `host-key` in the config, else `?host-key=` in the URL (percent-encode the
+//!    space of a full key as `%20`; a fingerprint needs no encoding), else the environment
+//!    variable `LITESTREAM_SFTP_HOST_KEY`. Only that key is accepted.
+//! 3. `known-hosts-path`: only the keys that file lists for the host (plain, `[host]:port`,
+//!    wildcard, negated and hashed `|1|…` entries; `@revoked` honoured).
+//! 4. Otherwise (the default, [`FirstUse`]), like OpenSSH's `StrictHostKeyChecking=accept-new`:
+//!    `~/.ssh/known_hosts` if it lists the host; else the key remembered in the store (the CLI
+//!    keeps it on the data volume, `known_hosts` in the database's meta directory
+//!    `.<db>-litestream/`, so the sidecar and its healthcheck share it and it survives
+//!    container restarts); else the key is trusted on first use, its `SHA256:` fingerprint
+//!    logged and remembered. A key that differs from a known or remembered one is refused
+//!    with both fingerprints and the one shell line that accepts the new key. Strict mode
+//!    (`strict-host-key-checking: true`, `?strict-host-key-checking=true` or
+//!    `LITESTREAM_SFTP_STRICT_HOST_KEY_CHECKING=true`) refuses unknown keys instead.
 //!
 //! # Example
 //!
@@ -68,10 +78,12 @@
 mod client;
 mod config;
 mod connection;
+mod first_use;
 mod known_hosts;
 
 pub use client::SftpClient;
-pub use config::{SftpConfig, DEFAULT_PORT};
+pub use config::{SftpConfig, DEFAULT_PORT, HOST_KEY_ENV};
+pub use first_use::{FirstUse, STRICT_ENV};
 pub use known_hosts::{fingerprint, parse_host_key, HostKeyPolicy};
 
 /// The replica type name (config `type`, URL scheme, metrics label).

@@ -198,6 +198,55 @@ impl PrivateSshd {
         let _ = child.wait();
     }
 
+    /// The host key sshd presents now (`ALGORITHM BASE64`, the `.pub` of its `HostKey`).
+    pub fn host_key(&self) -> String {
+        let text = std::fs::read_to_string(&self.config).expect("read private sshd_config");
+        let key = text
+            .lines()
+            .find_map(|l| l.strip_prefix("HostKey "))
+            .expect("HostKey line in sshd_config");
+        let public = std::fs::read_to_string(format!("{}.pub", key.trim()))
+            .unwrap_or_else(|e| panic!("read {key}.pub: {e}"));
+        let mut fields = public.split_whitespace();
+        format!(
+            "{} {}",
+            fields.next().expect("algorithm"),
+            fields.next().expect("key")
+        )
+    }
+
+    /// Give the server a new ed25519 host key (as a reinstalled or impersonated server would
+    /// present) and restart it if it was running. Returns the new public key (`ALGO BASE64`).
+    pub fn change_host_key(&mut self) -> String {
+        let n = std::fs::read_dir(self.config.parent().expect("dir"))
+            .expect("read sshd dir")
+            .count();
+        let key = self.config.with_file_name(format!("host_key_{n}"));
+        let st = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap_or_else(|e| panic!("ssh-keygen: {e}"));
+        assert!(st.success(), "ssh-keygen failed");
+        let text = std::fs::read_to_string(&self.config).expect("read private sshd_config");
+        let body: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("HostKey ") {
+                    format!("HostKey {}\n", key.display())
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        std::fs::write(&self.config, body).expect("write sshd_config");
+        if self.child.is_some() {
+            self.kill();
+            self.restart();
+        }
+        self.host_key()
+    }
+
     /// sshd's log (stderr, kept across restarts).
     pub fn log(&self) -> PathBuf {
         self.config.with_file_name("sshd.log")

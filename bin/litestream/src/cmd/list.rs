@@ -42,7 +42,10 @@ pub(crate) async fn clients_for(
         if p.get("config").is_some() {
             return Err(anyhow!("cannot specify a replica URL and the -config flag"));
         }
-        return Ok((vec![url_client(&target).await?], OffsetDateTime::now_utc()));
+        return Ok((
+            vec![url_client(&target, None).await?],
+            OffsetDateTime::now_utc(),
+        ));
     }
     let cfg = load_config(p.get("config"), p.is_set("no-expand-env"))?;
     let db = find_db(&cfg, &target)?;

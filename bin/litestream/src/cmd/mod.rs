@@ -14,7 +14,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use litestream_core::config::{self, Config, DbConfig, ReplicaConfig};
 use litestream_core::ReplicaClient;
 
-use crate::registry::build_client;
+use crate::registry::{build_client, meta_dir};
 
 /// Load the config file named by `-config` / `LITESTREAM_CONFIG` / the default path.
 pub(crate) fn load_config(flag: Option<&str>, no_expand_env: bool) -> Result<Config> {
@@ -45,13 +45,14 @@ pub(crate) struct NamedClient {
 /// Build the clients of a database's replicas, optionally only the one named `only`.
 pub(crate) async fn db_clients(db: &DbConfig, only: Option<&str>) -> Result<Vec<NamedClient>> {
     let mut out = Vec::new();
+    let meta = meta_dir(&config::absolute_path(&db.path)?, db.meta_path.as_deref());
     for rc in db.all_replicas() {
         let rc = rc.resolve()?;
         let name = rc.display_name();
         if only.is_some_and(|o| o != name) {
             continue;
         }
-        let client = build_client(&rc)
+        let client = build_client(&rc, Some(&meta))
             .await
             .with_context(|| format!("replica {name:?}"))?;
         out.push(NamedClient { name, client });
@@ -64,15 +65,21 @@ pub(crate) async fn db_clients(db: &DbConfig, only: Option<&str>) -> Result<Vec<
     Ok(out)
 }
 
-/// Build the client for a replica URL; its name is the backend type.
-pub(crate) async fn url_client(url: &str) -> Result<NamedClient> {
+/// Build the client for a replica URL; its name is the backend type. `db` is the local
+/// database the command is about (restore's `-o`), whose meta directory keeps SFTP host keys
+/// trusted on first use.
+pub(crate) async fn url_client(url: &str, db: Option<&str>) -> Result<NamedClient> {
     let rc = ReplicaConfig {
         url: Some(url.to_string()),
         ..Default::default()
     }
     .resolve()?;
     crate::logging::register_secrets(rc.secrets());
-    let client = build_client(&rc).await?;
+    let meta = match db {
+        Some(d) => Some(meta_dir(&config::absolute_path(d)?, None)),
+        None => None,
+    };
+    let client = build_client(&rc, meta.as_deref()).await?;
     Ok(NamedClient {
         name: rc.kind(),
         client,

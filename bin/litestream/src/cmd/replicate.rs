@@ -10,7 +10,7 @@ use litestream_core::engine::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Re
 
 use super::load_config;
 use crate::flags::FlagSet;
-use crate::registry::build_client;
+use crate::registry::{build_client, meta_dir};
 
 pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
     let fs = FlagSet::new("replicate", "[arguments] [DB_PATH REPLICA_URL [REPLICA_URL...]]")
@@ -75,7 +75,8 @@ pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
             if handles.iter().any(|h: &ReplicaHandleConfig| h.name == name) {
                 bail!("duplicate replica name: {name:?}");
             }
-            let client = build_client(&rc)
+            let meta = meta_dir(&config::absolute_path(&db.path)?, db.meta_path.as_deref());
+            let client = build_client(&rc, Some(&meta))
                 .await
                 .with_context(|| format!("replica {name:?} of {}", db.path))?;
             handles.push(ReplicaHandleConfig {

@@ -141,7 +141,7 @@ async fn restore_cmd(p: &crate::flags::Parsed) -> Result<ExitCode> {
             tracing::info!("database already exists, skipping");
             return Ok(ExitCode::SUCCESS);
         }
-        clients = vec![url_client(&target).await?];
+        clients = vec![url_client(&target, Some(out)).await?];
     } else {
         let cfg = load_config(p.get("config"), p.is_set("no-expand-env"))?;
         let db = find_db(&cfg, &target)?;
