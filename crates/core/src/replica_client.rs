@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use tokio::io::AsyncRead;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::listing::ListedObject;
 use crate::pos::{Generation, Pos};
 

@@ -126,7 +126,9 @@ pub fn parse_replica_url(s: &str) -> Result<ReplicaConfig> {
             for pair in u.query().unwrap_or_default().split('&') {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
                 match k {
-                    "host-key" | "hostKey" => rc.host_key = Some(percent_decode(v)),
+                    "host-key" | "hostKey" => {
+                        rc.host_key = Some(percent_decode(v).map_err(|e| bad(&e))?)
+                    }
                     "strict-host-key-checking" => {
                         rc.strict_host_key_checking = Some(matches!(v, "true" | "1" | "yes"))
                     }

@@ -842,6 +842,21 @@ async fn wait_restorable(rep: &Path, work: &Path, tag: &str, expected: &[(String
     }
 }
 
+/// Delete `dir` like an operator wiping a bucket would, while the engine may still be writing
+/// into it: a file created between the listing and the `rmdir` makes the removal fail with
+/// `DirectoryNotEmpty`, so try again (a bounded number of times).
+fn wipe(dir: &Path) {
+    for attempt in 0.. {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && attempt < 50 => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("wipe {}: {e}", dir.display()),
+        }
+    }
+}
+
 /// Objects deleted behind the engine's back (a wiped bucket; a lifecycle rule that expired the
 /// start of the current WAL index) leave a replica that Litestream v0.3.13 would keep
 /// appending to without it ever restoring again ("missing initial wal segment"). The retention
@@ -877,7 +892,7 @@ async fn a_replica_whose_objects_were_deleted_repairs_itself() {
         .expect("sync");
 
     // 1. Everything deleted.
-    std::fs::remove_dir_all(rep.join("generations")).expect("wipe replica");
+    wipe(&rep.join("generations"));
     for n in 5..10 {
         write_tx(&c, n, 1000);
     }

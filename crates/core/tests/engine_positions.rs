@@ -338,6 +338,21 @@ impl ReplicaClient for SlowWalWrites {
     async fn delete_generation(&self, g: &Generation) -> litestream_core::Result<()> {
         self.inner.delete_generation(g).await
     }
+    async fn list_objects(
+        &self,
+        dir: &str,
+    ) -> litestream_core::Result<Vec<litestream_core::listing::ListedObject>> {
+        self.inner.list_objects(dir).await
+    }
+    async fn open_object(&self, key: &str) -> litestream_core::Result<ByteStream> {
+        self.inner.open_object(key).await
+    }
+    async fn object_timestamp(
+        &self,
+        key: &str,
+    ) -> litestream_core::Result<Option<time::OffsetDateTime>> {
+        self.inner.object_timestamp(key).await
+    }
 }
 
 /// Item 7: the published position never moves backwards, also while validations pin

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use litestream_core::listing::ListedObject;
 use litestream_core::lz4::compress_to_vec;
 use litestream_core::restore::{restore, RestoreOptions};
 use litestream_core::wal::{encode_frame, encode_header, split_at_commits as split_wal, WalHeader};
@@ -157,6 +158,15 @@ impl ReplicaClient for Hostile {
     }
     async fn delete_generation(&self, _: &Generation) -> Result<()> {
         Err(refuse())
+    }
+    async fn list_objects(&self, _: &str) -> Result<Vec<ListedObject>> {
+        Ok(Vec::new())
+    }
+    async fn open_object(&self, key: &str) -> Result<ByteStream> {
+        Err(Error::not_found(key))
+    }
+    async fn object_timestamp(&self, _: &str) -> Result<Option<OffsetDateTime>> {
+        Ok(None)
     }
 }
 

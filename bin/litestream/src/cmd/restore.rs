@@ -9,7 +9,7 @@ use litestream_core::ltx::detect::{
 };
 use litestream_core::ltx::parse_txid;
 use litestream_core::pos::{parse_index_hex, Generation};
-use litestream_core::restore::RestoreOptions;
+use litestream_core::restore::{self, RestoreOptions};
 use litestream_core::timefmt::parse_rfc3339;
 use litestream_core::url::is_url;
 
