@@ -198,6 +198,7 @@ def replicated(a, name, bin_, fast):
         open(rep + ".stop", "w").close(); po.wait()
     stop(p, name)
     wal = os.path.getsize(db + "-wal") if os.path.exists(db + "-wal") else 0
+    check_restore(name, bin_, db, rep, os.path.join(d, "restored.db"))
     res = dict(cpu=cpu1 - cpu0, hwm=hwm, commits=len(commits),
                rchar=(io1.get("rchar", 0) - io0.get("rchar", 0)) / 1e6,
                wchar=(io1.get("wchar", 0) - io0.get("wchar", 0)) / 1e6, wal=wal / 1e6)
@@ -217,6 +218,29 @@ def replicated(a, name, bin_, fast):
                    mx=max(hi or [float("nan")]))
     log(f"{kind} {name}: {res}; load {loadavg()}")
     return res
+
+
+def check_restore(name, bin_, db, rep, out):
+    """The replica must restore (with the same tool) to the source's rows, intact."""
+    global failed
+    r = subprocess.run([bin_, "restore", "-o", out, "file://" + rep], env=env(),
+                       capture_output=True, text=True)
+    try:
+        want = sqlite3.connect(db).execute("SELECT COUNT(*), SUM(LENGTH(v)) FROM t").fetchone()
+    except sqlite3.Error as e:
+        failed = True
+        log(f"{name}: SOURCE DATABASE UNREADABLE after the run: {e}")
+        return
+    try:
+        c = sqlite3.connect(out)
+        ok = c.execute("PRAGMA integrity_check").fetchone()[0]
+        got = c.execute("SELECT COUNT(*), SUM(LENGTH(v)) FROM t").fetchone()
+    except sqlite3.Error as e:
+        ok, got = str(e), None
+    if r.returncode != 0 or ok != "ok" or got != want:
+        failed = True
+        log(f"{name}: RESTORE CHECK FAILED: exit {r.returncode}, integrity {ok!r}, rows {got} "
+            f"want {want}; {r.stderr.strip()[-300:]}")
 
 
 def scale(a, name, bin_):
