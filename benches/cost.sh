@@ -2,7 +2,7 @@
 # benches/cost.sh - what `litestream replicate` costs: our binary vs. the real Litestream v0.3.13,
 # same run, same machine, one tool at a time. Run on demand (never in CI). See benches/README.md.
 #
-#   bash benches/cost.sh [--seconds N] [--scale-dbs N] [--only load|latency|scale]
+#   bash benches/cost.sh [--runs R] [--seconds N] [--scale-dbs N] [--only load|latency|scale]
 #
 # 1. load: a python3 writer commits one ~3 KB random blob per transaction as fast as it can for
 #    N s (default 6) against a file:// replica with default intervals. Per tool: the replicator's

@@ -449,54 +449,47 @@ async fn an_empty_database_file_is_left_for_the_application_to_create() {
     assert_restores(&rep, &dir.path().join("restored.db"), &expected).await;
 }
 
-/// Under a steady write load the WAL watcher fires on every commit. The monitor batches those
-/// wake-ups: at most one sync per replica `sync-interval` (each sync copies and fsyncs the
-/// shadow WAL), not one per commit, which cost more CPU than Litestream (issue 11, "Cost").
+/// The engine's read lock must survive its syncs: reading the wal-index through a `-shm`
+/// descriptor that is then closed dropped every POSIX lock of the process on it, so the
+/// application could checkpoint and restart the WAL under frames not yet copied (and under
+/// the engine's own checkpoint: the application's database was found corrupt).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_steady_write_load_is_synced_once_per_sync_interval_not_per_commit() {
+async fn the_engines_read_lock_survives_its_syncs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rep = dir.path().join("replica");
     let db = dir.path().join("app.db");
     let c = app_conn(&db);
-    insert(&c, "t", 0, 1);
-    let ropts = ReplicaOptions {
-        sync_interval: Duration::from_millis(400),
-        ..Default::default()
-    };
+    insert(&c, "t", 0, 10);
     let opts = DbOptions {
-        monitor_interval: Duration::from_secs(10),
+        monitor_interval: Duration::from_secs(3600),
+        watch_wal: false,
+        min_checkpoint_page_count: 100_000,
         ..Default::default()
     };
-    let r = Replicator::start(&db, vec![replica(&rep, ropts)], opts)
+    let r = Replicator::start(&db, vec![replica(&rep, fast_replica_opts())], opts)
         .await
         .expect("start");
-    r.sync_and_wait(Duration::from_secs(20))
-        .await
-        .expect("sync");
-    let m = litestream_core::metrics::db(&db.to_string_lossy());
-    let before = m.sync_count.get();
-    let started = Instant::now();
-    let mut commits = 0i64;
-    while started.elapsed() < Duration::from_secs(2) {
-        insert(&c, "t", 100 + commits, 1);
-        commits += 1;
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    for k in 0..3 {
+        insert(&c, "t", 100 + k * 100, 20);
+        r.sync().await.expect("sync");
+        // The engine now holds a read transaction at the WAL's end: another process's
+        // TRUNCATE checkpoint can back-fill but must not restart the WAL under it. (In this
+        // process SQLite's own bookkeeping hides a lost POSIX lock, hence the sqlite3 CLI.)
+        let out = std::process::Command::new("sqlite3")
+            .arg(&db)
+            .arg("PRAGMA busy_timeout = 0; PRAGMA wal_checkpoint(TRUNCATE);")
+            .output()
+            .expect("the sqlite3 command-line tool must be installed");
+        assert!(out.status.success(), "sqlite3: {out:?}");
+        let res = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            res.trim()
+                .lines()
+                .last()
+                .is_some_and(|l| l.starts_with("1|")),
+            "round {k}: the WAL was checkpointed under the engine's read lock: {res}"
+        );
     }
-    let elapsed = started.elapsed();
-    let syncs = m.sync_count.get() - before;
-    // One sync per 400 ms (plus the one a wake-up after the last may start); a sync per commit
-    // would be one per 5-10 ms.
-    let bound = (elapsed.as_millis() / 400) as u64 + 2;
-    eprintln!("{commits} commits in {elapsed:?}: {syncs} syncs (bound {bound})");
-    assert!(syncs >= 1, "the monitor never synced (metrics key?)");
-    assert!(
-        syncs <= bound,
-        "{syncs} syncs for {commits} commits in {elapsed:?}"
-    );
-    assert!(
-        commits as u64 > 2 * bound,
-        "too few commits ({commits}) to tell"
-    );
     r.sync_and_wait(Duration::from_secs(20))
         .await
         .expect("sync");

@@ -122,6 +122,11 @@ struct Conns {
     readers: [Connection; 2],
     held: [bool; 2],
     active: usize,
+    /// The `-shm` file, opened once after the connections (and dropped after them: fields
+    /// drop in order). Opening and closing a descriptor of it for every read would drop every
+    /// POSIX lock this process holds on it: our connections' read, write and checkpoint locks
+    /// on the wal-index, letting the application checkpoint or restart the WAL under them.
+    shm: Option<File>,
 }
 
 struct VerifyInfo {
@@ -429,8 +434,13 @@ impl DbCore {
             readers: [r0, r1],
             held: [false, false],
             active: 0,
+            shm: None,
         });
         self.begin_read(0)?;
+        let shm = File::open(self.shm_path()).ok();
+        if let Some(c) = self.conns.as_mut() {
+            c.shm = shm;
+        }
         // The file the connections hold: the same before and after opening them.
         let after = file_identity(&self.path).map_err(|e| io_err(&self.path, e))?;
         if before.is_none() || before != after {
@@ -685,7 +695,8 @@ impl DbCore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(shadow_size),
             Err(e) => return Err(io_err(&self.wal_path, e)),
         };
-        if let Some(end) = shm_committed_end(&self.shm_path(), &hdr_bytes, self.page_size) {
+        let shm = self.conns.as_ref().and_then(|c| c.shm.as_ref());
+        if let Some(end) = shm.and_then(|f| shm_committed_end(f, &hdr_bytes, self.page_size)) {
             if end >= shadow_size {
                 return self.copy_committed(wal, shadow, shadow_size, end, validator);
             }

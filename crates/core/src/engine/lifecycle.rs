@@ -33,13 +33,16 @@ const WAL_INDEX_VERSION: u32 = 3_007_000;
 ///
 /// `None` when that cannot be known for sure (no `-shm`, the copies differ because a writer is
 /// updating them, another WAL's salts, another page size): the caller then scans the WAL.
-pub(crate) fn shm_committed_end(shm: &Path, wal_hdr: &[u8], page_size: u32) -> Option<u64> {
+pub(crate) fn shm_committed_end(
+    shm: &std::fs::File,
+    wal_hdr: &[u8],
+    page_size: u32,
+) -> Option<u64> {
     if wal_hdr.len() < WAL_HEADER_SIZE {
         return None;
     }
     let mut buf = [0u8; 2 * WAL_INDEX_HDR];
-    let f = std::fs::File::open(shm).ok()?;
-    std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, 0).ok()?;
+    std::os::unix::fs::FileExt::read_exact_at(shm, &mut buf, 0).ok()?;
     let (a, b) = buf.split_at(WAL_INDEX_HDR);
     if a != b {
         return None;
@@ -152,6 +155,7 @@ mod tests {
         let wal = dir.path().join("a.db-wal");
         let shm = dir.path().join("a.db-shm");
         let hdr = || std::fs::read(&wal).expect("wal")[..WAL_HEADER_SIZE].to_vec();
+        let shm = std::fs::File::open(&shm).expect("shm");
         let end = shm_committed_end(&shm, &hdr(), 4096).expect("end");
         assert_eq!(end, std::fs::metadata(&wal).expect("wal").len());
         // An uncommitted transaction larger than the cache spills frames into the WAL.
