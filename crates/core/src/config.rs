@@ -50,14 +50,30 @@ pub struct LoggingConfig {
     pub stderr: bool,
 }
 
-/// Client-side encryption keys (`age:`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(default)]
+/// Client-side encryption keys (`age:`); see [`crate::age`].
+#[derive(Clone, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case")]
 pub struct AgeConfig {
-    /// age identities (private keys) used to decrypt.
+    /// age identities (private keys) used to decrypt. Never shown by `Debug`.
     pub identities: Vec<String>,
     /// age recipients (public keys) used to encrypt.
     pub recipients: Vec<String>,
+    /// `identity-files` (extension): files holding identities, one per line (`age-keygen`
+    /// output; `#` comments allowed), so that no secret key need sit in the YAML.
+    pub identity_files: Vec<String>,
+}
+
+impl std::fmt::Debug for AgeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgeConfig")
+            .field(
+                "identities",
+                &format_args!("[{} redacted]", self.identities.len()),
+            )
+            .field("recipients", &self.recipients)
+            .field("identity_files", &self.identity_files)
+            .finish()
+    }
 }
 
 /// One replica of a database (`dbs[].replicas[]`), or the result of parsing a replica URL.

@@ -32,7 +32,7 @@ mod db;
 mod lock;
 mod options;
 mod replica;
-mod stream;
+pub(crate) mod stream;
 mod validate;
 
 use std::io;

@@ -135,3 +135,25 @@ pub(crate) async fn decompressed_len(stream: ByteStream, what: String) -> Result
     .await
     .map_err(|e| Error::io("decompress task", io::Error::other(e)))?
 }
+
+/// Run `f` on a blocking thread and stream what it writes, in bounded chunks (a few in flight).
+///
+/// An error returned by `f` ends the stream with that error, so a reader never mistakes a
+/// failed producer for a short object.
+pub(crate) fn blocking_write_stream<F>(f: F) -> ByteStream
+where
+    F: FnOnce(&mut dyn Write) -> io::Result<()> + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut cw = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+        };
+        if let Err(e) = f(&mut cw).and_then(|()| cw.send()) {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    Box::pin(StreamReader::new(stream))
+}
