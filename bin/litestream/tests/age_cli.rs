@@ -186,3 +186,111 @@ fn a_wrong_identity_is_a_clear_error_and_writes_nothing() {
     );
     assert!(!out_db.exists());
 }
+
+/// A unique name for a remote replica of test `tag`.
+#[cfg(any(feature = "s3", feature = "sftp"))]
+fn unique(tag: &str) -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{tag}-{:x}-{n:x}", std::process::id())
+}
+
+/// A case whose replica is described by `replica_yaml` (the replica's lines after `type:`,
+/// 8 spaces deep), with the test keys.
+#[cfg(any(feature = "s3", feature = "sftp"))]
+fn remote_case(replica_yaml: impl Fn(&Path) -> String) -> (Case, PathBuf) {
+    let case = file_case();
+    let text = format!(
+        "dbs:\n  - path: {}\n    replicas:\n{}{}",
+        case.db.display(),
+        replica_yaml(&case.db),
+        age_block(&ids_and_recipients(SK))
+    );
+    let cfg = case.write_file("litestream.yml", &text);
+    (case, cfg)
+}
+
+#[cfg(feature = "s3")]
+mod s3 {
+    use super::*;
+
+    fn env(name: &str) -> String {
+        common::test_env(name, "the s3 age tests need the local S3 server")
+    }
+
+    fn s3_case(tag: &str) -> (Case, PathBuf) {
+        let prefix = format!("age-cli/{}/app.sqlite", unique(tag));
+        remote_case(|_| {
+            format!(
+                "      - type: s3\n        bucket: {bucket}\n        path: {prefix}\n        \
+                 endpoint: {endpoint}\n        region: {region}\n        \
+                 force-path-style: true\n        access-key-id: {key}\n        \
+                 secret-access-key: {secret}\n        sync-interval: 500ms\n",
+                bucket = env("TEST_S3_BUCKET"),
+                endpoint = env("TEST_S3_ENDPOINT"),
+                region = env("TEST_S3_REGION"),
+                key = env("TEST_S3_ACCESS_KEY_ID"),
+                secret = env("TEST_S3_SECRET_ACCESS_KEY"),
+            )
+        })
+    }
+
+    #[test]
+    fn s3_v0313_replicates_with_age_and_our_restore_is_identical() {
+        let (case, cfg) = s3_case("theirs");
+        interop_through_config(&case, &cfg, Writer::V0313);
+    }
+
+    #[test]
+    fn s3_we_replicate_with_age_and_v0313_restores_it() {
+        let (case, cfg) = s3_case("ours");
+        interop_through_config(&case, &cfg, Writer::Ours);
+    }
+}
+
+#[cfg(feature = "sftp")]
+mod sftp {
+    use super::*;
+
+    fn env(name: &str) -> String {
+        common::test_env(name, "the sftp age tests need the local sshd")
+    }
+
+    /// The case and the replica's directory (on this machine: the test sshd serves it).
+    fn sftp_case(tag: &str) -> (Case, PathBuf, PathBuf) {
+        let remote = PathBuf::from(env("TEST_SFTP_ROOT"))
+            .join("age-cli")
+            .join(unique(tag));
+        let (case, cfg) = remote_case(|_| {
+            format!(
+                "      - type: sftp\n        host: 127.0.0.1:{port}\n        user: {user}\n        \
+                 key-path: {key}\n        known-hosts-path: {known}\n        path: {remote}\n        \
+                 sync-interval: 200ms\n",
+                port = env("TEST_SFTP_PORT"),
+                user = env("TEST_SFTP_USER"),
+                key = env("TEST_SFTP_KEY_PATH"),
+                known = env("TEST_SFTP_KNOWN_HOSTS"),
+                remote = remote.display(),
+            )
+        });
+        (case, cfg, remote)
+    }
+
+    #[test]
+    fn sftp_v0313_replicates_with_age_and_our_restore_is_identical() {
+        let (case, cfg, remote) = sftp_case("theirs");
+        interop_through_config(&case, &cfg, Writer::V0313);
+        assert_encrypted(&remote);
+        let _ = std::fs::remove_dir_all(&remote);
+    }
+
+    #[test]
+    fn sftp_we_replicate_with_age_and_v0313_restores_it() {
+        let (case, cfg, remote) = sftp_case("ours");
+        interop_through_config(&case, &cfg, Writer::Ours);
+        assert_encrypted(&remote);
+        let _ = std::fs::remove_dir_all(&remote);
+    }
+}
