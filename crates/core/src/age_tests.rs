@@ -136,7 +136,7 @@ fn secrets_never_in_debug_or_parse_errors() {
         identities: vec![bad.clone()],
         ..AgeConfig::default()
     };
-    let err = AgeKeys::from_config(&cfg).err().expect("bad identity");
+    let err = AgeKeys::from_config(&cfg).expect_err("bad identity");
     assert!(!err.to_string().contains(&bad[10..]), "{err}");
     assert!(AgeKeys::from_config(&AgeConfig::default())
         .expect("empty")
@@ -156,6 +156,25 @@ fn identity_files_are_read() {
     let k = AgeKeys::from_config(&cfg).expect("parse").expect("keys");
     assert!(k.can_decrypt() && !k.encrypts());
     std::fs::write(&path, "# nothing\n").expect("write");
-    let err = AgeKeys::from_config(&cfg).err().expect("empty file");
+    let err = AgeKeys::from_config(&cfg).expect_err("empty file");
     assert!(err.to_string().contains("holds no identity"), "{err}");
+}
+
+#[tokio::test]
+async fn ltx_objects_are_refused_with_age() {
+    let (sk, pk) = keypair();
+    let c = AgeClient::new(Arc::new(MemoryClient::new()), keys(&[&sk], &[&pk]));
+    let err = c
+        .open_object("ltx/0/0000000000000001-0000000000000001.ltx")
+        .await;
+    let msg = err.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        msg.contains("not supported for Litestream v0.5 (LTX)"),
+        "{msg}"
+    );
+    assert!(c
+        .list_objects("ltx/0")
+        .await
+        .expect("listing passes through")
+        .is_empty());
 }
