@@ -32,6 +32,7 @@ use crate::error::{Error, Result};
 use crate::listing::ListedObject;
 use crate::pos::{Generation, Pos};
 use crate::replica_client::{ByteStream, ReplicaClient, SnapshotInfo, WalSegmentInfo};
+use crate::restore::read_full;
 
 /// The first bytes of an LZ4 frame: objects written without encryption.
 const LZ4_MAGIC: [u8; 4] = [0x04, 0x22, 0x4D, 0x18];
@@ -168,7 +169,7 @@ impl AgeClient {
         let stream = blocking_write_stream(move |w| {
             let mut r = BufReader::with_capacity(64 << 10, bridge);
             let mut magic = [0u8; 4];
-            let n = match read_prefix(&mut r, &mut magic) {
+            let n = match read_full(&mut r, &mut magic) {
                 Ok(n) => n,
                 Err(e) => {
                     let _ = head_tx.send(Err(Error::io(name, e)));
@@ -215,20 +216,6 @@ impl AgeClient {
              (add `identities` or `identity-files` to its `age` config)"
         )))
     }
-}
-
-/// Read up to `buf.len()` bytes (fewer only at end of input).
-fn read_prefix(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 fn decrypt_error(what: &str, e: age::DecryptError) -> Error {
