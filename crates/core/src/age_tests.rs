@@ -178,3 +178,27 @@ async fn ltx_objects_are_refused_with_age() {
         .expect("listing passes through")
         .is_empty());
 }
+
+#[tokio::test]
+async fn a_truncated_object_fails_naming_it() {
+    let (sk, pk) = keypair();
+    let mem = Arc::new(MemoryClient::new());
+    let c = AgeClient::new(mem.clone(), keys(&[&sk], &[&pk]));
+    let g = Generation::parse("0123456789abcdef").expect("gen");
+    c.write_snapshot(&g, 4, stream(payload()))
+        .await
+        .expect("write");
+    let raw = read_all(mem.open_snapshot(&g, 4).await.expect("raw"))
+        .await
+        .expect("read");
+    let cut = raw[..raw.len() - 100].to_vec();
+    mem.write_snapshot(&g, 4, stream(cut))
+        .await
+        .expect("rewrite");
+    let s = c.open_snapshot(&g, 4).await.expect("header is intact");
+    let err = read_all(s).await.expect_err("truncated payload");
+    assert!(
+        err.to_string().contains("0123456789abcdef/00000004"),
+        "{err}"
+    );
+}
