@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use litestream_core::age::{AgeClient, AgeKeys};
 use litestream_core::config::ReplicaConfig;
 use litestream_core::ReplicaClient;
 
@@ -32,6 +33,26 @@ pub(crate) async fn build_client(
     rc: &ReplicaConfig,
     meta: Option<&Path>,
 ) -> Result<Arc<dyn ReplicaClient>> {
+    let client = build_backend(rc, meta).await?;
+    let Some(age) = &rc.age else {
+        return Ok(client);
+    };
+    let Some(keys) = AgeKeys::from_config(age).context("age")? else {
+        return Ok(client);
+    };
+    if keys.encrypts() && !keys.can_decrypt() {
+        tracing::warn!(
+            replica = client.kind(),
+            "age: recipients without identities: objects are encrypted, but start-up position \
+             recovery, validation and restore cannot read this replica"
+        );
+    }
+    Ok(Arc::new(AgeClient::new(client, keys)))
+}
+
+/// Build the storage backend itself.
+#[cfg_attr(not(feature = "sftp"), allow(unused_variables))]
+async fn build_backend(rc: &ReplicaConfig, meta: Option<&Path>) -> Result<Arc<dyn ReplicaClient>> {
     let kind = rc.kind();
     match kind.as_str() {
         "file" => {

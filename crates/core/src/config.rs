@@ -50,14 +50,30 @@ pub struct LoggingConfig {
     pub stderr: bool,
 }
 
-/// Client-side encryption keys (`age:`).
+/// Client-side encryption keys (`age:`); see [`crate::age`].
 #[derive(Clone, Default, Deserialize, PartialEq)]
-#[serde(default)]
+#[serde(default, rename_all = "kebab-case")]
 pub struct AgeConfig {
-    /// age identities (private keys) used to decrypt.
+    /// age identities (private keys) used to decrypt. Never shown by `Debug`.
     pub identities: Vec<String>,
     /// age recipients (public keys) used to encrypt.
     pub recipients: Vec<String>,
+    /// `identity-files` (extension): files holding identities, one per line (`age-keygen`
+    /// output; `#` comments allowed), so that no secret key need sit in the YAML.
+    pub identity_files: Vec<String>,
+}
+
+impl std::fmt::Debug for AgeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgeConfig")
+            .field(
+                "identities",
+                &format_args!("[{} redacted]", self.identities.len()),
+            )
+            .field("recipients", &self.recipients)
+            .field("identity_files", &self.identity_files)
+            .finish()
+    }
 }
 
 /// One replica of a database (`dbs[].replicas[]`), or the result of parsing a replica URL.
@@ -142,18 +158,6 @@ fn redacted(v: &Option<String>) -> Option<&'static str> {
     v.as_ref().map(|_| "[redacted]")
 }
 
-impl std::fmt::Debug for AgeConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgeConfig")
-            .field(
-                "identities",
-                &format_args!("[{} redacted]", self.identities.len()),
-            )
-            .field("recipients", &self.recipients)
-            .finish()
-    }
-}
-
 /// Secrets (`secret-access-key`, `account-key`, `sas-token`, `password`) print as
 /// `[redacted]`.
 impl std::fmt::Debug for ReplicaConfig {
@@ -205,19 +209,11 @@ impl ReplicaConfig {
         self.name.clone().unwrap_or_else(|| self.kind())
     }
 
-    /// Refuse security settings this version would otherwise parse and ignore: `age:`
-    /// (client-side encryption is not implemented, and replicating without it would upload
-    /// plain data), a TLS or host-key setting on a replica type that does not use it, and an
+    /// Refuse security settings this version would otherwise parse and ignore: a TLS or
+    /// host-key setting on a replica type that does not use it, and an
     /// unknown key that names a security setting (encryption, TLS, certificates, host keys).
     /// `at` names the replica in errors (e.g. `dbs[0].replicas[1]`).
     pub fn check_security(&self, at: &str) -> Result<()> {
-        if self.age.is_some() {
-            return Err(Error::InvalidConfig(format!(
-                "{at}.age: age encryption is not supported by this version; refusing to \
-                 replicate or restore without it (remove `age:` only if the replica is not \
-                 meant to be encrypted)"
-            )));
-        }
         let kind = match &self.url {
             Some(u) if self.replica_type.is_none() => crate::url::parse_replica_url(u)?.kind(),
             _ => self.kind(),
@@ -756,14 +752,6 @@ dbs:
     fn security_settings_are_never_parsed_and_ignored() {
         let cases = [
             (
-                "      - url: s3://b/p\n        age:\n          recipients: [age1xyz]\n",
-                "dbs[0].replicas[0].age: age encryption is not supported",
-            ),
-            (
-                "      - path: /r\n        age: {}\n",
-                "dbs[0].replicas[0].age",
-            ),
-            (
                 "      - url: abs://acct@c/p\n        skip-verify: true\n",
                 "dbs[0].replicas[0].skip-verify: not supported for abs replicas",
             ),
@@ -798,11 +786,6 @@ dbs:
                   skip-verify: true\n      - url: sftp://u@h/p\n        \
                   insecure-ignore-host-key: true\n        storage-class: x\n";
         Config::parse(ok).expect("valid security settings");
-        let r = ReplicaConfig {
-            age: Some(AgeConfig::default()),
-            ..Default::default()
-        };
-        assert!(r.resolve().unwrap_err().to_string().contains("age"));
     }
 
     #[test]
@@ -820,7 +803,7 @@ dbs:
         assert!(shown.contains("[redacted]"), "{shown}");
         let age = AgeConfig {
             identities: vec!["AGE-SECRET-KEY-1XYZ".into()],
-            recipients: vec![],
+            ..Default::default()
         };
         assert!(!format!("{age:?}").contains("AGE-SECRET"));
     }

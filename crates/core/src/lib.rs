@@ -17,6 +17,7 @@
 //! * Configuration: [`config`] reads `litestream.yml`, [`url`] parses replica URLs.
 #![deny(missing_docs)]
 
+pub mod age;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -34,7 +34,7 @@ mod lock;
 mod options;
 mod replica;
 mod snapshot;
-mod stream;
+pub(crate) mod stream;
 mod validate;
 mod walwatch;
 

@@ -152,6 +152,21 @@ pub(crate) async fn decompressed_len(stream: ByteStream, what: String) -> Result
     .map_err(|e| Error::io("decompress task", io::Error::other(e)))?
 }
 
+/// Run `f` on a blocking thread and stream what it writes, in bounded chunks (a few in flight).
+///
+/// An error returned by `f` ends the stream with that error, and a producer that vanishes
+/// (see [`producer_stream`]) ends it with an error too, so a reader never mistakes a failed
+/// producer for a short object.
+pub(crate) fn blocking_write_stream<F>(f: F) -> ByteStream
+where
+    F: FnOnce(&mut dyn Write) -> io::Result<()> + Send + 'static,
+{
+    producer_stream(move |mut cw| {
+        f(&mut cw)?;
+        Ok(cw)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
