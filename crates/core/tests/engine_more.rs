@@ -316,7 +316,18 @@ async fn failing_replica_blocks_neither_the_healthy_one_nor_local_cleanup_and_ca
 
     // Recovery: the broken replica catches up (from a new snapshot) and restores.
     std::fs::remove_file(&bad).expect("rm file");
-    std::fs::rename(&aside, &bad).expect("move back");
+    // The engine retries meanwhile and may create the replica directory again before the
+    // rename: clear what it made (the outage's leftovers) and move the real replica back.
+    for attempt in 0.. {
+        match std::fs::rename(&aside, &bad) {
+            Ok(()) => break,
+            Err(_) if attempt < 50 => {
+                let _ = std::fs::remove_dir_all(&bad);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("move back: {e}"),
+        }
+    }
     for n in 400..420 {
         write_tx(&c, n, 2000);
     }
