@@ -116,7 +116,7 @@ pub fn check_object_key(key: &str) -> Result<()> {
 ///   Writing an existing key replaces it.
 /// * Deletes are idempotent: deleting something that does not exist succeeds.
 /// * A WAL segment whose offset does not fit its 8-digit name is refused with
-///   [`Error::InvalidArgument`](crate::Error::InvalidArgument)
+///   [`Error::InvalidArgument`]
 ///   ([`layout::check_offset_fits_name`](crate::layout::check_offset_fits_name)).
 /// * Bytes are passed through untouched: the client never compresses or inspects payloads.
 /// * The generic object methods ([`list_objects`](Self::list_objects),
@@ -177,13 +177,13 @@ pub trait ReplicaClient: Send + Sync + Debug {
     /// list and read.
     ///
     /// A `dir` that is not such a path (see [`listing::check_relative`](crate::listing::check_relative))
-    /// is refused with [`Error::InvalidArgument`](crate::Error::InvalidArgument).
+    /// is refused with [`Error::InvalidArgument`].
     async fn list_objects(&self, dir: &str) -> Result<Vec<ListedObject>>;
 
     /// Open the object at `key` (relative to the replica root, as for
     /// [`list_objects`](Self::list_objects)) for reading; a missing object fails with an error
     /// for which [`Error::is_not_found`](crate::Error::is_not_found) is true, a `key` that is
-    /// not a relative path with [`Error::InvalidArgument`](crate::Error::InvalidArgument).
+    /// not a relative path with [`Error::InvalidArgument`].
     async fn open_object(&self, key: &str) -> Result<ByteStream>;
 
     /// Store the object at `key` (relative to the replica root, as for

@@ -1,6 +1,6 @@
 //! Compaction: merge LTX files into one, as Litestream v0.5 builds its L1–L3 files.
 //!
-//! The inputs are decoded front to back together ([`merge_newest`], the k-way merge the
+//! The inputs are decoded front to back together (`merge_newest`, the k-way merge the
 //! restore uses too); for each page number the newest input that holds it wins, pages beyond
 //! the last input's commit size are dropped, and the winners stream into an [`LtxEncoder`].
 //! The output header follows spec §1.7: min TXID of the first input, max TXID, timestamp and
