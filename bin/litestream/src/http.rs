@@ -101,6 +101,21 @@ pub(crate) fn metrics_url(addr: &str) -> Result<String> {
     Ok(format!("http://{host}:{port}/metrics"))
 }
 
+/// Add the `process_*` series Go's Prometheus client serves (CPU, memory, file descriptors,
+/// start time, threads) to the registry `/metrics` renders, once.
+fn register_process_metrics() {
+    #[cfg(target_os = "linux")]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let collector = prometheus::process_collector::ProcessCollector::for_self();
+            if let Err(e) = metrics::registry().register(Box::new(collector)) {
+                tracing::warn!(error = %e, "cannot register the process metrics");
+            }
+        });
+    }
+}
+
 /// A bound, not yet serving, listener (bind errors surface before anything runs).
 #[derive(Debug)]
 pub(crate) struct Server {
@@ -122,6 +137,7 @@ impl Server {
         } else {
             TcpListener::bind((host.as_str(), port)).await?
         };
+        register_process_metrics();
         Ok(Server {
             listener,
             max_lag: DEFAULT_MAX_LAG,
@@ -437,6 +453,30 @@ mod tests {
         assert!(p.starts_with("HTTP/1.1 405 "), "{p}");
 
         metrics::unregister_db(db);
+        tx.send(true).unwrap();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn metrics_include_the_process_series() {
+        let server = Server::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(server.run(rx));
+        let m = get(addr, "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+        for name in [
+            "process_cpu_seconds_total",
+            "process_open_fds",
+            "process_max_fds",
+            "process_resident_memory_bytes",
+            "process_virtual_memory_bytes",
+            "process_start_time_seconds",
+        ] {
+            assert!(
+                m.contains(&format!("\n# TYPE {name} ")),
+                "{name} missing\n{m}"
+            );
+        }
         tx.send(true).unwrap();
         task.await.unwrap().unwrap();
     }
