@@ -7,30 +7,56 @@
 //! * `HEAD` works on both; other methods get `405`, other paths `404`. (Litestream also
 //!   serves Go's `/debug/pprof/`; we don't.)
 //!
-//! A deliberately small HTTP/1.1 server over tokio's `TcpListener`: one request per
-//! connection (`Connection: close`), request heads up to 16 KiB, 10 s to send them, 10 s to
-//! take the response, and at most [`MAX_CONNECTIONS`] connections open at once (more are
-//! closed as soon as they are accepted), so that idle or slow clients cannot use up the file
-//! descriptors replication needs.
+//! HTTP/1.1 by hyper, with the limits that keep idle or slow clients from using up the file
+//! descriptors replication needs ([`Limits`]): at most 64 connections open at once (more are
+//! closed as soon as they are accepted), request heads up to 16 KiB sent within 10 s, 10 s to
+//! take a response once the socket is full, and a kept-alive connection closed after 1 s
+//! without a new request (a scraper every 15 s reconnects, as it would through any proxy).
 
-use std::net::SocketAddr;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use litestream_core::metrics;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify, Semaphore};
 
 /// `/healthz` fails for a replica that has not synced for longer than this.
 pub(crate) const DEFAULT_MAX_LAG: Duration = Duration::from_secs(60);
 
-const MAX_HEAD: usize = 16 * 1024;
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The limits of the server (see the module docs); tests shorten them.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Connections served at once; further ones are closed on accept.
+    max_connections: usize,
+    /// Largest request head (hyper answers `431` beyond it).
+    max_head: usize,
+    /// Time to send a whole request head, from the connection or the previous response.
+    header_read_timeout: Duration,
+    /// Time a response may stay stuck in a full socket before the connection is dropped.
+    write_timeout: Duration,
+    /// Time a kept-alive connection may wait for its next request.
+    keep_alive_idle: Duration,
+}
 
-/// Connections served at once; further ones are closed on accept.
-pub(crate) const MAX_CONNECTIONS: usize = 64;
+const LIMITS: Limits = Limits {
+    max_connections: 64,
+    max_head: 16 * 1024,
+    header_read_timeout: Duration::from_secs(10),
+    write_timeout: Duration::from_secs(10),
+    keep_alive_idle: Duration::from_secs(1),
+};
 
 /// Raise the soft limit on open files to the hard limit (Go's runtime does the same since
 /// 1.19): the default soft limit of 1024 is easily reached by a busy process. Returns the new
@@ -84,12 +110,6 @@ pub(crate) fn parse_addr(addr: &str) -> Result<(String, u16)> {
     Ok((host.to_string(), port))
 }
 
-/// Check `addr` without binding (for config validation at start).
-#[allow(dead_code)] // API kept for callers
-pub(crate) fn validate_addr(addr: &str) -> Result<()> {
-    parse_addr(addr).map(|_| ())
-}
-
 /// The URL Litestream logs (`serving metrics on url=…`): an empty host prints `localhost`.
 pub(crate) fn metrics_url(addr: &str) -> Result<String> {
     let (host, port) = parse_addr(addr)?;
@@ -121,7 +141,7 @@ fn register_process_metrics() {
 pub(crate) struct Server {
     listener: TcpListener,
     max_lag: Duration,
-    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    limits: Limits,
 }
 
 impl Server {
@@ -141,15 +161,8 @@ impl Server {
         Ok(Server {
             listener,
             max_lag: DEFAULT_MAX_LAG,
-            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+            limits: LIMITS,
         })
-    }
-
-    /// Set the connection cap (tests).
-    #[cfg_attr(not(test), allow(dead_code))] // API kept for callers and tests
-    pub(crate) fn with_max_connections(mut self, n: usize) -> Server {
-        self.permits = std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1)));
-        self
     }
 
     /// The real bound address for logs, e.g. `[::]:9090 (all interfaces)`.
@@ -161,21 +174,10 @@ impl Server {
         }
     }
 
-    /// Set the `/healthz` lag threshold.
-    #[cfg_attr(not(test), allow(dead_code))] // API kept for callers and tests
-    pub(crate) fn with_max_lag(mut self, max_lag: Duration) -> Server {
-        self.max_lag = max_lag;
-        self
-    }
-
-    /// The bound address (useful with port 0).
-    #[cfg_attr(not(test), allow(dead_code))] // API kept for callers and tests
-    pub(crate) fn local_addr(&self) -> Result<SocketAddr> {
-        Ok(self.listener.local_addr()?)
-    }
-
-    /// Serve until `shutdown` turns true (or its sender is dropped).
+    /// Serve until `shutdown` turns true (or its sender is dropped); open connections then
+    /// finish their current response and close.
     pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let permits = Arc::new(Semaphore::new(self.limits.max_connections.max(1)));
         loop {
             if *shutdown.borrow() {
                 return Ok(());
@@ -188,17 +190,15 @@ impl Server {
                 }
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                        let Ok(permit) = permits.clone().try_acquire_owned() else {
                             // At the cap: close at once rather than hold a descriptor.
                             tracing::debug!(%peer, "http connection limit reached; closed");
                             drop(stream);
                             continue;
                         };
-                        let max_lag = self.max_lag;
+                        let (max_lag, limits, stop) = (self.max_lag, self.limits, shutdown.clone());
                         tokio::spawn(async move {
-                            if let Err(e) = handle(stream, max_lag).await {
-                                tracing::debug!(error = %e, "http request failed");
-                            }
+                            serve_connection(stream, max_lag, limits, stop).await;
                             drop(permit);
                         });
                     }
@@ -213,50 +213,91 @@ impl Server {
     }
 }
 
-/// Bind `addr` and serve `/metrics` and `/healthz` until `shutdown` turns true.
-#[allow(dead_code)] // API kept for callers
-pub(crate) async fn serve(addr: &str, shutdown: watch::Receiver<bool>) -> Result<()> {
-    Server::bind(addr).await?.run(shutdown).await
-}
-
-/// A response: status line text, content type and body.
-#[derive(Debug, PartialEq)]
-struct Response {
-    status: &'static str,
-    content_type: &'static str,
-    body: String,
-}
-
-fn text(status: &'static str, body: impl Into<String>) -> Response {
-    Response {
-        status,
-        content_type: "text/plain; charset=utf-8",
-        body: body.into(),
-    }
-}
-
-/// Route one request (method and target from the request line).
-fn route(method: &str, target: &str, max_lag: Duration) -> Response {
-    let path = target.split(['?', '#']).next().unwrap_or("");
-    match path {
-        "/metrics" | "/healthz" if method != "GET" && method != "HEAD" => {
-            text("405 Method Not Allowed", "method not allowed\n")
+/// Serve the requests of one connection until the client closes it, a limit is hit, or
+/// `shutdown` turns true.
+async fn serve_connection(
+    stream: TcpStream,
+    max_lag: Duration,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let requests = Arc::new(Notify::new());
+    let service = {
+        let requests = requests.clone();
+        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            requests.notify_one();
+            let resp = route(req.method(), req.uri().path(), max_lag);
+            async move { Ok::<_, Infallible>(resp) }
+        })
+    };
+    let io = TokioIo::new(WriteDeadline::new(stream, limits.write_timeout));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_head)
+        .title_case_headers(true)
+        .keep_alive(true)
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    // Until the first request, hyper's header timeout alone applies.
+    let mut idle = limits.header_read_timeout;
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            done = conn.as_mut() => {
+                if let Err(e) = done {
+                    tracing::debug!(error = %e, "http connection failed");
+                }
+                return;
+            }
+            _ = requests.notified() => idle = limits.keep_alive_idle,
+            _ = tokio::time::sleep(idle), if !closing => {
+                // Closes an idle connection now, a busy one after its response.
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = shutdown.changed(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
         }
-        "/metrics" => Response {
-            status: "200 OK",
-            content_type: "text/plain; version=0.0.4; charset=utf-8",
-            body: metrics::render_prometheus(),
-        },
-        "/healthz" => healthz(max_lag),
-        _ => text("404 Not Found", "404 page not found\n"),
     }
 }
 
-fn healthz(max_lag: Duration) -> Response {
+/// A response with a content type.
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
+    reply(status, "text/plain; charset=utf-8", body.into())
+}
+
+/// Route one request (hyper leaves the body out of `HEAD` responses).
+fn route(method: &Method, path: &str, max_lag: Duration) -> Response<Full<Bytes>> {
+    match path {
+        "/metrics" | "/healthz" if method != Method::GET && method != Method::HEAD => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        "/metrics" => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics::render_prometheus(),
+        ),
+        "/healthz" => healthz(max_lag),
+        _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
+    }
+}
+
+fn healthz(max_lag: Duration) -> Response<Full<Bytes>> {
     let health = metrics::replica_health(max_lag);
     let bad: Vec<_> = health.iter().filter(|h| !h.healthy).collect();
     if bad.is_empty() {
-        return text("200 OK", "ok\n");
+        return text(StatusCode::OK, "ok\n");
     }
     let mut body = format!(
         "{} of {} replicas lagging (threshold {}s):\n",
@@ -277,63 +318,131 @@ fn healthz(max_lag: Duration) -> Response {
             h.lag.as_secs_f64()
         ));
     }
-    text("503 Service Unavailable", body)
+    text(StatusCode::SERVICE_UNAVAILABLE, body)
 }
 
-async fn handle(mut stream: TcpStream, max_lag: Duration) -> Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let head_end = tokio::time::timeout(READ_TIMEOUT, async {
-        let mut chunk = [0u8; 2048];
-        loop {
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                bail!("connection closed before the request head ended");
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            if let Some(i) = find(&buf, b"\r\n\r\n").or_else(|| find(&buf, b"\n\n")) {
-                return Ok(i);
-            }
-            if buf.len() > MAX_HEAD {
-                bail!("request head too large");
-            }
+/// A stream whose writes fail with `TimedOut` when the peer has not taken the pending data
+/// within `timeout`: the clock starts when a write or flush first finds the socket full and
+/// stops when a flush completes (hyper flushes after each response).
+#[derive(Debug)]
+struct WriteDeadline<S> {
+    inner: S,
+    timeout: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteDeadline<S> {
+    fn new(inner: S, timeout: Duration) -> Self {
+        WriteDeadline {
+            inner,
+            timeout,
+            stalled: None,
         }
-    })
-    .await
-    .context("timed out reading the request")??;
-    let head = String::from_utf8_lossy(&buf[..head_end]);
-    let mut parts = head.lines().next().unwrap_or("").split_whitespace();
-    let (method, target, version) = (parts.next(), parts.next(), parts.next());
-    let resp = match (method, target, version) {
-        (Some(m), Some(t), Some(v)) if v.starts_with("HTTP/1.") => route(m, t, max_lag),
-        _ => text("400 Bad Request", "bad request\n"),
-    };
-    let mut out = format!(
-        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        resp.status,
-        resp.content_type,
-        resp.body.len()
-    )
-    .into_bytes();
-    if method != Some("HEAD") {
-        out.extend_from_slice(resp.body.as_bytes());
     }
-    tokio::time::timeout(WRITE_TIMEOUT, async {
-        stream.write_all(&out).await?;
-        stream.shutdown().await
-    })
-    .await
-    .context("timed out writing the response")??;
-    Ok(())
+
+    /// Pass a `Pending` through unless the clock ran out.
+    fn check<T>(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        poll: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            return poll;
+        }
+        let timeout = self.timeout;
+        let clock = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match clock.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client took no data for {timeout:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+impl<S: AsyncRead + Unpin> AsyncRead for WriteDeadline<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.check(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.check(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        if poll.is_ready() {
+            self.stalled = None;
+        }
+        self.check(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.check(cx, poll)
+    }
+}
+
+/// Test-only settings (the binary uses the defaults).
+#[cfg(test)]
+impl Server {
+    /// Set the connection cap.
+    fn with_max_connections(mut self, n: usize) -> Server {
+        self.limits.max_connections = n;
+        self
+    }
+
+    /// Set the `/healthz` lag threshold.
+    fn with_max_lag(mut self, max_lag: Duration) -> Server {
+        self.max_lag = max_lag;
+        self
+    }
+
+    /// Change the limits.
+    fn with_limits(mut self, change: impl FnOnce(&mut Limits)) -> Server {
+        change(&mut self.limits);
+        self
+    }
+
+    /// The bound address (useful with port 0).
+    fn local_addr(&self) -> Result<std::net::SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::net::SocketAddr;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn addr_requires_port() {
@@ -479,5 +588,131 @@ mod tests {
         }
         tx.send(true).unwrap();
         task.await.unwrap().unwrap();
+    }
+
+    /// Read one response (head and `Content-Length` body) without waiting for the close.
+    async fn read_response(s: &mut TcpStream) -> String {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(
+                n > 0,
+                "closed mid-response: {}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .map(|v| v.trim().parse().unwrap())
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    return text;
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn keeps_connections_alive_then_closes_them_when_idle() {
+        let server = Server::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(server.run(rx));
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        for path in ["/healthz", "/metrics", "/healthz"] {
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let r = read_response(&mut s).await;
+            assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        }
+        let head = "HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+        s.write_all(head.as_bytes()).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut rest = String::new();
+        s.read_to_string(&mut rest).await.unwrap();
+        let (head, body) = rest.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with("HTTP/1.1 200 OK\r\n") && body.is_empty(),
+            "{rest}"
+        );
+        let idle = started.elapsed();
+        assert!(
+            idle >= LIMITS.keep_alive_idle / 2 && idle < LIMITS.keep_alive_idle * 5,
+            "closed after {idle:?}"
+        );
+        tx.send(true).unwrap();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn slow_and_oversized_heads_are_refused() {
+        let server = Server::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .with_limits(|l| l.header_read_timeout = Duration::from_millis(300));
+        let addr = server.local_addr().unwrap();
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(server.run(rx));
+
+        // A head that never ends: the connection is closed after the header timeout.
+        let mut slow = TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: 1")
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut out)).await;
+        assert!(read.is_ok(), "a slow head kept its connection");
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            started.elapsed()
+        );
+
+        // A head over the limit: 431 (or a reset), never a served request.
+        let big = format!(
+            "GET /metrics HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(LIMITS.max_head + 1024)
+        );
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let _ = s.write_all(big.as_bytes()).await;
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.is_empty() || out.starts_with("HTTP/1.1 431 "), "{out}");
+        tx.send(true).unwrap();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_write_the_peer_never_takes_times_out() {
+        let (ours, _peer) = tokio::io::duplex(64);
+        let mut w = WriteDeadline::new(ours, Duration::from_millis(200));
+        let started = std::time::Instant::now();
+        let err = w.write_all(&[0u8; 4096]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(190));
+
+        // Data the peer takes in time flushes, and the clock starts again for the next write.
+        let (ours, mut peer) = tokio::io::duplex(64);
+        let mut w = WriteDeadline::new(ours, Duration::from_millis(200));
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            peer.read_to_end(&mut got).await.unwrap();
+            got.len()
+        });
+        for _ in 0..3 {
+            w.write_all(&[1u8; 1024]).await.unwrap();
+            w.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        w.shutdown().await.unwrap();
+        drop(w);
+        assert_eq!(reader.await.unwrap(), 3 * 1024);
     }
 }
