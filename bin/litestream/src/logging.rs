@@ -21,48 +21,36 @@
 //! a URL with a password through `redact_url`.
 //!
 //! The subscriber is installed once per process; [`init`] may be called after
-//! [`init_default`] and switches the format, destination and level in place.
+//! [`init_default`] and switches the format, destination and level in place (through a
+//! `tracing_subscriber::reload` handle).
+//!
+//! Log lines on stderr share it with one transient status line (the restore progress,
+//! [`draw_status_line`]): a log line erases it first, and its next update redraws it.
 
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use anyhow::{bail, Result};
 use litestream_core::config::LoggingConfig;
 use tracing::field::{Field, Visit};
 use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata, Subscriber};
-use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::layer::{Context, Layer, Layered};
 use tracing_subscriber::prelude::*;
+use tracing_subscriber::{reload, EnvFilter, Registry};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
 enum Format {
     /// Go's default log bridge (before a config is loaded).
-    GoLog = 0,
+    GoLog,
     /// slog text handler.
-    Text = 1,
+    Text,
     /// slog JSON handler.
-    Json = 2,
+    Json,
 }
 
-static FORMAT: AtomicU8 = AtomicU8::new(Format::GoLog as u8);
-/// 1 error, 2 warn, 3 info, 4 debug, 5 trace.
-static LEVEL: AtomicU8 = AtomicU8::new(3);
-static STDERR: AtomicBool = AtomicBool::new(true);
-/// Set by commands whose stdout is their data (`ltx`): logs then go to stderr whatever the
-/// config says, so `ltx -json` stays parseable.
-static DATA_ON_STDOUT: AtomicBool = AtomicBool::new(false);
-
-/// Keep stdout for the command's output: every later log line goes to stderr.
-pub(crate) fn keep_stdout_for_data() {
-    DATA_ON_STDOUT.store(true, Ordering::Relaxed);
-}
-/// `LITESTREAM_LOG` is set: its filter decides, our level check is bypassed.
-static ENV_OVERRIDE: AtomicBool = AtomicBool::new(false);
-static INSTALLED: OnceLock<()> = OnceLock::new();
 /// Known secret values (from the config and the environment): replaced by `REDACTED` in every
 /// message and value, whoever logs it, so that `LITESTREAM_LOG` letting dependencies' events
 /// through (SDK, HTTP, SSH debug output) cannot print them.
@@ -128,39 +116,59 @@ fn parse_level(s: Option<&str>) -> u8 {
     }
 }
 
-fn enabled(meta: &Metadata<'_>) -> bool {
-    if ENV_OVERRIDE.load(Ordering::Relaxed) {
-        return true;
-    }
-    let mut max = LEVEL.load(Ordering::Relaxed);
-    if !meta.target().starts_with("litestream") {
-        max = max.min(2);
-    }
-    level_num(meta.level()) <= max
+/// The handle that switches the installed layer's settings.
+type Handle = reload::Handle<LitestreamLayer, Layered<Option<EnvFilter>, Registry>>;
+
+/// Install the subscriber once: `LITESTREAM_LOG`'s filter (when set) under the Litestream
+/// layer, which starts in the pre-config format. `None` when another subscriber was
+/// installed first (unit tests), then settings changes do nothing.
+fn handle() -> Option<&'static Handle> {
+    static HANDLE: OnceLock<Option<Handle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            register_secrets(SECRET_ENV.iter().filter_map(|k| std::env::var(k).ok()));
+            let env = std::env::var("LITESTREAM_LOG")
+                .ok()
+                .filter(|v| !v.is_empty())
+                .and_then(|v| EnvFilter::try_new(v).ok());
+            let (layer, handle) = reload::Layer::new(LitestreamLayer {
+                env_override: env.is_some(),
+                ..LitestreamLayer::PRE_CONFIG
+            });
+            let installed = tracing_subscriber::registry()
+                .with(env)
+                .with(layer)
+                .try_init();
+            installed.ok().map(|()| handle)
+        })
+        .as_ref()
 }
 
-fn install() {
-    INSTALLED.get_or_init(|| {
-        register_secrets(SECRET_ENV.iter().filter_map(|k| std::env::var(k).ok()));
-        let env = std::env::var("LITESTREAM_LOG")
-            .ok()
-            .filter(|v| !v.is_empty())
-            .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok());
-        ENV_OVERRIDE.store(env.is_some(), Ordering::Relaxed);
-        let _ = tracing_subscriber::registry()
-            .with(env)
-            .with(LitestreamLayer)
-            .try_init();
-    });
+/// Change the installed layer's settings (the reload handle rebuilds the callsite cache).
+fn configure(change: impl FnOnce(&mut LitestreamLayer)) {
+    if let Some(handle) = handle() {
+        if let Err(e) = handle.modify(change) {
+            eprintln!("cannot change the log settings: {e}");
+        }
+    }
 }
 
 /// Install the subscriber with the pre-config format: Go `log` style on stderr, level info.
 pub(crate) fn init_default() {
-    install();
-    FORMAT.store(Format::GoLog as u8, Ordering::Relaxed);
-    STDERR.store(true, Ordering::Relaxed);
-    LEVEL.store(3, Ordering::Relaxed);
-    tracing::callsite::rebuild_interest_cache();
+    configure(|l| {
+        l.format = Format::GoLog;
+        l.to_stderr = true;
+        l.level = LitestreamLayer::PRE_CONFIG.level;
+    });
+}
+
+/// Keep stdout for the command's output (`ltx -json` stays parseable): every later log line
+/// goes to stderr, whatever the config says.
+pub(crate) fn keep_stdout_for_data() {
+    configure(|l| {
+        l.data_on_stdout = true;
+        l.to_stderr = true;
+    });
 }
 
 /// Switch to the configured format, destination and level (installs the subscriber if
@@ -176,60 +184,129 @@ pub(crate) fn init(cfg: &LoggingConfig) -> Result<()> {
         Some("json") => Format::Json,
         Some(other) => bail!("unknown logging type: {other:?} (expected \"text\" or \"json\")"),
     };
-    install();
-    FORMAT.store(format as u8, Ordering::Relaxed);
-    STDERR.store(
-        cfg.stderr || DATA_ON_STDOUT.load(Ordering::Relaxed),
-        Ordering::Relaxed,
-    );
-    LEVEL.store(parse_level(cfg.level.as_deref()), Ordering::Relaxed);
-    tracing::callsite::rebuild_interest_cache();
+    let level = parse_level(cfg.level.as_deref());
+    configure(|l| {
+        l.format = format;
+        l.to_stderr = cfg.stderr || l.data_on_stdout;
+        l.level = level;
+    });
     Ok(())
 }
 
-/// The layer writing Litestream-formatted lines.
-struct LitestreamLayer;
+/// The layer writing Litestream-formatted lines; its settings change through [`Handle`].
+#[derive(Debug, Clone, Copy)]
+struct LitestreamLayer {
+    format: Format,
+    /// Most verbose level of this project's events (1 error … 5 trace); dependencies' events
+    /// are shown at `warn` and above.
+    level: u8,
+    to_stderr: bool,
+    /// Set by commands whose stdout is their data: logs stay on stderr.
+    data_on_stdout: bool,
+    /// `LITESTREAM_LOG` is set: its filter decides, the level check is bypassed.
+    env_override: bool,
+}
+
+impl LitestreamLayer {
+    const PRE_CONFIG: LitestreamLayer = LitestreamLayer {
+        format: Format::GoLog,
+        level: 3,
+        to_stderr: true,
+        data_on_stdout: false,
+        env_override: false,
+    };
+
+    fn shows(&self, meta: &Metadata<'_>) -> bool {
+        if self.env_override {
+            return true;
+        }
+        let mut max = self.level;
+        if !meta.target().starts_with("litestream") {
+            max = max.min(2);
+        }
+        level_num(meta.level()) <= max
+    }
+}
 
 impl<S: Subscriber> Layer<S> for LitestreamLayer {
-    fn register_callsite(&self, _meta: &'static Metadata<'static>) -> Interest {
-        // The level can change at run time (init after init_default): decide per event.
-        Interest::sometimes()
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
+        if self.shows(meta) {
+            Interest::always()
+        } else {
+            Interest::never()
+        }
     }
 
     fn enabled(&self, meta: &Metadata<'_>, _ctx: Context<'_, S>) -> bool {
-        enabled(meta)
+        self.shows(meta)
     }
 
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        if !enabled(event.metadata()) {
+        if !self.shows(event.metadata()) {
             return;
         }
-        let format = match FORMAT.load(Ordering::Relaxed) {
-            1 => Format::Text,
-            2 => Format::Json,
-            _ => Format::GoLog,
-        };
         let mut fields = Fields::default();
         event.record(&mut fields);
         let line = redact_known(format_line(
-            format,
+            self.format,
             time::OffsetDateTime::now_utc(),
             event.metadata().level(),
             &fields,
         ));
-        if STDERR.load(Ordering::Relaxed) {
-            let mut err = std::io::stderr().lock();
-            if crate::progress::line_active() {
-                // Erase the restore progress line; its next tick redraws it below.
-                let _ = err.write_all(crate::progress::CLEAR_LINE.as_bytes());
-            }
-            let _ = err.write_all(line.as_bytes());
+        if self.to_stderr {
+            write_stderr(line.as_bytes());
         } else {
             let mut out = std::io::stdout().lock();
             let _ = out.write_all(line.as_bytes());
             let _ = out.flush();
         }
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// stderr and its status line
+// ------------------------------------------------------------------------------------------
+
+/// The escape sequence that erases the status line (carriage return, erase line).
+const CLEAR_LINE: &str = "\r\x1b[2K";
+
+/// True while a status line is on stderr without its newline; held while writing to stderr.
+static STATUS_LINE: Mutex<bool> = Mutex::new(false);
+
+fn status_line_lock() -> std::sync::MutexGuard<'static, bool> {
+    STATUS_LINE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Write a log line to stderr, erasing the status line first (its next update redraws it).
+fn write_stderr(line: &[u8]) {
+    let active = status_line_lock();
+    let mut err = std::io::stderr().lock();
+    if *active {
+        let _ = err.write_all(CLEAR_LINE.as_bytes());
+    }
+    let _ = err.write_all(line);
+}
+
+/// Draw `text` as the transient status line on stderr (e.g. the restore progress), replacing
+/// the previous one; `last` ends it with a newline so that it stays on screen.
+pub(crate) fn draw_status_line(text: &str, last: bool) {
+    let mut active = status_line_lock();
+    let mut err = std::io::stderr().lock();
+    let newline = if last { "\n" } else { "" };
+    let _ = write!(err, "{CLEAR_LINE}{text}{newline}");
+    let _ = err.flush();
+    *active = !last;
+}
+
+/// Leave the status line where it is and move to the next line (nothing if none is drawn).
+pub(crate) fn end_status_line() {
+    let mut active = status_line_lock();
+    if *active {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(b"\n");
+        let _ = err.flush();
+    }
+    *active = false;
 }
 
 /// A field value, keeping numbers and booleans typed for JSON.
@@ -381,22 +458,10 @@ fn text_value(s: &str) -> String {
     out
 }
 
+/// Append `s` as a JSON string (escaped by serde_json).
 fn json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    // Serialising a string cannot fail.
+    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
 }
 
 fn json_value(out: &mut String, v: &Value) {
@@ -568,5 +633,46 @@ mod tests {
             ..Default::default()
         };
         assert!(init(&cfg).is_err());
+    }
+
+    #[test]
+    fn settings_switch_through_the_reload_handle() {
+        let current = || {
+            handle()
+                .expect("installed")
+                .with_current(|l| *l)
+                .expect("layer")
+        };
+        let debug_shown = || tracing::enabled!(target: "litestream::test", Level::DEBUG);
+        let dependency_info_shown = || tracing::enabled!(target: "hyper::test", Level::INFO);
+        init_default();
+        assert_eq!(current().format, Format::GoLog);
+        assert!(current().to_stderr && !debug_shown() && !dependency_info_shown());
+        let cfg = LoggingConfig {
+            log_type: Some("JSON".into()),
+            level: Some("debug".into()),
+            ..Default::default()
+        };
+        init(&cfg).expect("json");
+        let l = current();
+        assert_eq!((l.format, l.level, l.to_stderr), (Format::Json, 4, false));
+        assert!(debug_shown() && !dependency_info_shown());
+        keep_stdout_for_data();
+        init(&cfg).expect("json again");
+        assert!(
+            current().to_stderr,
+            "data on stdout keeps the logs on stderr"
+        );
+        init_default();
+        assert!(!debug_shown());
+    }
+
+    #[test]
+    fn json_strings_are_escaped_by_serde_json() {
+        let mut out = String::new();
+        json_string(&mut out, "tab\tbell\u{7}quote\"");
+        assert_eq!(out, "\"tab\\tbell\\u0007quote\\\"\"");
+        let back: String = serde_json::from_str(&out).expect("valid JSON");
+        assert_eq!(back, "tab\tbell\u{7}quote\"");
     }
 }

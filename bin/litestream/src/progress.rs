@@ -4,32 +4,22 @@
 //! printed otherwise (pipes, files, container logs, small databases).
 //!
 //! Sizes are the compressed bytes of the snapshot and WAL segments read so far against the
-//! sizes listed for them, in decimal megabytes. While a line is on screen, the logger clears
-//! it before printing (see [`line_active`]) and the next tick redraws it.
+//! sizes listed for them, in decimal megabytes. The line is the logger's stderr status line
+//! ([`crate::logging::draw_status_line`]): a log line erases it, the next tick redraws it.
 
-use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use litestream_core::restore::{ProgressCallback, RestoreProgress};
+
+use crate::logging::{draw_status_line, end_status_line};
 
 /// Minimum time between two redraws.
 pub(crate) const INTERVAL: Duration = Duration::from_millis(250);
 
 /// Restores reading fewer bytes than this show no progress line.
 pub(crate) const MIN_TOTAL: u64 = 8 << 20;
-
-/// A progress line is on stderr without its newline yet.
-static LINE_ACTIVE: AtomicBool = AtomicBool::new(false);
-
-/// True while a progress line is drawn (the logger clears it before writing to stderr).
-pub(crate) fn line_active() -> bool {
-    LINE_ACTIVE.load(Ordering::Relaxed)
-}
-
-/// The escape sequence that erases the progress line (carriage return, erase line).
-pub(crate) const CLEAR_LINE: &str = "\r\x1b[2K";
 
 /// Format one progress line (without `\r` or newline).
 pub(crate) fn format_progress(done: u64, total: u64) -> String {
@@ -46,7 +36,6 @@ pub(crate) fn format_progress(done: u64, total: u64) -> String {
 #[derive(Debug)]
 struct State {
     last: Option<Instant>,
-    drawn: bool,
     done: bool,
 }
 
@@ -65,7 +54,6 @@ impl Progress {
         Some(Progress {
             state: Arc::new(Mutex::new(State {
                 last: None,
-                drawn: false,
                 done: false,
             })),
         })
@@ -93,19 +81,8 @@ impl Progress {
             return;
         }
         st.last = Some(now);
-        let mut line = format!(
-            "{CLEAR_LINE}{}",
-            format_progress(p.bytes_done, p.bytes_total)
-        );
-        if p.finished {
-            line.push('\n');
-            st.done = true;
-        }
-        let mut err = std::io::stderr().lock();
-        let _ = err.write_all(line.as_bytes());
-        let _ = err.flush();
-        st.drawn = !p.finished;
-        LINE_ACTIVE.store(st.drawn, Ordering::Relaxed);
+        draw_status_line(&format_progress(p.bytes_done, p.bytes_total), p.finished);
+        st.done = p.finished;
     }
 
     /// End the line (after a failed restore, the last state stays on screen).
@@ -113,14 +90,10 @@ impl Progress {
         let Ok(mut st) = self.state.lock() else {
             return;
         };
-        if st.drawn && !st.done {
-            let mut err = std::io::stderr().lock();
-            let _ = err.write_all(b"\n");
-            let _ = err.flush();
+        if !st.done {
+            end_status_line();
         }
-        st.drawn = false;
         st.done = true;
-        LINE_ACTIVE.store(false, Ordering::Relaxed);
     }
 }
 
