@@ -4,7 +4,8 @@
 #   1. installs the real Litestream binaries v0.3.13 and v0.5.17 (scripts/install-litestream.sh)
 #   2. starts local S3 (moto), Azure Blob (Azurite) and SFTP (sshd) test servers
 #      (scripts/test-servers/start.sh) and exports their env (TEST_S3_*, TEST_ABS_*, TEST_SFTP_*)
-#   3. exports LITESTREAM_V0313_BIN / LITESTREAM_V0517_BIN (absolute paths of the real binaries)
+#   3. exports LITESTREAM_V0313_BIN / LITESTREAM_V0517_BIN (absolute paths of the real binaries),
+#      after checking that their `version` reports exactly v0.3.13 / v0.5.17 (else exit 1)
 #   4. runs `cargo test --workspace --all-features --locked "$@"` (extra args go to cargo test,
 #      e.g. `bash scripts/test.sh -p litestream --test fixtures_interop -- --nocapture`), then,
 #      on a whole-workspace run (no extra args), `cargo fmt --check`, `cargo clippy -D warnings`
@@ -38,6 +39,15 @@ LS_ENV=$(bash "$ROOT/scripts/install-litestream.sh") || { log "ERROR: install-li
 eval "$LS_ENV"
 export LITESTREAM_V0313_BIN LITESTREAM_V0517_BIN
 [ -x "$LITESTREAM_V0313_BIN" ] && [ -x "$LITESTREAM_V0517_BIN" ] || { log "ERROR: litestream binaries missing"; exit 1; }
+# The interop tests are only meaningful against these exact releases: refuse any other binary.
+# (`version` prints "v0.3.13" for v0.3.13 and "0.5.17" for v0.5.17.)
+check_reference() {  # check_reference VAR EXPECTED
+  local bin=${!1} out
+  out=$("$bin" version 2>&1) || { log "ERROR: $1=$bin: 'version' failed: $out"; exit 1; }
+  [ "$out" = "$2" ] || { log "ERROR: $1=$bin reports version '$out', expected exactly '$2'"; exit 1; }
+}
+check_reference LITESTREAM_V0313_BIN v0.3.13
+check_reference LITESTREAM_V0517_BIN 0.5.17
 log "litestream binaries ready ($(since "$t")): $LITESTREAM_V0313_BIN, $LITESTREAM_V0517_BIN"
 
 # --- 2. test servers ---------------------------------------------------------------------------
