@@ -339,3 +339,66 @@ fn killed_and_restarted_with_age_resumes_and_restores_every_row() {
         common::all_rows(&case.db)
     );
 }
+
+/// `replicate` with recipients only (issue 16): it warns at start-up that the replica cannot be
+/// read back, is stopped with SIGTERM and with kill -9 and started again, each time resuming
+/// from what the local shadow WAL proves (the same generation, no gap); a restore with the
+/// identity, ours and v0.3.13's, equals the source.
+#[test]
+fn recipients_only_survives_sigterm_and_kill_9_and_restores_with_the_identity() {
+    let case = file_case();
+    let only = file_config(
+        &case,
+        "recipients-only.yml",
+        &format!("          recipients:\n            - {PK}\n"),
+    );
+    create_db(&case.db);
+    common::insert(&case.db, 100, 1000);
+    let run = |n: usize, stop: &dyn Fn(std::process::Child, &Path)| -> String {
+        let log = case.path(&format!("replicate-{n}.log"));
+        let child = spawn_replicate(&our_bin(), &only, &log);
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        common::insert(&case.db, 60, 1000);
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        stop(child, &log);
+        std::fs::read_to_string(&log).unwrap()
+    };
+    let sigterm = |child, log: &Path| common::signal_and_wait(child, "TERM", log);
+    let kill = |mut child: std::process::Child, _: &Path| {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    };
+    let first = run(1, &sigterm);
+    assert!(first.contains("recipients without identities"), "{first}");
+    let generations = common::generations(&case.replica);
+    assert_eq!(generations.len(), 1, "{generations:?}");
+    for (n, stop) in [
+        (2, &kill as &dyn Fn(_, &Path)),
+        (3, &sigterm),
+        (4, &kill),
+        (5, &sigterm),
+    ] {
+        let text = run(n, stop);
+        assert!(
+            text.contains("trusting the local shadow wal"),
+            "run {n} resumed from the shadow wal:\n{text}"
+        );
+        assert!(!text.contains("level=ERROR"), "run {n}:\n{text}");
+        assert_eq!(
+            common::generations(&case.replica),
+            generations,
+            "run {n} kept the generation:\n{text}"
+        );
+    }
+    assert_encrypted(&case.replica);
+    let with_identity = file_config(&case, "litestream.yml", &ids_and_recipients(SK));
+    scenarios::assert_restore_identical_to_v0313(
+        &case,
+        &|bin, out| restore_config(bin, &with_identity, &case.db, out, &[]),
+        "a recipients-only replica after SIGTERM and kill -9 restarts",
+    );
+    assert_eq!(
+        common::all_rows(&case.path("ours.db")),
+        common::all_rows(&case.db)
+    );
+}

@@ -88,6 +88,10 @@ pub enum Error {
     /// The operation was cancelled (shutdown).
     #[error("cancelled")]
     Cancelled,
+    /// A replica object exists but this configuration cannot read it back: an age-encrypted
+    /// replica configured with recipients but no identities.
+    #[error("{0}")]
+    Unreadable(String),
 }
 
 impl Error {
