@@ -11,7 +11,7 @@
 //!   as is.
 //! * Recipients without identities: objects are written encrypted, but nothing can be read
 //!   back; every read fails with [`Error::Unreadable`] naming the object. The engine then
-//!   trusts the local shadow WAL at start-up (validation cannot work);
+//!   starts a new generation at start-up rather than resume one (validation cannot work);
 //!   [`AgeKeys::can_decrypt`] lets callers warn at start-up.
 //! * Litestream v0.5 (LTX) data has no age format: [`ReplicaClient::open_object`] is refused.
 //! * Identities never appear in logs, errors or `Debug` output.

@@ -7,8 +7,8 @@
 //! no row the source does not have.
 //!
 //! The same test runs with age encryption on (issue 16): with recipients and identities, and
-//! with recipients only (every restart then cannot read the replica back and trusts the local
-//! shadow WAL); the restores decrypt with the identity.
+//! with recipients only (every restart then cannot read the replica back and starts a new
+//! generation from the local state); the restores decrypt with the identity.
 
 #[path = "engine_common.rs"]
 mod common;
@@ -397,6 +397,6 @@ fn kill_9_with_age_never_loses_durable_transactions() {
 }
 
 #[test]
-fn kill_9_with_age_recipients_only_resumes_from_the_local_shadow_wal() {
+fn kill_9_with_age_recipients_only_never_loses_durable_transactions() {
     crash_test(Age::RecipientsOnly, 12);
 }

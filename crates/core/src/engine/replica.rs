@@ -303,14 +303,15 @@ impl ReplicaTask {
                 self.next_snapshot = Some(Instant::now() + next);
             }
         }
-        let at_start = self.db.pos_tx.borrow().clone().unwrap_or(dpos.clone());
-        let (pos, last) = match self.calc_pos(g, &at_start).await {
+        let (pos, last) = match self.calc_pos(g).await {
             Err(e @ Error::Unreadable(_)) => {
-                // The replica cannot be read back (age recipients without identities) and the
-                // local shadow WAL does not cover its last segment: nothing proves where it
-                // ends, so start over rather than leave a gap.
+                // The replica cannot be read back (age recipients without identities): where
+                // its last segment ends is unknown. Rewriting that segment from the local
+                // shadow WAL would lose its original time (point-in-time restores), appending
+                // after a guessed end would leave a gap or an overlap: start a new generation
+                // from the local state instead; the old one stays restorable.
                 tracing::warn!(replica = %self.name, error = %e,
-                    "replica position cannot be read or proven by the local shadow wal, starting a new generation");
+                    "replica position cannot be read back, starting a new generation from the local state");
                 self.db.abandon_generation(g).await?;
                 return Ok(false);
             }
@@ -338,12 +339,7 @@ impl ReplicaTask {
 
     /// `calcPos`: after the newest snapshot, the end of the newest WAL segment. Also returns
     /// that segment's own position (`None` when the position is a snapshot's index start).
-    ///
-    /// A segment that cannot be read back ([`Error::Unreadable`]: age recipients without
-    /// identities) whose start the local shadow WAL at `local` holds committed frames past is
-    /// resumed at its start: the next upload rewrites it, under the same name, with the shadow
-    /// WAL from there on (what it held and more).
-    async fn calc_pos(&self, g: &Generation, local: &ShadowPos) -> Result<(Pos, Option<Pos>)> {
+    async fn calc_pos(&self, g: &Generation) -> Result<(Pos, Option<Pos>)> {
         let snaps = self
             .opts
             .retry
@@ -375,35 +371,8 @@ impl ReplicaTask {
                 let s = self.client.open_wal_segment(&lpos).await?;
                 decompressed_len(s, lpos.to_string()).await
             })
-            .await;
-        let n = match n {
-            Err(Error::Unreadable(e)) if self.shadow_holds_past(&lpos, local)? => {
-                tracing::warn!(replica = %self.name, position = %lpos, error = %e,
-                    "replica cannot be read back: trusting the local shadow wal, the last segment is uploaded again from its start");
-                return Ok((lpos, None));
-            }
-            n => n?,
-        };
+            .await?;
         Ok((Pos::new(g.clone(), last.index, last.offset + n), Some(lpos)))
-    }
-
-    /// Whether the local shadow WAL of `at`'s generation and index holds committed frames
-    /// past `at.offset` (the current index up to `local.size`, an earlier one whole frames).
-    fn shadow_holds_past(&self, at: &Pos, local: &ShadowPos) -> Result<bool> {
-        if at.generation != local.generation || at.index > local.index {
-            return Ok(false);
-        }
-        let end = if at.index == local.index {
-            local.size
-        } else {
-            let path = self.db.shadow_path(&at.generation, at.index);
-            match std::fs::metadata(&path) {
-                Ok(m) => align_frame(m.len(), self.db.page_size()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-                Err(e) => return Err(Error::io(path.display().to_string(), e)),
-            }
-        };
-        Ok(end > at.offset)
     }
 
     /// Whether the replica's position `pos` (the end of its newest segment `last`) is part of
