@@ -12,6 +12,9 @@ Scenarios (replicas written by the REAL Litestream v0.3.13 `replicate`, file rep
   b  the same-size database, snapshot first, then ~2 300 small write transactions (one segment
      each; monitor-interval and sync-interval 10 ms) spread over several indexes
      (min-checkpoint-page-count decides when Litestream checkpoints).
+  a-age  scenario a with age encryption on (`age: {identities, recipients}`, test keys below):
+     every object is age(lz4(...)); both tools restore through a config file
+     (`restore -config CFG -o OUT DB_PATH`), since a replica URL cannot carry age keys.
 
 Each replica is verified once after generation: real v0.3.13 restores it, `PRAGMA integrity_check`
 is ok and the table content equals the source database's.
@@ -45,7 +48,11 @@ TEXT_BYTES = 900
 _vrng = random.Random(1500)
 WORDS = ["".join(_vrng.choices("abcdefghijklmnopqrstuvwxyz", k=_vrng.randint(3, 10))) for _ in range(1500)]
 
-TARGETS = {"a": 0.40, "b": 0.25}
+TARGETS = {"a": 0.40, "b": 0.25, "a-age": 0.50}
+
+# age keys for the benchmark only (never used for anything else).
+AGE_IDENTITY = "AGE-SECRET-KEY-19QCFTFFX5U7TYY56HA0VNDEH9T2AMV63V8YPQJUFXCVKK4A5NV0SAUPNFS"
+AGE_RECIPIENT = "age1pjpfvdx82rldgfu4ven3ga9vs2vfdvnz39v76jre4cv88flrysssky69ta"
 RSS_TARGET_MB = 64.0
 
 
@@ -109,11 +116,14 @@ def integrity(path):
         c.close()
 
 
-def write_config(path, db, replica, db_opts, rep_opts):
+def write_config(path, db, replica, db_opts, rep_opts, age=False):
     lines = ["dbs:", "  - path: %s" % db]
     lines += ["    %s: %s" % kv for kv in db_opts.items()]
     lines += ["    replicas:", "      - type: file", "        path: %s" % replica]
     lines += ["        %s: %s" % kv for kv in rep_opts.items()]
+    if age:
+        lines += ["        age:", "          identities: [%s]" % AGE_IDENTITY,
+                  "          recipients: [%s]" % AGE_RECIPIENT]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -191,7 +201,7 @@ def wait_replica_caught_up(db, replica, timeout=120):
         time.sleep(0.1)
 
 
-def gen_a(ls, work):
+def gen_a(ls, work, age=False):
     db = os.path.join(work, "src", "db.sqlite")
     replica = os.path.join(work, "replica")
     os.makedirs(os.path.dirname(db))
@@ -202,7 +212,7 @@ def gen_a(ls, work):
     write_config(cfg, db, replica,
                  {"monitor-interval": "100ms", "checkpoint-interval": "1s",
                   "min-checkpoint-page-count": 10_000_000, "max-checkpoint-page-count": 10_000_000},
-                 {"sync-interval": "100ms"})
+                 {"sync-interval": "100ms"}, age=age)
     rep = Replicator(ls, cfg, os.path.join(work, "replicate.log"))
     c = connect(db)
     c.execute("PRAGMA cache_size = -400000")  # keep the whole round in memory: no cache spill
@@ -246,7 +256,7 @@ def gen_a(ls, work):
     time.sleep(1.5)
     rep.stop()
     c.close()
-    return db, replica
+    return db, replica, (cfg if age else None)
 
 
 def gen_b(ls, work, target_segments):
@@ -297,17 +307,25 @@ def gen_b(ls, work, target_segments):
     time.sleep(1.0)
     rep.stop()
     c.close()
-    return db, replica
+    return db, replica, None
 
 
-def verify(ls, db, replica, work):
+def restore_args(replica, db, config):
+    """The restore command's source arguments: the replica URL, or a config file and the
+    database path (age keys live only in a config file)."""
+    if config:
+        return ["-config", config, db]
+    return ["file://" + replica]
+
+
+def verify(ls, db, replica, work, config):
     gens = os.listdir(os.path.join(replica, "generations"))
     if len(gens) != 1:
         raise RuntimeError("expected exactly one generation in %s, found %s (see replicate.log)" % (replica, gens))
     out = os.path.join(work, "verify", "restored.db")
     shutil.rmtree(os.path.dirname(out), ignore_errors=True)
     os.makedirs(os.path.dirname(out))
-    subprocess.run([ls, "restore", "-o", out, "file://" + replica], check=True,
+    subprocess.run([ls, "restore", "-o", out] + restore_args(replica, db, config), check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ic = integrity(out)
     if ic != "ok":
@@ -332,12 +350,14 @@ def ensure_replica(name, ls, base, regen, target_segments):
     os.makedirs(work)
     log("%s: generating replica with real Litestream v0.3.13 in %s" % (name, work))
     t = time.time()
-    if name == "a":
-        db, replica = gen_a(ls, work)
+    if name in ("a", "a-age"):
+        db, replica, config = gen_a(ls, work, age=(name == "a-age"))
     else:
-        db, replica = gen_b(ls, work, target_segments)
-    rows = verify(ls, db, replica, work)
-    m = {"gen_version": GEN_VERSION, "replica": replica, "db": db, "rows": rows,
+        db, replica, config = gen_b(ls, work, target_segments)
+    rows = verify(ls, db, replica, work, config)
+    if config:
+        check_encrypted(replica)
+    m = {"gen_version": GEN_VERSION, "replica": replica, "db": db, "config": config, "rows": rows,
          "db_bytes": os.path.getsize(db), "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
          "generate_seconds": round(time.time() - t, 1), **replica_stats(replica)}
     with open(meta + ".tmp", "w") as f:
@@ -347,9 +367,24 @@ def ensure_replica(name, ls, base, regen, target_segments):
     return m
 
 
-def timed_restore(binary, replica, out, extra):
+def check_encrypted(replica):
+    """Every object of an age replica is binary age v1."""
+    n = 0
+    for root, _, files in os.walk(replica):
+        for f in files:
+            if f.endswith(".lz4"):
+                with open(os.path.join(root, f), "rb") as fh:
+                    if fh.read(22) != b"age-encryption.org/v1\n":
+                        raise RuntimeError("%s is not age-encrypted" % os.path.join(root, f))
+                n += 1
+    if n == 0:
+        raise RuntimeError("no objects in %s" % replica)
+
+
+def timed_restore(binary, m, out, extra):
     tf = out + ".time"
-    cmd = ["/usr/bin/time", "-o", tf, "-f", "%e %M", binary, "restore"] + extra + ["-o", out, "file://" + replica]
+    cmd = (["/usr/bin/time", "-o", tf, "-f", "%e %M", binary, "restore"] + extra + ["-o", out]
+           + restore_args(m["replica"], m["db"], m.get("config")))
     p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     if p.returncode != 0:
         raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd), p.returncode, p.stderr.decode(errors="replace")[-2000:]))
@@ -357,6 +392,12 @@ def timed_restore(binary, replica, out, extra):
         last = f.read().strip().splitlines()[-1].split()
     os.unlink(tf)
     return float(last[0]), int(last[1]) / 1024.0
+
+
+def extra_flags(tool):
+    """Extra restore flags for `tool` from OURS_RESTORE_FLAGS / THEIRS_RESTORE_FLAGS."""
+    var = "OURS_RESTORE_FLAGS" if tool == "ours" else "THEIRS_RESTORE_FLAGS"
+    return os.environ.get(var, "").split()
 
 
 def loadavg():
@@ -370,7 +411,7 @@ def main():
     ap.add_argument("--theirs", required=True)
     ap.add_argument("--dir", default=os.environ.get("BENCH_DIR", "/tmp/litestream-bench"))
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--scenarios", default="a,b")
+    ap.add_argument("--scenarios", default="a,b", help="comma-separated: a, b, a-age")
     ap.add_argument("--regen", action="store_true", help="regenerate cached replicas")
     ap.add_argument("--segments", type=int, default=2300, help="target segment count for scenario b")
     ap.add_argument("--json", help="also write results as JSON to this file")
@@ -393,11 +434,12 @@ def main():
         tools = [("v0.3.13", args.theirs), ("ours", args.ours)]
         samples = {"v0.3.13": [], "ours": []}
         ref = None
+        tag = s.replace("-", "")  # output names are <tag>-<tool>-<run>.db
         for i in range(args.runs):
             order = tools if i % 2 == 0 else tools[::-1]
             for name, binary in order:
-                out = os.path.join(outdir, "%s-%s-%d.db" % (s, name, i))
-                wall, rss = timed_restore(binary, m["replica"], out, [])
+                out = os.path.join(outdir, "%s-%s-%d.db" % (tag, name, i))
+                wall, rss = timed_restore(binary, m, out, extra_flags(name))
                 samples[name].append((wall, rss))
                 log("%s run %d %-7s wall %.2fs rss %.1f MB (load %s)" % (s, i + 1, name, wall, rss, loadavg()))
                 if name == "v0.3.13" and ref is None:
@@ -414,14 +456,14 @@ def main():
             # outputs of ours written before the reference existed
             for f in sorted(os.listdir(outdir)):
                 p = os.path.join(outdir, f)
-                if ref and p != ref and f.startswith(s + "-") and f.endswith(".db"):
+                if ref and p != ref and f.startswith(tag + "-") and f.endswith(".db"):
                     if subprocess.run(["cmp", "-s", ref, p]).returncode != 0:
                         ok = False
                         log("ERROR: %s differs from %s" % (p, ref))
                     else:
                         os.unlink(p)
             for f in sorted(os.listdir(outdir)):  # -wal/-shm/tmp litter left by a restore
-                if f.startswith(s + "-") and not f.endswith(".db"):
+                if f.startswith(tag + "-") and not f.endswith(".db"):
                     litter.setdefault(f.split("-")[1], set()).add(f.split(".db", 1)[-1])
                     os.unlink(os.path.join(outdir, f))
         if ref:

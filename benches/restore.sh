@@ -2,7 +2,7 @@
 # benches/restore.sh - restore benchmark: our `litestream restore` vs. the real Litestream v0.3.13,
 # on file:// replicas written by the real v0.3.13 `replicate`. Run on demand (not in CI).
 #
-#   bash benches/restore.sh [--runs N] [--scenarios a,b] [--regen] [--segments N] [--json FILE]
+#   bash benches/restore.sh [--runs N] [--scenarios a,b,a-age] [--regen] [--segments N] [--json FILE]
 #
 # Environment:
 #   CARGO_TARGET_DIR       where cargo builds (default: <repo>/target); our binary is $CARGO_TARGET_DIR/release/litestream

@@ -44,7 +44,8 @@ pub(crate) async fn build_client(
         tracing::warn!(
             replica = client.kind(),
             "age: recipients without identities: objects are encrypted, but start-up position \
-             recovery, validation and restore cannot read this replica"
+             recovery, validation and restore cannot read this replica; a restart starts a \
+             new generation from the local state instead (add identities to read it back)"
         );
     }
     Ok(Arc::new(AgeClient::new(client, keys)))

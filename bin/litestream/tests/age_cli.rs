@@ -339,3 +339,147 @@ fn killed_and_restarted_with_age_resumes_and_restores_every_row() {
         common::all_rows(&case.db)
     );
 }
+
+/// `replicate` with recipients only (issue 16): it warns at start-up that the replica cannot be
+/// read back, is stopped with SIGTERM and with kill -9 and started again, each restart going on
+/// in a new generation from the local state (it cannot read where the old one ends); a restore
+/// with the identity, ours and v0.3.13's, equals the source.
+#[test]
+fn recipients_only_survives_sigterm_and_kill_9_and_restores_with_the_identity() {
+    let case = file_case();
+    let only = file_config(
+        &case,
+        "recipients-only.yml",
+        &format!("          recipients:\n            - {PK}\n"),
+    );
+    create_db(&case.db);
+    common::insert(&case.db, 100, 1000);
+    let run = |n: usize, stop: &dyn Fn(std::process::Child, &Path)| -> String {
+        let log = case.path(&format!("replicate-{n}.log"));
+        let child = spawn_replicate(&our_bin(), &only, &log);
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        common::insert(&case.db, 60, 1000);
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        stop(child, &log);
+        std::fs::read_to_string(&log).unwrap()
+    };
+    let sigterm = |child, log: &Path| common::signal_and_wait(child, "TERM", log);
+    let kill = |mut child: std::process::Child, _: &Path| {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    };
+    let first = run(1, &sigterm);
+    assert!(first.contains("recipients without identities"), "{first}");
+    let mut generations = common::generations(&case.replica);
+    assert_eq!(generations.len(), 1, "{generations:?}");
+    for (n, stop) in [(2, &kill as &dyn Fn(_, &Path)), (3, &sigterm), (4, &kill)] {
+        let text = run(n, stop);
+        assert!(
+            text.contains("starting a new generation from the local state"),
+            "run {n}:\n{text}"
+        );
+        assert!(!text.contains("level=ERROR"), "run {n}:\n{text}");
+        let now = common::generations(&case.replica);
+        assert!(
+            now.len() > generations.len(),
+            "run {n} went on in a new generation: {now:?}\n{text}"
+        );
+        generations = now;
+    }
+    assert_encrypted(&case.replica);
+    let with_identity = file_config(&case, "litestream.yml", &ids_and_recipients(SK));
+    scenarios::assert_restore_identical_to_v0313(
+        &case,
+        &|bin, out| restore_config(bin, &with_identity, &case.db, out, &[]),
+        "a recipients-only replica after SIGTERM and kill -9 restarts",
+    );
+    assert_eq!(
+        common::all_rows(&case.path("ours.db")),
+        common::all_rows(&case.db)
+    );
+}
+
+/// GET `/metrics` on `port`: the body, if the server answered.
+fn get_metrics(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+/// Identities never appear in logs (debug level, a dependency's too), `/metrics`, or the
+/// errors of a failing validation and a wrong identity.
+#[test]
+fn identities_never_appear_in_logs_or_metrics() {
+    let case = file_case();
+    let port = litestream_test_servers::free_port();
+    let text = format!(
+        "addr: 127.0.0.1:{port}\nlogging:\n  level: debug\ndbs:\n  - path: {}\n    replicas:\n      \
+         - type: file\n        path: {}\n        validation-interval: 1s\n{}",
+        case.db.display(),
+        case.replica.display(),
+        age_block(&ids_and_recipients(SK))
+    );
+    let cfg = case.write_file("litestream.yml", &text);
+    create_db(&case.db);
+    insert_marker_rows(&case.db, 20);
+    let log = case.path("replicate.log");
+    let child =
+        common::spawn_replicate_with(&our_bin(), &cfg, &log, &[("LITESTREAM_LOG", "debug")]);
+    let mut metrics = None;
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        metrics = get_metrics(port).filter(|m| m.contains("litestream_replica"));
+        if metrics.is_some() {
+            break;
+        }
+    }
+    insert_marker_rows(&case.db, 20);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let metrics = get_metrics(port).or(metrics).expect("/metrics answered");
+    sigint_and_wait(child, &log);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("validator") && logged.contains("status=ok"),
+        "a validation ran and passed (it decrypts): {logged}"
+    );
+    let secret_body = &SK["AGE-SECRET-KEY-1".len()..];
+    for (what, text) in [("log", &logged), ("metrics", &metrics)] {
+        assert!(!text.contains(secret_body), "identity in the {what}");
+        assert!(
+            !text.to_lowercase().contains(&secret_body.to_lowercase()),
+            "identity (any case) in the {what}"
+        );
+    }
+    assert_encrypted(&case.replica);
+}
+
+/// Litestream v0.5 (LTX) data has no age format: restoring an LTX replica with `age:`
+/// configured is refused with a clear error (as v0.5 refuses `age:`), nothing at the output.
+#[test]
+fn an_ltx_replica_with_age_configured_is_refused() {
+    let case = file_case();
+    common::copy_tree(
+        &common::repo_root().join("fixtures/v0.5.15/basic/replica"),
+        &case.replica,
+    );
+    let cfg = file_config(&case, "litestream.yml", &ids_and_recipients(SK));
+    let out_db = case.path("restored.db");
+    let out = restore_config(&our_bin(), &cfg, &case.db, &out_db, &[]);
+    assert_exit(&out, 1, "restore of LTX data with age");
+    let text = output_text(&out);
+    assert!(
+        text.contains("not supported for Litestream v0.5 (LTX)"),
+        "{text}"
+    );
+    assert!(!text.contains(SK), "secret in output");
+    assert!(!out_db.exists(), "something at the output path");
+}

@@ -9,13 +9,21 @@
 //! forever (the crash-safety test kills it with SIGKILL); after every few rows it waits until
 //! they are durable on the replica and prints `durable <last id>`. `SNAPSHOT_MS` sets the
 //! replica's `snapshot-interval` in milliseconds (default: none).
+//!
+//! age encryption of the replica, as Litestream v0.3.13's `age:` block: the environment
+//! variable `EMBEDDED_AGE_RECIPIENT` (an `age1...` public key) encrypts, and
+//! `EMBEDDED_AGE_IDENTITY_FILE` (a key file, as `identity-files:`) decrypts; recipients alone
+//! write a replica this process cannot read back.
 
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use litestream_core::age::{AgeClient, AgeKeys};
+use litestream_core::config::AgeConfig;
 use litestream_core::engine::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Replicator};
+use litestream_core::ReplicaClient;
 use litestream_file::FileClient;
 
 #[tokio::main]
@@ -47,9 +55,22 @@ async fn main() -> anyhow::Result<()> {
         "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, body TEXT NOT NULL)",
     )?;
 
+    let mut client: Arc<dyn ReplicaClient> = Arc::new(FileClient::new(&replica_dir));
+    let age = AgeConfig {
+        recipients: std::env::var("EMBEDDED_AGE_RECIPIENT")
+            .into_iter()
+            .collect(),
+        identity_files: std::env::var("EMBEDDED_AGE_IDENTITY_FILE")
+            .into_iter()
+            .collect(),
+        ..AgeConfig::default()
+    };
+    if let Some(keys) = AgeKeys::from_config(&age).context("age")? {
+        client = Arc::new(AgeClient::new(client, keys));
+    }
     let replica = ReplicaHandleConfig {
         name: "file".into(),
-        client: Arc::new(FileClient::new(&replica_dir)),
+        client,
         options: ReplicaOptions {
             sync_interval: Duration::from_millis(20),
             snapshot_interval: snapshot_ms.map(Duration::from_millis),

@@ -10,8 +10,9 @@
 //! * An object that is a plain LZ4 frame (written before encryption was turned on) is read
 //!   as is.
 //! * Recipients without identities: objects are written encrypted, but nothing can be read
-//!   back; every read fails with a clear error (start-up position recovery and validation
-//!   need to read the replica). [`AgeKeys::can_decrypt`] lets callers warn at start-up.
+//!   back; every read fails with [`Error::Unreadable`] naming the object. The engine then
+//!   starts a new generation at start-up rather than resume one (validation cannot work);
+//!   [`AgeKeys::can_decrypt`] lets callers warn at start-up.
 //! * Litestream v0.5 (LTX) data has no age format: [`ReplicaClient::open_object`] is refused.
 //! * Identities never appear in logs, errors or `Debug` output.
 
@@ -211,7 +212,7 @@ impl AgeClient {
         if self.keys.can_decrypt() {
             return Ok(());
         }
-        Err(Error::InvalidConfig(format!(
+        Err(Error::Unreadable(format!(
             "age: cannot read {what}: this replica has recipients but no identities \
              (add `identities` or `identity-files` to its `age` config)"
         )))

@@ -98,6 +98,7 @@ async fn wrong_identity_is_a_clear_error_naming_the_object() {
         .err()
         .expect("fail");
     assert!(err.to_string().contains("no identities"), "{err}");
+    assert!(matches!(err, Error::Unreadable(_)), "{err:?}");
 }
 
 #[tokio::test]

@@ -88,6 +88,11 @@ pub enum Error {
     /// The operation was cancelled (shutdown).
     #[error("cancelled")]
     Cancelled,
+    /// A replica object exists but this configuration cannot read it back: an age-encrypted
+    /// replica configured with recipients but no identities. The engine starts a new
+    /// generation when it meets this at start-up.
+    #[error("{0}")]
+    Unreadable(String),
 }
 
 impl Error {

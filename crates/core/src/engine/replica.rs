@@ -303,7 +303,20 @@ impl ReplicaTask {
                 self.next_snapshot = Some(Instant::now() + next);
             }
         }
-        let (pos, last) = self.calc_pos(g).await?;
+        let (pos, last) = match self.calc_pos(g).await {
+            Err(e @ Error::Unreadable(_)) => {
+                // The replica cannot be read back (age recipients without identities): where
+                // its last segment ends is unknown. Rewriting that segment from the local
+                // shadow WAL would lose its original time (point-in-time restores), appending
+                // after a guessed end would leave a gap or an overlap: start a new generation
+                // from the local state instead; the old one stays restorable.
+                tracing::warn!(replica = %self.name, error = %e,
+                    "replica position cannot be read back, starting a new generation from the local state");
+                self.db.abandon_generation(g).await?;
+                return Ok(false);
+            }
+            r => r?,
+        };
         // The local position now (the monitor may have moved it on).
         let local = self.db.pos_tx.borrow().clone().unwrap_or(dpos);
         if check
