@@ -357,8 +357,11 @@ impl Replicator {
         let (replica_shutdown, replica_shutdown_rx) = watch::channel(false);
         let db_task = tokio::spawn(monitor(
             Arc::clone(&shared),
-            opts.monitor_interval,
-            idle_sync_period(&opts),
+            MonitorTimes {
+                interval: opts.monitor_interval,
+                idle: idle_sync_period(&opts),
+                wake_gap: wake_gap(&opts, replicas.iter().map(|r| r.options.sync_interval)),
+            },
             wake,
             db_shutdown_rx,
         ));
@@ -581,6 +584,28 @@ fn idle_sync_period(opts: &DbOptions) -> Duration {
     )
 }
 
+/// Shortest time between two syncs that a WAL change (the watcher) starts: the shortest
+/// replica `sync-interval`, at most `monitor-interval`. A replica uploads at most once per
+/// `sync-interval`, so copying the WAL into the shadow more often only costs CPU: under a
+/// steady write load the watcher fires on every commit, and a sync per commit (each with its
+/// fsync) made the engine cost more than Litestream's one sync per `monitor-interval`.
+fn wake_gap(opts: &DbOptions, sync_intervals: impl Iterator<Item = Duration>) -> Duration {
+    sync_intervals
+        .min()
+        .unwrap_or(opts.monitor_interval)
+        .min(opts.monitor_interval)
+}
+
+/// The monitor loop's clocks (see [`monitor`]).
+struct MonitorTimes {
+    /// `monitor-interval`.
+    interval: Duration,
+    /// See [`idle_sync_period`].
+    idle: Duration,
+    /// See [`wake_gap`].
+    wake_gap: Duration,
+}
+
 /// The database file and its WAL as the monitor last saw them before a sync.
 fn db_stamps(shared: &DbShared) -> (Option<lifecycle::WalStamp>, Option<lifecycle::WalStamp>) {
     let mut wal = shared.path.clone().into_os_string();
@@ -592,20 +617,26 @@ fn db_stamps(shared: &DbShared) -> (Option<lifecycle::WalStamp>, Option<lifecycl
 }
 
 /// The monitor loop: a sync every `monitor-interval` (skipped while neither the database
-/// nor its WAL changed, for up to `idle`), and early on a WAL change.
+/// nor its WAL changed, for up to `idle`), and early on a WAL change, but not sooner than
+/// `wake_gap` after the previous sync began (WAL changes in between are batched).
 async fn monitor(
     shared: Arc<DbShared>,
-    interval: Duration,
-    idle: Duration,
+    times: MonitorTimes,
     wake: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let MonitorTimes {
+        interval,
+        idle,
+        wake_gap,
+    } = times;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     // What the last sync started from (None: sync at the next tick; the first sync in
     // `start` may have seen an older state than the one now).
     let mut last: Option<(_, tokio::time::Instant)> = None;
+    let mut last_sync: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             biased;
@@ -618,14 +649,23 @@ async fn monitor(
                 }
             }
             _ = wake.notified() => {
-                // Let a burst of WAL writes settle a little.
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                // Let a burst of WAL writes settle a little, and batch the ones that come
+                // sooner than `wake_gap` after the last sync.
+                let settle = tokio::time::Instant::now() + Duration::from_millis(2);
+                let due = last_sync.map_or(settle, |t: tokio::time::Instant| (t + wake_gap).max(settle));
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => break,
+                    _ = tokio::time::sleep_until(due) => {}
+                }
                 if shared.wal_is_own_write() {
                     continue;
                 }
             }
         }
-        last = Some((db_stamps(&shared), tokio::time::Instant::now()));
+        let now = tokio::time::Instant::now();
+        last_sync = Some(now);
+        last = Some((db_stamps(&shared), now));
         if let Err(e) = shared.sync().await {
             last = None;
             tracing::warn!(db = %shared.path.display(), error = %e, "sync error");
