@@ -162,6 +162,9 @@ pub(crate) struct DbCore {
     own_write: Option<WalStamp>,
     /// Consecutive failed syncs (connections are re-opened after a few, read lock or not).
     errors: u32,
+    /// After the last copy the WAL held frames of the current WAL past the committed end (a
+    /// commit on its way, or a large transaction); see [`Self::commit_in_progress`].
+    uncommitted: bool,
 }
 
 /// After this many consecutive failed syncs the connections are dropped and re-opened even
@@ -383,7 +386,29 @@ impl DbCore {
             backoff: CheckpointBackoff::default(),
             own_write: None,
             errors: 0,
+            uncommitted: false,
         }
+    }
+
+    /// True if the last sync found frames of the current WAL past its committed end: a
+    /// transaction being written or committed (its commit shows in the wal-index only after
+    /// the frames are written and fsynced, and finishing it does not touch the WAL file).
+    pub(crate) fn commit_in_progress(&self) -> bool {
+        self.uncommitted
+    }
+
+    /// Whether the real WAL holds a frame with its header's salts at `offset` (just past the
+    /// copied, committed frames).
+    fn frame_after(&self, offset: u64) -> bool {
+        use std::os::unix::fs::FileExt;
+        let Ok(wal) = File::open(&self.wal_path) else {
+            return false;
+        };
+        let mut hdr = [0u8; WAL_HEADER_SIZE];
+        let mut fh = [0u8; WAL_FRAME_HEADER_SIZE];
+        wal.read_exact_at(&mut hdr, 0).is_ok()
+            && wal.read_exact_at(&mut fh, offset).is_ok()
+            && fh[8..16] == hdr[16..24]
     }
 
     fn sql_err(&self, source: rusqlite::Error) -> Error {
@@ -999,6 +1024,7 @@ impl DbCore {
             };
             changed = true;
         }
+        self.uncommitted = self.frame_after(pos.size);
         Ok((pos, changed, info.wal_size))
     }
 

@@ -74,6 +74,9 @@ pub(crate) struct DbShared {
     /// The WAL as the engine's own last write left it: a watcher event for a WAL that still
     /// looks like this is not the application writing (see [`monitor`]).
     own_wal: Mutex<Option<lifecycle::WalStamp>>,
+    /// The last sync saw a transaction on its way into the WAL (see `DbCore::commit_in_progress`):
+    /// the monitor looks again at the next tick.
+    commit_in_progress: std::sync::atomic::AtomicBool,
 }
 
 impl DbShared {
@@ -143,6 +146,8 @@ impl DbShared {
             // Read under the core mutex: a snapshot raises it under the same mutex.
             let allowed = me.snapshotting.load(Ordering::SeqCst) == 0;
             let r = core.sync(&replica_pos, allowed);
+            me.commit_in_progress
+                .store(core.commit_in_progress(), Ordering::Relaxed);
             me.page_size.store(core.page_size(), Ordering::Relaxed);
             me.after_core_sync(&mut core);
             if let Ok(out) = &r {
@@ -334,6 +339,7 @@ impl Replicator {
             db_file: Mutex::new(db_file),
             _lock: lock,
             own_wal: Mutex::new(None),
+            commit_in_progress: Default::default(),
         });
         shared.sync().await?;
         if was_wal == Some(false) {
@@ -596,6 +602,10 @@ fn wake_gap(opts: &DbOptions, sync_intervals: impl Iterator<Item = Duration>) ->
         .min(opts.monitor_interval)
 }
 
+/// Shortest time the monitor syncs at every tick after a WAL write that was not committed yet
+/// when it woke the monitor (see [`monitor`]).
+const RECHECK_AFTER_WAKE: Duration = Duration::from_secs(2);
+
 /// The monitor loop's clocks (see [`monitor`]).
 struct MonitorTimes {
     /// `monitor-interval`.
@@ -637,13 +647,16 @@ async fn monitor(
     // `start` may have seen an older state than the one now).
     let mut last: Option<(_, tokio::time::Instant)> = None;
     let mut last_sync: Option<tokio::time::Instant> = None;
+    // Sync at every tick until then, whatever the stamps say (see below).
+    let mut recheck_until: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             biased;
             _ = shutdown.changed() => break,
             _ = tick.tick() => {
+                let rechecking = recheck_until.is_some_and(|t| tokio::time::Instant::now() < t);
                 if let Some((stamps, at)) = &last {
-                    if *stamps == db_stamps(&shared) && at.elapsed() < idle {
+                    if !rechecking && *stamps == db_stamps(&shared) && at.elapsed() < idle {
                         continue;
                     }
                 }
@@ -666,7 +679,23 @@ async fn monitor(
         let now = tokio::time::Instant::now();
         last_sync = Some(now);
         last = Some((db_stamps(&shared), now));
-        if let Err(e) = shared.sync().await {
+        let before = shared.pos_tx.borrow().clone();
+        let synced = shared.sync().await;
+        match &synced {
+            Ok(p) if *p != before => recheck_until = None,
+            Ok(_) if shared.commit_in_progress.load(Ordering::Relaxed) => {
+                // Nothing new committed, but a transaction is on its way into the WAL (its
+                // frames are written, and fsynced, before the wal-index says they are
+                // committed, and finishing the commit does not touch the WAL file). The stamps
+                // taken above already include its frames, so sync at every tick for a while,
+                // until the commit shows (or the WAL changes again).
+                if recheck_until.is_none() {
+                    recheck_until = Some(now + (interval * 5).max(RECHECK_AFTER_WAKE));
+                }
+            }
+            _ => recheck_until = None,
+        }
+        if let Err(e) = synced {
             last = None;
             tracing::warn!(db = %shared.path.display(), error = %e, "sync error");
             // Back off for a whole interval: our own recovery writes touch the WAL and would
