@@ -460,9 +460,11 @@ impl DbCore {
                 0 as c_int,
             );
         }
-        // They read `_litestream_seq` only: a small page cache (its first allocation is
-        // sized by it).
-        c.execute_batch("PRAGMA cache_size = 8")
+        // They read `_litestream_seq` only (the schema page and one more): a tiny page
+        // cache. Below 3 pages SQLite also skips the page cache's up-front bulk allocation
+        // (min(20, cache_size) pages, ~35 KB per connection at 8), so pages are allocated
+        // as they are read: three connections per database, 1,000 databases.
+        c.execute_batch("PRAGMA cache_size = 2")
             .map_err(|e| self.sql_err(e))?;
         // Keep the -wal file when our connection is the last to close, as Litestream does,
         // so that a restart can keep the generation.

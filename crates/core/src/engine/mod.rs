@@ -136,6 +136,10 @@ impl DbShared {
     }
 
     async fn sync_inner(self: &Arc<Self>) -> Result<Option<ShadowPos>> {
+        // At most a few database syncs at once in the process: 1,000 databases written at
+        // the same moment would otherwise each take a blocking thread (stack and malloc
+        // arena) at once. The disk, not the thread count, bounds how fast they go.
+        let _slot = sync_slots().acquire().await.map_err(|_| Error::Cancelled)?;
         let me = Arc::clone(self);
         let out = tokio::task::spawn_blocking(move || {
             let replica_pos = me.replica_pos.lock().map(|v| v.clone()).unwrap_or_default();
@@ -600,6 +604,16 @@ fn wake_gap(opts: &DbOptions, sync_intervals: impl Iterator<Item = Duration>) ->
         .min()
         .unwrap_or(opts.monitor_interval)
         .min(opts.monitor_interval)
+}
+
+/// Database syncs (blocking threads) allowed at once in this process; see
+/// `DbShared::sync_inner`.
+fn sync_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new((2 * cores).max(4))
+    })
 }
 
 /// Shortest time the monitor syncs at every tick after a WAL write that was not committed yet
