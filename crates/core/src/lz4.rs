@@ -17,8 +17,12 @@ pub const FRAME_MAGIC: u32 = 0x184D_2204;
 pub const LEGACY_MAGIC: u32 = 0x184C_2102;
 /// The 7 header bytes Litestream's writer emits and ours reproduces.
 pub const LITESTREAM_FRAME_HEADER: [u8; 7] = [0x04, 0x22, 0x4D, 0x18, 0x64, 0x70, 0xB9];
-/// Block size of the frames we write (4 MiB).
+/// Block maximum size of the frames we write (4 MiB, as the header says).
 pub const BLOCK_SIZE: usize = 4 << 20;
+/// Uncompressed size of the blocks we actually write: the header's maximum is an upper bound
+/// and every reader takes smaller blocks. 256 KiB keeps the writer's two buffers at ~0.5 MiB
+/// instead of ~8 MiB (LZ4 looks back 64 KiB at most, so the ratio hardly changes).
+const WRITE_BLOCK_SIZE: usize = 256 << 10;
 const LEGACY_BLOCK_SIZE: usize = 8 << 20;
 const UNCOMPRESSED_BIT: u32 = 0x8000_0000;
 const DICT_SIZE: usize = 64 << 10;
@@ -109,12 +113,12 @@ impl<W: Write> Lz4FrameWriter<W> {
 
 impl<W: Write> Write for Lz4FrameWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let room = BLOCK_SIZE - self.input.len();
+        let room = WRITE_BLOCK_SIZE - self.input.len();
         let n = room.min(buf.len());
         self.input.extend_from_slice(&buf[..n]);
         self.hasher.update(&buf[..n]);
         self.total_in += n as u64;
-        if self.input.len() == BLOCK_SIZE {
+        if self.input.len() == WRITE_BLOCK_SIZE {
             self.flush_block()?;
         }
         Ok(n)

@@ -3,6 +3,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use litestream_core::engine::{DbOptions, ReplicaHandleConfig, ReplicaOptions};
+use litestream_core::restore::{restore, RestoreOptions};
+use litestream_core::ReplicaClient;
+use litestream_file::FileClient;
 
 /// Path of a real Litestream binary from `var`; panics (never skips) if it is not there.
 pub fn litestream_bin(var: &str) -> PathBuf {
@@ -100,4 +107,80 @@ pub fn integrity(db: &Path) -> String {
     let c = rusqlite::Connection::open(db).expect("open");
     c.query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .expect("integrity_check")
+}
+
+/// A `file://` replica named `name` in `dir`.
+pub fn file_replica(name: &str, dir: &Path, options: ReplicaOptions) -> ReplicaHandleConfig {
+    ReplicaHandleConfig {
+        name: name.into(),
+        client: Arc::new(FileClient::new(dir)),
+        options,
+    }
+}
+
+/// Replica options for tests: `sync-interval` 20 ms.
+pub fn fast_replica_opts() -> ReplicaOptions {
+    ReplicaOptions {
+        sync_interval: Duration::from_millis(20),
+        ..Default::default()
+    }
+}
+
+/// Database options for tests: `monitor-interval` 50 ms, a checkpoint every 16 pages.
+pub fn fast_db_opts() -> DbOptions {
+    DbOptions {
+        monitor_interval: Duration::from_millis(50),
+        min_checkpoint_page_count: 16,
+        ..Default::default()
+    }
+}
+
+/// Restore the `file://` replica `rep` with our restore into `out`.
+pub async fn try_our_restore(rep: &Path, out: &Path) -> litestream_core::Result<()> {
+    let client: Arc<dyn ReplicaClient> = Arc::new(FileClient::new(rep));
+    restore(client, &RestoreOptions::new(out)).await.map(|_| ())
+}
+
+/// Restore the `file://` replica `rep` with our restore into `out` (panics on failure) and
+/// return `out`.
+pub async fn our_restore(rep: &Path, out: PathBuf) -> PathBuf {
+    try_our_restore(rep, &out).await.unwrap_or_else(|e| {
+        panic!(
+            "our restore of {} into {}: {e}",
+            rep.display(),
+            out.display()
+        )
+    });
+    out
+}
+
+/// Restore `rep` with ours into `out` and with real Litestream v0.3.13 beside it
+/// (`out` with the extension `v0313.db`); both must pass `integrity_check` and hold `expected`.
+pub async fn assert_restores(rep: &Path, out: &Path, expected: &[(String, Vec<String>)]) {
+    let tag = out.display().to_string();
+    let ours = our_restore(rep, out.to_path_buf()).await;
+    assert_eq!(integrity(&ours), "ok", "{tag}: our restore");
+    assert_same(&dump(&ours), expected, &format!("{tag}: our restore"));
+    let theirs = out.with_extension("v0313.db");
+    restore_with(&litestream_bin("LITESTREAM_V0313_BIN"), rep, &theirs);
+    assert_eq!(integrity(&theirs), "ok", "{tag}: v0.3.13 restore");
+    assert_same(&dump(&theirs), expected, &format!("{tag}: v0.3.13 restore"));
+}
+
+/// Compare two dumps, reporting the first difference only (rows are long).
+pub fn assert_same(got: &[(String, Vec<String>)], want: &[(String, Vec<String>)], what: &str) {
+    for ((gt, gr), (wt, wr)) in got.iter().zip(want) {
+        assert_eq!(gt, wt, "{what}: tables");
+        if let Some(i) = (0..gr.len().max(wr.len())).find(|&i| gr.get(i) != wr.get(i)) {
+            let short = |r: Option<&String>| r.map(|r| r.chars().take(60).collect::<String>());
+            panic!(
+                "{what}: table {gt} differs at row {i}: got {:?}, want {:?} ({} vs {} rows)",
+                short(gr.get(i)),
+                short(wr.get(i)),
+                gr.len(),
+                wr.len()
+            );
+        }
+    }
+    assert_eq!(got.len(), want.len(), "{what}: table count");
 }

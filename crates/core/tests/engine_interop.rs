@@ -6,12 +6,10 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{dump, integrity, litestream_bin, restore_with};
+use common::{app_conn, dump, file_replica, integrity, litestream_bin, restore_with};
 use litestream_core::engine::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Replicator};
-use litestream_file::FileClient;
 use rand::Rng;
 
 fn fast_opts() -> DbOptions {
@@ -23,21 +21,11 @@ fn fast_opts() -> DbOptions {
 }
 
 fn replica(dir: &Path) -> ReplicaHandleConfig {
-    ReplicaHandleConfig {
-        name: "file".into(),
-        client: Arc::new(FileClient::new(dir)),
-        options: ReplicaOptions {
-            sync_interval: Duration::from_millis(10),
-            ..Default::default()
-        },
-    }
-}
-
-fn app_conn(db: &Path) -> rusqlite::Connection {
-    let c = rusqlite::Connection::open(db).expect("open app db");
-    c.busy_timeout(Duration::from_secs(5)).expect("busy");
-    c.pragma_update(None, "journal_mode", "wal").expect("wal");
-    c
+    let options = ReplicaOptions {
+        sync_interval: Duration::from_millis(10),
+        ..Default::default()
+    };
+    file_replica("file", dir, options)
 }
 
 fn workload_round(c: &rusqlite::Connection, round: u32) {

@@ -6,46 +6,18 @@
 #[path = "engine_common.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{dump, integrity, litestream_bin, restore_with};
+use common::{
+    app_conn, assert_restores, dump, fast_db_opts, fast_replica_opts, file_replica, integrity,
+    litestream_bin, our_restore, restore_with, try_our_restore,
+};
 use litestream_core::engine::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Replicator};
-use litestream_core::restore::{restore, RestoreOptions};
 use litestream_core::{Pos, ReplicaClient};
 use litestream_file::FileClient;
-
-fn app_conn(db: &Path) -> rusqlite::Connection {
-    let c = rusqlite::Connection::open(db).expect("open app db");
-    c.busy_timeout(Duration::from_secs(5)).expect("busy");
-    c.pragma_update(None, "journal_mode", "wal").expect("wal");
-    c
-}
-
-fn replica(name: &str, dir: &Path, opts: ReplicaOptions) -> ReplicaHandleConfig {
-    ReplicaHandleConfig {
-        name: name.into(),
-        client: Arc::new(FileClient::new(dir)),
-        options: opts,
-    }
-}
-
-fn fast_replica_opts() -> ReplicaOptions {
-    ReplicaOptions {
-        sync_interval: Duration::from_millis(20),
-        ..Default::default()
-    }
-}
-
-fn fast_db_opts() -> DbOptions {
-    DbOptions {
-        monitor_interval: Duration::from_millis(50),
-        min_checkpoint_page_count: 16,
-        ..Default::default()
-    }
-}
 
 /// One transaction of a few rows and a blob of `blob` bytes.
 fn write_tx(c: &rusqlite::Connection, n: i64, blob: usize) {
@@ -92,37 +64,6 @@ async fn wait_replica(r: &Replicator, name: &str, target: &Pos, timeout: Duratio
     }
 }
 
-/// Restore `dir` with our restore into `out`.
-async fn try_our_restore(dir: &Path, out: &Path) -> litestream_core::Result<()> {
-    let client: Arc<dyn ReplicaClient> = Arc::new(FileClient::new(dir));
-    restore(client, &RestoreOptions::new(out)).await.map(|_| ())
-}
-
-/// Restore `dir` with our restore into `out` and return the path.
-async fn our_restore(dir: &Path, out: PathBuf) -> PathBuf {
-    try_our_restore(dir, &out)
-        .await
-        .unwrap_or_else(|e| panic!("our restore of {}: {e}", dir.display()));
-    out
-}
-
-/// Restore `replica` with ours and with real v0.3.13 and compare both with `expected`.
-async fn assert_restores(
-    replica: &Path,
-    work: &Path,
-    tag: &str,
-    expected: &[(String, Vec<String>)],
-) {
-    let v3 = litestream_bin("LITESTREAM_V0313_BIN");
-    let ours = our_restore(replica, work.join(format!("{tag}-ours.db"))).await;
-    assert_eq!(integrity(&ours), "ok", "{tag}: our restore");
-    assert_eq!(dump(&ours), expected, "{tag}: our restore content");
-    let theirs = work.join(format!("{tag}-v0313.db"));
-    restore_with(&v3, replica, &theirs);
-    assert_eq!(integrity(&theirs), "ok", "{tag}: v0.3.13 restore");
-    assert_eq!(dump(&theirs), expected, "{tag}: v0.3.13 restore content");
-}
-
 /// Shadow WAL files of the current generation: (index, size), ascending.
 fn shadow_files(meta: &Path) -> Vec<(u32, u64)> {
     let g = std::fs::read_to_string(meta.join("generation")).expect("generation");
@@ -152,7 +93,7 @@ async fn retention_deletes_old_generations_snapshots_and_segments_and_replica_re
     // start begins a new generation.
     let r = Replicator::start(
         &db,
-        vec![replica("file", &rep, fast_replica_opts())],
+        vec![file_replica("file", &rep, fast_replica_opts())],
         fast_db_opts(),
     )
     .await
@@ -174,7 +115,7 @@ async fn retention_deletes_old_generations_snapshots_and_segments_and_replica_re
         snapshot_interval: Some(Duration::from_millis(700)),
         ..fast_replica_opts()
     };
-    let r = Replicator::start(&db, vec![replica("file", &rep, opts)], fast_db_opts())
+    let r = Replicator::start(&db, vec![file_replica("file", &rep, opts)], fast_db_opts())
         .await
         .expect("restart");
     let current = r.position().expect("pos").generation;
@@ -234,7 +175,7 @@ async fn retention_deletes_old_generations_snapshots_and_segments_and_replica_re
         segs.iter().any(|s| s.index == k && s.offset == 0),
         "the segments of the retained snapshot's index {k} must be kept"
     );
-    assert_restores(&rep, dir.path(), "retention", &expected).await;
+    assert_restores(&rep, &dir.path().join("retention-ours.db"), &expected).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,8 +194,8 @@ async fn failing_replica_blocks_neither_the_healthy_one_nor_local_cleanup_and_ca
     let r = Replicator::start(
         &db,
         vec![
-            replica("good", &good, fast_replica_opts()),
-            replica("bad", &bad, fast_replica_opts()),
+            file_replica("good", &good, fast_replica_opts()),
+            file_replica("bad", &bad, fast_replica_opts()),
         ],
         opts,
     )
@@ -340,8 +281,8 @@ async fn failing_replica_blocks_neither_the_healthy_one_nor_local_cleanup_and_ca
     // with the database as it is once the replicator has stopped.
     r.shutdown().await.expect("shutdown");
     let expected = dump(&db);
-    assert_restores(&bad, dir.path(), "recovered", &expected).await;
-    assert_restores(&good, dir.path(), "good", &expected).await;
+    assert_restores(&bad, &dir.path().join("recovered-ours.db"), &expected).await;
+    assert_restores(&good, &dir.path().join("good-ours.db"), &expected).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,7 +296,7 @@ async fn several_databases_replicate_independently_in_one_process() {
         schema(&c);
         let r = Replicator::start(
             &db,
-            vec![replica("file", &rep, fast_replica_opts())],
+            vec![file_replica("file", &rep, fast_replica_opts())],
             fast_db_opts(),
         )
         .await
@@ -460,7 +401,7 @@ async fn validation_reports_ok_on_a_healthy_replica_and_mismatch_on_a_corrupted_
         validation_interval: Some(Duration::from_millis(300)),
         ..fast_replica_opts()
     };
-    let r = Replicator::start(&db, vec![replica("file", &rep, opts)], fast_db_opts())
+    let r = Replicator::start(&db, vec![file_replica("file", &rep, opts)], fast_db_opts())
         .await
         .expect("start");
 
@@ -534,9 +475,13 @@ async fn application_never_sees_busy_and_the_wal_stays_bounded() {
         checkpoint_interval: Some(Duration::from_millis(100)),
         ..Default::default()
     };
-    let r = Replicator::start(&db, vec![replica("file", &rep, fast_replica_opts())], opts)
-        .await
-        .expect("start");
+    let r = Replicator::start(
+        &db,
+        vec![file_replica("file", &rep, fast_replica_opts())],
+        opts,
+    )
+    .await
+    .expect("start");
     let wal = dir.path().join("app.db-wal");
     let stop = Arc::new(AtomicBool::new(false));
     let max_wal = Arc::new(AtomicU64::new(0));
@@ -785,14 +730,14 @@ async fn a_second_replicator_on_the_same_database_is_refused() {
     write_tx(&c, 1, 1000);
     let first = Replicator::start(
         &db,
-        vec![replica("file", &rep, fast_replica_opts())],
+        vec![file_replica("file", &rep, fast_replica_opts())],
         fast_db_opts(),
     )
     .await
     .expect("first replicator");
     let err = Replicator::start(
         &db,
-        vec![replica("file", &other_rep, fast_replica_opts())],
+        vec![file_replica("file", &other_rep, fast_replica_opts())],
         fast_db_opts(),
     )
     .await
@@ -821,7 +766,7 @@ async fn a_second_replicator_on_the_same_database_is_refused() {
 
     let again = Replicator::start(
         &db,
-        vec![replica("file", &rep, fast_replica_opts())],
+        vec![file_replica("file", &rep, fast_replica_opts())],
         fast_db_opts(),
     )
     .await
@@ -834,7 +779,7 @@ async fn a_second_replicator_on_the_same_database_is_refused() {
     assert_eq!(pos2.generation, pos.generation, "the generation goes on");
     again.shutdown().await.expect("shutdown");
     let expected = dump(&db);
-    assert_restores(&rep, dir.path(), "after-refusal", &expected).await;
+    assert_restores(&rep, &dir.path().join("after-refusal-ours.db"), &expected).await;
 }
 
 /// Wait until the replica restores to exactly `expected`.
@@ -891,7 +836,7 @@ async fn a_replica_whose_objects_were_deleted_repairs_itself() {
         monitor_interval: Duration::from_millis(50),
         ..Default::default()
     };
-    let r = Replicator::start(&db, vec![replica("file", &rep, opts)], db_opts)
+    let r = Replicator::start(&db, vec![file_replica("file", &rep, opts)], db_opts)
         .await
         .expect("start");
     for n in 0..5 {
@@ -941,5 +886,5 @@ async fn a_replica_whose_objects_were_deleted_repairs_itself() {
 
     r.shutdown().await.expect("shutdown");
     let expected = dump(&db);
-    assert_restores(&rep, dir.path(), "repaired", &expected).await;
+    assert_restores(&rep, &dir.path().join("repaired-ours.db"), &expected).await;
 }

@@ -11,19 +11,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{app_conn, dump, integrity, litestream_bin, restore_with};
+use common::{app_conn, assert_restores, dump, file_replica};
 use litestream_core::engine::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Replicator};
-use litestream_core::restore::{restore, RestoreOptions};
 use litestream_core::{ByteStream, Generation, Pos, ReplicaClient, SnapshotInfo, WalSegmentInfo};
 use litestream_file::FileClient;
-
-fn replica(dir: &Path, opts: ReplicaOptions) -> ReplicaHandleConfig {
-    ReplicaHandleConfig {
-        name: "file".into(),
-        client: Arc::new(FileClient::new(dir)),
-        options: opts,
-    }
-}
 
 fn db_opts() -> DbOptions {
     DbOptions {
@@ -74,44 +65,6 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Restore `rep` with ours and with v0.3.13 and compare both with the source database.
-async fn assert_restores_equal(rep: &Path, work: &Path, db: &Path, tag: &str) {
-    let expected = dump(db);
-    let ours = work.join(format!("{tag}-ours.db"));
-    let client: Arc<dyn ReplicaClient> = Arc::new(FileClient::new(rep));
-    restore(client, &RestoreOptions::new(&ours))
-        .await
-        .unwrap_or_else(|e| panic!("{tag}: our restore: {e}"));
-    assert_eq!(integrity(&ours), "ok", "{tag}: our restore");
-    assert_same(&dump(&ours), &expected, &format!("{tag}: our restore"));
-    let theirs = work.join(format!("{tag}-v0313.db"));
-    restore_with(&litestream_bin("LITESTREAM_V0313_BIN"), rep, &theirs);
-    assert_eq!(integrity(&theirs), "ok", "{tag}: v0.3.13 restore");
-    assert_same(
-        &dump(&theirs),
-        &expected,
-        &format!("{tag}: v0.3.13 restore"),
-    );
-}
-
-/// Compare two dumps, reporting the first difference only (rows are long).
-fn assert_same(got: &[(String, Vec<String>)], want: &[(String, Vec<String>)], what: &str) {
-    for ((gt, gr), (wt, wr)) in got.iter().zip(want) {
-        assert_eq!(gt, wt, "{what}: tables");
-        if let Some(i) = (0..gr.len().max(wr.len())).find(|&i| gr.get(i) != wr.get(i)) {
-            let short = |r: Option<&String>| r.map(|r| r.chars().take(60).collect::<String>());
-            panic!(
-                "{what}: table {gt} differs at row {i}: got {:?}, want {:?} ({} vs {} rows)",
-                short(gr.get(i)),
-                short(wr.get(i)),
-                gr.len(),
-                wr.len()
-            );
-        }
-    }
-    assert_eq!(got.len(), want.len(), "{what}: table count");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_ahead_of_a_rolled_back_database_starts_a_new_generation() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -129,9 +82,13 @@ async fn a_replica_ahead_of_a_rolled_back_database_starts_a_new_generation() {
     let c = app_conn(&db);
     c.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
         .expect("schema");
-    let r = Replicator::start(&db, vec![replica(&rep, opts.clone())], db_opts())
-        .await
-        .expect("start");
+    let r = Replicator::start(
+        &db,
+        vec![file_replica("file", &rep, opts.clone())],
+        db_opts(),
+    )
+    .await
+    .expect("start");
     insert(&c, 0, 50, "before");
     let before = r
         .sync_and_wait(Duration::from_secs(20))
@@ -150,7 +107,7 @@ async fn a_replica_ahead_of_a_rolled_back_database_starts_a_new_generation() {
     // Roll back: the old copy comes back, the replica is ahead of it.
     copy_state(&saved, &live);
     let c = app_conn(&db);
-    let r = Replicator::start(&db, vec![replica(&rep, opts)], db_opts())
+    let r = Replicator::start(&db, vec![file_replica("file", &rep, opts)], db_opts())
         .await
         .expect("restart");
     insert(&c, 50, 60, "after rollback");
@@ -159,13 +116,13 @@ async fn a_replica_ahead_of_a_rolled_back_database_starts_a_new_generation() {
         .await
         .expect("sync");
     // What was acknowledged is on the replica.
-    assert_restores_equal(&rep, dir.path(), &db, "acknowledged").await;
+    assert_restores(&rep, &dir.path().join("acknowledged-ours.db"), &dump(&db)).await;
     assert_ne!(
         acked.generation, before.generation,
         "a replica ahead of the local state must start a new generation"
     );
     r.shutdown().await.expect("shutdown");
-    assert_restores_equal(&rep, dir.path(), &db, "after shutdown").await;
+    assert_restores(&rep, &dir.path().join("after shutdown-ours.db"), &dump(&db)).await;
 }
 
 /// Item 7: callers that keep `sync_and_wait` busy (several at once, back to back, against a
@@ -256,7 +213,7 @@ async fn sync_and_wait_callers_do_not_starve_snapshots_and_validation() {
         .shutdown()
         .await
         .expect("shutdown");
-    assert_restores_equal(&rep, dir.path(), &db, "busy").await;
+    assert_restores(&rep, &dir.path().join("busy-ours.db"), &dump(&db)).await;
 }
 
 /// Send the engine's debug logs (this test binary's, as text) into the returned buffer.
@@ -379,7 +336,7 @@ async fn the_published_position_never_moves_backwards() {
         ..db_opts()
     };
     let r = Arc::new(
-        Replicator::start(&db, vec![replica(&rep, opts)], db_opts)
+        Replicator::start(&db, vec![file_replica("file", &rep, opts)], db_opts)
             .await
             .expect("start"),
     );

@@ -6,19 +6,13 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{dump, integrity};
-use litestream_core::engine::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Replicator};
-use litestream_core::restore::{restore, RestoreOptions};
-use litestream_core::ReplicaClient;
-use litestream_file::FileClient;
+use common::{assert_restores, dump, fast_replica_opts, file_replica};
+use litestream_core::engine::{DbOptions, ReplicaHandleConfig, Replicator};
 
 fn app_conn(db: &Path) -> rusqlite::Connection {
-    let c = rusqlite::Connection::open(db).expect("open app db");
-    c.busy_timeout(Duration::from_secs(5)).expect("busy");
-    c.pragma_update(None, "journal_mode", "wal").expect("wal");
+    let c = common::app_conn(db);
     c.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
         .expect("schema");
     c
@@ -30,23 +24,7 @@ fn insert(c: &rusqlite::Connection, id: i64) {
 }
 
 fn replica(dir: &Path) -> ReplicaHandleConfig {
-    ReplicaHandleConfig {
-        name: "file".into(),
-        client: Arc::new(FileClient::new(dir)),
-        options: ReplicaOptions {
-            sync_interval: Duration::from_millis(20),
-            ..Default::default()
-        },
-    }
-}
-
-async fn assert_restores(rep: &Path, out: &Path, expected: &[(String, Vec<String>)]) {
-    let client: Arc<dyn ReplicaClient> = Arc::new(FileClient::new(rep));
-    restore(client, &RestoreOptions::new(out))
-        .await
-        .expect("restore");
-    assert_eq!(integrity(out), "ok");
-    assert_eq!(dump(out), expected);
+    file_replica("file", dir, fast_replica_opts())
 }
 
 /// inotify instances this process holds (`/proc/self/fd` links to `anon_inode:inotify`).

@@ -36,6 +36,8 @@ use super::options::DbOptions;
 const SEQ_UPSERT: &str =
     "INSERT INTO _litestream_seq (id, seq) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET seq = seq + 1";
 const PENDING_SPILL: usize = 8 << 20;
+/// Reads of the `-shm` wal-index header before falling back to scanning the WAL.
+const SHM_READ_ATTEMPTS: usize = 8;
 /// How often the engine's writer connection retries a busy write lock.
 const WRITE_LOCK_POLL: Duration = Duration::from_micros(100);
 
@@ -160,6 +162,9 @@ pub(crate) struct DbCore {
     own_write: Option<WalStamp>,
     /// Consecutive failed syncs (connections are re-opened after a few, read lock or not).
     errors: u32,
+    /// After the last copy the WAL held frames of the current WAL past the committed end (a
+    /// commit on its way, or a large transaction); see [`Self::commit_in_progress`].
+    uncommitted: bool,
 }
 
 /// After this many consecutive failed syncs the connections are dropped and re-opened even
@@ -231,6 +236,76 @@ fn file_size(path: &Path) -> Result<Option<u64>> {
 fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
+    }
+}
+
+/// Bytes of WAL read per `read` call by [`copy_valid_frames`] (rounded down to whole frames).
+const COPY_CHUNK: usize = 512 << 10;
+
+/// Read whole frames of `wal` from `from` (at most `limit` bytes when given) and hand every run
+/// of valid frames to `sink`, split after each commit frame: `sink(frames, ends_with_commit)`.
+/// Stops at the end of the file (a partial frame is not read), at `limit`, or before the first
+/// frame that does not validate. Each WAL byte is read once, straight into one chunk buffer:
+/// the frames are validated and handed on from there (no per-frame copies).
+///
+/// The one frame loop of both copies into the shadow WAL (`DbCore::copy_committed`, bounded
+/// by the wal-index, and the scanning fallback of `DbCore::copy_to_shadow_raw`).
+fn copy_valid_frames(
+    wal: &File,
+    wal_path: &Path,
+    from: u64,
+    limit: Option<u64>,
+    validator: &mut FrameValidator,
+    mut sink: impl FnMut(&[u8], bool) -> Result<()>,
+) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let fsz = validator.header().frame_size();
+    let mut buf = vec![0u8; (COPY_CHUNK / fsz).max(1) * fsz];
+    let mut off = from;
+    let mut left = limit.unwrap_or(u64::MAX);
+    loop {
+        let want = (buf.len() as u64).min(left) as usize / fsz * fsz;
+        if want == 0 {
+            return Ok(());
+        }
+        let mut got = 0;
+        while got < want {
+            match wal.read_at(&mut buf[got..want], off + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_err(wal_path, e)),
+            }
+        }
+        let whole = got / fsz * fsz;
+        let mut run = 0;
+        let mut at = 0;
+        while at < whole {
+            match validator.check(&buf[at..at + fsz]) {
+                Ok(fh) => {
+                    at += fsz;
+                    if fh.commit_size != 0 {
+                        sink(&buf[run..at], true)?;
+                        run = at;
+                    }
+                }
+                Err(reason) => {
+                    tracing::trace!(%reason, offset = off + at as u64, "copy shadow: stop at invalid frame");
+                    if run < at {
+                        sink(&buf[run..at], false)?;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        if run < whole {
+            sink(&buf[run..whole], false)?;
+        }
+        if whole < want {
+            return Ok(());
+        }
+        off += whole as u64;
+        left -= whole as u64;
     }
 }
 
@@ -311,7 +386,29 @@ impl DbCore {
             backoff: CheckpointBackoff::default(),
             own_write: None,
             errors: 0,
+            uncommitted: false,
         }
+    }
+
+    /// True if the last sync found frames of the current WAL past its committed end: a
+    /// transaction being written or committed (its commit shows in the wal-index only after
+    /// the frames are written and fsynced, and finishing it does not touch the WAL file).
+    pub(crate) fn commit_in_progress(&self) -> bool {
+        self.uncommitted
+    }
+
+    /// Whether the real WAL holds a frame with its header's salts at `offset` (just past the
+    /// copied, committed frames).
+    fn frame_after(&self, offset: u64) -> bool {
+        use std::os::unix::fs::FileExt;
+        let Ok(wal) = File::open(&self.wal_path) else {
+            return false;
+        };
+        let mut hdr = [0u8; WAL_HEADER_SIZE];
+        let mut fh = [0u8; WAL_FRAME_HEADER_SIZE];
+        wal.read_exact_at(&mut hdr, 0).is_ok()
+            && wal.read_exact_at(&mut fh, offset).is_ok()
+            && fh[8..16] == hdr[16..24]
     }
 
     fn sql_err(&self, source: rusqlite::Error) -> Error {
@@ -363,9 +460,11 @@ impl DbCore {
                 0 as c_int,
             );
         }
-        // They read `_litestream_seq` only: a small page cache (its first allocation is
-        // sized by it).
-        c.execute_batch("PRAGMA cache_size = 8")
+        // They read `_litestream_seq` only (the schema page and one more): a tiny page
+        // cache. Below 3 pages SQLite also skips the page cache's up-front bulk allocation
+        // (min(20, cache_size) pages, ~35 KB per connection at 8), so pages are allocated
+        // as they are read: three connections per database, 1,000 databases.
+        c.execute_batch("PRAGMA cache_size = 2")
             .map_err(|e| self.sql_err(e))?;
         // Keep the -wal file when our connection is the last to close, as Litestream does,
         // so that a restart can keep the generation.
@@ -690,21 +789,30 @@ impl DbCore {
             hdr.checksum
         };
         let mut validator = FrameValidator::resume(hdr, last);
-        let mut wal = match File::open(&self.wal_path) {
+        let wal = match File::open(&self.wal_path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(shadow_size),
             Err(e) => return Err(io_err(&self.wal_path, e)),
         };
         let shm = self.conns.as_ref().and_then(|c| c.shm.as_ref());
-        if let Some(end) = shm.and_then(|f| shm_committed_end(f, &hdr_bytes, self.page_size)) {
+        // The two copies of the wal-index header differ while a writer updates them (for
+        // microseconds): look again rather than fall back to scanning.
+        let committed_end = shm.and_then(|f| {
+            (0..SHM_READ_ATTEMPTS).find_map(|attempt| {
+                if attempt > 0 {
+                    std::thread::yield_now();
+                }
+                shm_committed_end(f, &hdr_bytes, self.page_size)
+            })
+        });
+        if let Some(end) = committed_end {
             if end >= shadow_size {
                 return self.copy_committed(wal, shadow, shadow_size, end, validator);
             }
         }
-        wal.seek(SeekFrom::Start(shadow_size))
-            .map_err(|e| io_err(&self.wal_path, e))?;
-        let mut rd = io::BufReader::with_capacity(1 << 20, wal);
-        let mut frame = vec![0u8; fsz as usize];
+        // Scan no further than the WAL's size now: a scan that followed an application
+        // writing faster than it reads would never end (the rest waits for the next sync).
+        let wal_len = wal.metadata().map_err(|e| io_err(&self.wal_path, e))?.len();
         let mut tmp_name = shadow.as_os_str().to_owned();
         tmp_name.push(".tmp");
         let tmp = PathBuf::from(tmp_name);
@@ -715,21 +823,17 @@ impl DbCore {
         let mut out: Option<File> = None;
         let mut size = shadow_size;
         let res = (|| -> Result<u64> {
-            loop {
-                match rd.read_exact(&mut frame) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
-                    Err(e) => return Err(io_err(&self.wal_path, e)),
-                }
-                let fh = match validator.check(&frame) {
-                    Ok(fh) => fh,
-                    Err(reason) => {
-                        tracing::trace!(%reason, "copy shadow: stop at invalid frame");
-                        break;
+            copy_valid_frames(
+                &wal,
+                &self.wal_path,
+                shadow_size,
+                Some(wal_len.saturating_sub(shadow_size)),
+                &mut validator,
+                |frames, commit| {
+                    pending.push(frames, &tmp)?;
+                    if !commit {
+                        return Ok(());
                     }
-                };
-                pending.push(&frame, &tmp)?;
-                if fh.commit_size != 0 {
                     if out.is_none() {
                         let f = OpenOptions::new()
                             .write(true)
@@ -745,8 +849,9 @@ impl DbCore {
                         pending.drain_into(f, shadow)?;
                         size += n;
                     }
-                }
-            }
+                    Ok(())
+                },
+            )?;
             if let Some(f) = out.as_mut() {
                 f.sync_data().map_err(|e| io_err(shadow, e))?;
             }
@@ -768,7 +873,7 @@ impl DbCore {
     /// does not validate the shadow is cut back to the last commit frame before it.
     fn copy_committed(
         &self,
-        mut wal: File,
+        wal: File,
         shadow: &Path,
         from: u64,
         end: u64,
@@ -777,9 +882,6 @@ impl DbCore {
         if end == from {
             return Ok(from);
         }
-        wal.seek(SeekFrom::Start(from))
-            .map_err(|e| io_err(&self.wal_path, e))?;
-        let mut rd = io::BufReader::with_capacity(1 << 20, wal.take(end - from));
         let mut f = OpenOptions::new()
             .write(true)
             .open(shadow)
@@ -787,31 +889,22 @@ impl DbCore {
         f.set_len(from).map_err(|e| io_err(shadow, e))?;
         f.seek(SeekFrom::Start(from))
             .map_err(|e| io_err(shadow, e))?;
-        let mut out = io::BufWriter::with_capacity(1 << 20, f);
-        let mut frame = vec![0u8; self.frame_size() as usize];
         let (mut size, mut committed) = (from, from);
-        loop {
-            match rd.read_exact(&mut frame) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
-                Err(e) => return Err(io_err(&self.wal_path, e)),
-            }
-            let fh = match validator.check(&frame) {
-                Ok(fh) => fh,
-                Err(reason) => {
-                    tracing::debug!(%reason, "copy shadow: invalid frame before the committed end");
-                    break;
+        copy_valid_frames(
+            &wal,
+            &self.wal_path,
+            from,
+            Some(end - from),
+            &mut validator,
+            |frames, commit| {
+                f.write_all(frames).map_err(|e| io_err(shadow, e))?;
+                size += frames.len() as u64;
+                if commit {
+                    committed = size;
                 }
-            };
-            out.write_all(&frame).map_err(|e| io_err(shadow, e))?;
-            size += frame.len() as u64;
-            if fh.commit_size != 0 {
-                committed = size;
-            }
-        }
-        let f = out
-            .into_inner()
-            .map_err(|e| io_err(shadow, e.into_error()))?;
+                Ok(())
+            },
+        )?;
         if committed < size {
             f.set_len(committed).map_err(|e| io_err(shadow, e))?;
         }
@@ -933,6 +1026,7 @@ impl DbCore {
             };
             changed = true;
         }
+        self.uncommitted = self.frame_after(pos.size);
         Ok((pos, changed, info.wal_size))
     }
 
@@ -1038,33 +1132,7 @@ impl DbCore {
         checkpoint_allowed: bool,
     ) -> Result<SyncOutcome> {
         self.ensure_wal_exists()?;
-        // Move the read lock forward: new read tx first, copy, then end the old one.
-        let (old, new) = {
-            let c = self.conns()?;
-            if c.held[c.active] {
-                (Some(c.active), 1 - c.active)
-            } else {
-                (None, c.active)
-            }
-        };
-        self.begin_read(new)?;
-        let copied = self.copy_frames();
-        let (mut pos, mut changed, wal_size) = match copied {
-            Ok(v) => v,
-            Err(e) => {
-                if old.is_some() {
-                    self.end_read(new);
-                }
-                return Err(e);
-            }
-        };
-        if let Some(o) = old {
-            self.end_read(o);
-        }
-        if let Some(c) = self.conns.as_mut() {
-            c.active = new;
-        }
-        self.continuity = true;
+        let (mut pos, mut changed, wal_size) = self.copy_moving_read_lock()?;
 
         // Checkpoint policy.
         let mode = if self
@@ -1116,6 +1184,38 @@ impl DbCore {
         })
     }
 
+    /// Move the read lock forward while copying: a new read transaction first, copy every
+    /// committed frame, then end the old one (see the module docs). Returns what
+    /// [`Self::copy_frames`] returns.
+    fn copy_moving_read_lock(&mut self) -> Result<(ShadowPos, bool, u64)> {
+        let (old, new) = {
+            let c = self.conns()?;
+            if c.held[c.active] {
+                (Some(c.active), 1 - c.active)
+            } else {
+                (None, c.active)
+            }
+        };
+        self.begin_read(new)?;
+        let copied = match self.copy_frames() {
+            Ok(v) => v,
+            Err(e) => {
+                if old.is_some() {
+                    self.end_read(new);
+                }
+                return Err(e);
+            }
+        };
+        if let Some(o) = old {
+            self.end_read(o);
+        }
+        if let Some(c) = self.conns.as_mut() {
+            c.active = new;
+        }
+        self.continuity = true;
+        Ok(copied)
+    }
+
     /// Litestream's checkpoint, without the long read lock.
     ///
     /// Take the write lock (so the WAL is frozen), copy the rest, release our read locks,
@@ -1129,10 +1229,25 @@ impl DbCore {
     /// which gets in between two transactions of an application that writes back to back.
     pub(crate) fn checkpoint(&mut self, mode: CheckpointMode) -> Result<ShadowPos> {
         let started = Instant::now();
+        // Copy and back-fill what can be done without the write lock first: under a steady
+        // load the WAL holds a whole sync interval of frames, and back-filling them all under
+        // the write lock stalls the application for as long. Catch up with the application's
+        // writes since the sync's copy (moving our read mark, which bounds the back-fill, so
+        // no frame we have not copied is back-filled), then back-fill up to it. Under the
+        // lock only the frames written since remain to copy and back-fill.
+        self.copy_moving_read_lock()?;
+        let pre = self
+            .conns()?
+            .writer
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+            });
+        tracing::trace!(db = %self.path.display(), result = ?pre, "checkpoint: back-fill before the write lock");
         self.conns()?
             .writer
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(|e| self.sql_err(e))?;
+        let locked = Instant::now();
         let inner = (|| -> Result<bool> {
             let (at, _, _) = self.copy_frames()?;
             self.end_read(0);
@@ -1179,6 +1294,8 @@ impl DbCore {
         let active = self.conns()?.active;
         let reread = self.begin_read(active);
         let end = self.conns()?.writer.execute_batch("ROLLBACK");
+        tracing::debug!(db = %self.path.display(), mode = mode.as_str(), held = ?locked.elapsed(),
+            "checkpoint: write lock released");
         if reread.is_err() {
             self.continuity = false;
         }

@@ -74,6 +74,9 @@ pub(crate) struct DbShared {
     /// The WAL as the engine's own last write left it: a watcher event for a WAL that still
     /// looks like this is not the application writing (see [`monitor`]).
     own_wal: Mutex<Option<lifecycle::WalStamp>>,
+    /// The last sync saw a transaction on its way into the WAL (see `DbCore::commit_in_progress`):
+    /// the monitor looks again at the next tick.
+    commit_in_progress: std::sync::atomic::AtomicBool,
 }
 
 impl DbShared {
@@ -133,6 +136,10 @@ impl DbShared {
     }
 
     async fn sync_inner(self: &Arc<Self>) -> Result<Option<ShadowPos>> {
+        // At most a few database syncs at once in the process: 1,000 databases written at
+        // the same moment would otherwise each take a blocking thread (stack and malloc
+        // arena) at once. The disk, not the thread count, bounds how fast they go.
+        let _slot = sync_slots().acquire().await.map_err(|_| Error::Cancelled)?;
         let me = Arc::clone(self);
         let out = tokio::task::spawn_blocking(move || {
             let replica_pos = me.replica_pos.lock().map(|v| v.clone()).unwrap_or_default();
@@ -143,6 +150,8 @@ impl DbShared {
             // Read under the core mutex: a snapshot raises it under the same mutex.
             let allowed = me.snapshotting.load(Ordering::SeqCst) == 0;
             let r = core.sync(&replica_pos, allowed);
+            me.commit_in_progress
+                .store(core.commit_in_progress(), Ordering::Relaxed);
             me.page_size.store(core.page_size(), Ordering::Relaxed);
             me.after_core_sync(&mut core);
             if let Ok(out) = &r {
@@ -334,6 +343,7 @@ impl Replicator {
             db_file: Mutex::new(db_file),
             _lock: lock,
             own_wal: Mutex::new(None),
+            commit_in_progress: Default::default(),
         });
         shared.sync().await?;
         if was_wal == Some(false) {
@@ -357,8 +367,11 @@ impl Replicator {
         let (replica_shutdown, replica_shutdown_rx) = watch::channel(false);
         let db_task = tokio::spawn(monitor(
             Arc::clone(&shared),
-            opts.monitor_interval,
-            idle_sync_period(&opts),
+            MonitorTimes {
+                interval: opts.monitor_interval,
+                idle: idle_sync_period(&opts),
+                wake_gap: wake_gap(&opts, replicas.iter().map(|r| r.options.sync_interval)),
+            },
             wake,
             db_shutdown_rx,
         ));
@@ -581,6 +594,42 @@ fn idle_sync_period(opts: &DbOptions) -> Duration {
     )
 }
 
+/// Shortest time between two syncs that a WAL change (the watcher) starts: the shortest
+/// replica `sync-interval`, at most `monitor-interval`. A replica uploads at most once per
+/// `sync-interval`, so copying the WAL into the shadow more often only costs CPU: under a
+/// steady write load the watcher fires on every commit, and a sync per commit (each with its
+/// fsync) made the engine cost more than Litestream's one sync per `monitor-interval`.
+fn wake_gap(opts: &DbOptions, sync_intervals: impl Iterator<Item = Duration>) -> Duration {
+    sync_intervals
+        .min()
+        .unwrap_or(opts.monitor_interval)
+        .min(opts.monitor_interval)
+}
+
+/// Database syncs (blocking threads) allowed at once in this process; see
+/// `DbShared::sync_inner`.
+fn sync_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new((2 * cores).max(4))
+    })
+}
+
+/// Shortest time the monitor syncs at every tick after a WAL write that was not committed yet
+/// when it woke the monitor (see [`monitor`]).
+const RECHECK_AFTER_WAKE: Duration = Duration::from_secs(2);
+
+/// The monitor loop's clocks (see [`monitor`]).
+struct MonitorTimes {
+    /// `monitor-interval`.
+    interval: Duration,
+    /// See [`idle_sync_period`].
+    idle: Duration,
+    /// See [`wake_gap`].
+    wake_gap: Duration,
+}
+
 /// The database file and its WAL as the monitor last saw them before a sync.
 fn db_stamps(shared: &DbShared) -> (Option<lifecycle::WalStamp>, Option<lifecycle::WalStamp>) {
     let mut wal = shared.path.clone().into_os_string();
@@ -592,41 +641,75 @@ fn db_stamps(shared: &DbShared) -> (Option<lifecycle::WalStamp>, Option<lifecycl
 }
 
 /// The monitor loop: a sync every `monitor-interval` (skipped while neither the database
-/// nor its WAL changed, for up to `idle`), and early on a WAL change.
+/// nor its WAL changed, for up to `idle`), and early on a WAL change, but not sooner than
+/// `wake_gap` after the previous sync began (WAL changes in between are batched).
 async fn monitor(
     shared: Arc<DbShared>,
-    interval: Duration,
-    idle: Duration,
+    times: MonitorTimes,
     wake: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let MonitorTimes {
+        interval,
+        idle,
+        wake_gap,
+    } = times;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     // What the last sync started from (None: sync at the next tick; the first sync in
     // `start` may have seen an older state than the one now).
     let mut last: Option<(_, tokio::time::Instant)> = None;
+    let mut last_sync: Option<tokio::time::Instant> = None;
+    // Sync at every tick until then, whatever the stamps say (see below).
+    let mut recheck_until: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             biased;
             _ = shutdown.changed() => break,
             _ = tick.tick() => {
+                let rechecking = recheck_until.is_some_and(|t| tokio::time::Instant::now() < t);
                 if let Some((stamps, at)) = &last {
-                    if *stamps == db_stamps(&shared) && at.elapsed() < idle {
+                    if !rechecking && *stamps == db_stamps(&shared) && at.elapsed() < idle {
                         continue;
                     }
                 }
             }
             _ = wake.notified() => {
-                // Let a burst of WAL writes settle a little.
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                // Let a burst of WAL writes settle a little, and batch the ones that come
+                // sooner than `wake_gap` after the last sync.
+                let settle = tokio::time::Instant::now() + Duration::from_millis(2);
+                let due = last_sync.map_or(settle, |t: tokio::time::Instant| (t + wake_gap).max(settle));
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => break,
+                    _ = tokio::time::sleep_until(due) => {}
+                }
                 if shared.wal_is_own_write() {
                     continue;
                 }
             }
         }
-        last = Some((db_stamps(&shared), tokio::time::Instant::now()));
-        if let Err(e) = shared.sync().await {
+        let now = tokio::time::Instant::now();
+        last_sync = Some(now);
+        last = Some((db_stamps(&shared), now));
+        let before = shared.pos_tx.borrow().clone();
+        let synced = shared.sync().await;
+        match &synced {
+            Ok(p) if *p != before => recheck_until = None,
+            Ok(_) if shared.commit_in_progress.load(Ordering::Relaxed) => {
+                // Nothing new committed, but a transaction is on its way into the WAL (its
+                // frames are written, and fsynced, before the wal-index says they are
+                // committed, and finishing the commit does not touch the WAL file). The stamps
+                // taken above already include its frames, so sync at every tick for a while,
+                // until the commit shows (or the WAL changes again).
+                if recheck_until.is_none() {
+                    recheck_until = Some(now + (interval * 5).max(RECHECK_AFTER_WAKE));
+                }
+            }
+            _ => recheck_until = None,
+        }
+        if let Err(e) = synced {
             last = None;
             tracing::warn!(db = %shared.path.display(), error = %e, "sync error");
             // Back off for a whole interval: our own recovery writes touch the WAL and would

@@ -17,6 +17,8 @@ use crate::lz4::{Lz4FrameReader, Lz4FrameWriter};
 use crate::replica_client::ByteStream;
 
 const CHUNK: usize = 256 << 10;
+/// Bytes read from a file per `read` call by [`lz4_file_stream`].
+const READ_CHUNK: usize = 256 << 10;
 
 struct ChannelWriter {
     tx: mpsc::Sender<io::Result<Bytes>>,
@@ -58,10 +60,23 @@ pub(crate) fn lz4_file_stream(path: PathBuf, offset: u64, len: Option<u64>) -> B
         let mut f = opened?;
         f.seek(SeekFrom::Start(offset))?;
         let mut w = Lz4FrameWriter::new(cw);
-        let n = match len {
-            Some(n) => io::copy(&mut (&mut f).take(n), &mut w)?,
-            None => io::copy(&mut f, &mut w)?,
-        };
+        // Large reads (io::copy would read 8 KiB at a time: thousands of system calls for
+        // one segment of a busy database).
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut left = len.unwrap_or(u64::MAX);
+        let mut n = 0u64;
+        while left > 0 {
+            let want = (buf.len() as u64).min(left) as usize;
+            let got = match f.read(&mut buf[..want]) {
+                Ok(0) => break,
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            w.write_all(&buf[..got])?;
+            n += got as u64;
+            left -= got as u64;
+        }
         if let Some(want) = len {
             if n != want {
                 return Err(io::Error::new(
