@@ -1,0 +1,353 @@
+//! The engine writing Litestream v0.5's LTX format, against the real v0.5.17 binary: it
+//! restores what we write (latest, at `-txid` values, after our compaction and a restart),
+//! we continue a replica and meta directory v0.5.17 left behind (TXIDs continue, no
+//! whole-database re-upload), and v0.5.17 continues ours.
+
+#[path = "engine_common.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{app_conn, dump, integrity, litestream_bin};
+use litestream_core::engine::{
+    DbOptions, LtxOptions, ReplicaFormat, ReplicaHandleConfig, ReplicaOptions, Replicator,
+};
+use litestream_core::ltx::decoder::{LtxDecoder, LtxHeader, HEADER_SIZE};
+use litestream_file::FileClient;
+use rand::Rng;
+
+fn fast_opts() -> DbOptions {
+    DbOptions {
+        monitor_interval: Duration::from_millis(50),
+        min_checkpoint_page_count: 32,
+        ..Default::default()
+    }
+}
+
+fn ltx_replica(dir: &Path, ltx: LtxOptions) -> ReplicaHandleConfig {
+    ReplicaHandleConfig {
+        name: "file".into(),
+        client: Arc::new(FileClient::new(dir)),
+        options: ReplicaOptions {
+            sync_interval: Duration::from_millis(10),
+            format: ReplicaFormat::Ltx,
+            ltx,
+            ..Default::default()
+        },
+    }
+}
+
+fn schema(c: &rusqlite::Connection) {
+    c.execute_batch(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, round INTEGER, v TEXT);
+         CREATE TABLE blobs (id INTEGER PRIMARY KEY, b BLOB);",
+    )
+    .expect("schema");
+}
+
+fn workload_round(c: &rusqlite::Connection, round: u32) {
+    let mut rng = rand::rng();
+    let tx = c.unchecked_transaction().expect("tx");
+    for _ in 0..30 {
+        let n: usize = rng.random_range(10..200);
+        let text: String = (0..n)
+            .map(|_| rng.random_range(b'a'..=b'z') as char)
+            .collect();
+        tx.execute(
+            "INSERT INTO t (round, v) VALUES (?1, ?2)",
+            rusqlite::params![round, text],
+        )
+        .expect("insert");
+    }
+    let blob: Vec<u8> = (0..rng.random_range(3000..12000))
+        .map(|_| rng.random())
+        .collect();
+    tx.execute("INSERT INTO blobs (b) VALUES (?1)", [blob])
+        .expect("blob");
+    tx.execute(
+        "UPDATE t SET v = v || '-u' WHERE id % 7 = ?1",
+        [i64::from(round % 7)],
+    )
+    .expect("update");
+    tx.execute("DELETE FROM t WHERE id % 11 = ?1", [i64::from(round % 11)])
+        .expect("delete");
+    tx.commit().expect("commit");
+}
+
+/// `(level, min, max)` of every LTX file of a `file://` replica.
+fn ltx_files(rep: &Path) -> Vec<(u8, u64, u64)> {
+    let mut out = Vec::new();
+    for level in 0..=9u8 {
+        let Ok(rd) = std::fs::read_dir(rep.join("ltx").join(level.to_string())) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some((a, b)) = name
+                .strip_suffix(".ltx")
+                .and_then(|n| n.split_once('-'))
+                .and_then(|(a, b)| {
+                    Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?))
+                })
+            {
+                out.push((level, a, b));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn l0_path(rep: &Path, txid: u64) -> PathBuf {
+    rep.join("ltx")
+        .join("0")
+        .join(format!("{txid:016x}-{txid:016x}.ltx"))
+}
+
+fn header(path: &Path) -> LtxHeader {
+    let bytes = std::fs::read(path).expect("read ltx");
+    let raw: [u8; HEADER_SIZE] = bytes[..HEADER_SIZE].try_into().expect("header");
+    LtxHeader::parse("ltx", &raw).expect("parse header")
+}
+
+/// Pages stored in an LTX file.
+fn page_count(path: &Path) -> u32 {
+    let f = std::fs::File::open(path).expect("open ltx");
+    let mut d = LtxDecoder::new("ltx", f).expect("decoder");
+    let mut buf = vec![0u8; d.header().page_size as usize];
+    let mut n = 0;
+    while d.next_page(&mut buf).expect("page").is_some() {
+        n += 1;
+    }
+    n
+}
+
+/// The L0 TXIDs of a replica must be 1..=max without a gap or a repeat.
+fn assert_l0_contiguous(rep: &Path) -> u64 {
+    let l0: Vec<(u64, u64)> = ltx_files(rep)
+        .into_iter()
+        .filter(|f| f.0 == 0)
+        .map(|f| (f.1, f.2))
+        .collect();
+    for (i, (a, b)) in l0.iter().enumerate() {
+        assert_eq!(a, b, "L0 files hold one TXID each: {l0:?}");
+        if i > 0 {
+            assert_eq!(*a, l0[i - 1].1 + 1, "L0 TXIDs contiguous: {l0:?}");
+        }
+    }
+    l0.last().map(|f| f.1).unwrap_or(0)
+}
+
+fn v5_restore(bin: &Path, rep: &Path, out: &Path, extra: &[&str]) {
+    let o = Command::new(bin)
+        .args(["restore", "-o"])
+        .arg(out)
+        .args(extra)
+        .arg(format!("file://{}", rep.display()))
+        .output()
+        .expect("run litestream restore");
+    assert!(
+        o.status.success() && out.exists(),
+        "v0.5.17 restore {extra:?} failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(integrity(out), "ok");
+}
+
+fn spawn_v5(bin: &Path, dir: &Path, db: &Path, rep: &Path) -> Child {
+    let cfg = dir.join("litestream-v5.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "dbs:\n  - path: {}\n    monitor-interval: 100ms\n    replica:\n      url: file://{}\n      sync-interval: 100ms\n",
+            db.display(),
+            rep.display()
+        ),
+    )
+    .expect("config");
+    let log = std::fs::File::create(dir.join("v5.log")).expect("log");
+    Command::new(bin)
+        .arg("replicate")
+        .arg("-config")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn litestream v0.5.17")
+}
+
+fn stop(mut child: Child) {
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    child.wait().expect("wait litestream");
+}
+
+/// Wait until the replica's newest L0 TXID stops changing (v0.5.17 has caught up).
+async fn settle(rep: &Path) {
+    let mut last = (0, 0);
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = (ltx_files(rep).len(), ltx_files(rep).last().map_or(0, |f| f.2));
+        if now == last && now.0 > 0 {
+            return;
+        }
+        last = now;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v0517_restores_our_ltx_replica_after_compaction_and_a_restart() {
+    let v5 = litestream_bin("LITESTREAM_V0517_BIN");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    let rep = dir.path().join("replica");
+    let c = app_conn(&db);
+    schema(&c);
+    let ltx = LtxOptions {
+        level_intervals: vec![Duration::from_secs(1), Duration::from_secs(2)],
+        ..Default::default()
+    };
+    let mut r = Replicator::start(&db, vec![ltx_replica(&rep, ltx.clone())], fast_opts())
+        .await
+        .expect("start");
+    let mut before_restart = 0;
+    let mut expected_at = Vec::new();
+    for round in 0..12 {
+        workload_round(&c, round);
+        if round == 5 {
+            r.sync_and_wait(Duration::from_secs(20))
+                .await
+                .expect("sync");
+            r.shutdown().await.expect("shutdown");
+            before_restart = ltx_files(&rep)
+                .iter()
+                .filter(|f| f.0 == 0)
+                .map(|f| f.2)
+                .max()
+                .expect("L0 files");
+            workload_round(&c, 100);
+            r = Replicator::start(&db, vec![ltx_replica(&rep, ltx.clone())], fast_opts())
+                .await
+                .expect("restart");
+        }
+        if round == 8 {
+            c.execute_batch("DELETE FROM blobs WHERE id % 2 = 0; VACUUM;")
+                .expect("vacuum");
+        }
+        r.sync_and_wait(Duration::from_secs(20))
+            .await
+            .expect("sync");
+        if round % 4 == 1 {
+            let txid = ltx_files(&rep).iter().map(|f| f.2).max().expect("files");
+            expected_at.push((txid, dump(&db)));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    r.sync_and_wait(Duration::from_secs(20))
+        .await
+        .expect("sync");
+    let expected = dump(&db);
+    r.shutdown().await.expect("shutdown");
+
+    let files = ltx_files(&rep);
+    assert!(!rep.join("generations").exists(), "no v0.3 data: {files:?}");
+    assert!(files.iter().any(|f| f.0 == 9), "an L9 snapshot: {files:?}");
+    assert!(files.iter().any(|f| f.0 == 1), "L1 compactions: {files:?}");
+    assert!(files.iter().any(|f| f.0 == 2), "L2 compactions: {files:?}");
+    // The restart continued the TXID sequence from a staged L0, without a whole database.
+    let next = l0_path(&rep, before_restart + 1);
+    let h = header(&next);
+    assert!(
+        page_count(&next) < h.commit,
+        "the first L0 after the restart is incremental ({} of {} pages)",
+        page_count(&next),
+        h.commit
+    );
+    assert_l0_contiguous(&rep);
+
+    let out = dir.path().join("latest.db");
+    v5_restore(&v5, &rep, &out, &[]);
+    assert_eq!(dump(&out), expected, "v0.5.17 restore of the latest state");
+    // Every L0 file is still there (l0-retention 5 min): each recorded TXID is a boundary.
+    assert!(expected_at.len() >= 3);
+    for (i, (txid, want)) in expected_at.iter().enumerate() {
+        let out = dir.path().join(format!("at-{i}.db"));
+        let t = format!("{txid:016x}");
+        v5_restore(&v5, &rep, &out, &["-txid", &t]);
+        assert_eq!(&dump(&out), want, "v0.5.17 restore at -txid {t}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v0517_then_ours_then_v0517_continue_one_ltx_replica() {
+    let v5 = litestream_bin("LITESTREAM_V0517_BIN");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    let rep = dir.path().join("replica");
+    let c = app_conn(&db);
+    schema(&c);
+
+    // Phase 1: real v0.5.17 replicates.
+    let child = spawn_v5(&v5, dir.path(), &db, &rep);
+    for round in 0..6 {
+        workload_round(&c, round);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    settle(&rep).await;
+    stop(child);
+    let theirs = assert_l0_contiguous(&rep);
+    assert!(theirs >= 2, "v0.5.17 wrote L0 files: {:?}", ltx_files(&rep));
+    let out = dir.path().join("phase1.db");
+    v5_restore(&v5, &rep, &out, &[]);
+    assert_eq!(dump(&out), dump(&db));
+
+    // Phase 2: ours continues the same replica from v0.5.17's meta directory.
+    let r = Replicator::start(
+        &db,
+        vec![ltx_replica(&rep, LtxOptions::default())],
+        fast_opts(),
+    )
+    .await
+    .expect("start");
+    for round in 10..16 {
+        workload_round(&c, round);
+        r.sync_and_wait(Duration::from_secs(20))
+            .await
+            .expect("sync");
+    }
+    let expected = dump(&db);
+    r.shutdown().await.expect("shutdown");
+    let ours = assert_l0_contiguous(&rep);
+    assert!(ours > theirs, "we continued the TXIDs: {theirs} -> {ours}");
+    let first = l0_path(&rep, theirs + 1);
+    assert!(
+        page_count(&first) < header(&first).commit,
+        "our first L0 continues v0.5.17's history instead of re-uploading the database"
+    );
+    assert!(!rep.join("generations").exists(), "no generations/ tree");
+    let out = dir.path().join("phase2.db");
+    v5_restore(&v5, &rep, &out, &[]);
+    assert_eq!(dump(&out), expected, "v0.5.17 restores what we appended");
+
+    // Phase 3: v0.5.17 takes over again and continues our TXIDs.
+    let child = spawn_v5(&v5, dir.path(), &db, &rep);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for round in 20..24 {
+        workload_round(&c, round);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    settle(&rep).await;
+    stop(child);
+    let after = assert_l0_contiguous(&rep);
+    assert!(after > ours, "v0.5.17 continued our TXIDs: {ours} -> {after}");
+    let out = dir.path().join("phase3.db");
+    v5_restore(&v5, &rep, &out, &[]);
+    assert_eq!(dump(&out), dump(&db), "v0.5.17 restore after it took over again");
+}
