@@ -347,7 +347,73 @@ async fn v0517_then_ours_then_v0517_continue_one_ltx_replica() {
     stop(child);
     let after = assert_l0_contiguous(&rep);
     assert!(after > ours, "v0.5.17 continued our TXIDs: {ours} -> {after}");
+    let first = l0_path(&rep, ours + 1);
+    assert!(
+        page_count(&first) < header(&first).commit,
+        "v0.5.17 continued our history from the meta directory instead of a whole database"
+    );
     let out = dir.path().join("phase3.db");
     v5_restore(&v5, &rep, &out, &[]);
     assert_eq!(dump(&out), dump(&db), "v0.5.17 restore after it took over again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_ltx_replicas_one_with_retention_one_without() {
+    let v5 = litestream_bin("LITESTREAM_V0517_BIN");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    let (rep_a, rep_b) = (dir.path().join("a"), dir.path().join("b"));
+    let c = app_conn(&db);
+    schema(&c);
+    let fast = LtxOptions {
+        level_intervals: vec![Duration::from_secs(1)],
+        snapshot_interval: Duration::from_secs(2),
+        snapshot_retention: Duration::from_secs(1),
+        l0_retention: Duration::from_millis(300),
+        l0_retention_check_interval: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let mut a = ltx_replica(&rep_a, fast.clone());
+    a.name = "a".into();
+    let mut b = ltx_replica(
+        &rep_b,
+        LtxOptions {
+            retention_enabled: false,
+            ..fast
+        },
+    );
+    b.name = "b".into();
+    let r = Replicator::start(&db, vec![a, b], fast_opts())
+        .await
+        .expect("start");
+    for round in 0..20 {
+        workload_round(&c, round);
+        r.sync_and_wait(Duration::from_secs(20))
+            .await
+            .expect("sync");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let expected = dump(&db);
+    r.shutdown().await.expect("shutdown");
+
+    let (fa, fb) = (ltx_files(&rep_a), ltx_files(&rep_b));
+    let count = |f: &[(u8, u64, u64)], level: u8| f.iter().filter(|x| x.0 == level).count();
+    // Without retention every L0 file and every snapshot stays.
+    let max_b = assert_l0_contiguous(&rep_b);
+    assert_eq!(count(&fb, 0) as u64, max_b, "b keeps all of its L0 files: {fb:?}");
+    assert!(count(&fb, 9) >= 2, "b keeps its snapshots: {fb:?}");
+    // With retention: compacted, old L0 files and old snapshots are gone, the newest stay.
+    assert!(count(&fa, 0) < count(&fb, 0), "a deleted L0 files: {fa:?}");
+    let l0_max_a = fa.iter().filter(|x| x.0 == 0).map(|x| x.2).max();
+    let all_max_a = fa.iter().map(|x| x.2).max();
+    assert_eq!(l0_max_a, all_max_a, "a keeps its newest L0 file: {fa:?}");
+    assert!(count(&fa, 9) < count(&fb, 9), "a deleted old snapshots: {fa:?} {fb:?}");
+    for rep in [&rep_a, &rep_b] {
+        let out = dir.path().join(format!(
+            "{}.db",
+            rep.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        v5_restore(&v5, rep, &out, &[]);
+        assert_eq!(dump(&out), expected, "v0.5.17 restore of {}", rep.display());
+    }
 }
