@@ -265,6 +265,10 @@ impl ReplicaClient for MemoryClient {
         Ok(n)
     }
 
+    fn supports_object_writes(&self) -> bool {
+        true
+    }
+
     async fn delete_objects(&self, keys: &[String]) -> Result<()> {
         for k in keys {
             crate::replica_client::check_object_key(k)?;

@@ -206,6 +206,14 @@ pub trait ReplicaClient: Send + Sync + Debug {
         )))
     }
 
+    /// Whether [`write_object`](Self::write_object) and
+    /// [`delete_objects`](Self::delete_objects) are implemented: an LTX (Litestream v0.5)
+    /// replica can be written. False unless a backend says otherwise; wrappers that do not
+    /// forward those methods stay false.
+    fn supports_object_writes(&self) -> bool {
+        false
+    }
+
     /// Delete the objects at `keys` (relative to the replica root, as for
     /// [`write_object`](Self::write_object)); a missing object is not an error. Used by the
     /// LTX path's retention and compaction.

@@ -213,6 +213,10 @@ impl ReplicaClient for FileClient {
         Ok(size)
     }
 
+    fn supports_object_writes(&self) -> bool {
+        true
+    }
+
     async fn delete_objects(&self, keys: &[String]) -> Result<()> {
         for key in keys {
             litestream_core::replica_client::check_object_key(key)?;

@@ -53,17 +53,64 @@ type ValidateRequest = oneshot::Sender<Result<ValidationReport>>;
 /// configured one): the v0.3 task itself, or an [`LtxReplica`] around it.
 pub(crate) async fn run_in_format(
     task: ReplicaTask,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
     force: Arc<Notify>,
     validate_rx: mpsc::Receiver<ValidateRequest>,
 ) {
-    match task.opts.format {
-        ReplicaFormat::V3 => task.run(shutdown, force, validate_rx).await,
-        ReplicaFormat::Ltx => {
-            tracing::info!(replica = %task.name, "replicating in the LTX format (Litestream v0.5)");
-            LtxReplica::new(task).run(shutdown, force, validate_rx).await
+    let format = loop {
+        match replica_format(&task).await {
+            Ok(f) => break f,
+            Err(e) => {
+                tracing::warn!(replica = %task.name, error = %e, "cannot list the replica to find its format, retrying");
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = tokio::time::sleep(task.opts.sync_interval.max(Duration::from_secs(1))) => {}
+                }
+            }
         }
+    };
+    match format {
+        ReplicaFormat::V3 => task.run(shutdown, force, validate_rx).await,
+        ReplicaFormat::Ltx => LtxReplica::new(task).run(shutdown, force, validate_rx).await,
     }
+}
+
+/// The format to write `task`'s replica in: the format of the data its path holds (LTX data
+/// newer than any v0.3 data is continued in LTX, v0.3 data stays v0.3), else the configured
+/// one. Logged with the reason.
+async fn replica_format(task: &ReplicaTask) -> Result<ReplicaFormat> {
+    let client = Arc::clone(&task.client);
+    let existing = task
+        .opts
+        .retry
+        .run("list replica", || {
+            crate::ltx::detect::existing_format_is_v3(client.as_ref())
+        })
+        .await?;
+    let configured = task.opts.format;
+    if !task.client.supports_object_writes() {
+        if configured == ReplicaFormat::Ltx || existing == Some(false) {
+            tracing::error!(replica = %task.name, r#type = task.client.kind(),
+                "this replica cannot store LTX files (not implemented for this backend yet): \
+                 replicating in the v0.3 format");
+        }
+        return Ok(ReplicaFormat::V3);
+    }
+    let (format, reason) = match existing {
+        Some(true) => (ReplicaFormat::V3, "the replica holds v0.3 generations"),
+        Some(false) => (
+            ReplicaFormat::Ltx,
+            "the replica holds LTX (Litestream v0.5) data, newer than any v0.3 data",
+        ),
+        None => (configured, "new replica: the configured format"),
+    };
+    if format != configured {
+        tracing::warn!(replica = %task.name, format = format.as_str(), configured = configured.as_str(),
+            reason, "replica format differs from the configured one: continuing the replica in its own format");
+    } else {
+        tracing::info!(replica = %task.name, format = format.as_str(), reason, "replica format");
+    }
+    Ok(format)
 }
 
 /// The milliseconds since the Unix epoch, as LTX headers carry them.
