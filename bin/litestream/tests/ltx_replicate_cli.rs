@@ -110,7 +110,11 @@ fn replicate_continues_a_v0517_replica_in_ltx_without_a_flag() {
     create_db(&db);
     insert(&db, 20, 3000);
     let log5 = dir.path().join("v5.log");
-    let child = spawn_replicate(&litestream_v0517(), &v5_config(dir.path(), &db, &rep), &log5);
+    let child = spawn_replicate(
+        &litestream_v0517(),
+        &v5_config(dir.path(), &db, &rep),
+        &log5,
+    );
     for _ in 0..5 {
         insert(&db, 5, 2000);
         std::thread::sleep(Duration::from_millis(200));
@@ -129,8 +133,14 @@ fn replicate_continues_a_v0517_replica_in_ltx_without_a_flag() {
     wait_l0_settled(&rep, theirs, &log);
     signal_and_wait(child, "INT", &log);
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("replica holds LTX"), "format reason logged:\n{text}");
-    assert!(!rep.join("generations").exists(), "no v0.3 data beside the LTX data:\n{text}");
+    assert!(
+        text.contains("replica holds LTX"),
+        "format reason logged:\n{text}"
+    );
+    assert!(
+        !rep.join("generations").exists(),
+        "no v0.3 data beside the LTX data:\n{text}"
+    );
     let ours = assert_l0_contiguous(&rep);
     assert!(ours > theirs, "TXIDs continue: {theirs} -> {ours}");
     assert_v5_restores(dir.path(), &rep, &db, "after-ours.db");
@@ -155,7 +165,12 @@ fn format_ltx_flag_starts_an_ltx_replica_that_v0517_lists_and_restores() {
     let max = assert_l0_contiguous(&rep);
     let o = run_bin(
         &litestream_v0517(),
-        ["ltx".to_string(), "-level".into(), "all".into(), file_url(&rep)],
+        [
+            "ltx".to_string(),
+            "-level".into(),
+            "all".into(),
+            file_url(&rep),
+        ],
     );
     assert_exit(&o, 0, "v0.5.17 ltx");
     let listed = String::from_utf8_lossy(&o.stdout).to_string();
@@ -165,9 +180,16 @@ fn format_ltx_flag_starts_an_ltx_replica_that_v0517_lists_and_restores() {
     );
     assert_v5_restores(dir.path(), &rep, &db, "restored.db");
 
-    let bad = run_bin(&our_bin(), ["replicate", "-format", "v7", "x.db", "file:///tmp/x"]);
+    let bad = run_bin(
+        &our_bin(),
+        ["replicate", "-format", "v7", "x.db", "file:///tmp/x"],
+    );
     assert_exit(&bad, 1, "bad -format");
-    assert!(output_text(&bad).contains("unknown replica format"), "{}", describe(&bad));
+    assert!(
+        output_text(&bad).contains("unknown replica format"),
+        "{}",
+        describe(&bad)
+    );
 }
 
 #[test]
@@ -209,11 +231,15 @@ fn kill_9_mid_replication_leaves_a_consistent_ltx_replica_and_v05_keys_parse() {
     let text = std::fs::read_to_string(&log).unwrap();
     for key in ["socket", "mcp-addr", "dbs[0].busy-timeout"] {
         assert!(
-            text.lines().any(|l| l.contains("not supported here") && l.contains(key)),
+            text.lines()
+                .any(|l| l.contains("not supported here") && l.contains(key)),
             "warning naming {key}:\n{text}"
         );
     }
-    assert!(!level_files(&rep, 1).is_empty(), "L1 compactions ran:\n{text}");
+    assert!(
+        !level_files(&rep, 1).is_empty(),
+        "L1 compactions ran:\n{text}"
+    );
 
     // Whatever the kill interrupted, the replica restores to a prefix of the source.
     let out = dir.path().join("after-kill.db");
@@ -222,7 +248,10 @@ fn kill_9_mid_replication_leaves_a_consistent_ltx_replica_and_v05_keys_parse() {
     assert_integrity_ok(&out, "after kill -9");
     let got = all_rows(&out);
     let want = all_rows(&db);
-    assert!(got.len() <= want.len() && got[..] == want[..got.len()], "a prefix of the source");
+    assert!(
+        got.len() <= want.len() && got[..] == want[..got.len()],
+        "a prefix of the source"
+    );
     let before = assert_l0_contiguous(&rep);
 
     // Restart: the replica is continued and catches up.

@@ -44,7 +44,10 @@ pub const UNSUPPORTED_V05_KEYS: &[(&str, &str)] = &[
     ("mcp-addr", "the MCP server"),
     ("heartbeat-url", "heartbeat pings"),
     ("heartbeat-interval", "heartbeat pings"),
-    ("validation", "v0.5 validation (use per-replica validation-interval)"),
+    (
+        "validation",
+        "v0.5 validation (use per-replica validation-interval)",
+    ),
     ("verify-compaction", "compaction verification"),
     ("shutdown-sync-timeout", "the shutdown sync timeout"),
     ("shutdown-sync-interval", "the shutdown sync interval"),
@@ -58,7 +61,10 @@ pub const UNSUPPORTED_V05_DB_KEYS: &[(&str, &str)] = &[
     ("watch", "directory replication"),
     ("meta-dir", "the v0.5 meta directory option (use meta-path)"),
     ("busy-timeout", "the busy timeout option"),
-    ("truncate-page-n", "the v0.5 truncate threshold (use truncate-page-count)"),
+    (
+        "truncate-page-n",
+        "the v0.5 truncate threshold (use truncate-page-count)",
+    ),
     ("max-sync-wal-bytes", "the sync size limit"),
     ("restore-if-db-not-exists", "restore on replicate start"),
 ];
@@ -146,7 +152,11 @@ impl Config {
 
     /// The format a new replica `rc` is written in: its own `format`, else the top-level
     /// `format`, else `default` (the `replicate -format` flag or v0.3).
-    pub fn replica_format(&self, rc: &ReplicaConfig, default: ReplicaFormat) -> Result<ReplicaFormat> {
+    pub fn replica_format(
+        &self,
+        rc: &ReplicaConfig,
+        default: ReplicaFormat,
+    ) -> Result<ReplicaFormat> {
         if let Some(f) = &rc.format {
             return parse_format(f, "replica format");
         }
@@ -198,12 +208,21 @@ mod tests {
         assert_eq!(b.snapshot_interval, Duration::from_secs(1800));
         let ra = cfg.dbs[0].all_replicas();
         let rb = cfg.dbs[1].all_replicas();
-        assert_eq!(cfg.replica_format(&ra[0], ReplicaFormat::V3).unwrap(), ReplicaFormat::V3);
-        assert_eq!(cfg.replica_format(&rb[0], ReplicaFormat::V3).unwrap(), ReplicaFormat::Ltx);
+        assert_eq!(
+            cfg.replica_format(&ra[0], ReplicaFormat::V3).unwrap(),
+            ReplicaFormat::V3
+        );
+        assert_eq!(
+            cfg.replica_format(&rb[0], ReplicaFormat::V3).unwrap(),
+            ReplicaFormat::Ltx
+        );
         let unknown = cfg.unknown_keys();
         assert!(unknown.contains(&"socket".to_string()), "{unknown:?}");
         assert_eq!(unsupported_v05_key("socket"), Some("the control socket"));
-        assert_eq!(unsupported_v05_key("dbs[0].dir"), Some("directory replication"));
+        assert_eq!(
+            unsupported_v05_key("dbs[0].dir"),
+            Some("directory replication")
+        );
         assert_eq!(unsupported_v05_key("dbs[0].replicas[0].dir"), None);
         assert_eq!(unsupported_v05_key("nonsense"), None);
     }
@@ -218,13 +237,21 @@ mod tests {
                 .map(|e| e.to_string())
                 .or_else(|| {
                     let r = cfg.dbs[0].all_replicas();
-                    cfg.replica_format(&r[0], ReplicaFormat::V3).err().map(|e| e.to_string())
+                    cfg.replica_format(&r[0], ReplicaFormat::V3)
+                        .err()
+                        .map(|e| e.to_string())
                 })
                 .unwrap_or_default();
             assert!(e.contains(what), "{e}");
         };
-        bad("levels:\n  - interval: 0s\ndbs:\n  - path: /tmp/a.db\n", "levels[0].interval");
-        bad("snapshot: { interval: 0s }\ndbs:\n  - path: /tmp/a.db\n", "snapshot.interval");
+        bad(
+            "levels:\n  - interval: 0s\ndbs:\n  - path: /tmp/a.db\n",
+            "levels[0].interval",
+        );
+        bad(
+            "snapshot: { interval: 0s }\ndbs:\n  - path: /tmp/a.db\n",
+            "snapshot.interval",
+        );
         bad(
             "format: v9\ndbs:\n  - path: /tmp/a.db\n    replica: { url: file:///tmp/r }\n",
             "unknown replica format",

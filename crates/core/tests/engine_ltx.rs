@@ -90,7 +90,10 @@ fn ltx_files(rep: &Path) -> Vec<(u8, u64, u64)> {
                 .strip_suffix(".ltx")
                 .and_then(|n| n.split_once('-'))
                 .and_then(|(a, b)| {
-                    Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?))
+                    Some((
+                        u64::from_str_radix(a, 16).ok()?,
+                        u64::from_str_radix(b, 16).ok()?,
+                    ))
                 })
             {
                 out.push((level, a, b));
@@ -194,7 +197,10 @@ async fn settle(rep: &Path) {
     let mut last = (0, 0);
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let now = (ltx_files(rep).len(), ltx_files(rep).last().map_or(0, |f| f.2));
+        let now = (
+            ltx_files(rep).len(),
+            ltx_files(rep).last().map_or(0, |f| f.2),
+        );
         if now == last && now.0 > 0 {
             return;
         }
@@ -346,7 +352,10 @@ async fn v0517_then_ours_then_v0517_continue_one_ltx_replica() {
     settle(&rep).await;
     stop(child);
     let after = assert_l0_contiguous(&rep);
-    assert!(after > ours, "v0.5.17 continued our TXIDs: {ours} -> {after}");
+    assert!(
+        after > ours,
+        "v0.5.17 continued our TXIDs: {ours} -> {after}"
+    );
     let first = l0_path(&rep, ours + 1);
     assert!(
         page_count(&first) < header(&first).commit,
@@ -354,7 +363,11 @@ async fn v0517_then_ours_then_v0517_continue_one_ltx_replica() {
     );
     let out = dir.path().join("phase3.db");
     v5_restore(&v5, &rep, &out, &[]);
-    assert_eq!(dump(&out), dump(&db), "v0.5.17 restore after it took over again");
+    assert_eq!(
+        dump(&out),
+        dump(&db),
+        "v0.5.17 restore after it took over again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,14 +413,21 @@ async fn two_ltx_replicas_one_with_retention_one_without() {
     let count = |f: &[(u8, u64, u64)], level: u8| f.iter().filter(|x| x.0 == level).count();
     // Without retention every L0 file and every snapshot stays.
     let max_b = assert_l0_contiguous(&rep_b);
-    assert_eq!(count(&fb, 0) as u64, max_b, "b keeps all of its L0 files: {fb:?}");
+    assert_eq!(
+        count(&fb, 0) as u64,
+        max_b,
+        "b keeps all of its L0 files: {fb:?}"
+    );
     assert!(count(&fb, 9) >= 2, "b keeps its snapshots: {fb:?}");
     // With retention: compacted, old L0 files and old snapshots are gone, the newest stay.
     assert!(count(&fa, 0) < count(&fb, 0), "a deleted L0 files: {fa:?}");
     let l0_max_a = fa.iter().filter(|x| x.0 == 0).map(|x| x.2).max();
     let all_max_a = fa.iter().map(|x| x.2).max();
     assert_eq!(l0_max_a, all_max_a, "a keeps its newest L0 file: {fa:?}");
-    assert!(count(&fa, 9) < count(&fb, 9), "a deleted old snapshots: {fa:?} {fb:?}");
+    assert!(
+        count(&fa, 9) < count(&fb, 9),
+        "a deleted old snapshots: {fa:?} {fb:?}"
+    );
     for rep in [&rep_a, &rep_b] {
         let out = dir.path().join(format!(
             "{}.db",
@@ -465,11 +485,18 @@ async fn ltx_snapshots_are_point_in_time_under_a_steady_writer() {
         .filter(|f| f.0 == 9 && f.2 > 1)
         .map(|f| f.2)
         .collect();
-    assert!(snaps.len() >= 2, "interval snapshots: {:?}", ltx_files(&rep));
+    assert!(
+        snaps.len() >= 2,
+        "interval snapshots: {:?}",
+        ltx_files(&rep)
+    );
     // A copy of the replica without snapshots: the L0 chain from TXID 1 alone.
     let chain = dir.path().join("chain");
     std::fs::create_dir_all(chain.join("ltx").join("0")).expect("mkdir");
-    for e in std::fs::read_dir(rep.join("ltx").join("0")).expect("l0").flatten() {
+    for e in std::fs::read_dir(rep.join("ltx").join("0"))
+        .expect("l0")
+        .flatten()
+    {
         std::fs::copy(e.path(), chain.join("ltx").join("0").join(e.file_name())).expect("copy");
     }
     for txid in snaps {
@@ -485,6 +512,10 @@ async fn ltx_snapshots_are_point_in_time_under_a_steady_writer() {
         );
         v5_restore(&v5, &only, &a, &[]);
         v5_restore(&v5, &chain, &b, &["-txid", &format!("{txid:016x}")]);
-        assert_eq!(dump(&a), dump(&b), "L9 snapshot at TXID {txid} is point-in-time");
+        assert_eq!(
+            dump(&a),
+            dump(&b),
+            "L9 snapshot at TXID {txid} is point-in-time"
+        );
     }
 }

@@ -26,7 +26,9 @@ pub(crate) fn load_config(flag: Option<&str>, no_expand_env: bool) -> Result<Con
         match litestream_core::config_ltx::unsupported_v05_key(&key) {
             Some(what) => tracing::warn!(key = %key, feature = what, path = %path.display(),
                 "Litestream v0.5 config key accepted but not supported here, ignored"),
-            None => tracing::warn!(key = %key, path = %path.display(), "unknown config key ignored"),
+            None => {
+                tracing::warn!(key = %key, path = %path.display(), "unknown config key ignored")
+            }
         }
     }
     Ok(cfg)

@@ -98,7 +98,10 @@ fn encode(
         let ps = u64::from(header.page_size);
         let mut put = |pgno: u32, enc: &mut LtxEncoder<BufWriter<File>>| -> Result<()> {
             match latest.get(&pgno) {
-                Some(&at) => wal.0.read_exact_at(&mut buf, at).map_err(|e| io_err(wal.1, e))?,
+                Some(&at) => wal
+                    .0
+                    .read_exact_at(&mut buf, at)
+                    .map_err(|e| io_err(wal.1, e))?,
                 None => {
                     let db = db.ok_or_else(|| {
                         Error::InvalidArgument(format!("{name}: page {pgno} not in the wal range"))

@@ -53,12 +53,12 @@ impl LtxReplica {
     /// Compact every level that is due (lowest first) and re-arm it at its next boundary.
     pub(super) async fn compact_due(&mut self, due: &mut [Instant]) {
         let now = Instant::now();
-        for i in 0..due.len() {
-            if due[i] > now {
+        let intervals = self.base.opts.ltx.level_intervals.clone();
+        for (i, (at, iv)) in due.iter_mut().zip(intervals).enumerate() {
+            if *at > now {
                 continue;
             }
-            let iv = self.base.opts.ltx.level_intervals[i];
-            due[i] = Instant::now() + until_boundary(iv);
+            *at = Instant::now() + until_boundary(iv);
             let level = u8::try_from(i + 1).unwrap_or(SNAPSHOT_LEVEL);
             if let Err(e) = self.compact(level).await {
                 tracing::warn!(replica = %self.base.name, level, error = %e, "compaction error");
@@ -158,7 +158,9 @@ impl LtxReplica {
             let file = fs::File::create(&out).map_err(|e| Error::io(&name, e))?;
             let r = compact(&name, &mut decoders, BufWriter::new(file)).and_then(|(mut w, _)| {
                 w.flush().map_err(|e| Error::io(&name, e))?;
-                let f = w.into_inner().map_err(|e| Error::io(&name, e.into_error()))?;
+                let f = w
+                    .into_inner()
+                    .map_err(|e| Error::io(&name, e.into_error()))?;
                 f.sync_all().map_err(|e| Error::io(&name, e))
             });
             if let Err(e) = r {

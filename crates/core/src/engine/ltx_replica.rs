@@ -71,7 +71,11 @@ pub(crate) async fn run_in_format(
     };
     match format {
         ReplicaFormat::V3 => task.run(shutdown, force, validate_rx).await,
-        ReplicaFormat::Ltx => LtxReplica::new(task).run(shutdown, force, validate_rx).await,
+        ReplicaFormat::Ltx => {
+            LtxReplica::new(task)
+                .run(shutdown, force, validate_rx)
+                .await
+        }
     }
 }
 
@@ -425,10 +429,7 @@ impl LtxReplica {
         out: PathBuf,
     ) -> Result<(ValidationPoint, StagedLtx)> {
         let db = self.base.db.db_file()?;
-        let shadow_path = self
-            .base
-            .db
-            .shadow_path(&vp.pos.generation, vp.pos.index);
+        let shadow_path = self.base.db.shadow_path(&vp.pos.generation, vp.pos.index);
         let (vp, r) = tokio::task::spawn_blocking(move || {
             let r = build_full(
                 &db,
