@@ -519,3 +519,103 @@ async fn ltx_snapshots_are_point_in_time_under_a_steady_writer() {
         );
     }
 }
+
+/// One database, a v0.3 replica and an LTX replica (v0.5 allows one replica per database):
+/// v0.3.13 restores the first, v0.5.17 both, all equal to the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v03_and_an_ltx_replica_of_one_database() {
+    let v3 = litestream_bin("LITESTREAM_V0313_BIN");
+    let v5 = litestream_bin("LITESTREAM_V0517_BIN");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    let (rep3, rep5) = (dir.path().join("v3"), dir.path().join("ltx"));
+    let c = app_conn(&db);
+    schema(&c);
+    let mut a = ltx_replica(&rep3, LtxOptions::default());
+    a.name = "v3".into();
+    a.options.format = ReplicaFormat::V3;
+    let mut b = ltx_replica(&rep5, LtxOptions::default());
+    b.name = "ltx".into();
+    let r = Replicator::start(&db, vec![a, b], fast_opts())
+        .await
+        .expect("start");
+    for round in 0..10 {
+        workload_round(&c, round);
+        if round % 3 == 0 {
+            r.sync_and_wait(Duration::from_secs(20))
+                .await
+                .expect("sync");
+        }
+    }
+    r.sync_and_wait(Duration::from_secs(20))
+        .await
+        .expect("sync");
+    let expected = dump(&db);
+    r.shutdown().await.expect("shutdown");
+    assert!(rep3.join("generations").exists() && !rep3.join("ltx").exists());
+    assert!(rep5.join("ltx").exists() && !rep5.join("generations").exists());
+    assert_l0_contiguous(&rep5);
+    let out = dir.path().join("v3.db");
+    common::restore_with(&v3, &rep3, &out);
+    assert_eq!(dump(&out), expected, "v0.3.13 restore of the v0.3 replica");
+    for rep in [&rep3, &rep5] {
+        let out = dir.path().join(format!(
+            "v5-{}.db",
+            rep.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        v5_restore(&v5, rep, &out, &[]);
+        assert_eq!(dump(&out), expected, "v0.5.17 restore of {}", rep.display());
+    }
+}
+
+/// Without the staged L0 file (meta directory lost, e.g. a new container with the old
+/// replica), the history cannot be proven continuous: the next file holds the whole database
+/// at the next TXID (never a TXID again from 1), and v0.5.17 restores the result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_meta_directory_continues_the_txids_with_a_whole_database_file() {
+    let v5 = litestream_bin("LITESTREAM_V0517_BIN");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    let rep = dir.path().join("replica");
+    let c = app_conn(&db);
+    schema(&c);
+    let start = || async {
+        Replicator::start(
+            &db,
+            vec![ltx_replica(&rep, LtxOptions::default())],
+            fast_opts(),
+        )
+        .await
+        .expect("start")
+    };
+    let r = start().await;
+    for round in 0..4 {
+        workload_round(&c, round);
+        r.sync_and_wait(Duration::from_secs(20))
+            .await
+            .expect("sync");
+    }
+    let meta = r.meta_path().to_path_buf();
+    r.shutdown().await.expect("shutdown");
+    let before = assert_l0_contiguous(&rep);
+    std::fs::remove_dir_all(&meta).expect("remove meta");
+    workload_round(&c, 10);
+    let r = start().await;
+    workload_round(&c, 11);
+    r.sync_and_wait(Duration::from_secs(20))
+        .await
+        .expect("sync");
+    let expected = dump(&db);
+    r.shutdown().await.expect("shutdown");
+    let after = assert_l0_contiguous(&rep);
+    assert!(after > before);
+    let whole = l0_path(&rep, before + 1);
+    assert_eq!(
+        page_count(&whole),
+        header(&whole).commit,
+        "the first file after the lost meta directory holds the whole database"
+    );
+    let out = dir.path().join("restored.db");
+    v5_restore(&v5, &rep, &out, &[]);
+    assert_eq!(dump(&out), expected);
+}

@@ -184,6 +184,10 @@ impl LtxReplica {
         force: Arc<Notify>,
         mut validate_rx: mpsc::Receiver<ValidateRequest>,
     ) {
+        if self.base.opts.validation_interval.is_some() {
+            tracing::warn!(replica = %self.base.name,
+                "validation-interval is not supported for LTX replicas, ignored");
+        }
         let mut change_rx = self.base.db.change_tx.subscribe();
         let mut dirty = true;
         let mut last_sync: Option<Instant> = None;
