@@ -252,7 +252,13 @@ async fn v0517_restores_our_ltx_replica_after_compaction_and_a_restart() {
             .expect("sync");
         if round % 4 == 1 {
             let txid = ltx_files(&rep).iter().map(|f| f.2).max().expect("files");
-            expected_at.push((txid, dump(&db)));
+            let state = dump(&db);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let at = time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .expect("format");
+            expected_at.push((txid, at, state));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -283,11 +289,14 @@ async fn v0517_restores_our_ltx_replica_after_compaction_and_a_restart() {
     assert_eq!(dump(&out), expected, "v0.5.17 restore of the latest state");
     // Every L0 file is still there (l0-retention 5 min): each recorded TXID is a boundary.
     assert!(expected_at.len() >= 3);
-    for (i, (txid, want)) in expected_at.iter().enumerate() {
+    for (i, (txid, at, want)) in expected_at.iter().enumerate() {
         let out = dir.path().join(format!("at-{i}.db"));
         let t = format!("{txid:016x}");
         v5_restore(&v5, &rep, &out, &["-txid", &t]);
         assert_eq!(&dump(&out), want, "v0.5.17 restore at -txid {t}");
+        let out = dir.path().join(format!("ts-{i}.db"));
+        v5_restore(&v5, &rep, &out, &["-timestamp", at]);
+        assert_eq!(&dump(&out), want, "v0.5.17 restore at -timestamp {at}");
     }
 }
 
@@ -324,6 +333,10 @@ async fn v0517_then_ours_then_v0517_continue_one_ltx_replica() {
     .expect("start");
     for round in 10..16 {
         workload_round(&c, round);
+        if round % 2 == 0 {
+            // The application's own checkpoints restart the WAL under us.
+            let _ = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
         r.sync_and_wait(Duration::from_secs(20))
             .await
             .expect("sync");
@@ -347,6 +360,7 @@ async fn v0517_then_ours_then_v0517_continue_one_ltx_replica() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     for round in 20..24 {
         workload_round(&c, round);
+        let _ = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     settle(&rep).await;
