@@ -30,6 +30,10 @@ use crate::ltx::LtxFileInfo;
 use super::ltx_build::StagedLtx;
 use super::ltx_replica::LtxReplica;
 
+/// At most this many files are merged at once (each open input holds a stream and a page
+/// buffer); after a long backlog the rest follow at the next boundaries.
+const MAX_COMPACTION_INPUTS: usize = 256;
+
 /// Time until the next multiple of `iv` since the Unix epoch.
 fn until_boundary(iv: Duration) -> Duration {
     let iv_ns = iv.as_nanos().max(1);
@@ -104,7 +108,9 @@ impl LtxReplica {
             if f.min_txid <= dst_max.unwrap_or(0) {
                 continue;
             }
-            if run.last().is_some_and(|l| f.min_txid != l.max_txid + 1) {
+            if run.last().is_some_and(|l| f.min_txid != l.max_txid + 1)
+                || run.len() >= MAX_COMPACTION_INPUTS
+            {
                 break;
             }
             run.push(f);
@@ -234,5 +240,27 @@ impl LtxReplica {
             .filter(|f| f.max_txid <= l1_max && f.created_at < cutoff && Some(f.max_txid) != newest)
             .collect();
         self.delete(&doomed).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compaction_runs_on_wall_clock_boundaries() {
+        for secs in [1u64, 30, 300, 3600] {
+            let iv = Duration::from_secs(secs);
+            let d = until_boundary(iv);
+            assert!(d > Duration::ZERO && d <= iv, "{d:?} for {iv:?}");
+            let now = OffsetDateTime::now_utc().unix_timestamp_nanos() as u128;
+            let at = now + d.as_nanos();
+            // Within a few ms of an exact multiple of the interval.
+            let off = at % iv.as_nanos();
+            assert!(
+                off < 50_000_000 || iv.as_nanos() - off < 50_000_000,
+                "{off} ns off a boundary of {iv:?}"
+            );
+        }
     }
 }
