@@ -609,9 +609,48 @@ fn resume_point(
             continue;
         };
         let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-        if salts == (r.salt1, r.salt2) && align_frame(size, page_size) >= end {
+        if salts == (r.salt1, r.salt2)
+            && align_frame(size, page_size) >= end
+            && last_page_matches(&f, &path, end, page_size)
+        {
             return Ok(Some(Pos::new(g.clone(), i, end)));
         }
     }
     Ok(None)
+}
+
+/// Litestream v0.5's `lastPageMatch`: the last WAL frame before `end` (if any) is in the LTX
+/// file at `ltx` with the same content, so the file was built from this very WAL.
+fn last_page_matches(shadow: &fs::File, ltx: &Path, end: u64, page_size: u32) -> bool {
+    use std::os::unix::fs::FileExt;
+    let fsz = crate::wal::WAL_FRAME_HEADER_SIZE as u64 + u64::from(page_size);
+    if end < WAL_HEADER_SIZE as u64 + fsz {
+        return true; // no frame: the salts alone say it
+    }
+    let mut frame = vec![0u8; fsz as usize];
+    if shadow.read_exact_at(&mut frame, end - fsz).is_err() {
+        return false;
+    }
+    let pgno = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]);
+    let want = &frame[crate::wal::WAL_FRAME_HEADER_SIZE..];
+    let Ok(file) = fs::File::open(ltx) else {
+        return false;
+    };
+    let name = ltx.display().to_string();
+    let Ok(mut dec) = crate::ltx::decoder::LtxDecoder::new(name, std::io::BufReader::new(file))
+    else {
+        return false;
+    };
+    if dec.header().page_size != page_size {
+        return false;
+    }
+    let mut buf = vec![0u8; page_size as usize];
+    loop {
+        match dec.next_page(&mut buf) {
+            Ok(Some(p)) if p == pgno => return buf == want,
+            Ok(Some(p)) if p > pgno => return false,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return false,
+        }
+    }
 }
