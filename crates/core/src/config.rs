@@ -148,6 +148,9 @@ pub struct ReplicaConfig {
     pub strict_host_key_checking: Option<bool>,
     /// `age`: client-side encryption.
     pub age: Option<AgeConfig>,
+    /// `format` (extension): `v0.3` or `ltx`, the format of a new (empty) replica path; see
+    /// [`crate::engine::ReplicaFormat`].
+    pub format: Option<String>,
     /// Keys this version does not know (reported, not fatal).
     #[serde(flatten)]
     pub unknown: BTreeMap<String, serde::de::IgnoredAny>,
@@ -400,6 +403,8 @@ pub struct DbConfig {
     pub replicas: Vec<ReplicaConfig>,
     /// `replica` (as Litestream v0.5): a single replica.
     pub replica: Option<ReplicaConfig>,
+    /// `snapshot` (as Litestream v0.5): this database's L9 snapshot interval and retention.
+    pub snapshot: Option<crate::config_ltx::SnapshotConfig>,
     /// Keys this version does not know.
     #[serde(flatten)]
     pub unknown: BTreeMap<String, serde::de::IgnoredAny>,
@@ -430,6 +435,18 @@ pub struct Config {
     pub secret_access_key: Option<String>,
     /// `logging`.
     pub logging: LoggingConfig,
+    /// `format` (extension): `v0.3` or `ltx`, the format of new (empty) replica paths.
+    pub format: Option<String>,
+    /// `snapshot` (Litestream v0.5): L9 snapshot interval and retention of LTX replicas.
+    pub snapshot: Option<crate::config_ltx::SnapshotConfig>,
+    /// `levels` (Litestream v0.5): compaction intervals of levels 1, 2, ...
+    pub levels: Option<Vec<crate::config_ltx::LevelConfig>>,
+    /// `l0-retention` (Litestream v0.5, default 5m).
+    pub l0_retention: Option<GoDuration>,
+    /// `l0-retention-check-interval` (Litestream v0.5, default 15s).
+    pub l0_retention_check_interval: Option<GoDuration>,
+    /// `retention` (Litestream v0.5): `enabled: false` leaves remote deletes to the bucket.
+    pub retention: Option<crate::config_ltx::RetentionConfig>,
     /// Keys this version does not know.
     #[serde(flatten)]
     pub unknown: BTreeMap<String, serde::de::IgnoredAny>,

@@ -19,6 +19,7 @@
 
 pub mod age;
 pub mod config;
+pub mod config_ltx;
 pub mod engine;
 pub mod error;
 pub mod layout;

@@ -265,6 +265,18 @@ impl ReplicaClient for MemoryClient {
         Ok(n)
     }
 
+    fn supports_object_writes(&self) -> bool {
+        true
+    }
+
+    async fn delete_objects(&self, keys: &[String]) -> Result<()> {
+        for k in keys {
+            crate::replica_client::check_object_key(k)?;
+            self.delete_object(k)?;
+        }
+        Ok(())
+    }
+
     async fn object_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
         let (_, ts) = self.find_object(key)?;
         Ok(ts)

@@ -206,6 +206,27 @@ pub trait ReplicaClient: Send + Sync + Debug {
         )))
     }
 
+    /// Whether [`write_object`](Self::write_object) and
+    /// [`delete_objects`](Self::delete_objects) are implemented: an LTX (Litestream v0.5)
+    /// replica can be written. False unless a backend says otherwise; wrappers that do not
+    /// forward those methods stay false.
+    fn supports_object_writes(&self) -> bool {
+        false
+    }
+
+    /// Delete the objects at `keys` (relative to the replica root, as for
+    /// [`write_object`](Self::write_object)); a missing object is not an error. Used by the
+    /// LTX path's retention and compaction.
+    ///
+    /// Implemented by the file and memory backends; the others refuse it for now.
+    async fn delete_objects(&self, keys: &[String]) -> Result<()> {
+        Err(Error::InvalidArgument(format!(
+            "{} replica: deleting {} object(s) is not implemented",
+            self.kind(),
+            keys.len()
+        )))
+    }
+
     /// The timestamp a writer stored with the object at `key` beside its data, if the backend
     /// keeps one apart from the listed last-modified time: Litestream v0.5's LTX header
     /// timestamp in the object metadata, `litestream-timestamp` on s3 and

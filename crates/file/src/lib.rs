@@ -213,6 +213,23 @@ impl ReplicaClient for FileClient {
         Ok(size)
     }
 
+    fn supports_object_writes(&self) -> bool {
+        true
+    }
+
+    async fn delete_objects(&self, keys: &[String]) -> Result<()> {
+        for key in keys {
+            litestream_core::replica_client::check_object_key(key)?;
+            let path = self.root.join(key);
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(path.display().to_string(), e)),
+            }
+        }
+        Ok(())
+    }
+
     async fn object_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
         // v0.5 sets each file's mtime to its LTX header timestamp: the listed time is it.
         listing::check_relative(key, false)?;

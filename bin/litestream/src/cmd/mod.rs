@@ -23,7 +23,13 @@ pub(crate) fn load_config(flag: Option<&str>, no_expand_env: bool) -> Result<Con
     crate::logging::register_secrets(cfg.secrets());
     crate::logging::init(&cfg.logging)?;
     for key in cfg.unknown_keys() {
-        tracing::warn!(key = %key, path = %path.display(), "unknown config key ignored");
+        match litestream_core::config_ltx::unsupported_v05_key(&key) {
+            Some(what) => tracing::warn!(key = %key, feature = what, path = %path.display(),
+                "Litestream v0.5 config key accepted but not supported here, ignored"),
+            None => {
+                tracing::warn!(key = %key, path = %path.display(), "unknown config key ignored")
+            }
+        }
     }
     Ok(cfg)
 }

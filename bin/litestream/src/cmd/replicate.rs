@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use litestream_core::config::{self, DbConfig, ReplicaConfig};
-use litestream_core::engine::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Replicator};
+use litestream_core::engine::{
+    DbOptions, ReplicaFormat, ReplicaHandleConfig, ReplicaOptions, Replicator,
+};
 
 use super::load_config;
 use crate::flags::FlagSet;
@@ -19,10 +21,15 @@ pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
             "no-expand-env",
             "Disables environment variable expansion in configuration file.",
         )
-        .value("exec", "Executes a subcommand. Litestream will exit when the child process exits. Useful for simple process management.");
+        .value("exec", "Executes a subcommand. Litestream will exit when the child process exits. Useful for simple process management.")
+        .value("format", "Format of new (empty) replica paths: v0.3 (default) or ltx (Litestream v0.5). A path that holds data keeps its format.");
     let p = fs.parse(args)?;
+    let default_format = match p.get("format") {
+        Some(f) => litestream_core::config_ltx::parse_format(f, "-format")?,
+        None => ReplicaFormat::V3,
+    };
 
-    let (dbs, exec, addr) = if !p.args.is_empty() {
+    let (dbs, exec, addr, cfg) = if !p.args.is_empty() {
         if p.get("config").is_some() {
             bail!("cannot specify a replica URL and the -config flag");
         }
@@ -42,11 +49,17 @@ pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
                 .collect(),
             ..Default::default()
         };
-        (vec![db], p.get("exec").map(str::to_string), None)
+        (
+            vec![db],
+            p.get("exec").map(str::to_string),
+            None,
+            config::Config::default(),
+        )
     } else {
         let cfg = load_config(p.get("config"), p.is_set("no-expand-env"))?;
         let exec = p.get("exec").map(str::to_string).or(cfg.exec.clone());
-        (cfg.dbs, exec, cfg.addr.filter(|a| !a.is_empty()))
+        let addr = cfg.addr.clone().filter(|a| !a.is_empty());
+        (cfg.dbs.clone(), exec, addr, cfg)
     };
     tracing::info!(
         version = %super::version::version_string(),
@@ -79,10 +92,20 @@ pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
             let client = build_client(&rc, Some(&meta))
                 .await
                 .with_context(|| format!("replica {name:?} of {}", db.path))?;
+            let options = ReplicaOptions::from_config(&rc)
+                .with_ltx_config(&cfg, db, &rc, default_format)
+                .with_context(|| format!("replica {name:?} of {}", db.path))?;
+            if options.format == ReplicaFormat::Ltx && !client.supports_object_writes() {
+                bail!(
+                    "replica {name:?} of {}: the ltx format is not available for {} replicas yet",
+                    db.path,
+                    client.kind()
+                );
+            }
             handles.push(ReplicaHandleConfig {
                 name,
                 client,
-                options: ReplicaOptions::from_config(&rc),
+                options,
             });
         }
         let path = config::absolute_path(&db.path)?;

@@ -31,6 +31,10 @@
 mod db;
 mod lifecycle;
 mod lock;
+mod ltx_build;
+mod ltx_maintain;
+mod ltx_options;
+mod ltx_replica;
 mod options;
 mod replica;
 mod snapshot;
@@ -52,6 +56,7 @@ use crate::pos::{Generation, Pos};
 
 use db::{DbCore, ShadowPos, ValidationPoint};
 use lock::MetaLock;
+pub use ltx_options::{LtxOptions, ReplicaFormat};
 pub use options::{DbOptions, ReplicaHandleConfig, ReplicaOptions};
 use replica::ReplicaTask;
 pub use validate::{ValidationReport, ValidationStats};
@@ -394,7 +399,8 @@ impl Replicator {
                 validation: Arc::clone(&validation),
                 restorable: None,
             };
-            tasks.push(tokio::spawn(task.run(
+            tasks.push(tokio::spawn(ltx_replica::run_in_format(
+                task,
                 replica_shutdown_rx.clone(),
                 Arc::clone(&force),
                 validate_rx,

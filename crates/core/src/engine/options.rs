@@ -10,6 +10,8 @@ use crate::error::{Error, Result};
 use crate::replica_client::ReplicaClient;
 use crate::retry::RetryConfig;
 
+use super::ltx_options::{LtxOptions, ReplicaFormat};
+
 /// Options of one replicated database (the `dbs[]` keys of `litestream.yml`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DbOptions {
@@ -127,6 +129,10 @@ pub struct ReplicaOptions {
     pub validation_interval: Option<Duration>,
     /// Retries of each replica request.
     pub retry: RetryConfig,
+    /// The format of a new (empty) replica path (default v0.3; see [`ReplicaFormat`]).
+    pub format: ReplicaFormat,
+    /// Options of the LTX format (used when the replica is written in LTX).
+    pub ltx: LtxOptions,
 }
 
 impl Default for ReplicaOptions {
@@ -138,6 +144,8 @@ impl Default for ReplicaOptions {
             retention_check_interval: Duration::from_secs(3600),
             validation_interval: None,
             retry: RetryConfig::default(),
+            format: ReplicaFormat::default(),
+            ltx: LtxOptions::default(),
         }
     }
 }
@@ -160,6 +168,8 @@ impl ReplicaOptions {
                 .unwrap_or(d.retention_check_interval),
             validation_interval: nonzero(c.validation_interval.map(|g| g.0)),
             retry: d.retry,
+            format: d.format,
+            ltx: d.ltx,
         }
     }
 }

@@ -147,6 +147,29 @@ fn choose(l: &Listings, opts: &RestoreOptions, txid: Option<u64>) -> Result<Opti
     Ok(Some(use_v3))
 }
 
+/// The format of the data already on a replica path, by the rule of a latest restore (the
+/// format with the most recent data; ties: LTX): `Some(true)` for v0.3 generations,
+/// `Some(false)` for LTX files, `None` for an empty path. A replicator continues a path in
+/// this format.
+pub async fn existing_format_is_v3(client: &dyn ReplicaClient) -> Result<Option<bool>> {
+    let v3 = restore::list_generations(client, None)
+        .await?
+        .iter()
+        .filter_map(|l| l.updated_at())
+        .max();
+    let ltx = super::keys::list_all_ltx_files(client)
+        .await?
+        .iter()
+        .map(|f| f.created_at)
+        .max();
+    Ok(match (v3, ltx) {
+        (None, None) => None,
+        (Some(_), None) => Some(true),
+        (None, Some(_)) => Some(false),
+        (Some(a), Some(b)) => Some(a > b),
+    })
+}
+
 /// Find what to restore on `client` for `opts` (v0.3 options, timestamp) and `txid`, across
 /// both formats; `None` when the replica holds nothing that matches.
 pub async fn find_any_target(
