@@ -64,7 +64,9 @@ wait_ready() {
   local start; start=$(ts)
   local deadline=$((SECONDS + READY_TIMEOUT))
   while [ $SECONDS -lt $deadline ]; do
-    if ! alive "$pf" "$pat"; then
+    # Just spawned by us (or checked by `alive` before): only whether it still runs matters
+    # here; its command line may not be the final one yet (nohup has not exec'd).
+    if ! kill -0 "$(cat "$pf" 2>/dev/null)" 2>/dev/null; then
       log "$name exited during start-up; log tail:"; tail -n 20 "$BASE/logs/$name.log" >&2; return 1
     fi
     if "$@"; then log "$name ready (waited $(since "$start"))"; return 0; fi
@@ -246,8 +248,54 @@ elif alive "$BASE/run/gcs.pid" gcp-storage-emulator; then
   log "gcs (gcp-storage-emulator) already running, pid $(cat "$BASE/run/gcs.pid")"
 else
   ensure_port_free "$GCS_PORT"
-  spawn gcs "$BASE/venv-gcs/bin/gcp-storage-emulator" start --host 127.0.0.1 --port "$GCS_PORT" \
-    --default-bucket "$BUCKET" --in-memory
+  # The emulator serves one connection at a time. Litestream v0.3.13's restore opens the next
+  # WAL segment's download before it reads the previous one's body: once a segment is larger
+  # than the socket buffers (~4 MB), the emulator blocks writing it while the client waits for
+  # the next answer, forever (seen: `ss` showed the emulator's send queue full, the Go client in
+  # roundTrip). Real GCS serves connections in parallel, so this launcher does too: a thread per
+  # connection, with the emulator's handlers (its storage is not thread-safe) run one at a time
+  # under a lock and only the response write outside it.
+  cat > "$BASE/bin/gcp-storage-emulator-threaded.py" <<'PYEOF'
+import sys
+import threading
+from http import server
+
+from gcp_storage_emulator import server as emulator
+
+
+class ThreadedServer(server.ThreadingHTTPServer):
+    daemon_threads = True
+
+
+server.HTTPServer = ThreadedServer  # looked up when the emulator starts its API thread
+
+_handlers = threading.Lock()
+_pending = threading.local()
+_write_response = emulator.Response.close
+_route = emulator.Router.handle
+
+
+def _defer_write(response):
+    _pending.response = response
+
+
+def _handle(router, method):
+    _pending.response = None
+    with _handlers:
+        _route(router, method)
+    if _pending.response is not None:
+        _write_response(_pending.response)
+
+
+emulator.Response.close = _defer_write
+emulator.Router.handle = _handle
+
+from gcp_storage_emulator.__main__ import main  # noqa: E402
+
+sys.exit(main())
+PYEOF
+  spawn gcs "$BASE/venv-gcs/bin/python" "$BASE/bin/gcp-storage-emulator-threaded.py" start \
+    --host 127.0.0.1 --port "$GCS_PORT" --default-bucket "$BUCKET" --in-memory
 fi
 
 # --- readiness -------------------------------------------------------------------------------
