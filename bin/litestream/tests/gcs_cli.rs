@@ -26,9 +26,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::scenarios;
 use common::{
-    assert_exit, assert_files_equal, describe, insert,
-    litestream_v0313, our_bin, output_text, signal_and_wait, spawn_replicate_with, test_env,
-    HEALTHCHECK,
+    assert_exit, assert_files_equal, describe, insert, litestream_v0313, our_bin, output_text,
+    signal_and_wait, spawn_replicate_with, test_env, HEALTHCHECK,
 };
 
 /// Time limit of one `restore` (they take seconds; a hang must not stall the suite).
@@ -127,7 +126,11 @@ fn restore_config(bin: &Path, cfg: &Path, db: &Path, out: &Path, extra: &[&str])
     let mut cmd = Command::new(bin);
     cmd.arg("restore").args(extra);
     cmd.arg("-config").arg(cfg).arg("-o").arg(out).arg(db);
-    run_limited(&mut cmd, RESTORE_LIMIT, &format!("restore by {}", bin.display()))
+    run_limited(
+        &mut cmd,
+        RESTORE_LIMIT,
+        &format!("restore by {}", bin.display()),
+    )
 }
 
 /// `bin restore EXTRA -o out url`, time-limited.
@@ -135,7 +138,11 @@ fn restore_url(bin: &Path, url: &str, out: &Path, extra: &[&str]) -> Output {
     let mut cmd = Command::new(bin);
     cmd.arg("restore").args(extra);
     cmd.arg("-o").arg(out).arg(url);
-    run_limited(&mut cmd, RESTORE_LIMIT, &format!("restore {url} by {}", bin.display()))
+    run_limited(
+        &mut cmd,
+        RESTORE_LIMIT,
+        &format!("restore {url} by {}", bin.display()),
+    )
 }
 
 /// The gcs side of a case: a fresh prefix in the shared bucket.
@@ -273,7 +280,12 @@ fn gcs_missing_bucket_is_a_clear_error() {
     let case = Case::new("no-bucket");
     let bucket = format!("no-such-bucket-{:x}", std::process::id());
     let out_db = case.path("out.db");
-    let out = restore_url(&our_bin(), &format!("gcs://{bucket}/app.sqlite"), &out_db, &[]);
+    let out = restore_url(
+        &our_bin(),
+        &format!("gcs://{bucket}/app.sqlite"),
+        &out_db,
+        &[],
+    );
     assert_exit(&out, 1, "restore from a bucket that does not exist");
     let text = output_text(&out);
     assert!(

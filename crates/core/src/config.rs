@@ -809,7 +809,9 @@ dbs:
             ..Default::default()
         };
         let e = bad.resolve().expect_err("url and bucket");
-        assert!(e.to_string().contains("cannot specify url & bucket for gcs replica"));
+        assert!(e
+            .to_string()
+            .contains("cannot specify url & bucket for gcs replica"));
     }
 
     #[test]

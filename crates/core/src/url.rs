@@ -370,7 +370,10 @@ mod tests {
         let rc = parse_replica_url("gcs://bkt").expect("url");
         assert_eq!(rc.path.as_deref(), Some(""));
         let e = parse_replica_url("gcs:///db").expect_err("no bucket");
-        assert!(e.to_string().contains("bucket required for gcs replica"), "{e}");
+        assert!(
+            e.to_string().contains("bucket required for gcs replica"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -628,9 +628,10 @@ mod tests {
 
     #[test]
     fn sizes_parse_from_strings_and_numbers() {
-        let o: ObjectResource =
-            serde_json::from_str(r#"{"name":"a","size":"12","timeCreated":"2024-01-02T03:04:05.5Z"}"#)
-                .expect("json");
+        let o: ObjectResource = serde_json::from_str(
+            r#"{"name":"a","size":"12","timeCreated":"2024-01-02T03:04:05.5Z"}"#,
+        )
+        .expect("json");
         assert_eq!(o.size, 12);
         assert_eq!(o.created().unix_timestamp(), 1_704_164_645);
         let o: ObjectResource = serde_json::from_str(r#"{"name":"a","size":7}"#).expect("json");

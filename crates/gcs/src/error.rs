@@ -129,14 +129,22 @@ mod tests {
     fn missing_bucket_is_said_so() {
         let e = ctx().convert(Operation::List, "db/", status(404));
         assert!(!e.is_not_found());
-        assert!(e.to_string().contains("bucket \"bkt\" does not exist"), "{e}");
+        assert!(
+            e.to_string().contains("bucket \"bkt\" does not exist"),
+            "{e}"
+        );
     }
 
     #[test]
     fn server_errors_are_retryable_denials_are_not() {
-        assert!(ctx().convert(Operation::Put, "k", status(503)).is_retryable());
+        assert!(ctx()
+            .convert(Operation::Put, "k", status(503))
+            .is_retryable());
         let e = ctx().convert(Operation::Put, "k", status(403));
         assert!(!e.is_retryable());
-        assert!(e.to_string().contains("GOOGLE_APPLICATION_CREDENTIALS"), "{e}");
+        assert!(
+            e.to_string().contains("GOOGLE_APPLICATION_CREDENTIALS"),
+            "{e}"
+        );
     }
 }

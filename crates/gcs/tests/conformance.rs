@@ -111,7 +111,10 @@ async fn large_payloads_go_up_in_resumable_chunks() {
     // Not a multiple of the chunk size, and exactly one: both ways of ending the upload.
     for (index, len) in [(1u32, (256 << 10) * 5 + 123), (2, (256 << 10) * 2)] {
         let data = payload(len, u64::from(index));
-        let info = c.write_snapshot(&g, index, stream(data.clone())).await.unwrap();
+        let info = c
+            .write_snapshot(&g, index, stream(data.clone()))
+            .await
+            .unwrap();
         assert_eq!(info.size, len as u64);
         let back = read_all(c.open_snapshot(&g, index).await.unwrap()).await;
         assert!(back == data, "snapshot {index}: {} bytes back", back.len());
@@ -138,7 +141,11 @@ async fn write_object_stores_the_v05_timestamp_in_metadata() {
     let c = client("objects");
     let t = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
     let n = c
-        .write_object("ltx/0/0000000000000001-0000000000000001.ltx", stream(payload(300, 1)), t)
+        .write_object(
+            "ltx/0/0000000000000001-0000000000000001.ltx",
+            stream(payload(300, 1)),
+            t,
+        )
         .await
         .unwrap();
     assert_eq!(n, 300);
@@ -151,8 +158,14 @@ async fn write_object_stores_the_v05_timestamp_in_metadata() {
     );
     let listed = c.list_objects("ltx/0").await.unwrap();
     assert_eq!(listed.len(), 1);
-    assert_eq!((listed[0].size, listed[0].name.as_str()), (300, "0000000000000001-0000000000000001.ltx"));
-    assert_eq!(read_all(c.open_object(key).await.unwrap()).await, payload(300, 1));
+    assert_eq!(
+        (listed[0].size, listed[0].name.as_str()),
+        (300, "0000000000000001-0000000000000001.ltx")
+    );
+    assert_eq!(
+        read_all(c.open_object(key).await.unwrap()).await,
+        payload(300, 1)
+    );
     // An object written without metadata has no writer timestamp.
     c.write_snapshot(&gen("00000000000000cc"), 1, stream(vec![1, 2, 3]))
         .await
@@ -160,7 +173,12 @@ async fn write_object_stores_the_v05_timestamp_in_metadata() {
     let snap = "generations/00000000000000cc/snapshots/00000001.snapshot.lz4";
     assert_eq!(c.object_timestamp(snap).await.unwrap(), None);
     c.delete_generation(&gen("00000000000000cc")).await.unwrap();
-    assert!(c.open_object("ltx/0/nope.ltx").await.err().unwrap().is_not_found());
+    assert!(c
+        .open_object("ltx/0/nope.ltx")
+        .await
+        .err()
+        .unwrap()
+        .is_not_found());
 }
 
 #[tokio::test]
@@ -181,7 +199,10 @@ async fn a_missing_bucket_is_named_in_the_error() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(e.contains("gcs://no-such-bucket-litestream-rs/db/generations/"), "{e}");
+    assert!(
+        e.contains("gcs://no-such-bucket-litestream-rs/db/generations/"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -221,7 +242,13 @@ async fn an_unreachable_server_is_a_retryable_error_naming_the_object() {
 /// A service-account key made here with openssl (PKCS#8 PEM), as a JSON key file.
 fn service_account_file(dir: &std::path::Path) -> std::path::PathBuf {
     let out = std::process::Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
         .output()
         .expect("openssl must be installed for this test");
     assert!(out.status.success(), "openssl genpkey failed");
@@ -276,7 +303,10 @@ async fn service_account_credentials_sign_every_request() {
     let request = server.await.unwrap();
     let auth = request
         .lines()
-        .find_map(|l| l.strip_prefix("authorization: ").or_else(|| l.strip_prefix("Authorization: ")))
+        .find_map(|l| {
+            l.strip_prefix("authorization: ")
+                .or_else(|| l.strip_prefix("Authorization: "))
+        })
         .unwrap_or_else(|| panic!("no Authorization header in:\n{request}"));
     let jwt = auth.strip_prefix("Bearer ").expect("a bearer token");
     assert_eq!(jwt.split('.').count(), 3, "a signed JWT: {jwt}");
@@ -290,8 +320,13 @@ async fn service_account_credentials_sign_every_request() {
         .build()
         .unwrap();
     let g = gen("00000000000000dd");
-    c.write_snapshot(&g, 1, stream(payload(100, 3))).await.unwrap();
-    assert_eq!(read_all(c.open_snapshot(&g, 1).await.unwrap()).await, payload(100, 3));
+    c.write_snapshot(&g, 1, stream(payload(100, 3)))
+        .await
+        .unwrap();
+    assert_eq!(
+        read_all(c.open_snapshot(&g, 1).await.unwrap()).await,
+        payload(100, 3)
+    );
     cleanup(&c).await;
 }
 
