@@ -2,7 +2,8 @@
 //! (`gcp-storage-emulator`) and the real Litestream v0.3.13, which reaches it through
 //! `STORAGE_EMULATOR_HOST` as Google's clients do: interop both ways with a > 8 MiB first
 //! snapshot (a resumable upload here) and several WAL indexes, the healthcheck restore in URL
-//! form (`gcs://` and v0.5's `gs://`), and a clear error for a bucket that does not exist.
+//! form (`gcs://` and v0.5's `gs://`), a clear error for a bucket that does not exist, and a
+//! `gs://` replica the real v0.5.17 wrote (LTX).
 //!
 //! Every command here runs under a time limit: one that overruns is killed and fails the test
 //! with its output and the emulator's log. (A v0.3.13 restore used to hang here: it opens the
@@ -26,8 +27,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::scenarios;
 use common::{
-    assert_exit, assert_files_equal, describe, insert, litestream_v0313, our_bin, output_text,
-    signal_and_wait, spawn_replicate_with, test_env, HEALTHCHECK,
+    all_rows, assert_exit, assert_files_equal, assert_integrity_ok, describe, insert,
+    litestream_v0313, litestream_v0517, our_bin, output_text, signal_and_wait,
+    spawn_replicate_with, test_env, HEALTHCHECK,
 };
 
 /// Time limit of one `restore` (they take seconds; a hang must not stall the suite).
@@ -293,4 +295,37 @@ fn gcs_missing_bucket_is_a_clear_error() {
         "bucket not named:\n{text}"
     );
     assert!(!out_db.exists(), "{}", describe(&out));
+}
+
+/// The real Litestream v0.5.17 replicates to a `gs://` URL (its spelling; LTX files with the
+/// `litestream-timestamp` metadata); our restore from the same URL has every row.
+#[test]
+fn gcs_litestream_v0517_replicates_to_gs_we_restore() {
+    let case = Case::new("v0517");
+    case.create_db();
+    insert(&case.db, 300, 1000);
+    let url = format!("gs://{}/{}", env("TEST_GCS_BUCKET"), case.replica.prefix);
+    let cfg = case.write_file(
+        "v0517.yml",
+        &format!(
+            "dbs:\n  - path: {}\n    replica:\n      url: {url}\n      sync-interval: 200ms\n",
+            case.db.display()
+        ),
+    );
+    let log = case.path("replicate-v0517.log");
+    let child = case.spawn_replicate(&litestream_v0517(), &cfg, &log);
+    std::thread::sleep(Duration::from_secs(3));
+    insert(&case.db, 100, 1000);
+    std::thread::sleep(Duration::from_secs(3));
+    signal_and_wait(child, "INT", &log);
+
+    let out_db = case.path("ours.db");
+    let out = restore_url(&our_bin(), &url, &out_db, &[]);
+    assert_exit(&out, 0, "our restore of v0.5.17's gs:// replica");
+    assert_integrity_ok(&out_db, "our restore of v0.5.17's replica");
+    assert_eq!(
+        all_rows(&out_db),
+        all_rows(&case.db),
+        "rows restored vs source"
+    );
 }
