@@ -1,15 +1,15 @@
-//! [`AbsClient`]: the [`ReplicaClient`] implementation over `object_store`'s Azure client.
+//! [`AbsClient`]: the Litestream [`ObjectStore`](litestream_core::ObjectStore) (so the
+//! [`litestream_core::ReplicaClient`]) over `object_store`'s Azure client.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use futures::{StreamExt, TryStreamExt};
-use litestream_core::layout;
+use futures::TryStreamExt;
 use litestream_core::listing::{self, ListedObject};
 use litestream_core::metrics::{record_operation, Operation};
 use litestream_core::{
-    ByteStream, Error, Generation, Pos, ReplicaClient, Result, SnapshotInfo, WalSegmentInfo,
+    ByteStream, DirListing, Error, ObjectStore as LitestreamStore, PutOutcome, Result,
 };
 use object_store::path::Path;
 use object_store::{
@@ -25,8 +25,6 @@ use crate::TYPE;
 
 /// Blocks uploaded concurrently per snapshot (memory bound: `(this + 1) * part size`).
 const UPLOAD_CONCURRENCY: usize = 2;
-/// Concurrent deletes when a generation is removed.
-const DELETE_CONCURRENCY: usize = 8;
 /// Blob metadata key under which Litestream v0.5 stores an LTX file's header timestamp
 /// (RFC 3339 with nanoseconds; Azure metadata names cannot hold `-`).
 const TIMESTAMP_METADATA: &str = "litestreamtimestamp";
@@ -109,52 +107,31 @@ impl AbsClient {
         self.ctx.convert(op, key, e)
     }
 
-    /// Every blob directly under the directory `dir` (no delimiter, so paged internally).
-    async fn list_dir(&self, dir: &str) -> Result<Vec<ListedObject>> {
-        let prefix = Path::from(dir);
-        record_operation(TYPE, Operation::List, 0);
-        let mut stream = self.store.list(Some(&prefix));
-        let mut out = Vec::new();
-        let expect_parent = format!("{}/", prefix.as_ref());
-        while let Some(item) = stream.next().await {
-            let meta = item.map_err(|e| self.err(Operation::List, dir, e))?;
-            let key = meta.location.as_ref();
-            let Some(name) = key.strip_prefix(&expect_parent) else {
-                continue;
-            };
-            if name.contains('/') {
-                continue;
-            }
-            out.push(ListedObject {
-                name: name.to_string(),
-                size: meta.size,
-                modified: to_time(&meta),
-            });
-        }
-        Ok(out)
-    }
-
-    /// The blobs directly under the key prefix `prefix` (`""` or ending in `/`), one
-    /// delimited listing (paged inside `object_store`), relative to it and sorted.
-    async fn list_children(&self, prefix: &str) -> Result<Vec<ListedObject>> {
+    /// The blobs and sub-"directories" directly under the key prefix `prefix` (`""` or
+    /// ending in `/`): one delimited listing (paged inside `object_store`), relative to it.
+    async fn list_children(&self, prefix: &str) -> Result<DirListing> {
         let dir = prefix.trim_end_matches('/');
+        let res = self.store.list_with_delimiter(Some(&Path::from(dir))).await;
         record_operation(TYPE, Operation::List, 0);
-        let res = self
-            .store
-            .list_with_delimiter(Some(&Path::from(dir)))
-            .await
-            .map_err(|e| self.err(Operation::List, dir, e))?;
+        let res = res.map_err(|e| self.err(Operation::List, dir, e))?;
         let objects = res.objects.iter().map(|meta| ListedObject {
             name: meta.location.to_string(),
             size: meta.size,
             modified: to_time(meta),
         });
-        Ok(listing::direct_children(prefix, objects))
+        Ok(DirListing {
+            objects: listing::direct_children(prefix, objects),
+            dirs: res
+                .common_prefixes
+                .iter()
+                .filter_map(|p| p.filename().map(str::to_string))
+                .collect(),
+        })
     }
 
     /// The `litestreamtimestamp` metadata of the blob `key` (one HEAD, not counted in the
     /// operation metrics: v0.5 reads it from its listing), `None` if it has none.
-    async fn head_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
+    async fn head_object_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
         let opts = GetOptions {
             head: true,
             ..Default::default()
@@ -172,12 +149,10 @@ impl AbsClient {
 
     async fn open(&self, key: String) -> Result<ByteStream> {
         let path = Path::from(key.as_str());
-        let res = self
-            .store
-            .get(&path)
-            .await
-            .map_err(|e| self.err(Operation::Get, &key, e))?;
-        record_operation(TYPE, Operation::Get, res.meta.size);
+        let res = self.store.get(&path).await;
+        let size = res.as_ref().map(|r| r.meta.size).unwrap_or(0);
+        record_operation(TYPE, Operation::Get, size);
+        let res = res.map_err(|e| self.err(Operation::Get, &key, e))?;
         let ctx = self.ctx.clone();
         let stream = res.into_stream().map_err(move |e| {
             let kind = match crate::error::classify(&e) {
@@ -190,11 +165,23 @@ impl AbsClient {
     }
 
     /// Upload `data` to `key`: one request when it fits in a part, else a block blob in parts
-    /// with bounded memory. Returns the bytes written.
-    async fn upload(&self, key: &str, mut data: ByteStream) -> Result<u64> {
+    /// with bounded memory, with the writer's `timestamp` as `litestreamtimestamp` metadata.
+    /// Returns the bytes written.
+    async fn upload(
+        &self,
+        key: &str,
+        mut data: ByteStream,
+        timestamp: Option<OffsetDateTime>,
+    ) -> Result<u64> {
         let path = Path::from(key);
         let mut attrs = Attributes::new();
         attrs.insert(Attribute::ContentType, "application/octet-stream".into());
+        if let Some(t) = timestamp {
+            attrs.insert(
+                Attribute::Metadata(TIMESTAMP_METADATA.into()),
+                litestream_core::store::format_writer_timestamp(t).into(),
+            );
+        }
 
         let first = read_chunk(&mut data, self.part_size)
             .await
@@ -205,11 +192,12 @@ impl AbsClient {
                 attributes: attrs,
                 ..Default::default()
             };
-            self.store
+            let res = self
+                .store
                 .put_opts(&path, PutPayload::from_bytes(first), opts)
-                .await
-                .map_err(|e| self.err(Operation::Put, key, e))?;
+                .await;
             record_operation(TYPE, Operation::Put, n);
+            res.map_err(|e| self.err(Operation::Put, key, e))?;
             return Ok(n);
         }
 
@@ -259,17 +247,6 @@ impl AbsClient {
             }
         }
     }
-
-    async fn delete_key(&self, key: String) -> Result<()> {
-        record_operation(TYPE, Operation::Delete, 0);
-        match self.store.delete(&Path::from(key.as_str())).await {
-            Ok(()) => Ok(()),
-            Err(e) => match self.err(Operation::Delete, &key, e) {
-                e if e.is_not_found() => Ok(()),
-                e => Err(e),
-            },
-        }
-    }
 }
 
 /// Read up to `size` bytes (fewer only at EOF).
@@ -296,118 +273,49 @@ fn to_time(meta: &ObjectMeta) -> OffsetDateTime {
 }
 
 #[async_trait]
-impl ReplicaClient for AbsClient {
-    fn kind(&self) -> &'static str {
+impl LitestreamStore for AbsClient {
+    fn store_kind(&self) -> &'static str {
         TYPE
     }
 
-    async fn generations(&self) -> Result<Vec<Generation>> {
-        let dir = layout::generations_dir(&self.root);
-        let prefix = Path::from(dir.as_str());
-        record_operation(TYPE, Operation::List, 0);
-        let res = self
-            .store
-            .list_with_delimiter(Some(&prefix))
-            .await
-            .map_err(|e| self.err(Operation::List, &dir, e))?;
-        Ok(listing::generations_from_names(
-            res.common_prefixes.iter().filter_map(|p| p.filename()),
-        ))
-    }
-
-    async fn snapshots(&self, generation: &Generation) -> Result<Vec<SnapshotInfo>> {
-        let dir = layout::snapshots_dir(&self.root, generation);
-        let listed = self.list_dir(&dir).await?;
-        Ok(listing::snapshots_from_listing(generation, listed))
-    }
-
-    async fn wal_segments(&self, generation: &Generation) -> Result<Vec<WalSegmentInfo>> {
-        let dir = layout::wal_dir(&self.root, generation);
-        let listed = self.list_dir(&dir).await?;
-        Ok(listing::wal_segments_from_listing(generation, listed))
-    }
-
-    async fn open_snapshot(&self, generation: &Generation, index: u32) -> Result<ByteStream> {
-        self.open(layout::snapshot_path(&self.root, generation, index))
-            .await
-    }
-
-    async fn open_wal_segment(&self, pos: &Pos) -> Result<ByteStream> {
-        self.open(layout::wal_segment_path(
-            &self.root,
-            &pos.generation,
-            pos.index,
-            pos.offset,
-        ))
-        .await
-    }
-
-    async fn write_snapshot(
-        &self,
-        generation: &Generation,
-        index: u32,
-        data: ByteStream,
-    ) -> Result<SnapshotInfo> {
-        let started = OffsetDateTime::now_utc();
-        let key = layout::snapshot_path(&self.root, generation, index);
-        let size = self.upload(&key, data).await?;
-        Ok(SnapshotInfo::new(generation, index, size, started))
-    }
-
-    async fn write_wal_segment(&self, pos: &Pos, data: ByteStream) -> Result<WalSegmentInfo> {
-        layout::check_offset_fits_name(pos)?;
-        let started = OffsetDateTime::now_utc();
-        let key = layout::wal_segment_path(&self.root, &pos.generation, pos.index, pos.offset);
-        let size = self.upload(&key, data).await?;
-        Ok(WalSegmentInfo::at(pos, size, started))
-    }
-
-    async fn delete_snapshot(&self, generation: &Generation, index: u32) -> Result<()> {
-        self.delete_key(layout::snapshot_path(&self.root, generation, index))
-            .await
-    }
-
-    async fn delete_wal_segments(&self, positions: &[Pos]) -> Result<()> {
-        let keys: Vec<String> = positions
-            .iter()
-            .map(|p| layout::wal_segment_path(&self.root, &p.generation, p.index, p.offset))
-            .collect();
-        futures::stream::iter(keys.into_iter().map(|k| self.delete_key(k)))
-            .buffer_unordered(DELETE_CONCURRENCY)
-            .try_collect::<Vec<()>>()
-            .await?;
-        Ok(())
-    }
-
-    async fn list_objects(&self, dir: &str) -> Result<Vec<ListedObject>> {
+    async fn list_dir(&self, dir: &str) -> Result<DirListing> {
         self.list_children(&listing::dir_prefix(&self.root, dir)?)
             .await
     }
 
-    async fn open_object(&self, key: &str) -> Result<ByteStream> {
+    async fn get(&self, key: &str) -> Result<ByteStream> {
         self.open(listing::object_key(&self.root, key)?).await
     }
 
-    async fn object_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
-        self.head_timestamp(&listing::object_key(&self.root, key)?)
-            .await
+    async fn put(
+        &self,
+        key: &str,
+        data: ByteStream,
+        timestamp: Option<OffsetDateTime>,
+    ) -> Result<PutOutcome> {
+        let key = listing::object_key(&self.root, key)?;
+        let size = self.upload(&key, data, timestamp).await?;
+        Ok(PutOutcome {
+            size,
+            modified: None,
+        })
     }
 
-    async fn delete_generation(&self, generation: &Generation) -> Result<()> {
-        let dir = layout::generation_dir(&self.root, generation);
-        let prefix = Path::from(dir.as_str());
-        record_operation(TYPE, Operation::List, 0);
-        let keys: Vec<String> = self
-            .store
-            .list(Some(&prefix))
-            .map_ok(|m| m.location.to_string())
-            .try_collect()
+    async fn delete(&self, key: &str) -> Result<()> {
+        let key = listing::object_key(&self.root, key)?;
+        let res = self.store.delete(&Path::from(key.as_str())).await;
+        record_operation(TYPE, Operation::Delete, 0);
+        match res {
+            Ok(()) => Ok(()),
+            Err(e) => match self.err(Operation::Delete, &key, e) {
+                e if e.is_not_found() => Ok(()),
+                e => Err(e),
+            },
+        }
+    }
+
+    async fn head_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
+        self.head_object_timestamp(&listing::object_key(&self.root, key)?)
             .await
-            .map_err(|e| self.err(Operation::List, &dir, e))?;
-        futures::stream::iter(keys.into_iter().map(|k| self.delete_key(k)))
-            .buffer_unordered(DELETE_CONCURRENCY)
-            .try_collect::<Vec<()>>()
-            .await?;
-        Ok(())
     }
 }

@@ -28,6 +28,7 @@ mod objects;
 pub use objects::{
     missing_objects_open_as_not_found, non_relative_keys_are_refused,
     object_listings_are_one_level_deep, objects_list_sorted_and_read_back,
+    objects_written_keep_their_timestamp, TimestampKept,
 };
 
 use std::pin::Pin;
@@ -58,6 +59,7 @@ pub async fn run_all(client: &dyn ReplicaClient) {
     objects_list_sorted_and_read_back(client).await;
     missing_objects_open_as_not_found(client).await;
     non_relative_keys_are_refused(client).await;
+    objects_written_keep_their_timestamp(client).await;
 }
 
 /// An empty root has no generations, and any generation of it has no snapshots or segments.

@@ -1,16 +1,116 @@
 //! The generic object access of [`ReplicaClient`] (`list_objects`, `open_object`,
-//! `object_timestamp`), the layer the Litestream v0.5 (LTX) layout is read through.
+//! `write_object`, `object_timestamp`, `delete_objects`), the layer the Litestream v0.5 (LTX)
+//! layout is read and written through.
 //!
-//! The trait has no generic write, so these behaviours list and read the objects the v0.3
-//! methods wrote under `generations/<GEN>/snapshots/` and `generations/<GEN>/wal/`: keys
-//! every backend stores the same way.
+//! Most behaviours list and read the objects the v0.3 methods wrote under
+//! `generations/<GEN>/snapshots/` and `generations/<GEN>/wal/`: keys every backend stores
+//! the same way; [`objects_written_keep_their_timestamp`] writes LTX-style keys.
 
+use litestream_core::ltx::keys::file_key;
 use litestream_core::{layout, Error, Generation, Pos, ReplicaClient};
+use time::OffsetDateTime;
 
 use crate::{
     assert_not_found, assert_root_empty, assert_same_bytes, clear, generation, ok, payload,
-    put_segment, put_snapshot, read_all,
+    put_segment, put_snapshot, read_all, stream, FailingSource,
 };
+
+/// Where a store kept the timestamp given to `write_object`
+/// (what [`objects_written_keep_their_timestamp`] found).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampKept {
+    /// Beside the data: [`ReplicaClient::object_timestamp`] returns it exactly (s3's
+    /// `litestream-timestamp`, abs's `litestreamtimestamp` metadata).
+    Metadata,
+    /// As the listed time, exactly (file: the mtime).
+    ListedTime,
+    /// As the listed time, in whole seconds (sftp: the mtime of SFTP v3).
+    ListedTimeSeconds,
+}
+
+/// `write_object` stores an object under an LTX key (the level directory of this backend
+/// kind), replaces an existing one, leaves nothing when its source fails, and keeps the
+/// writer's timestamp as Litestream v0.5 does; `delete_objects` removes it, idempotently.
+/// Returns where the timestamp was kept, for backend tests to check theirs.
+pub async fn objects_written_keep_their_timestamp(c: &dyn ReplicaClient) -> TimestampKept {
+    let kind = c.kind();
+    let key = file_key(kind, 0, 2, 2);
+    let (dir, name) = key.rsplit_once('/').expect("level directory");
+    assert!(
+        ok(c, "list_objects", c.list_objects(dir).await).is_empty(),
+        "{kind}: objects_written_keep_their_timestamp needs an empty root"
+    );
+    let t = |ms: i128| OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000).expect("time");
+    let (first, second) = (t(1_795_690_816_369), t(1_795_690_900_042));
+    let old = payload(3000, 31);
+    let n = ok(
+        c,
+        "write_object",
+        c.write_object(&key, stream(old.clone()), first).await,
+    );
+    assert_eq!(n, old.len() as u64, "{kind}: bytes written to {key}");
+    let new = payload(70_000, 32);
+    ok(
+        c,
+        "write_object over an existing key",
+        c.write_object(&key, stream(new.clone()), second).await,
+    );
+    let r = c
+        .write_object(&key, FailingSource::boxed(1000), first)
+        .await;
+    assert!(
+        r.is_err(),
+        "{kind}: write_object from a failing source: {r:?}"
+    );
+    let failed = file_key(kind, 0, 3, 3);
+    let r = c
+        .write_object(&failed, FailingSource::boxed(0), first)
+        .await;
+    assert!(
+        r.is_err(),
+        "{kind}: write_object from a failing source: {r:?}"
+    );
+
+    let got = read_all(ok(c, "open_object", c.open_object(&key).await)).await;
+    assert_same_bytes(c, &got, &new, &format!("object {key} after a replacement"));
+    let listed = ok(c, "list_objects", c.list_objects(dir).await);
+    let names: Vec<_> = listed.iter().map(|o| (o.name.as_str(), o.size)).collect();
+    assert_eq!(
+        names,
+        [(name, new.len() as u64)],
+        "{kind}: list_objects({dir:?}) after writes, one of them replaced, two failed"
+    );
+    let kept = match ok(c, "object_timestamp", c.object_timestamp(&key).await) {
+        Some(ts) => {
+            assert_eq!(ts, second, "{kind}: object_timestamp({key:?})");
+            TimestampKept::Metadata
+        }
+        None if listed[0].modified == second => TimestampKept::ListedTime,
+        None => {
+            let whole = second - time::Duration::nanoseconds(i64::from(second.nanosecond()));
+            assert_eq!(
+                listed[0].modified, whole,
+                "{kind}: {key} has no timestamp metadata, and its listed time is not the \
+                 writer's timestamp"
+            );
+            TimestampKept::ListedTimeSeconds
+        }
+    };
+
+    let keys = vec![key.clone(), failed];
+    ok(c, "delete_objects", c.delete_objects(&keys).await);
+    ok(c, "delete_objects again", c.delete_objects(&keys).await);
+    assert_not_found(c, c.open_object(&key).await, "a deleted object");
+    assert!(
+        ok(c, "list_objects", c.list_objects(dir).await).is_empty(),
+        "{kind}: list_objects({dir:?}) after delete_objects"
+    );
+    match c.delete_objects(&["../x".to_string()]).await {
+        Err(Error::InvalidArgument(_)) => {}
+        other => panic!("{kind}: delete_objects([\"../x\"]) gave {other:?}, not InvalidArgument"),
+    }
+    kept
+}
 
 /// `generations/<g>/snapshots`, relative to the root.
 fn snapshots_dir(g: &Generation) -> String {

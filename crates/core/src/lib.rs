@@ -1,13 +1,15 @@
-//! Litestream-compatible SQLite replication: the replica format, the [`ReplicaClient`] trait
-//! every backend implements, the replication engine and restore.
+//! Litestream-compatible SQLite replication: the replica format, the storage traits
+//! ([`ObjectStore`] for backends, [`ReplicaClient`] for the rest), the replication engine and
+//! restore.
 //!
 //! # Overview
 //!
 //! * Format: [`Pos`] and [`Generation`] ([`pos`]), replica key names ([`layout`]), the LZ4
 //!   frame ([`lz4`]) and the SQLite WAL ([`wal`]), all byte-compatible with Litestream v0.3.13.
-//! * Storage: [`ReplicaClient`] ([`replica_client`]); backends live in their own crates
-//!   (`litestream-file`, `litestream-s3`, `litestream-abs`, `litestream-sftp`) and share the
-//!   listing code of [`listing`].
+//! * Storage: backends implement [`ObjectStore`] ([`store`]: list, get, put with a
+//!   timestamp, delete) in their own crates (`litestream-file`, `litestream-s3`,
+//!   `litestream-abs`, `litestream-sftp`); core turns every store into a [`ReplicaClient`]
+//!   ([`replica_client`]) with the key layout ([`layout`]) and listing rules ([`listing`]).
 //! * Restore: [`restore::restore`] rebuilds a database from a replica, byte-identical to
 //!   Litestream's, applying WAL frames directly with bounded memory and retries.
 //! * Litestream v0.5 replicas: [`ltx`] reads the LTX format on every backend (decoder, key
@@ -31,6 +33,7 @@ pub mod pos;
 pub mod replica_client;
 pub mod restore;
 pub mod retry;
+pub mod store;
 pub mod timefmt;
 pub mod url;
 pub mod wal;
@@ -39,3 +42,4 @@ pub use error::{Error, Result};
 pub use pos::{Generation, Pos};
 pub use replica_client::{ByteStream, ReplicaClient, SnapshotInfo, WalSegmentInfo};
 pub use retry::RetryConfig;
+pub use store::{DirListing, ObjectStore, PutOutcome};

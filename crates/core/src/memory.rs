@@ -1,4 +1,5 @@
-//! [`MemoryClient`]: an in-process [`ReplicaClient`] for tests and embedding experiments.
+//! [`MemoryClient`]: an in-process [`ObjectStore`] (so a [`ReplicaClient`]) for tests and
+//! embedding experiments.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -10,44 +11,26 @@ use tokio::io::AsyncReadExt;
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::listing::{self, ListedObject};
-use crate::pos::{Generation, Pos};
-use crate::replica_client::{ByteStream, ReplicaClient, SnapshotInfo, WalSegmentInfo};
+use crate::pos::Pos;
+use crate::replica_client::ByteStream;
+#[cfg(doc)]
+use crate::replica_client::ReplicaClient;
+use crate::store::{DirListing, ObjectStore, PutOutcome};
 
 #[derive(Debug, Clone)]
 struct Object {
     data: Arc<Vec<u8>>,
     created_at: OffsetDateTime,
-}
-
-#[derive(Debug, Default)]
-struct Store {
-    snapshots: BTreeMap<(Generation, u32), Object>,
-    segments: BTreeMap<(Generation, u32, u64), Object>,
-    /// Generic objects by key (the v0.5 LTX layout), with an optional writer timestamp.
-    objects: BTreeMap<String, (Object, Option<OffsetDateTime>)>,
-}
-
-impl Store {
-    /// Every object under its key relative to the root, as the generic object methods see
-    /// them: the generic ones and the v0.3 snapshots and segments (under their layout keys).
-    fn all_objects(&self) -> impl Iterator<Item = (String, &Object, Option<OffsetDateTime>)> {
-        let snapshots = self
-            .snapshots
-            .iter()
-            .map(|((g, i), o)| (layout::snapshot_path("", g, *i), o, None));
-        let segments = self
-            .segments
-            .iter()
-            .map(|((g, i, off), o)| (layout::wal_segment_path("", g, *i, *off), o, None));
-        let generic = self.objects.iter().map(|(k, (o, ts))| (k.clone(), o, *ts));
-        generic.chain(snapshots).chain(segments)
-    }
+    /// The writer's timestamp kept beside the data (s3's `litestream-timestamp`), if any.
+    timestamp: Option<OffsetDateTime>,
 }
 
 /// A replica held in memory; clones share the same store.
+///
+/// An [`ObjectStore`] of objects by key: every key of the replica layout, v0.3 and LTX.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryClient {
-    store: Arc<Mutex<Store>>,
+    store: Arc<Mutex<BTreeMap<String, Object>>>,
 }
 
 impl MemoryClient {
@@ -56,7 +39,7 @@ impl MemoryClient {
         Self::default()
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Store>> {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<String, Object>>> {
         self.store.lock().map_err(|_| Error::Backend {
             kind: "memory",
             message: "store lock poisoned".into(),
@@ -65,49 +48,20 @@ impl MemoryClient {
         })
     }
 
-    fn reader(data: Arc<Vec<u8>>) -> ByteStream {
-        Box::pin(std::io::Cursor::new(data.as_ref().clone()))
-    }
-
-    async fn read_all(mut data: ByteStream) -> Result<Vec<u8>> {
-        let mut buf = Vec::new();
-        data.read_to_end(&mut buf)
-            .await
-            .map_err(|e| Error::io("memory object", e))?;
-        Ok(buf)
-    }
-
-    /// The object at the relative `key` (generic or v0.3) and its writer timestamp.
-    fn find_object(&self, key: &str) -> Result<(Object, Option<OffsetDateTime>)> {
-        listing::check_relative(key, false)?;
-        let s = self.lock()?;
-        if let Some((o, ts)) = s.objects.get(key) {
-            return Ok((o.clone(), *ts));
-        }
-        let found = s
-            .all_objects()
-            .find(|(k, _, _)| k == key)
-            .map(|(_, o, ts)| (o.clone(), ts));
-        found.ok_or_else(|| Error::not_found(format!("object {key}")))
-    }
-
-    /// Set the created-at time of a stored object (tests of point-in-time restore).
+    /// Set the created-at time of a stored WAL segment (tests of point-in-time restore).
     pub fn set_wal_segment_time(&self, pos: &Pos, t: OffsetDateTime) -> Result<()> {
+        let key = layout::wal_segment_path("", &pos.generation, pos.index, pos.offset);
         let mut s = self.lock()?;
-        let key = (pos.generation.clone(), pos.index, pos.offset);
         let obj = s
-            .segments
             .get_mut(&key)
             .ok_or_else(|| Error::not_found(pos.to_string()))?;
         obj.created_at = t;
         Ok(())
     }
-}
 
-impl MemoryClient {
-    /// Store `data` under the generic object `key` (relative to the root, `/`-separated),
-    /// listed with `created_at`; `timestamp` is what [`ReplicaClient::object_timestamp`]
-    /// reports (the s3 `litestream-timestamp` metadata), `None` for none.
+    /// Store `data` under the object `key` (relative to the root, `/`-separated), listed
+    /// with `created_at`; `timestamp` is what [`ReplicaClient::object_timestamp`] reports
+    /// (the s3 `litestream-timestamp` metadata), `None` for none.
     pub fn put_object(
         &self,
         key: &str,
@@ -118,169 +72,94 @@ impl MemoryClient {
         let obj = Object {
             data: Arc::new(data),
             created_at,
+            timestamp,
         };
-        self.lock()?
-            .objects
-            .insert(key.trim_matches('/').to_string(), (obj, timestamp));
+        self.lock()?.insert(key.trim_matches('/').to_string(), obj);
         Ok(())
     }
 
-    /// Remove the generic object `key` (no error if it does not exist).
+    /// Remove the object `key` (no error if it does not exist).
     pub fn delete_object(&self, key: &str) -> Result<()> {
-        self.lock()?.objects.remove(key.trim_matches('/'));
+        self.lock()?.remove(key.trim_matches('/'));
         Ok(())
+    }
+
+    fn find(&self, key: &str) -> Result<Object> {
+        self.lock()?
+            .get(key)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("object {key}")))
     }
 }
 
 #[async_trait]
-impl ReplicaClient for MemoryClient {
-    fn kind(&self) -> &'static str {
+impl ObjectStore for MemoryClient {
+    fn store_kind(&self) -> &'static str {
         "memory"
     }
 
-    async fn generations(&self) -> Result<Vec<Generation>> {
-        let s = self.lock()?;
-        let g: BTreeSet<Generation> = s
-            .snapshots
-            .keys()
-            .map(|k| k.0.clone())
-            .chain(s.segments.keys().map(|k| k.0.clone()))
-            .collect();
-        Ok(g.into_iter().collect())
-    }
-
-    async fn snapshots(&self, generation: &Generation) -> Result<Vec<SnapshotInfo>> {
-        let s = self.lock()?;
-        Ok(s.snapshots
-            .iter()
-            .filter(|(k, _)| k.0 == *generation)
-            .map(|(k, o)| SnapshotInfo::new(&k.0, k.1, o.data.len() as u64, o.created_at))
-            .collect())
-    }
-
-    async fn wal_segments(&self, generation: &Generation) -> Result<Vec<WalSegmentInfo>> {
-        let s = self.lock()?;
-        Ok(s.segments
-            .iter()
-            .filter(|(k, _)| k.0 == *generation)
-            .map(|(k, o)| WalSegmentInfo::new(&k.0, k.1, k.2, o.data.len() as u64, o.created_at))
-            .collect())
-    }
-
-    async fn open_snapshot(&self, generation: &Generation, index: u32) -> Result<ByteStream> {
-        let s = self.lock()?;
-        let o = s
-            .snapshots
-            .get(&(generation.clone(), index))
-            .ok_or_else(|| Error::not_found(format!("snapshot {generation}/{index:08x}")))?;
-        Ok(Self::reader(o.data.clone()))
-    }
-
-    async fn open_wal_segment(&self, pos: &Pos) -> Result<ByteStream> {
-        let s = self.lock()?;
-        let o = s
-            .segments
-            .get(&(pos.generation.clone(), pos.index, pos.offset))
-            .ok_or_else(|| Error::not_found(format!("wal segment {pos}")))?;
-        Ok(Self::reader(o.data.clone()))
-    }
-
-    async fn write_snapshot(
-        &self,
-        generation: &Generation,
-        index: u32,
-        data: ByteStream,
-    ) -> Result<SnapshotInfo> {
-        let data = Self::read_all(data).await?;
-        let created_at = OffsetDateTime::now_utc();
-        let size = data.len() as u64;
-        self.lock()?.snapshots.insert(
-            (generation.clone(), index),
-            Object {
-                data: Arc::new(data),
-                created_at,
-            },
-        );
-        Ok(SnapshotInfo::new(generation, index, size, created_at))
-    }
-
-    async fn write_wal_segment(&self, pos: &Pos, data: ByteStream) -> Result<WalSegmentInfo> {
-        layout::check_offset_fits_name(pos)?;
-        let data = Self::read_all(data).await?;
-        let created_at = OffsetDateTime::now_utc();
-        let size = data.len() as u64;
-        self.lock()?.segments.insert(
-            (pos.generation.clone(), pos.index, pos.offset),
-            Object {
-                data: Arc::new(data),
-                created_at,
-            },
-        );
-        Ok(WalSegmentInfo::at(pos, size, created_at))
-    }
-
-    async fn delete_snapshot(&self, generation: &Generation, index: u32) -> Result<()> {
-        self.lock()?.snapshots.remove(&(generation.clone(), index));
-        Ok(())
-    }
-
-    async fn delete_wal_segments(&self, positions: &[Pos]) -> Result<()> {
-        let mut s = self.lock()?;
-        for p in positions {
-            s.segments
-                .remove(&(p.generation.clone(), p.index, p.offset));
-        }
-        Ok(())
-    }
-
-    async fn list_objects(&self, dir: &str) -> Result<Vec<ListedObject>> {
+    async fn list_dir(&self, dir: &str) -> Result<DirListing> {
         let prefix = listing::dir_prefix("", dir)?;
         let s = self.lock()?;
-        let all = s.all_objects().map(|(key, o, _)| ListedObject {
-            name: key,
-            size: o.data.len() as u64,
-            modified: o.created_at,
-        });
-        Ok(listing::direct_children(&prefix, all))
+        let mut out = DirListing::default();
+        let mut dirs = BTreeSet::new();
+        for (key, o) in s.range(prefix.clone()..) {
+            let Some(name) = key.strip_prefix(&prefix) else {
+                break;
+            };
+            match name.split_once('/') {
+                Some((sub, _)) => {
+                    dirs.insert(sub.to_string());
+                }
+                None => out.objects.push(ListedObject {
+                    name: name.to_string(),
+                    size: o.data.len() as u64,
+                    modified: o.created_at,
+                }),
+            }
+        }
+        out.dirs = dirs.into_iter().collect();
+        Ok(out)
     }
 
-    async fn open_object(&self, key: &str) -> Result<ByteStream> {
-        let (o, _) = self.find_object(key)?;
-        Ok(Self::reader(o.data))
+    async fn get(&self, key: &str) -> Result<ByteStream> {
+        let o = self.find(key)?;
+        Ok(Box::pin(std::io::Cursor::new(o.data.as_ref().clone())))
     }
 
-    async fn write_object(
+    async fn put(
         &self,
         key: &str,
         mut data: ByteStream,
-        timestamp: OffsetDateTime,
-    ) -> Result<u64> {
-        crate::replica_client::check_object_key(key)?;
+        timestamp: Option<OffsetDateTime>,
+    ) -> Result<PutOutcome> {
         let mut buf = Vec::new();
         data.read_to_end(&mut buf)
             .await
-            .map_err(|e| Error::io(key, e))?;
-        let n = buf.len() as u64;
-        self.put_object(key, buf, timestamp, None)?;
-        Ok(n)
+            .map_err(|e| Error::io(format!("memory object {key}"), e))?;
+        let size = buf.len() as u64;
+        // Like file and sftp: the writer's timestamp is the listed time.
+        let created_at = timestamp.unwrap_or_else(OffsetDateTime::now_utc);
+        self.put_object(key, buf, created_at, None)?;
+        Ok(PutOutcome {
+            size,
+            modified: Some(created_at),
+        })
     }
 
-    async fn object_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
-        let (_, ts) = self.find_object(key)?;
-        Ok(ts)
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.delete_object(key)
     }
 
-    async fn delete_generation(&self, generation: &Generation) -> Result<()> {
-        let mut s = self.lock()?;
-        s.snapshots.retain(|k, _| k.0 != *generation);
-        s.segments.retain(|k, _| k.0 != *generation);
-        Ok(())
+    async fn head_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
+        Ok(self.find(key)?.timestamp)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replica_client::ReplicaClient;
     use tokio::io::AsyncReadExt;
 
     #[tokio::test]

@@ -1,4 +1,9 @@
-//! The [`ReplicaClient`] trait: the one surface every storage backend implements.
+//! The [`ReplicaClient`] trait: the replica as the engine, restore and the CLI use it.
+//!
+//! Storage backends implement the smaller [`ObjectStore`](crate::store::ObjectStore) and get
+//! this trait from core's blanket implementation ([`crate::store`]), which holds the key
+//! layout and the listing rules once. Wrappers ([`AgeClient`](crate::age::AgeClient), test
+//! fault injectors) implement it directly over another client.
 
 use std::fmt::Debug;
 use std::pin::Pin;
@@ -102,6 +107,9 @@ pub fn check_object_key(key: &str) -> Result<()> {
 
 /// Storage for one replica: generations of snapshots and WAL segments under a root.
 ///
+/// Every [`ObjectStore`](crate::store::ObjectStore) is a `ReplicaClient` (blanket
+/// implementation in [`crate::store`]).
+///
 /// # Contract
 ///
 /// * Keys are exactly those of [`crate::layout`]; entries whose names do not parse are ignored
@@ -192,7 +200,8 @@ pub trait ReplicaClient: Send + Sync + Debug {
     /// `litestream-timestamp` metadata). Returns the bytes stored. Keys must be relative and
     /// must not contain `.` or `..` components.
     ///
-    /// Implemented by the file and memory backends; the others refuse it for now.
+    /// Implemented for every [`ObjectStore`](crate::store::ObjectStore); wrappers that do not
+    /// override it refuse it.
     async fn write_object(
         &self,
         key: &str,
@@ -203,6 +212,20 @@ pub trait ReplicaClient: Send + Sync + Debug {
         Err(Error::InvalidArgument(format!(
             "{} replica: writing {key:?} is not implemented",
             self.kind()
+        )))
+    }
+
+    /// Delete the objects at `keys` (relative to the replica root, as for
+    /// [`open_object`](Self::open_object)); missing ones are no error. A key that is not a
+    /// relative path is refused with [`Error::InvalidArgument`] before anything is deleted.
+    ///
+    /// Implemented for every [`ObjectStore`](crate::store::ObjectStore); wrappers that do not
+    /// override it refuse it.
+    async fn delete_objects(&self, keys: &[String]) -> Result<()> {
+        Err(Error::InvalidArgument(format!(
+            "{} replica: deleting {} objects is not implemented",
+            self.kind(),
+            keys.len()
         )))
     }
 

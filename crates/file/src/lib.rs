@@ -1,5 +1,6 @@
-//! The `file` replica: a directory on a local (or mounted) file system, with the same layout
-//! as every other backend. Writes go to a temporary name, are fsynced, then renamed, so a
+//! The `file` replica: a directory on a local (or mounted) file system, an
+//! [`ObjectStore`] (so a [`litestream_core::ReplicaClient`]) with the same layout as every
+//! other backend. Writes go to a temporary name, are fsynced, then renamed, so a
 //! reader never sees a partial object. Created-at times are file modification times.
 #![deny(missing_docs)]
 
@@ -7,11 +8,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use litestream_core::layout;
-use litestream_core::listing::{self, ListedObject};
-use litestream_core::{
-    ByteStream, Error, Generation, Pos, ReplicaClient, Result, SnapshotInfo, WalSegmentInfo,
-};
+use litestream_core::listing::ListedObject;
+use litestream_core::{ByteStream, DirListing, Error, ObjectStore, PutOutcome, Result};
 use time::OffsetDateTime;
 use tokio::io::AsyncWriteExt;
 
@@ -35,10 +33,6 @@ impl FileClient {
         &self.root
     }
 
-    fn root_str(&self) -> String {
-        self.root.to_string_lossy().into_owned()
-    }
-
     fn io_err(path: &Path, e: io::Error) -> Error {
         if e.kind() == io::ErrorKind::NotFound {
             Error::not_found(path.display().to_string())
@@ -47,14 +41,23 @@ impl FileClient {
         }
     }
 
-    /// The directories (`dirs`) or the other entries of `dir`; a missing `dir` lists as empty.
-    async fn read_dir_names(dir: &Path, dirs: bool) -> Result<Vec<ListedObject>> {
+    /// The path of `key` (relative, checked by core) under the root.
+    fn path(&self, key: &str) -> PathBuf {
+        if key.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(key)
+        }
+    }
+
+    /// The files and sub-directories of `dir`; a missing `dir` lists as empty.
+    async fn read_dir(dir: &Path) -> Result<DirListing> {
         let mut rd = match tokio::fs::read_dir(dir).await {
             Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(DirListing::default()),
             Err(e) => return Err(Error::io(dir.display().to_string(), e)),
         };
-        let mut out = Vec::new();
+        let mut out = DirListing::default();
         loop {
             let entry = match rd.next_entry().await {
                 Ok(Some(e)) => e,
@@ -66,23 +69,18 @@ impl FileClient {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io(entry.path().display().to_string(), e)),
             };
-            if meta.is_dir() != dirs {
-                continue;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if meta.is_dir() {
+                out.dirs.push(name);
+            } else {
+                out.objects.push(ListedObject {
+                    name,
+                    size: meta.len(),
+                    modified: mtime(&meta),
+                });
             }
-            out.push(ListedObject {
-                name: entry.file_name().to_string_lossy().into_owned(),
-                size: meta.len(),
-                modified: mtime(&meta),
-            });
         }
         Ok(out)
-    }
-
-    async fn open(path: PathBuf) -> Result<ByteStream> {
-        let f = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| Self::io_err(&path, e))?;
-        Ok(Box::pin(tokio::io::BufReader::with_capacity(256 << 10, f)))
     }
 
     async fn write_atomic(
@@ -130,14 +128,6 @@ impl FileClient {
             let _ = tokio::fs::remove_file(&tmp).await;
         }
         result
-    }
-
-    async fn remove(path: &Path) -> Result<()> {
-        match tokio::fs::remove_file(path).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(path.display().to_string(), e)),
-        }
     }
 }
 
@@ -188,131 +178,51 @@ fn mtime(meta: &std::fs::Metadata) -> OffsetDateTime {
 }
 
 #[async_trait]
-impl ReplicaClient for FileClient {
-    async fn list_objects(&self, dir: &str) -> Result<Vec<ListedObject>> {
-        listing::check_relative(dir, true)?;
-        let mut out = Self::read_dir_names(&self.root.join(dir), false).await?;
-        listing::sort_by_name(&mut out);
-        Ok(out)
-    }
-
-    async fn open_object(&self, key: &str) -> Result<ByteStream> {
-        listing::check_relative(key, false)?;
-        Self::open(self.root.join(key)).await
-    }
-
-    async fn write_object(
-        &self,
-        key: &str,
-        data: ByteStream,
-        timestamp: OffsetDateTime,
-    ) -> Result<u64> {
-        litestream_core::replica_client::check_object_key(key)?;
-        let path = self.root.join(key);
-        let (size, _) = Self::write_atomic(&path, data, Some(timestamp)).await?;
-        Ok(size)
-    }
-
-    async fn object_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
-        // v0.5 sets each file's mtime to its LTX header timestamp: the listed time is it.
-        listing::check_relative(key, false)?;
-        Ok(None)
-    }
-
-    fn kind(&self) -> &'static str {
+impl ObjectStore for FileClient {
+    fn store_kind(&self) -> &'static str {
         TYPE
     }
 
-    async fn generations(&self) -> Result<Vec<Generation>> {
-        let dir = PathBuf::from(layout::generations_dir(&self.root_str()));
-        let listed = Self::read_dir_names(&dir, true).await?;
-        Ok(listing::generations_from_names(
-            listed.iter().map(|l| &l.name),
-        ))
+    async fn list_dir(&self, dir: &str) -> Result<DirListing> {
+        Self::read_dir(&self.path(dir)).await
     }
 
-    async fn snapshots(&self, generation: &Generation) -> Result<Vec<SnapshotInfo>> {
-        let dir = PathBuf::from(layout::snapshots_dir(&self.root_str(), generation));
-        let listed = Self::read_dir_names(&dir, false).await?;
-        Ok(listing::snapshots_from_listing(generation, listed))
+    async fn get(&self, key: &str) -> Result<ByteStream> {
+        let path = self.path(key);
+        let f = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| Self::io_err(&path, e))?;
+        Ok(Box::pin(tokio::io::BufReader::with_capacity(256 << 10, f)))
     }
 
-    async fn wal_segments(&self, generation: &Generation) -> Result<Vec<WalSegmentInfo>> {
-        let dir = PathBuf::from(layout::wal_dir(&self.root_str(), generation));
-        let listed = Self::read_dir_names(&dir, false).await?;
-        Ok(listing::wal_segments_from_listing(generation, listed))
-    }
-
-    async fn open_snapshot(&self, generation: &Generation, index: u32) -> Result<ByteStream> {
-        Self::open(PathBuf::from(layout::snapshot_path(
-            &self.root_str(),
-            generation,
-            index,
-        )))
-        .await
-    }
-
-    async fn open_wal_segment(&self, pos: &Pos) -> Result<ByteStream> {
-        Self::open(PathBuf::from(layout::wal_segment_path(
-            &self.root_str(),
-            &pos.generation,
-            pos.index,
-            pos.offset,
-        )))
-        .await
-    }
-
-    async fn write_snapshot(
+    async fn put(
         &self,
-        generation: &Generation,
-        index: u32,
+        key: &str,
         data: ByteStream,
-    ) -> Result<SnapshotInfo> {
-        let path = PathBuf::from(layout::snapshot_path(&self.root_str(), generation, index));
-        let (size, created_at) = Self::write_atomic(&path, data, None).await?;
-        Ok(SnapshotInfo::new(generation, index, size, created_at))
+        timestamp: Option<OffsetDateTime>,
+    ) -> Result<PutOutcome> {
+        let (size, modified) = Self::write_atomic(&self.path(key), data, timestamp).await?;
+        Ok(PutOutcome {
+            size,
+            modified: Some(modified),
+        })
     }
 
-    async fn write_wal_segment(&self, pos: &Pos, data: ByteStream) -> Result<WalSegmentInfo> {
-        layout::check_offset_fits_name(pos)?;
-        let path = PathBuf::from(layout::wal_segment_path(
-            &self.root_str(),
-            &pos.generation,
-            pos.index,
-            pos.offset,
-        ));
-        let (size, created_at) = Self::write_atomic(&path, data, None).await?;
-        Ok(WalSegmentInfo::at(pos, size, created_at))
-    }
-
-    async fn delete_snapshot(&self, generation: &Generation, index: u32) -> Result<()> {
-        Self::remove(Path::new(&layout::snapshot_path(
-            &self.root_str(),
-            generation,
-            index,
-        )))
-        .await
-    }
-
-    async fn delete_wal_segments(&self, positions: &[Pos]) -> Result<()> {
-        for pos in positions {
-            Self::remove(Path::new(&layout::wal_segment_path(
-                &self.root_str(),
-                &pos.generation,
-                pos.index,
-                pos.offset,
-            )))
-            .await?;
-        }
-        Ok(())
-    }
-
-    async fn delete_generation(&self, generation: &Generation) -> Result<()> {
-        let dir = PathBuf::from(layout::generation_dir(&self.root_str(), generation));
-        match tokio::fs::remove_dir_all(&dir).await {
+    async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key);
+        match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(dir.display().to_string(), e)),
+            Err(e) => Err(Error::io(path.display().to_string(), e)),
+        }
+    }
+
+    async fn delete_dir(&self, dir: &str) -> Result<()> {
+        let path = self.path(dir);
+        match tokio::fs::remove_dir_all(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(path.display().to_string(), e)),
         }
     }
 }
@@ -320,6 +230,7 @@ impl ReplicaClient for FileClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use litestream_core::{Generation, Pos, ReplicaClient};
 
     /// Every directory `sync_dir` fsynced (tests run in parallel: filter by your own root).
     pub(super) static SYNCED_DIRS: std::sync::Mutex<Vec<PathBuf>> =

@@ -1,4 +1,5 @@
-//! [`S3Client`]: the [`ReplicaClient`] over one bucket and key prefix.
+//! [`S3Client`]: the [`ObjectStore`] (so the [`litestream_core::ReplicaClient`]) over one
+//! bucket and key prefix.
 //!
 //! Requests: listings are ListObjectsV2 (one LIST per page), reads one GetObject, writes
 //! one PutObject when the payload fits one part and otherwise CreateMultipartUpload +
@@ -13,12 +14,9 @@ use std::task::{Context, Poll};
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream as SdkStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
-use litestream_core::layout;
 use litestream_core::listing::{self, ListedObject};
 use litestream_core::metrics::{record_operation, Operation};
-use litestream_core::{
-    ByteStream, Error, Generation, Pos, ReplicaClient, Result, SnapshotInfo, WalSegmentInfo,
-};
+use litestream_core::{ByteStream, DirListing, Error, ObjectStore, PutOutcome, Result};
 use time::OffsetDateTime;
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, ReadBuf};
 
@@ -31,17 +29,6 @@ const DELETE_BATCH: usize = 1000;
 /// Object metadata key under which Litestream v0.5 stores an LTX file's header timestamp
 /// (RFC 3339 with nanoseconds); the SDK reports it without the `x-amz-meta-` prefix.
 const TIMESTAMP_METADATA: &str = "litestream-timestamp";
-
-/// What [`S3Client::list`] returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Listing {
-    /// Every object below the prefix, at any depth.
-    Tree,
-    /// The objects directly under the prefix (delimiter `/`).
-    Objects,
-    /// The sub-"directories" directly under the prefix (common prefixes).
-    Dirs,
-}
 
 /// A replica stored under a key prefix of an S3 (or S3-compatible) bucket.
 ///
@@ -162,18 +149,11 @@ impl S3Client {
         &self.client
     }
 
-    /// List `dir/` (paginated): every object below it ([`Listing::Tree`]), only the objects
-    /// directly in it ([`Listing::Objects`]), or its immediate sub-"directories" (common
-    /// prefixes, [`Listing::Dirs`]). Names are relative to `dir/`.
-    async fn list(&self, dir: &str, mode: Listing) -> Result<Vec<ListedObject>> {
-        let prefix = format!("{dir}/");
-        self.list_prefix(prefix, mode).await
-    }
-
-    /// [`list`](Self::list) under a ready-made key `prefix` (`""` for the bucket root).
-    async fn list_prefix(&self, prefix: String, mode: Listing) -> Result<Vec<ListedObject>> {
-        let dirs = mode == Listing::Dirs;
-        let mut out = Vec::new();
+    /// List under the key `prefix` (`""` for the bucket root; paginated, one LIST per
+    /// page): with `delimited`, the objects directly under it and its sub-"directories"
+    /// (common prefixes); without, every object below it. Names are relative to `prefix`.
+    async fn list_prefix(&self, prefix: &str, delimited: bool) -> Result<DirListing> {
+        let mut out = DirListing::default();
         let mut token: Option<String> = None;
         let mut seen = std::collections::HashSet::new();
         loop {
@@ -181,42 +161,36 @@ impl S3Client {
                 .client
                 .list_objects_v2()
                 .bucket(&self.target.bucket)
-                .prefix(&prefix);
-            if mode != Listing::Tree {
+                .prefix(prefix);
+            if delimited {
                 req = req.delimiter("/");
             }
             if let Some(t) = &token {
                 req = req.continuation_token(t);
             }
+            let page = req.send().await;
             record_operation(TYPE, Operation::List, 0);
-            let page = req
-                .send()
-                .await
-                .map_err(|e| self.target.sdk("list", &prefix, e))?;
-            if dirs {
-                for p in page.common_prefixes() {
-                    if let Some(name) = p
-                        .prefix()
-                        .and_then(|p| p.strip_prefix(&prefix))
-                        .map(|p| p.trim_end_matches('/'))
-                    {
-                        out.push(ListedObject {
-                            name: name.to_string(),
-                            size: 0,
-                            modified: OffsetDateTime::UNIX_EPOCH,
-                        });
-                    }
+            let page = page.map_err(|e| self.target.sdk("list", prefix, e))?;
+            for p in page.common_prefixes() {
+                if let Some(name) = p
+                    .prefix()
+                    .and_then(|p| p.strip_prefix(prefix))
+                    .map(|p| p.trim_end_matches('/'))
+                    .filter(|n| !n.is_empty())
+                {
+                    out.dirs.push(name.to_string());
                 }
-            } else {
-                for o in page.contents() {
-                    let Some(key) = o.key() else { continue };
-                    let name = key.strip_prefix(&prefix).unwrap_or(key);
-                    out.push(ListedObject {
-                        name: name.to_string(),
-                        size: o.size().unwrap_or(0).max(0) as u64,
-                        modified: to_offset(o.last_modified()),
-                    });
-                }
+            }
+            for o in page.contents() {
+                let Some(key) = o.key() else { continue };
+                let Some(name) = key.strip_prefix(prefix).filter(|n| !n.is_empty()) else {
+                    continue;
+                };
+                out.objects.push(ListedObject {
+                    name: name.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    modified: to_offset(o.last_modified()),
+                });
             }
             match page.next_continuation_token() {
                 Some(t) if page.is_truncated() == Some(true) => {
@@ -224,7 +198,7 @@ impl S3Client {
                     if !seen.insert(t.to_string()) {
                         return Err(self.target.backend(
                             "list",
-                            &prefix,
+                            prefix,
                             format!(
                                 "the server repeated continuation token {t:?}; listing stopped"
                             ),
@@ -261,7 +235,7 @@ impl S3Client {
 
     /// The `litestream-timestamp` metadata of `key` (one HeadObject, not counted in the
     /// operation metrics, as v0.5 does not count it), `None` if it has none.
-    async fn head_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
+    async fn head_object_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
         let out = self
             .client
             .head_object()
@@ -274,9 +248,20 @@ impl S3Client {
         Ok(listing::parse_writer_timestamp(value.map(String::as_str)))
     }
 
-    /// Upload `data` to `key`: one PutObject if it fits one part, else multipart.
-    /// Returns the number of bytes stored.
-    async fn put(&self, key: &str, mut data: ByteStream) -> Result<u64> {
+    /// Upload `data` to `key`: one PutObject if it fits one part, else multipart, with the
+    /// writer's `timestamp` as `litestream-timestamp` metadata. Returns the bytes stored.
+    async fn upload(
+        &self,
+        key: &str,
+        mut data: ByteStream,
+        timestamp: Option<OffsetDateTime>,
+    ) -> Result<u64> {
+        let metadata = timestamp.map(|t| {
+            std::collections::HashMap::from([(
+                TIMESTAMP_METADATA.to_string(),
+                litestream_core::store::format_writer_timestamp(t),
+            )])
+        });
         let io_err = |e: std::io::Error| Error::io(format!("s3://{}/{key}", self.target.bucket), e);
         let mut buf = Vec::with_capacity(self.part_size.min(1 << 20));
         // Read one byte past a part so an exactly-part-sized payload is a single PUT.
@@ -290,6 +275,7 @@ impl S3Client {
                 .put_object()
                 .bucket(&self.target.bucket)
                 .key(key)
+                .set_metadata(metadata)
                 .content_length(n as i64)
                 .body(SdkStream::from(buf))
                 .send()
@@ -304,6 +290,7 @@ impl S3Client {
             .create_multipart_upload()
             .bucket(&self.target.bucket)
             .key(key)
+            .set_metadata(metadata)
             .send()
             .await
             .map_err(|e| self.target.sdk("create multipart upload", key, e))?;
@@ -450,108 +437,62 @@ impl S3Client {
 }
 
 #[async_trait]
-impl ReplicaClient for S3Client {
-    fn kind(&self) -> &'static str {
+impl ObjectStore for S3Client {
+    fn store_kind(&self) -> &'static str {
         TYPE
     }
 
-    async fn generations(&self) -> Result<Vec<Generation>> {
-        let dir = layout::generations_dir(&self.root);
-        let listed = self.list(&dir, Listing::Dirs).await?;
-        Ok(listing::generations_from_names(
-            listed.iter().map(|l| &l.name),
-        ))
-    }
-
-    async fn snapshots(&self, generation: &Generation) -> Result<Vec<SnapshotInfo>> {
-        let dir = layout::snapshots_dir(&self.root, generation);
-        let listed = self.list(&dir, Listing::Objects).await?;
-        Ok(listing::snapshots_from_listing(generation, listed))
-    }
-
-    async fn wal_segments(&self, generation: &Generation) -> Result<Vec<WalSegmentInfo>> {
-        let dir = layout::wal_dir(&self.root, generation);
-        let listed = self.list(&dir, Listing::Objects).await?;
-        Ok(listing::wal_segments_from_listing(generation, listed))
-    }
-
-    async fn open_snapshot(&self, generation: &Generation, index: u32) -> Result<ByteStream> {
-        self.open(layout::snapshot_path(&self.root, generation, index))
-            .await
-    }
-
-    async fn open_wal_segment(&self, pos: &Pos) -> Result<ByteStream> {
-        self.open(layout::wal_segment_path(
-            &self.root,
-            &pos.generation,
-            pos.index,
-            pos.offset,
-        ))
-        .await
-    }
-
-    async fn write_snapshot(
-        &self,
-        generation: &Generation,
-        index: u32,
-        data: ByteStream,
-    ) -> Result<SnapshotInfo> {
-        let key = layout::snapshot_path(&self.root, generation, index);
-        let size = self.put(&key, data).await?;
-        Ok(SnapshotInfo::new(
-            generation,
-            index,
-            size,
-            OffsetDateTime::now_utc(),
-        ))
-    }
-
-    async fn write_wal_segment(&self, pos: &Pos, data: ByteStream) -> Result<WalSegmentInfo> {
-        layout::check_offset_fits_name(pos)?;
-        let key = layout::wal_segment_path(&self.root, &pos.generation, pos.index, pos.offset);
-        let size = self.put(&key, data).await?;
-        Ok(WalSegmentInfo::at(pos, size, OffsetDateTime::now_utc()))
-    }
-
-    async fn delete_snapshot(&self, generation: &Generation, index: u32) -> Result<()> {
-        self.delete_keys(vec![layout::snapshot_path(&self.root, generation, index)])
-            .await
-    }
-
-    async fn delete_wal_segments(&self, positions: &[Pos]) -> Result<()> {
-        let keys = positions
-            .iter()
-            .map(|p| layout::wal_segment_path(&self.root, &p.generation, p.index, p.offset))
-            .collect();
-        self.delete_keys(keys).await
-    }
-
-    async fn list_objects(&self, dir: &str) -> Result<Vec<ListedObject>> {
+    async fn list_dir(&self, dir: &str) -> Result<DirListing> {
         let prefix = listing::dir_prefix(&self.root, dir)?;
-        let listed = self.list_prefix(prefix, Listing::Objects).await?;
-        // Names are relative already; an object named like the prefix itself ("dir/") has
-        // an empty name and is no child.
-        Ok(listing::direct_children("", listed))
+        self.list_prefix(&prefix, true).await
     }
 
-    async fn open_object(&self, key: &str) -> Result<ByteStream> {
+    async fn get(&self, key: &str) -> Result<ByteStream> {
         self.open(listing::object_key(&self.root, key)?).await
     }
 
-    async fn object_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
+    async fn put(
+        &self,
+        key: &str,
+        data: ByteStream,
+        timestamp: Option<OffsetDateTime>,
+    ) -> Result<PutOutcome> {
         let key = listing::object_key(&self.root, key)?;
-        self.head_timestamp(&key).await
+        let size = self.upload(&key, data, timestamp).await?;
+        Ok(PutOutcome {
+            size,
+            modified: None,
+        })
     }
 
-    async fn delete_generation(&self, generation: &Generation) -> Result<()> {
-        let dir = layout::generation_dir(&self.root, generation);
-        let prefix = format!("{dir}/");
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.delete_keys(vec![listing::object_key(&self.root, key)?])
+            .await
+    }
+
+    async fn delete_batch(&self, keys: &[String]) -> Result<()> {
+        let keys = keys
+            .iter()
+            .map(|k| listing::object_key(&self.root, k))
+            .collect::<Result<Vec<_>>>()?;
+        self.delete_keys(keys).await
+    }
+
+    /// One listing of every key below `dir` (no delimiter), then batch deletes.
+    async fn delete_dir(&self, dir: &str) -> Result<()> {
+        let prefix = listing::dir_prefix(&self.root, dir)?;
         let keys: Vec<String> = self
-            .list(&dir, Listing::Tree)
+            .list_prefix(&prefix, false)
             .await?
+            .objects
             .into_iter()
             .map(|l| format!("{prefix}{}", l.name))
             .collect();
         self.delete_keys(keys).await
+    }
+
+    async fn head_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
+        let key = listing::object_key(&self.root, key)?;
+        self.head_object_timestamp(&key).await
     }
 }

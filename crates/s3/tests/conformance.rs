@@ -44,6 +44,11 @@ async fn s3_client_passes_the_replica_client_suite() {
     let c = client("suite").await;
     litestream_conformance::run_all(&c).await;
     assert!(raw_keys(&c).await.is_empty(), "{:?}", raw_keys(&c).await);
+    // The writer's timestamp is the `litestream-timestamp` metadata, as v0.5 writes it.
+    assert_eq!(
+        litestream_conformance::objects_written_keep_their_timestamp(&c).await,
+        litestream_conformance::TimestampKept::Metadata
+    );
 }
 
 #[tokio::test]

@@ -1,4 +1,5 @@
-//! [`SftpClient`]: the [`ReplicaClient`] over one lazily opened, reused SFTP connection.
+//! [`SftpClient`]: the [`ObjectStore`] (so the [`litestream_core::ReplicaClient`]) over one
+//! lazily opened, reused SFTP connection.
 
 use std::fmt;
 use std::future::Future;
@@ -7,12 +8,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use litestream_core::config::ReplicaConfig;
 use litestream_core::layout;
-use litestream_core::listing::{self, ListedObject};
+use litestream_core::listing::ListedObject;
 use litestream_core::metrics::{record_operation, Operation};
 use litestream_core::retry::RetryConfig;
-use litestream_core::{
-    ByteStream, Error, Generation, Pos, ReplicaClient, Result, SnapshotInfo, WalSegmentInfo,
-};
+use litestream_core::{ByteStream, DirListing, Error, ObjectStore, PutOutcome, Result};
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 use time::OffsetDateTime;
@@ -44,11 +43,6 @@ impl fmt::Debug for SftpClient {
 struct Entry {
     is_dir: bool,
     object: ListedObject,
-}
-
-/// The entries of a listing that are not directories.
-fn files(entries: Vec<Entry>) -> impl Iterator<Item = ListedObject> {
-    entries.into_iter().filter(|e| !e.is_dir).map(|e| e.object)
 }
 
 fn mtime(attrs: &FileAttributes) -> OffsetDateTime {
@@ -113,8 +107,9 @@ impl SftpClient {
         }
     }
 
-    fn root(&self) -> &str {
-        &self.cfg.path
+    /// The remote path of `key` (relative, checked by core) under the root.
+    fn path(&self, key: &str) -> String {
+        layout::join(&[&self.cfg.path, key])
     }
 
     fn err(&self, op: &str, path: &str, e: &SftpError) -> Error {
@@ -319,11 +314,13 @@ impl SftpClient {
         Ok(())
     }
 
-    /// Write `data` to `<path>.tmp`, then rename it over `path`. Returns (size, mtime).
+    /// Write `data` to `<path>.tmp`, set its mtime to `timestamp` if given (as Litestream
+    /// v0.5 does for LTX files), then rename it over `path`. Returns (size, mtime).
     async fn write_atomic(
         &self,
         path: &str,
         mut data: ByteStream,
+        timestamp: Option<OffsetDateTime>,
     ) -> Result<(u64, OffsetDateTime)> {
         let tmp = format!("{path}.tmp");
         let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
@@ -377,6 +374,22 @@ impl SftpClient {
                 .close(handle.as_str())
                 .await
                 .map_err(|e| self.err("close", t, &e))?;
+            if let Some(ts) = timestamp {
+                let secs = u32::try_from(ts.unix_timestamp()).map_err(|_| {
+                    Error::InvalidArgument(format!(
+                        "sftp: timestamp {ts} of {path} does not fit an SFTP file time"
+                    ))
+                })?;
+                let attrs = FileAttributes {
+                    atime: Some(secs),
+                    mtime: Some(secs),
+                    ..FileAttributes::empty()
+                };
+                conn.sftp
+                    .setstat(t, attrs)
+                    .await
+                    .map_err(|e| self.err("setstat", t, &e))?;
+            }
             conn.rename_over(t, path)
                 .await
                 .map_err(|e| self.err("rename", path, &e))?;
@@ -483,105 +496,46 @@ fn readdir_limit(entries: usize, empty_pages: u32) -> Option<String> {
 }
 
 #[async_trait]
-impl ReplicaClient for SftpClient {
-    fn kind(&self) -> &'static str {
+impl ObjectStore for SftpClient {
+    fn store_kind(&self) -> &'static str {
         TYPE
     }
 
-    async fn generations(&self) -> Result<Vec<Generation>> {
-        let entries = self.list(&layout::generations_dir(self.root())).await?;
-        Ok(listing::generations_from_names(
-            entries.iter().filter(|e| e.is_dir).map(|e| &e.object.name),
-        ))
-    }
-
-    async fn snapshots(&self, generation: &Generation) -> Result<Vec<SnapshotInfo>> {
-        let entries = self
-            .list(&layout::snapshots_dir(self.root(), generation))
-            .await?;
-        Ok(listing::snapshots_from_listing(generation, files(entries)))
-    }
-
-    async fn wal_segments(&self, generation: &Generation) -> Result<Vec<WalSegmentInfo>> {
-        let entries = self.list(&layout::wal_dir(self.root(), generation)).await?;
-        Ok(listing::wal_segments_from_listing(
-            generation,
-            files(entries),
-        ))
-    }
-
-    async fn open_snapshot(&self, generation: &Generation, index: u32) -> Result<ByteStream> {
-        self.open(layout::snapshot_path(self.root(), generation, index))
-            .await
-    }
-
-    async fn open_wal_segment(&self, pos: &Pos) -> Result<ByteStream> {
-        self.open(layout::wal_segment_path(
-            self.root(),
-            &pos.generation,
-            pos.index,
-            pos.offset,
-        ))
-        .await
-    }
-
-    async fn write_snapshot(
-        &self,
-        generation: &Generation,
-        index: u32,
-        data: ByteStream,
-    ) -> Result<SnapshotInfo> {
-        let path = layout::snapshot_path(self.root(), generation, index);
-        let (size, created_at) = self.write_atomic(&path, data).await?;
-        Ok(SnapshotInfo::new(generation, index, size, created_at))
-    }
-
-    async fn write_wal_segment(&self, pos: &Pos, data: ByteStream) -> Result<WalSegmentInfo> {
-        layout::check_offset_fits_name(pos)?;
-        let path = layout::wal_segment_path(self.root(), &pos.generation, pos.index, pos.offset);
-        let (size, created_at) = self.write_atomic(&path, data).await?;
-        Ok(WalSegmentInfo::at(pos, size, created_at))
-    }
-
-    async fn delete_snapshot(&self, generation: &Generation, index: u32) -> Result<()> {
-        self.remove(&layout::snapshot_path(self.root(), generation, index))
-            .await
-    }
-
-    async fn delete_wal_segments(&self, positions: &[Pos]) -> Result<()> {
-        for pos in positions {
-            self.remove(&layout::wal_segment_path(
-                self.root(),
-                &pos.generation,
-                pos.index,
-                pos.offset,
-            ))
-            .await?;
+    async fn list_dir(&self, dir: &str) -> Result<DirListing> {
+        let mut out = DirListing::default();
+        for e in self.list(&self.path(dir)).await? {
+            if e.is_dir {
+                out.dirs.push(e.object.name);
+            } else {
+                out.objects.push(e.object);
+            }
         }
-        Ok(())
-    }
-
-    async fn list_objects(&self, dir: &str) -> Result<Vec<ListedObject>> {
-        listing::check_relative(dir, true)?;
-        let entries = self.list(&layout::join(&[self.root(), dir])).await?;
-        let mut out: Vec<ListedObject> = files(entries).collect();
-        listing::sort_by_name(&mut out);
         Ok(out)
     }
 
-    async fn open_object(&self, key: &str) -> Result<ByteStream> {
-        self.open(listing::object_key(self.root(), key)?).await
+    async fn get(&self, key: &str) -> Result<ByteStream> {
+        self.open(self.path(key)).await
     }
 
-    async fn object_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
-        // v0.5 sets each file's mtime to its LTX header timestamp: the listed time is it.
-        listing::check_relative(key, false)?;
-        Ok(None)
+    async fn put(
+        &self,
+        key: &str,
+        data: ByteStream,
+        timestamp: Option<OffsetDateTime>,
+    ) -> Result<PutOutcome> {
+        let (size, modified) = self.write_atomic(&self.path(key), data, timestamp).await?;
+        Ok(PutOutcome {
+            size,
+            modified: Some(modified),
+        })
     }
 
-    async fn delete_generation(&self, generation: &Generation) -> Result<()> {
-        self.remove_all(&layout::generation_dir(self.root(), generation))
-            .await
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.remove(&self.path(key)).await
+    }
+
+    async fn delete_dir(&self, dir: &str) -> Result<()> {
+        self.remove_all(&self.path(dir)).await
     }
 }
 

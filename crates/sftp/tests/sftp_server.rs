@@ -45,6 +45,11 @@ async fn sftp_client_passes_the_replica_client_suite() {
     let c = client(&key_config(&dir.path)).await;
     assert_kind(&c);
     litestream_conformance::run_all(&c).await;
+    // The writer's timestamp is the file's mtime (whole seconds in SFTP v3), as v0.5 sets it.
+    assert_eq!(
+        litestream_conformance::objects_written_keep_their_timestamp(&c).await,
+        litestream_conformance::TimestampKept::ListedTimeSeconds
+    );
     assert!(
         tmp_files(&dir.path).is_empty(),
         "temp files left: {:?}",
