@@ -1,18 +1,19 @@
-//! [`GcsClient`]: the [`ReplicaClient`] implementation over the GCS JSON API.
+//! [`GcsClient`]: the [`ObjectStore`] implementation over the GCS JSON API (and so a
+//! [`litestream_core::ReplicaClient`], through core's blanket implementation, which holds the
+//! v0.3 layout).
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use litestream_core::layout;
-use litestream_core::listing::{self, ListedObject};
+use litestream_core::listing::ListedObject;
 use litestream_core::metrics::{record_operation, Operation};
-use litestream_core::{
-    ByteStream, Error, Generation, Pos, ReplicaClient, Result, SnapshotInfo, WalSegmentInfo,
-};
+use litestream_core::store::format_writer_timestamp;
+use litestream_core::{ByteStream, DirListing, Error, ObjectStore, PutOutcome, Result};
 use time::OffsetDateTime;
 use tokio::io::AsyncReadExt;
 
-use crate::api::{Api, Failure, ObjectResource};
+use crate::api::{Api, Failure};
 use crate::error::ErrorContext;
 use crate::TYPE;
 
@@ -81,24 +82,51 @@ impl GcsClient {
         self.ctx.convert(op, key, f)
     }
 
-    /// The objects directly under the name prefix `prefix` (`""` or ending in `/`), as full
-    /// names, with their common prefixes.
-    async fn list_level(&self, prefix: &str) -> Result<crate::api::Listing> {
-        record_operation(TYPE, Operation::List, 0);
-        self.api
-            .list(prefix, true)
-            .await
-            .map_err(|e| self.err(Operation::List, prefix, e))
+    /// The full object name of `key` (relative to the root).
+    fn full(&self, key: &str) -> String {
+        layout::join(&[&self.root, key])
     }
 
-    /// The objects directly under the directory `dir`, named relative to it.
-    async fn list_dir(&self, dir: &str) -> Result<Vec<ListedObject>> {
-        let prefix = format!("{}/", dir.trim_end_matches('/'));
-        let listing = self.list_level(&prefix).await?;
-        Ok(listing::direct_children(
-            &prefix,
-            listing.objects.iter().map(listed),
-        ))
+    /// The name prefix that lists the directory `dir` (relative to the root; `""` is the
+    /// root): `""` or ending in `/`.
+    fn dir_prefix(&self, dir: &str) -> String {
+        let joined = self.full(dir);
+        match joined.trim_matches('/') {
+            "" | "." => String::new(),
+            d => format!("{d}/"),
+        }
+    }
+
+    /// The objects and sub-directories directly under the name prefix `prefix`, named
+    /// relative to it (one delimited listing, pages followed).
+    async fn list_children(&self, prefix: &str) -> Result<DirListing> {
+        record_operation(TYPE, Operation::List, 0);
+        let listing = self
+            .api
+            .list(prefix, true)
+            .await
+            .map_err(|e| self.err(Operation::List, prefix, e))?;
+        let objects = listing
+            .objects
+            .iter()
+            .filter_map(|o| {
+                let name = o.name.strip_prefix(prefix)?;
+                (!name.is_empty() && !name.contains('/')).then(|| ListedObject {
+                    name: name.to_string(),
+                    size: o.size,
+                    modified: o.created(),
+                })
+            })
+            .collect();
+        let dirs = listing
+            .prefixes
+            .iter()
+            .filter_map(|p| p.strip_prefix(prefix))
+            .map(|d| d.trim_end_matches('/'))
+            .filter(|d| !d.is_empty() && !d.contains('/'))
+            .map(str::to_string)
+            .collect();
+        Ok(DirListing { objects, dirs })
     }
 
     async fn open(&self, key: String) -> Result<ByteStream> {
@@ -201,14 +229,6 @@ impl GcsClient {
     }
 }
 
-fn listed(o: &ObjectResource) -> ListedObject {
-    ListedObject {
-        name: o.name.clone(),
-        size: o.size,
-        modified: o.created(),
-    }
-}
-
 /// Read up to `size` bytes (less only at EOF).
 async fn read_chunk(data: &mut ByteStream, size: usize) -> std::io::Result<Bytes> {
     let mut buf = BytesMut::with_capacity(size.min(1 << 20));
@@ -226,86 +246,49 @@ async fn read_chunk(data: &mut ByteStream, size: usize) -> std::io::Result<Bytes
 }
 
 #[async_trait]
-impl ReplicaClient for GcsClient {
-    fn kind(&self) -> &'static str {
+impl ObjectStore for GcsClient {
+    fn store_kind(&self) -> &'static str {
         TYPE
     }
 
-    async fn generations(&self) -> Result<Vec<Generation>> {
-        let dir = layout::generations_dir(&self.root);
-        let listing = self.list_level(&format!("{dir}/")).await?;
-        Ok(listing::generations_from_names(
-            listing
-                .prefixes
-                .iter()
-                .filter_map(|p| p.trim_end_matches('/').rsplit('/').next()),
-        ))
+    async fn list_dir(&self, dir: &str) -> Result<DirListing> {
+        self.list_children(&self.dir_prefix(dir)).await
     }
 
-    async fn snapshots(&self, generation: &Generation) -> Result<Vec<SnapshotInfo>> {
-        let listed = self
-            .list_dir(&layout::snapshots_dir(&self.root, generation))
-            .await?;
-        Ok(listing::snapshots_from_listing(generation, listed))
+    async fn get(&self, key: &str) -> Result<ByteStream> {
+        self.open(self.full(key)).await
     }
 
-    async fn wal_segments(&self, generation: &Generation) -> Result<Vec<WalSegmentInfo>> {
-        let listed = self
-            .list_dir(&layout::wal_dir(&self.root, generation))
-            .await?;
-        Ok(listing::wal_segments_from_listing(generation, listed))
-    }
-
-    async fn open_snapshot(&self, generation: &Generation, index: u32) -> Result<ByteStream> {
-        self.open(layout::snapshot_path(&self.root, generation, index))
-            .await
-    }
-
-    async fn open_wal_segment(&self, pos: &Pos) -> Result<ByteStream> {
-        self.open(layout::wal_segment_path(
-            &self.root,
-            &pos.generation,
-            pos.index,
-            pos.offset,
-        ))
-        .await
-    }
-
-    async fn write_snapshot(
+    async fn put(
         &self,
-        generation: &Generation,
-        index: u32,
+        key: &str,
         data: ByteStream,
-    ) -> Result<SnapshotInfo> {
-        let started = OffsetDateTime::now_utc();
-        let key = layout::snapshot_path(&self.root, generation, index);
-        let size = self.upload(&key, data, &[]).await?;
-        Ok(SnapshotInfo::new(generation, index, size, started))
+        timestamp: Option<OffsetDateTime>,
+    ) -> Result<PutOutcome> {
+        // As Litestream v0.5's `gs` replica: the writer's timestamp in object metadata.
+        let metadata: Vec<(&str, String)> = timestamp
+            .map(|t| (TIMESTAMP_METADATA, format_writer_timestamp(t)))
+            .into_iter()
+            .collect();
+        let size = self.upload(&self.full(key), data, &metadata).await?;
+        Ok(PutOutcome {
+            size,
+            modified: None,
+        })
     }
 
-    async fn write_wal_segment(&self, pos: &Pos, data: ByteStream) -> Result<WalSegmentInfo> {
-        layout::check_offset_fits_name(pos)?;
-        let started = OffsetDateTime::now_utc();
-        let key = layout::wal_segment_path(&self.root, &pos.generation, pos.index, pos.offset);
-        let size = self.upload(&key, data, &[]).await?;
-        Ok(WalSegmentInfo::at(pos, size, started))
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.delete_key(self.full(key)).await
     }
 
-    async fn delete_snapshot(&self, generation: &Generation, index: u32) -> Result<()> {
-        self.delete_key(layout::snapshot_path(&self.root, generation, index))
+    async fn delete_batch(&self, keys: &[String]) -> Result<()> {
+        self.delete_keys(keys.iter().map(|k| self.full(k)).collect())
             .await
     }
 
-    async fn delete_wal_segments(&self, positions: &[Pos]) -> Result<()> {
-        let keys = positions
-            .iter()
-            .map(|p| layout::wal_segment_path(&self.root, &p.generation, p.index, p.offset))
-            .collect();
-        self.delete_keys(keys).await
-    }
-
-    async fn delete_generation(&self, generation: &Generation) -> Result<()> {
-        let prefix = format!("{}/", layout::generation_dir(&self.root, generation));
+    /// One flat listing of everything under `dir` (no walk directory by directory).
+    async fn delete_dir(&self, dir: &str) -> Result<()> {
+        let prefix = self.dir_prefix(dir);
         record_operation(TYPE, Operation::List, 0);
         let listing = self
             .api
@@ -316,38 +299,8 @@ impl ReplicaClient for GcsClient {
             .await
     }
 
-    async fn list_objects(&self, dir: &str) -> Result<Vec<ListedObject>> {
-        let prefix = listing::dir_prefix(&self.root, dir)?;
-        let level = self.list_level(&prefix).await?;
-        Ok(listing::direct_children(
-            &prefix,
-            level.objects.iter().map(listed),
-        ))
-    }
-
-    async fn open_object(&self, key: &str) -> Result<ByteStream> {
-        self.open(listing::object_key(&self.root, key)?).await
-    }
-
-    async fn write_object(
-        &self,
-        key: &str,
-        data: ByteStream,
-        timestamp: OffsetDateTime,
-    ) -> Result<u64> {
-        litestream_core::replica_client::check_object_key(key)?;
-        let full = listing::object_key(&self.root, key)?;
-        // RFC 3339 with the fraction's trailing zeros trimmed, as Go's RFC3339Nano.
-        let stamp = timestamp
-            .to_offset(time::UtcOffset::UTC)
-            .format(&time::format_description::well_known::Rfc3339)
-            .map_err(|e| Error::InvalidArgument(format!("timestamp of {key:?}: {e}")))?;
-        self.upload(&full, data, &[(TIMESTAMP_METADATA, stamp)])
-            .await
-    }
-
-    async fn object_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
-        let full = listing::object_key(&self.root, key)?;
+    async fn head_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
+        let full = self.full(key);
         let resource = self
             .api
             .metadata(&full)
@@ -357,6 +310,8 @@ impl ReplicaClient for GcsClient {
             .metadata
             .as_ref()
             .and_then(|m| m.get(TIMESTAMP_METADATA));
-        Ok(listing::parse_writer_timestamp(value.map(String::as_str)))
+        Ok(litestream_core::listing::parse_writer_timestamp(
+            value.map(String::as_str),
+        ))
     }
 }

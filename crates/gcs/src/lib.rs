@@ -3,8 +3,10 @@
 //!
 //! # Overview
 //!
-//! * [`GcsClient`] implements [`litestream_core::ReplicaClient`]. Names come from
-//!   [`litestream_core::layout`]: `PATH/generations/<GEN>/snapshots/<INDEX>.snapshot.lz4` and
+//! * [`GcsClient`] implements [`litestream_core::ObjectStore`] (list one directory, get, put
+//!   with a writer's timestamp, delete), and so [`litestream_core::ReplicaClient`] through
+//!   core, which composes the names from [`litestream_core::layout`]:
+//!   `PATH/generations/<GEN>/snapshots/<INDEX>.snapshot.lz4` and
 //!   `PATH/generations/<GEN>/wal/<INDEX>_<OFFSET>.wal.lz4` inside the bucket.
 //! * [`GcsBuilder`] validates the settings once; [`from_replica_config`] builds a client from
 //!   a resolved [`ReplicaConfig`] (the binary's registry calls it).
@@ -33,7 +35,7 @@
 //! # Behaviour and differences from Litestream v0.3.13
 //!
 //! * **Created-at times** are the object's `timeCreated`, as Litestream reads them. Write
-//!   methods return the local time the upload started, as Litestream does.
+//!   methods return the time core stamps a finished upload with.
 //! * **Uploads**: payloads smaller than the part size (8 MiB) are one `uploadType=multipart`
 //!   request (retried as a whole); larger ones are a resumable upload in 8 MiB chunks (at most
 //!   two in memory), each chunk retried from the byte the server reports having, so readers
@@ -46,13 +48,12 @@
 //!   fails after 60 s without data.
 //! * **Listing**: generations and directories with a `/` delimiter, pages followed; names that
 //!   do not parse are ignored; results are sorted.
-//! * **Deletes** are one request per object (4 concurrent); a missing object is success.
-//! * **Generic objects** (Litestream v0.5's LTX files): [`ReplicaClient::write_object`]
-//!   stores the writer's timestamp in the `litestream-timestamp` metadata, as v0.5's `gs`
-//!   replica, and [`ReplicaClient::object_timestamp`] reads it back.
-//!
-//! [`ReplicaClient::write_object`]: litestream_core::ReplicaClient::write_object
-//! [`ReplicaClient::object_timestamp`]: litestream_core::ReplicaClient::object_timestamp
+//! * **Deletes** are one request per object (4 concurrent); a missing object is success. A
+//!   generation is found with one flat listing, not directory by directory.
+//! * **Writer timestamps** (Litestream v0.5's LTX files): a put with a timestamp stores it
+//!   in the `litestream-timestamp` metadata, as v0.5's `gs` replica, and
+//!   [`head_timestamp`](litestream_core::ObjectStore::head_timestamp) reads it back (one
+//!   metadata request).
 //!
 //! # Example
 //!

@@ -74,6 +74,11 @@ async fn raw_resource(name: &str) -> Option<serde_json::Value> {
 async fn gcs_client_passes_the_replica_client_suite() {
     let c = client("suite");
     litestream_conformance::run_all(&c).await;
+    // The writer's timestamp is the `litestream-timestamp` metadata, as v0.5 writes it.
+    assert_eq!(
+        litestream_conformance::objects_written_keep_their_timestamp(&c).await,
+        litestream_conformance::TimestampKept::Metadata
+    );
 }
 
 #[tokio::test]
