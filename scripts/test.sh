@@ -2,8 +2,9 @@
 # scripts/test.sh - THE project test command (also what CI runs via .ci/run).
 #
 #   1. installs the real Litestream binaries v0.3.13 and v0.5.17 (scripts/install-litestream.sh)
-#   2. starts local S3 (moto), Azure Blob (Azurite) and SFTP (sshd) test servers
-#      (scripts/test-servers/start.sh) and exports their env (TEST_S3_*, TEST_ABS_*, TEST_SFTP_*)
+#   2. starts local S3 (moto), Azure Blob (Azurite), SFTP (sshd) and GCS (gcp-storage-emulator)
+#      test servers (scripts/test-servers/start.sh) and exports their env (TEST_S3_*, TEST_ABS_*,
+#      TEST_SFTP_*, TEST_GCS_*)
 #   3. exports LITESTREAM_V0313_BIN / LITESTREAM_V0517_BIN (absolute paths of the real binaries),
 #      after checking that their `version` reports exactly v0.3.13 / v0.5.17 (else exit 1)
 #   4. runs `cargo test --workspace --all-features --locked "$@"` (extra args go to cargo test,
@@ -80,7 +81,7 @@ trap 'exit 143' TERM
 
 if [ "${SKIP_TEST_SERVERS:-0}" != 1 ]; then
   t=$(date +%s.%N)
-  for n in s3 abs sftp; do server_alive "$n" || TO_STOP="$TO_STOP $n"; done
+  for n in s3 abs sftp gcs; do server_alive "$n" || TO_STOP="$TO_STOP $n"; done
   SERVERS_STARTED=1   # stop whatever got started, even if start.sh fails half-way
   SRV_ENV=$(bash "$ROOT/scripts/test-servers/start.sh") || { log "ERROR: starting the test servers failed"; exit 1; }
   eval "$SRV_ENV"

@@ -3,6 +3,7 @@
 #   S3         moto[server] (PyPI)            127.0.0.1:${S3_PORT:-9000}   (S3_SERVER=s3s -> s3s-fs from crates.io)
 #   Azure Blob azurite-blob (npm)             127.0.0.1:${ABS_PORT:-10000}
 #   SFTP       Debian openssh-server (sshd)   127.0.0.1:${SFTP_PORT:-2022}
+#   GCS        gcp-storage-emulator (PyPI)    127.0.0.1:${GCS_PORT:-4443}    (JSON API; what real Litestream v0.3.13 works with)
 #
 # Usage:   eval "$(bash scripts/test-servers/start.sh)"   # or: bash scripts/test-servers/start.sh && . .test-servers/env.sh
 # stdout:  only `export VAR=...` lines (safe to eval); progress + timings go to stderr.
@@ -19,12 +20,18 @@ S3_SERVER=${S3_SERVER:-moto}          # moto | s3s
 S3_PORT=${S3_PORT:-9000}
 ABS_PORT=${ABS_PORT:-10000}
 SFTP_PORT=${SFTP_PORT:-2022}
-BUCKET=${TEST_BUCKET:-ls-test}        # S3 bucket and Azure container created at start
+GCS_PORT=${GCS_PORT:-4443}
+BUCKET=${TEST_BUCKET:-ls-test}        # S3 bucket, Azure container and GCS bucket created at start
+# TEST_SERVERS: which servers to install and start (default all). The printed env always has
+# every variable; only the listed servers are up. E.g. TEST_SERVERS=gcs GCS_PORT=24443.
+SERVERS=" ${TEST_SERVERS:-s3 abs sftp gcs} "
+want() { [[ "$SERVERS" == *" $1 "* ]]; }
 KEEP_DATA=${KEEP_DATA:-0}             # 1 = keep old server data when (re)starting a server
 READY_TIMEOUT=${READY_TIMEOUT:-60}    # seconds per server
 
 MOTO_VERSION=5.2.5
 AZURITE_VERSION=3.35.0
+GCS_EMULATOR_VERSION=2026.7.19        # gcp-storage-emulator; single-threaded, HTTP/1.0
 S3S_FS_VERSION=0.14.1                 # s3s-fs 0.17.0 needs rustc >= 1.96; this machine has 1.95
 
 S3_KEY=test S3_SECRET=testtest        # s3s-fs enforces SigV4 with these; moto accepts any credentials
@@ -57,7 +64,9 @@ wait_ready() {
   local start; start=$(ts)
   local deadline=$((SECONDS + READY_TIMEOUT))
   while [ $SECONDS -lt $deadline ]; do
-    if ! alive "$pf" "$pat"; then
+    # Just spawned by us (or checked by `alive` before): only whether it still runs matters
+    # here; its command line may not be the final one yet (nohup has not exec'd).
+    if ! kill -0 "$(cat "$pf" 2>/dev/null)" 2>/dev/null; then
       log "$name exited during start-up; log tail:"; tail -n 20 "$BASE/logs/$name.log" >&2; return 1
     fi
     if "$@"; then log "$name ready (waited $(since "$start"))"; return 0; fi
@@ -77,9 +86,10 @@ ensure_port_free() { if port_open "$1"; then die "port 127.0.0.1:$1 already in u
 
 # --- ports: refuse to start anything if a port is held by a process that is not ours -------------
 if [ "$S3_SERVER" = moto ]; then S3_PAT=moto_server; else S3_PAT=s3s-fs; fi
-alive "$BASE/run/s3.pid" "$S3_PAT"   || ensure_port_free "$S3_PORT"
-alive "$BASE/run/abs.pid" azurite-blob || ensure_port_free "$ABS_PORT"
-alive "$BASE/run/sftp.pid" sshd       || ensure_port_free "$SFTP_PORT"
+! want s3   || alive "$BASE/run/s3.pid" "$S3_PAT"   || ensure_port_free "$S3_PORT"
+! want abs  || alive "$BASE/run/abs.pid" azurite-blob || ensure_port_free "$ABS_PORT"
+! want sftp || alive "$BASE/run/sftp.pid" sshd       || ensure_port_free "$SFTP_PORT"
+! want gcs  || alive "$BASE/run/gcs.pid" gcp-storage-emulator || ensure_port_free "$GCS_PORT"
 
 # --- install (idempotent; the three installs run in parallel) --------------------------------
 install_sshd() {
@@ -99,6 +109,11 @@ install_s3s() {
   if [ -x "$BASE/cargo/bin/s3s-fs" ]; then return 0; fi
   cargo install "s3s-fs@$S3S_FS_VERSION" --features binary --locked --root "$BASE/cargo"
 }
+install_gcs() {  # own venv: pip must not run twice at once in moto's
+  if "$BASE/venv-gcs/bin/python" -c 'import gcp_storage_emulator' 2>/dev/null; then return 0; fi
+  python3 -m venv "$BASE/venv-gcs" &&
+    "$BASE/venv-gcs/bin/pip" install -q --disable-pip-version-check "gcp-storage-emulator==$GCS_EMULATOR_VERSION"
+}
 install_azurite() {
   if [ -x "$BASE/node/node_modules/.bin/azurite-blob" ]; then return 0; fi
   mkdir -p "$BASE/node" &&
@@ -110,20 +125,25 @@ run_install() {  # run_install NAME FUNC : background install with its own log +
     else log "install $name FAILED:"; tail -n 30 "$BASE/logs/install-$name.log" >&2; exit 1; fi ) &
 }
 TI=$(ts)
-case "$S3_SERVER" in
-  moto) run_install moto install_moto ;;
-  s3s)  run_install s3s-fs install_s3s ;;
-  *) die "S3_SERVER must be moto or s3s" ;;
-esac
-run_install azurite install_azurite
-run_install openssh-server install_sshd
+if want s3; then
+  case "$S3_SERVER" in
+    moto) run_install moto install_moto ;;
+    s3s)  run_install s3s-fs install_s3s ;;
+    *) die "S3_SERVER must be moto or s3s" ;;
+  esac
+fi
+! want abs  || run_install azurite install_azurite
+! want sftp || run_install openssh-server install_sshd
+! want gcs  || run_install gcp-storage-emulator install_gcs
 fail=0; for j in $(jobs -p); do wait "$j" || fail=1; done
 [ $fail = 0 ] || die "install failed"
 log "installs done ($(since "$TI"))"
 
 # --- S3 --------------------------------------------------------------------------------------
 TS=$(ts)
-if alive "$BASE/run/s3.pid" "$S3_PAT"; then
+if ! want s3; then
+  :
+elif alive "$BASE/run/s3.pid" "$S3_PAT"; then
   log "s3 ($S3_SERVER) already running, pid $(cat "$BASE/run/s3.pid")"
 else
   ensure_port_free "$S3_PORT"
@@ -139,7 +159,9 @@ else
 fi
 
 # --- Azure Blob (Azurite, blob service only) -------------------------------------------------
-if alive "$BASE/run/abs.pid" azurite-blob; then
+if ! want abs; then
+  :
+elif alive "$BASE/run/abs.pid" azurite-blob; then
   log "abs (azurite) already running, pid $(cat "$BASE/run/abs.pid")"
 else
   ensure_port_free "$ABS_PORT"
@@ -150,6 +172,7 @@ else
 fi
 
 # --- SFTP (OpenSSH sshd, foreground mode, own config/keys/user) ------------------------------
+start_sftp() {
 # sshd reads authorized_keys and internal-sftp serves files with the *user's* privileges, so the
 # system user $SFTP_USER must be able to traverse every ancestor of these directories. If $BASE sits
 # below a directory without o+x (e.g. a checkout under /root), keep the sshd/SFTP parts in a
@@ -215,14 +238,74 @@ else
   /usr/sbin/sshd -t -f "$SSHD_DIR/sshd_config" || die "sshd config test failed"
   spawn sftp /usr/sbin/sshd -D -e -f "$SSHD_DIR/sshd_config"   # absolute path required (re-exec)
 fi
+}
+if want sftp; then start_sftp; else SSHD_DIR=""; SFTP_ROOT=""; fi
+
+# --- GCS (gcp-storage-emulator, in memory: a restart starts empty) --------------------------
+if ! want gcs; then
+  :
+elif alive "$BASE/run/gcs.pid" gcp-storage-emulator; then
+  log "gcs (gcp-storage-emulator) already running, pid $(cat "$BASE/run/gcs.pid")"
+else
+  ensure_port_free "$GCS_PORT"
+  # The emulator serves one connection at a time. Litestream v0.3.13's restore opens the next
+  # WAL segment's download before it reads the previous one's body: once a segment is larger
+  # than the socket buffers (~4 MB), the emulator blocks writing it while the client waits for
+  # the next answer, forever (seen: `ss` showed the emulator's send queue full, the Go client in
+  # roundTrip). Real GCS serves connections in parallel, so this launcher does too: a thread per
+  # connection, with the emulator's handlers (its storage is not thread-safe) run one at a time
+  # under a lock and only the response write outside it.
+  cat > "$BASE/bin/gcp-storage-emulator-threaded.py" <<'PYEOF'
+import sys
+import threading
+from http import server
+
+from gcp_storage_emulator import server as emulator
+
+
+class ThreadedServer(server.ThreadingHTTPServer):
+    daemon_threads = True
+
+
+server.HTTPServer = ThreadedServer  # looked up when the emulator starts its API thread
+
+_handlers = threading.Lock()
+_pending = threading.local()
+_write_response = emulator.Response.close
+_route = emulator.Router.handle
+
+
+def _defer_write(response):
+    _pending.response = response
+
+
+def _handle(router, method):
+    _pending.response = None
+    with _handlers:
+        _route(router, method)
+    if _pending.response is not None:
+        _write_response(_pending.response)
+
+
+emulator.Response.close = _defer_write
+emulator.Router.handle = _handle
+
+from gcp_storage_emulator.__main__ import main  # noqa: E402
+
+sys.exit(main())
+PYEOF
+  spawn gcs "$BASE/venv-gcs/bin/python" "$BASE/bin/gcp-storage-emulator-threaded.py" start \
+    --host 127.0.0.1 --port "$GCS_PORT" --default-bucket "$BUCKET" --in-memory
+fi
 
 # --- readiness -------------------------------------------------------------------------------
-wait_ready s3   "$BASE/run/s3.pid"   "$S3_PAT"     check_http "http://127.0.0.1:$S3_PORT/" || die "s3 failed"
-wait_ready abs  "$BASE/run/abs.pid"  azurite-blob  check_http "http://127.0.0.1:$ABS_PORT/$AZ_ACCOUNT?comp=list" || die "abs failed"
-wait_ready sftp "$BASE/run/sftp.pid" sshd          check_ssh "$SFTP_PORT" || die "sftp failed"
+! want s3   || wait_ready s3   "$BASE/run/s3.pid"   "$S3_PAT"     check_http "http://127.0.0.1:$S3_PORT/" || die "s3 failed"
+! want abs  || wait_ready abs  "$BASE/run/abs.pid"  azurite-blob  check_http "http://127.0.0.1:$ABS_PORT/$AZ_ACCOUNT?comp=list" || die "abs failed"
+! want sftp || wait_ready sftp "$BASE/run/sftp.pid" sshd          check_ssh "$SFTP_PORT" || die "sftp failed"
+! want gcs  || wait_ready gcs  "$BASE/run/gcs.pid"  gcp-storage-emulator check_http "http://127.0.0.1:$GCS_PORT/" || die "gcs failed"
 
 # --- bucket / container ------------------------------------------------------------------------
-if [ "$S3_SERVER" = moto ]; then
+if want s3 && [ "$S3_SERVER" = moto ]; then
   c=$(curl -s -o /dev/null -w '%{http_code}' -X PUT "http://127.0.0.1:$S3_PORT/$BUCKET")   # moto: no auth needed
   case "$c" in 200|409) ;; *) die "create bucket on moto: HTTP $c" ;; esac
 fi
@@ -251,13 +334,27 @@ except urllib.error.HTTPError as e:
     if e.code == 409: print("exists", container)
     else: print("error", e.code, e.read()[:400].decode(errors="replace")); sys.exit(1)
 PYEOF
-AZURE_ACCOUNT=$AZ_ACCOUNT AZURE_KEY=$AZ_KEY python3 "$BASE/bin/azcontainer.py" \
-  "http://127.0.0.1:$ABS_PORT/$AZ_ACCOUNT" "$BUCKET" >&2 || die "create azure container failed"
+if want abs; then
+  AZURE_ACCOUNT=$AZ_ACCOUNT AZURE_KEY=$AZ_KEY python3 "$BASE/bin/azcontainer.py" \
+    "http://127.0.0.1:$ABS_PORT/$AZ_ACCOUNT" "$BUCKET" >&2 || die "create azure container failed"
+fi
+if want gcs; then
+  # --default-bucket creates it; make sure (an emulator that kept running may have been wiped)
+  c=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "http://127.0.0.1:$GCS_PORT/storage/v1/b/$BUCKET")
+  if [ "$c" != 200 ]; then
+    c=$(curl -s -o /dev/null -m 5 -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+      --data "{\"name\":\"$BUCKET\"}" "http://127.0.0.1:$GCS_PORT/storage/v1/b?project=test")
+    case "$c" in 200|409) ;; *) die "create gcs bucket: HTTP $c (log: $BASE/logs/gcs.log)" ;; esac
+  fi
+fi
 log "all servers ready; start phase $(since "$TS"), total $(since "$T0")"
 
 # --- environment for tests ---------------------------------------------------------------------
-HOST_KEY=$(cut -d' ' -f1,2 "$SSHD_DIR/ssh_host_ed25519_key.pub")
-echo "[127.0.0.1]:$SFTP_PORT $HOST_KEY" > "$SSHD_DIR/known_hosts"
+HOST_KEY=""
+if want sftp; then
+  HOST_KEY=$(cut -d' ' -f1,2 "$SSHD_DIR/ssh_host_ed25519_key.pub")
+  echo "[127.0.0.1]:$SFTP_PORT $HOST_KEY" > "$SSHD_DIR/known_hosts"
+fi
 {
   e() { printf 'export %s=%q\n' "$1" "$2"; }
   echo "# generated by scripts/test-servers/start.sh"
@@ -286,6 +383,9 @@ echo "[127.0.0.1]:$SFTP_PORT $HOST_KEY" > "$SSHD_DIR/known_hosts"
   e TEST_SFTP_HOST_KEY "$HOST_KEY"
   e TEST_SFTP_KNOWN_HOSTS "$SSHD_DIR/known_hosts"
   e TEST_SFTP_ROOT "$SFTP_ROOT"
+  # Google's clients (Litestream's too) read STORAGE_EMULATOR_HOST; tests set it per process
+  e TEST_GCS_EMULATOR_HOST "127.0.0.1:$GCS_PORT"
+  e TEST_GCS_BUCKET "$BUCKET"
   echo "# litestream >= 0.5 (aws-sdk-go-v2) fails with 'unable to add custom RootCAs' when AWS_CA_BUNDLE is set"
   echo "unset AWS_CA_BUNDLE"
 } > "$BASE/env.sh"

@@ -2,8 +2,8 @@
 # scripts/test-servers/stop.sh - stop the servers started by scripts/test-servers/start.sh, by PID only.
 # Each PID comes from $TEST_SERVERS_DIR/run/NAME.pid and is only signalled if its command line
 # still matches what we started (guards against a recycled PID). Installs are kept.
-#   --purge   also delete server data (S3/Azurite/SFTP files), logs and env.sh
-#   NAME...   stop only these servers (s3, abs, sftp); default: all
+#   --purge   also delete server data (S3/Azurite/SFTP files; GCS keeps none), logs and env.sh
+#   NAME...   stop only these servers (s3, abs, sftp, gcs); default: all
 set -uo pipefail
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BASE=${TEST_SERVERS_DIR:-$REPO_ROOT/.test-servers}
@@ -31,6 +31,7 @@ stop_one() {  # stop_one NAME PATTERN
 stop_one s3   'moto_server|s3s-fs'
 stop_one abs  'azurite-blob'
 stop_one sftp 'sshd'
+stop_one gcs  'gcp-storage-emulator'
 
 if [ $PURGE = 1 ]; then
   if [ -f "$BASE/run/ssh_base" ]; then

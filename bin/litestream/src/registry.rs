@@ -1,5 +1,5 @@
 //! Builds a [`ReplicaClient`] from a replica configuration: the only file that names every
-//! backend. Backends not compiled in (cargo features `s3`, `abs`, `sftp`) give a clear error.
+//! backend. Backends not compiled in (cargo features `s3`, `abs`, `gcs`, `sftp`) give a clear error.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -71,6 +71,10 @@ async fn build_backend(rc: &ReplicaConfig, meta: Option<&Path>) -> Result<Arc<dy
         #[cfg(feature = "abs")]
         "abs" => Ok(Arc::new(
             litestream_abs::AbsClient::from_replica_config(rc).await?,
+        )),
+        #[cfg(feature = "gcs")]
+        "gcs" => Ok(Arc::new(
+            litestream_gcs::GcsClient::from_replica_config(rc).await?,
         )),
         #[cfg(feature = "sftp")]
         "sftp" => {

@@ -1,11 +1,12 @@
-//! The deployment templates under `deploy/{s3,abs,sftp}/` run for real, in docker's own order,
+//! The deployment templates under `deploy/{s3,abs,sftp,gcs}/` run for real, in docker's own order,
 //! both forms of each: `docker-compose.yml` (the seed's form: `entrypoint: ["/bin/sh", "-c"]`,
 //! `litestream replicate /data/app.db URL`, the healthcheck
 //! `litestream restore -if-db-not-exists -if-replica-exists -o /data/app.db URL`, credentials
 //! from the environment or in the URL) and `docker-compose.config.yml` (`litestream.yml`
 //! mounted at `/etc/litestream.yml`). The exact strings of each file run with our binary against
-//! the local test servers (`TEST_S3_*`, `TEST_ABS_*`, `TEST_SFTP_*` from `scripts/test.sh`; a
-//! missing variable is a failure, never a skip); only the variables' values are the test's.
+//! the local test servers (`TEST_S3_*`, `TEST_ABS_*`, `TEST_SFTP_*`, `TEST_GCS_*` from
+//! `scripts/test.sh`; a missing variable is a failure, never a skip); only the variables' values
+//! are the test's. The seed has no GCS template: `deploy/gcs/` is its S3 one with a `gcs://` URL.
 //!
 //! The drill, as `docker compose up` runs it: the sidecar's `replicate` starts first on an empty
 //! volume; its healthcheck's restore runs while it runs; once healthy the app creates the
@@ -163,7 +164,7 @@ fn interpolate(s: &str, env: &BTreeMap<String, String>) -> String {
 fn env(name: &str) -> String {
     common::test_env(
         name,
-        "the compose drill needs the local S3/Azure/SFTP servers",
+        "the compose drill needs the local S3/Azure/SFTP/GCS servers",
     )
 }
 
@@ -241,6 +242,15 @@ fn host_env(backend: &str) -> (BTreeMap<String, String>, Vec<String>) {
             put("LITESTREAM_SFTP_PATH", dir);
             // No host key anywhere: trusted on first use, remembered on the volume.
             vec![env("TEST_SFTP_PASSWORD")]
+        }
+        "gcs" => {
+            // Seed-style: gcs://${GCS_BUCKET}/MyApp.sqlite; the run's own prefix rides in the
+            // bucket's value. No credentials: STORAGE_EMULATOR_HOST, as Google's clients take it.
+            let path = unique("gcs");
+            put("GCS_BUCKET", format!("{}/{path}", env("TEST_GCS_BUCKET")));
+            put("STORAGE_EMULATOR_HOST", env("TEST_GCS_EMULATOR_HOST"));
+            put("LITESTREAM_REPLICA_PATH", path);
+            vec![]
         }
         other => panic!("unknown backend {other}"),
     };
@@ -897,6 +907,16 @@ fn compose_sftp_seed_drill() {
 #[test]
 fn compose_sftp_config_drill() {
     drill("sftp", Form::Config);
+}
+
+#[test]
+fn compose_gcs_seed_drill() {
+    drill("gcs", Form::Seed);
+}
+
+#[test]
+fn compose_gcs_config_drill() {
+    drill("gcs", Form::Config);
 }
 
 /// Requests moto logged (werkzeug prints one line per request).

@@ -83,7 +83,8 @@ impl std::fmt::Debug for AgeConfig {
 #[derive(Clone, Default, Deserialize, PartialEq)]
 #[serde(default, rename_all = "kebab-case")]
 pub struct ReplicaConfig {
-    /// `type`: `file`, `s3`, `gcs`, `abs` or `sftp` (default `file`, or the URL scheme).
+    /// `type`: `file`, `s3`, `gcs` (also `gs`, v0.5's name), `abs` or `sftp` (default `file`,
+    /// or the URL scheme).
     #[serde(rename = "type")]
     pub replica_type: Option<String>,
     /// `name` (default: the type).
@@ -110,7 +111,7 @@ pub struct ReplicaConfig {
     pub region: Option<String>,
     /// `bucket` (s3, gcs; the container for abs).
     pub bucket: Option<String>,
-    /// `endpoint` (s3, abs).
+    /// `endpoint` (s3, abs; gcs as an extension: another JSON API endpoint).
     pub endpoint: Option<String>,
     /// `force-path-style` (s3; default on when an endpoint is set).
     pub force_path_style: Option<bool>,
@@ -324,6 +325,10 @@ impl ReplicaConfig {
             if from_url.force_path_style == Some(true) && out.force_path_style.is_none() {
                 out.force_path_style = Some(true);
             }
+        }
+        if out.kind() == "gs" {
+            // Litestream v0.5's name for the gcs replica (v0.3.13 knows only `gcs`).
+            out.replica_type = Some("gcs".into());
         }
         let kind = out.kind();
         if !matches!(kind.as_str(), "file" | "s3" | "gcs" | "abs" | "sftp") {
@@ -803,6 +808,27 @@ dbs:
                   skip-verify: true\n      - url: sftp://u@h/p\n        \
                   insecure-ignore-host-key: true\n        storage-class: x\n";
         Config::parse(ok).expect("valid security settings");
+    }
+
+    #[test]
+    fn gcs_replicas_in_both_spellings() {
+        let text = "dbs:\n  - path: /d.db\n    replicas:\n      - type: gcs\n        \
+                    bucket: b\n        path: db\n      - type: gs\n        bucket: b\n      \
+                    - url: gs://b/db\n";
+        let c = Config::parse(text).expect("parse");
+        for r in c.dbs[0].all_replicas() {
+            let r = r.resolve().expect("resolve");
+            assert_eq!((r.kind().as_str(), r.bucket.as_deref()), ("gcs", Some("b")));
+        }
+        let bad = ReplicaConfig {
+            url: Some("gcs://b/db".into()),
+            bucket: Some("other".into()),
+            ..Default::default()
+        };
+        let e = bad.resolve().expect_err("url and bucket");
+        assert!(e
+            .to_string()
+            .contains("cannot specify url & bucket for gcs replica"));
     }
 
     #[test]

@@ -94,7 +94,11 @@ pub fn parse_replica_url(s: &str) -> Result<ReplicaConfig> {
                 }
             }
         }
-        "gcs" => {
+        // `gs` is Litestream v0.5's spelling; v0.3.13 knows only `gcs`.
+        "gcs" | "gs" => {
+            if host.is_empty() {
+                return Err(bad("bucket required for gcs replica"));
+            }
             rc.replica_type = Some("gcs".into());
             rc.bucket = Some(host);
             rc.path = Some(stripped);
@@ -353,6 +357,23 @@ mod tests {
         assert_eq!(rc.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
         assert_eq!(rc.region.as_deref(), Some("eu-west-1"));
         assert_eq!(rc.force_path_style, Some(true));
+    }
+
+    #[test]
+    fn gcs_urls_in_both_spellings() {
+        for scheme in ["gcs", "gs"] {
+            let rc = parse_replica_url(&format!("{scheme}://bkt/db//path/")).expect("url");
+            assert_eq!(rc.replica_type.as_deref(), Some("gcs"), "{scheme}");
+            assert_eq!(rc.bucket.as_deref(), Some("bkt"));
+            assert_eq!(rc.path.as_deref(), Some("db/path"));
+        }
+        let rc = parse_replica_url("gcs://bkt").expect("url");
+        assert_eq!(rc.path.as_deref(), Some(""));
+        let e = parse_replica_url("gcs:///db").expect_err("no bucket");
+        assert!(
+            e.to_string().contains("bucket required for gcs replica"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,0 +1,305 @@
+//! [`GcsBuilder`]: validates the `type: gcs` settings once and builds a [`GcsClient`].
+
+use std::fmt;
+use std::time::Duration;
+
+use litestream_core::config::ReplicaConfig;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::{BackoffConfig, ClientOptions, RetryConfig};
+use url::Url;
+
+use crate::api::{Api, Auth};
+use crate::client::GcsClient;
+use crate::error::{Error, ErrorContext};
+
+/// Environment variable naming the credentials file (service-account JSON, or an authorized
+/// user's application-default credentials), as Google's clients and Litestream read it.
+pub const CREDENTIALS_ENV: &str = "GOOGLE_APPLICATION_CREDENTIALS";
+
+/// Environment variable pointing Google's clients at an emulator (`HOST:PORT`, or a URL);
+/// requests then carry no credentials, as in Google's own clients.
+pub const EMULATOR_HOST_ENV: &str = "STORAGE_EMULATOR_HOST";
+
+/// The public GCS endpoint.
+pub const DEFAULT_ENDPOINT: &str = "https://storage.googleapis.com";
+
+/// Default size of one chunk of a resumable upload (a multiple of 256 KiB, as GCS requires).
+/// Payloads smaller than this are sent in one request.
+pub const DEFAULT_PART_SIZE: usize = 8 << 20;
+
+/// Settings for a [`GcsClient`], validated by [`build`](Self::build).
+#[derive(Clone, Default)]
+pub struct GcsBuilder {
+    bucket: Option<String>,
+    path: String,
+    endpoint: Option<String>,
+    emulator_host: Option<String>,
+    credentials_file: Option<String>,
+    retry: Option<RetryConfig>,
+    part_size: Option<usize>,
+    request_timeout: Option<Duration>,
+}
+
+impl fmt::Debug for GcsBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GcsBuilder")
+            .field("bucket", &self.bucket)
+            .field("path", &self.path)
+            .field("endpoint", &self.endpoint)
+            .field("emulator_host", &self.emulator_host)
+            .field("credentials_file", &self.credentials_file)
+            .field("part_size", &self.part_size)
+            .finish()
+    }
+}
+
+impl GcsBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A builder seeded from the environment: `STORAGE_EMULATOR_HOST` and
+    /// `GOOGLE_APPLICATION_CREDENTIALS`.
+    pub fn from_env() -> Self {
+        GcsBuilder {
+            emulator_host: non_empty(std::env::var(EMULATOR_HOST_ENV).ok()),
+            credentials_file: non_empty(std::env::var(CREDENTIALS_ENV).ok()),
+            ..Self::default()
+        }
+    }
+
+    /// A builder from a resolved replica config (`bucket`, `path`, and the `endpoint`
+    /// extension) and the environment ([`from_env`](Self::from_env)).
+    pub fn from_replica_config(cfg: &ReplicaConfig) -> Self {
+        let mut b = Self::from_env();
+        b.bucket = non_empty(cfg.bucket.clone());
+        b.path = cfg.path.clone().unwrap_or_default();
+        b.endpoint = non_empty(cfg.endpoint.clone());
+        b
+    }
+
+    /// Bucket name.
+    pub fn with_bucket(mut self, bucket: impl Into<String>) -> Self {
+        self.bucket = Some(bucket.into());
+        self
+    }
+
+    /// Key prefix inside the bucket (Litestream's `path`).
+    pub fn with_path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+
+    /// An emulator, as `STORAGE_EMULATOR_HOST` gives it: `HOST:PORT` (plain HTTP) or a URL.
+    /// Requests carry no credentials.
+    pub fn with_emulator_host(mut self, host: impl Into<String>) -> Self {
+        self.emulator_host = Some(host.into());
+        self
+    }
+
+    /// Another JSON API endpoint (a URL; `http://` allowed), with credentials as for GCS.
+    /// Wins over the emulator host.
+    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// The credentials file (what `GOOGLE_APPLICATION_CREDENTIALS` names): a service-account
+    /// key or an authorized user's application-default credentials.
+    pub fn with_credentials_file(mut self, path: impl Into<String>) -> Self {
+        self.credentials_file = Some(path.into());
+        self
+    }
+
+    /// Retry policy of each request (default: 3 retries, 100 ms..4 s backoff, at most 30 s).
+    /// Core's retry loop still wraps every replica operation.
+    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
+    /// Size of one chunk of a resumable upload (default [`DEFAULT_PART_SIZE`]); rounded up to
+    /// a multiple of 256 KiB, as GCS requires.
+    pub fn with_part_size(mut self, bytes: usize) -> Self {
+        const QUANTUM: usize = 256 << 10;
+        self.part_size = Some(bytes.max(1).div_ceil(QUANTUM) * QUANTUM);
+        self
+    }
+
+    /// Time limit of one request other than a download's body (default 120 s).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// Validate the settings and build the client. Makes no request; a credentials file is
+    /// read and its key parsed here.
+    pub fn build(self) -> Result<GcsClient, Error> {
+        let bucket = self.bucket.clone().ok_or(Error::MissingBucket)?;
+        let retry = self.retry.clone().unwrap_or_else(default_retry);
+        let (base, anonymous) = match (&self.endpoint, &self.emulator_host) {
+            (Some(ep), _) => (parse_endpoint("endpoint", ep)?, false),
+            (None, Some(host)) => {
+                let url = if host.contains("://") {
+                    host.clone()
+                } else {
+                    format!("http://{host}")
+                };
+                (parse_endpoint(EMULATOR_HOST_ENV, &url)?, true)
+            }
+            (None, None) => (parse_endpoint("endpoint", DEFAULT_ENDPOINT)?, false),
+        };
+
+        let auth = if anonymous {
+            Auth::Anonymous
+        } else {
+            let mut gcp = GoogleCloudStorageBuilder::new()
+                .with_bucket_name(bucket.clone())
+                .with_retry(retry.clone())
+                .with_client_options(
+                    ClientOptions::new()
+                        .with_connect_timeout(Duration::from_secs(10))
+                        .with_timeout(Duration::from_secs(60)),
+                );
+            if let Some(p) = &self.credentials_file {
+                gcp = gcp.with_application_credentials(p.clone());
+            }
+            let store = gcp.build().map_err(|e| Error::Credentials {
+                bucket: bucket.clone(),
+                path: self.credentials_file.clone().unwrap_or_else(|| {
+                    format!("{CREDENTIALS_ENV} unset: application default credentials")
+                }),
+                message: crate::api::one_line(&e),
+            })?;
+            Auth::Bearer(store.credentials().clone())
+        };
+
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            // A download's body is streamed for as long as it takes, but a server that goes
+            // silent for this long fails the read.
+            .read_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .user_agent(concat!("litestream-rs/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Http(crate::api::one_line(&e)))?;
+        let endpoint_desc = base.as_str().trim_end_matches('/').to_string();
+        let request_timeout = self.request_timeout.unwrap_or(Duration::from_secs(120));
+        let api = Api::new(http, base, bucket.clone(), auth, retry, request_timeout);
+        Ok(GcsClient::new(
+            api,
+            ErrorContext { bucket },
+            root_prefix(&self.path),
+            endpoint_desc,
+            self.part_size.unwrap_or(DEFAULT_PART_SIZE),
+        ))
+    }
+}
+
+fn parse_endpoint(source_name: &'static str, s: &str) -> Result<Url, Error> {
+    let bad = |reason: String| Error::InvalidEndpoint {
+        source_name,
+        endpoint: s.to_string(),
+        reason,
+    };
+    let url = Url::parse(s.trim_end_matches('/')).map_err(|e| bad(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad(format!(
+            "unsupported scheme {:?} (use http or https)",
+            url.scheme()
+        )));
+    }
+    if url.host_str().unwrap_or_default().is_empty() {
+        return Err(bad("missing host".into()));
+    }
+    if url.query().is_some() {
+        return Err(bad("a query is not allowed".into()));
+    }
+    Ok(url)
+}
+
+/// The object name prefix for `path`: leading slashes are dropped and `.`/`..`/`//` are
+/// cleaned as Go's `path.Join` does.
+fn root_prefix(path: &str) -> String {
+    let cleaned = litestream_core::layout::clean(path.trim_start_matches('/'));
+    if cleaned == "." {
+        String::new()
+    } else {
+        cleaned.trim_start_matches('/').to_string()
+    }
+}
+
+fn default_retry() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(4),
+            base: 2.0,
+        },
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(30),
+    }
+}
+
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.filter(|v| !v.trim().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_prefix_is_cleaned() {
+        assert_eq!(root_prefix(""), "");
+        assert_eq!(root_prefix("/a//b/"), "a/b");
+        assert_eq!(root_prefix("db"), "db");
+    }
+
+    #[test]
+    fn bucket_is_required() {
+        assert!(matches!(
+            GcsBuilder::new().with_emulator_host("127.0.0.1:1").build(),
+            Err(Error::MissingBucket)
+        ));
+    }
+
+    #[test]
+    fn emulator_host_takes_host_port_or_url() {
+        for host in ["127.0.0.1:4443", "http://127.0.0.1:4443/"] {
+            let c = GcsBuilder::new()
+                .with_bucket("b")
+                .with_emulator_host(host)
+                .build()
+                .expect("client");
+            assert_eq!(c.endpoint(), "http://127.0.0.1:4443", "{host}");
+        }
+        let e = GcsBuilder::new()
+            .with_bucket("b")
+            .with_emulator_host("ftp://x")
+            .build()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("STORAGE_EMULATOR_HOST"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_credentials_file_is_named() {
+        let e = GcsBuilder::new()
+            .with_bucket("b")
+            .with_credentials_file("/nonexistent/sa.json")
+            .build()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("/nonexistent/sa.json"), "{e}");
+    }
+
+    #[test]
+    fn part_size_is_a_multiple_of_256k() {
+        let b = GcsBuilder::new().with_part_size(300 << 10);
+        assert_eq!(b.part_size, Some(512 << 10));
+    }
+}
