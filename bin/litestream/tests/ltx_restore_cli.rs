@@ -113,6 +113,13 @@ fn txid_flag_needs_sixteen_hex_digits_and_excludes_v03_flags() {
         let o = restore_url(&our_bin(), &url, &out, extra, &[]);
         assert_fails_naming(&o, &out, needle, &format!("{extra:?}"));
     }
+    // A TXID beyond every file: the same words as v0.5.17, exit 1, nothing written.
+    let beyond = ["-txid", "7fffffffffffffff"];
+    for bin in [our_bin(), litestream_v0517()] {
+        let o = restore_url(&bin, &url, &out, &beyond, &[]);
+        let what = format!("{} {beyond:?}", bin.display());
+        assert_fails_naming(&o, &out, "no matching backup files available", &what);
+    }
 }
 
 #[test]

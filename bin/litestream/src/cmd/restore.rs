@@ -174,6 +174,10 @@ async fn restore_cmd(p: &crate::flags::Parsed) -> Result<ExitCode> {
             tracing::info!("no matching backups found");
             return Ok(ExitCode::SUCCESS);
         }
+        if txid.is_some() {
+            // Litestream v0.5.17's words for a -txid no LTX file reaches.
+            bail!("no matching backup files available");
+        }
         bail!("no matching backups found");
     };
     let nc = &clients[i];
