@@ -168,7 +168,9 @@ impl FlagSet {
 
 /// The arguments as UTF-8, or an error naming the first one that is not (Litestream's flags,
 /// paths and URLs are all handled as text).
-pub(crate) fn utf8_args(args: impl Iterator<Item = std::ffi::OsString>) -> Result<Vec<String>, String> {
+pub(crate) fn utf8_args(
+    args: impl Iterator<Item = std::ffi::OsString>,
+) -> Result<Vec<String>, String> {
     args.enumerate()
         .map(|(i, a)| {
             a.into_string().map_err(|a| {

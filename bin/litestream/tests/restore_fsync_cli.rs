@@ -158,12 +158,9 @@ fn a_failing_directory_fsync_fails_the_restore_naming_the_directory() {
         std::fs::create_dir(&outdir).unwrap();
         let out = outdir.join("restored.db");
         let mut cmd = strace();
-        cmd.arg("-P").arg(&outdir).args([
-            "-e",
-            "trace=fsync",
-            "-e",
-            "inject=fsync:error=EIO",
-        ]);
+        cmd.arg("-P")
+            .arg(&outdir)
+            .args(["-e", "trace=fsync", "-e", "inject=fsync:error=EIO"]);
         cmd.arg(our_bin())
             .args(["restore", "-o"])
             .arg(&out)
@@ -186,12 +183,9 @@ fn a_failing_directory_fsync_fails_the_restore_naming_the_directory() {
         // A new directory's parent: the fsync fails before anything is written.
         let out = outdir.join("new/restored.db");
         let mut cmd = strace();
-        cmd.arg("-P").arg(&outdir).args([
-            "-e",
-            "trace=fsync",
-            "-e",
-            "inject=fsync:error=EIO",
-        ]);
+        cmd.arg("-P")
+            .arg(&outdir)
+            .args(["-e", "trace=fsync", "-e", "inject=fsync:error=EIO"]);
         cmd.arg(our_bin())
             .args(["restore", "-o"])
             .arg(&out)
