@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 SECS=${1:-5}
 shift || true
-TARGETS=${*:-lz4_frame wal_segment config replica_url restore}
+TARGETS=${*:-lz4_frame wal_segment config replica_url restore flags ltx}
 TRIPLE=$(rustc -vV | sed -n 's/^host: //p')
 export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
@@ -33,6 +33,22 @@ seed() {  # seed TARGET: fill corpus/TARGET once from the repository's real inpu
       i=0; for u in file:///data/r s3://b/p 's3://b.localhost:9000/p?forcePathStyle=true' \
         abs://acct@c/p sftp://u:pw@h:22/p 'gcs://b/p' 'file:///data/%41'; do
         i=$((i+1)); printf '%s' "$u" > "$dir/$i"; done ;;
+    flags)  # NUL-separated argument vectors: the README's command lines, Go-style cases
+      i=0
+      { grep -ohE 'litestream (restore|replicate|generations|snapshots|wal|ltx|databases) [^`|;)"<]*' \
+          ../README.md | sed 's/^litestream //'
+        printf '%s\n' 'restore -o=/tmp/x.db -parallelism=8 -index=0000000a file:///r' \
+          'restore --if-db-not-exists=false -txid 0000000000000002 -- -o' \
+          'restore -timestamp 2024-01-02T03:04:05.123Z -generation 0123456789abcdef /db' \
+          'ltx -level all -json s3://b/p' 'wal -replica r1 -generation 0123456789abcdef db' \
+          'replicate -exec sleep -config /etc/l.yml' 'databases -no-expand-env -h' \
+          'restore -x' 'restore -o' 'restore ---o' 'restore -=v' 'restore -parallelism 2305843009213693952 d'
+      } | while IFS= read -r line; do
+        i=$((i+1)); printf '%s' "$line" | tr ' ' '\0' > "$dir/$i"; done
+      printf 'restore\0-o\0\377out.db\0file:///r' > "$dir/non-utf8" ;;
+    ltx)
+      find ../fixtures -name '*.ltx' | while read -r f; do
+        cp "$f" "$dir/$(echo "$f" | tr '/' '_')"; done ;;
   esac
 }
 

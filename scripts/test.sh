@@ -51,6 +51,15 @@ check_reference LITESTREAM_V0313_BIN v0.3.13
 check_reference LITESTREAM_V0517_BIN 0.5.17
 log "litestream binaries ready ($(since "$t")): $LITESTREAM_V0313_BIN, $LITESTREAM_V0517_BIN"
 
+# strace: bin/litestream/tests/restore_fsync_cli.rs watches restore's fsyncs with it and injects
+# an fsync error. Debian's package; a missing strace fails here, loudly.
+if ! command -v strace >/dev/null 2>&1; then
+  log "installing strace (apt-get)"
+  { apt-get update -qq && apt-get install -y -qq strace >/dev/null; } \
+    || { log "ERROR: strace is missing and apt-get install strace failed"; exit 1; }
+fi
+command -v strace >/dev/null 2>&1 || { log "ERROR: strace not found after install"; exit 1; }
+
 # --- 2. test servers ---------------------------------------------------------------------------
 # Servers that were already running before this script (e.g. a developer's own session using the
 # same .test-servers dir) are reused and left running; only the ones started here are stopped.

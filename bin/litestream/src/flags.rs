@@ -1,6 +1,9 @@
 //! A command-line flag parser with Go's `flag` package rules, so every Litestream invocation
 //! keeps working: `-name`, `--name`, `-name=value`, `-name value`; boolean flags take no
 //! separate value (`-flag=false` works); parsing stops at the first positional or at `--`.
+//!
+//! Self-contained (std only): `fuzz/fuzz_targets/flags.rs` compiles this file as its own
+//! module to fuzz it, so it must not use other modules of the binary.
 
 use std::collections::HashMap;
 
@@ -161,6 +164,24 @@ impl FlagSet {
         parsed.args = args[i..].to_vec();
         Ok(parsed)
     }
+}
+
+/// The arguments as UTF-8, or an error naming the first one that is not (Litestream's flags,
+/// paths and URLs are all handled as text).
+pub(crate) fn utf8_args(
+    args: impl Iterator<Item = std::ffi::OsString>,
+) -> Result<Vec<String>, String> {
+    args.enumerate()
+        .map(|(i, a)| {
+            a.into_string().map_err(|a| {
+                format!(
+                    "argument {} is not valid UTF-8: {:?}",
+                    i + 1,
+                    a.to_string_lossy()
+                )
+            })
+        })
+        .collect()
 }
 
 impl Parsed {

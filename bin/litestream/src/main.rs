@@ -43,7 +43,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    let args: Vec<String> = match utf8_args(std::env::args_os().skip(1)) {
+    let args: Vec<String> = match flags::utf8_args(std::env::args_os().skip(1)) {
         Ok(args) => args,
         Err(msg) => {
             eprintln!("{msg}");
@@ -114,22 +114,6 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// The arguments as UTF-8, or an error naming the first one that is not (Litestream's flags,
-/// paths and URLs are all handled as text).
-fn utf8_args(args: impl Iterator<Item = std::ffi::OsString>) -> Result<Vec<String>, String> {
-    args.enumerate()
-        .map(|(i, a)| {
-            a.into_string().map_err(|a| {
-                format!(
-                    "argument {} is not valid UTF-8: {:?}",
-                    i + 1,
-                    a.to_string_lossy()
-                )
-            })
-        })
-        .collect()
 }
 
 /// `err` and its causes joined by ": ", leaving out a cause whose text the message before it

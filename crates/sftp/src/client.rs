@@ -18,7 +18,9 @@ use time::OffsetDateTime;
 use tokio::io::AsyncReadExt;
 
 use crate::config::SftpConfig;
-use crate::connection::{backend, is_connection_lost, is_no_such_file, Conn};
+use crate::connection::{
+    backend, describe, is_connection_lost, is_no_such_file, Conn, REQUEST_TIMEOUT,
+};
 use crate::TYPE;
 
 /// A replica stored in a directory on an SFTP server.
@@ -29,6 +31,7 @@ pub struct SftpClient {
     cfg: Arc<SftpConfig>,
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
     retry: RetryConfig,
+    request_timeout: std::time::Duration,
 }
 
 impl fmt::Debug for SftpClient {
@@ -59,12 +62,21 @@ impl SftpClient {
             cfg: Arc::new(cfg),
             conn: tokio::sync::Mutex::new(None),
             retry: RetryConfig::default(),
+            request_timeout: REQUEST_TIMEOUT,
         }
     }
 
     /// Replace how often and how patiently requests are retried after a dropped connection.
     pub fn with_retry(mut self, retry: RetryConfig) -> SftpClient {
         self.retry = retry;
+        self
+    }
+
+    /// Replace how long one SFTP request may wait for its answer (default 10 s, at least
+    /// 1 s; whole seconds). A request without an answer by then counts as a lost connection:
+    /// the client reconnects and retries it as [`with_retry`](Self::with_retry) allows.
+    pub fn with_request_timeout(mut self, timeout: std::time::Duration) -> SftpClient {
+        self.request_timeout = timeout.max(std::time::Duration::from_secs(1));
         self
     }
 
@@ -95,7 +107,7 @@ impl SftpClient {
             tracing::info!(endpoint = %self.cfg.endpoint(), "sftp connection lost; reconnecting");
         }
         *guard = None;
-        let c = Arc::new(Conn::connect(&self.cfg).await?);
+        let c = Arc::new(Conn::connect(&self.cfg, self.request_timeout).await?);
         *guard = Some(c.clone());
         Ok(c)
     }
@@ -115,7 +127,7 @@ impl SftpClient {
     fn err(&self, op: &str, path: &str, e: &SftpError) -> Error {
         backend(
             &self.cfg,
-            format!("{op} {path}: {e}"),
+            format!("{op} {path}: {}", describe(e, self.request_timeout)),
             is_connection_lost(e),
         )
     }
@@ -172,7 +184,8 @@ impl SftpClient {
                             if let Some(why) =
                                 readdir_limit(out.len() + name.files.len(), empty_pages)
                             {
-                                break Err(SftpError::UnexpectedBehavior(format!("{dir}: {why}")));
+                                // Limited: not retried (the server would do it again).
+                                break Err(SftpError::Limited(why));
                             }
                             for f in name.files {
                                 if f.filename == "." || f.filename == ".." {
@@ -273,7 +286,10 @@ impl SftpClient {
                         std::io::ErrorKind::Other
                     };
                     Some((
-                        Err(std::io::Error::new(kind, format!("read {}: {e}", r.what))),
+                        Err(std::io::Error::new(
+                            kind,
+                            format!("read {}: {}", r.what, describe(&e, r.conn.request_timeout)),
+                        )),
                         None,
                     ))
                 }
@@ -475,7 +491,9 @@ struct RemoteReader {
 const MAX_EMPTY_READS: u32 = 8;
 
 /// Most entries a directory listing accepts (a server that never ends READDIR stops here).
-const MAX_DIR_ENTRIES: usize = 10_000_000;
+/// A million entries hold ~100 MiB; a replica directory holds one per WAL segment or LTX
+/// file of one generation or level, far fewer under any retention.
+const MAX_DIR_ENTRIES: usize = 1_000_000;
 
 /// READDIR answers in a row without an entry after which a listing fails.
 const MAX_EMPTY_READDIRS: u32 = 8;

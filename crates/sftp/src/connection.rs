@@ -16,6 +16,8 @@ use crate::known_hosts::HostKeyPolicy;
 use crate::TYPE;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one SFTP request waits for its answer by default (russh-sftp's default).
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_CHUNK: u32 = 32 * 1024;
 const MAX_CHUNK: u64 = 255 * 1024;
 const POSIX_RENAME: &str = "posix-rename@openssh.com";
@@ -71,6 +73,8 @@ pub(crate) struct Conn {
     pub(crate) posix_rename: bool,
     pub(crate) read_len: u32,
     pub(crate) write_len: usize,
+    /// How long each request waits for its answer.
+    pub(crate) request_timeout: Duration,
 }
 
 impl Conn {
@@ -79,9 +83,11 @@ impl Conn {
         self.handle.is_closed()
     }
 
-    /// Dial, verify the host key, authenticate and start the `sftp` subsystem.
-    pub(crate) async fn connect(cfg: &SftpConfig) -> Result<Conn> {
-        match tokio::time::timeout(CONNECT_TIMEOUT, Self::connect_inner(cfg)).await {
+    /// Dial, verify the host key, authenticate and start the `sftp` subsystem, whose
+    /// requests each wait at most `request_timeout` (whole seconds) for their answer.
+    pub(crate) async fn connect(cfg: &SftpConfig, request_timeout: Duration) -> Result<Conn> {
+        let connect = Self::connect_inner(cfg, request_timeout);
+        match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Ok(r) => r,
             Err(_) => Err(backend(
                 cfg,
@@ -91,7 +97,7 @@ impl Conn {
         }
     }
 
-    async fn connect_inner(cfg: &SftpConfig) -> Result<Conn> {
+    async fn connect_inner(cfg: &SftpConfig, request_timeout: Duration) -> Result<Conn> {
         // Read the key before dialing so a bad key file is reported without network noise.
         let key = match &cfg.key_path {
             Some(path) => {
@@ -187,6 +193,7 @@ impl Conn {
             .await
             .map_err(|e| backend(cfg, format!("request sftp subsystem: {e}"), true))?;
         let mut sftp = RawSftpSession::new(channel.into_stream());
+        sftp.set_timeout(request_timeout.as_secs().max(1));
         let version = sftp
             .init()
             .await
@@ -214,6 +221,7 @@ impl Conn {
             posix_rename,
             read_len,
             write_len,
+            request_timeout,
         })
     }
 
@@ -244,6 +252,17 @@ impl Conn {
             Err(e) => return Err(e),
         }
         self.sftp.rename(from, to).await.map(|_| ())
+    }
+}
+
+/// `e` as a message: a timeout says how long the server left the request unanswered.
+pub(crate) fn describe(e: &SftpError, request_timeout: Duration) -> String {
+    match e {
+        SftpError::Timeout => format!(
+            "the server did not answer within {}s",
+            request_timeout.as_secs().max(1)
+        ),
+        e => e.to_string(),
     }
 }
 

@@ -123,9 +123,10 @@ pub async fn restore_plan(
     tracing::info!(path = %output.display(), "renaming database from temporary location");
     publish(&tmp, &output)?;
     guard.armed = false;
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
+    // The directory entry must be durable too; an error here is the command's error.
+    std::fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir.display().to_string(), e))?;
     tracing::info!(txid = %format_txid(txid), elapsed = ?started.elapsed(), "restore complete");
     Ok(LtxRestoreOutcome {
         txid,
