@@ -7,8 +7,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
+
+/// Pause of the watcher's thread after repeated events of one WAL (see `dir_watcher`).
+const EVENT_PACE: Duration = Duration::from_millis(2);
 
 /// WAL path -> the wake-ups of the replicators watching it (normally one).
 type Targets = Arc<Mutex<HashMap<PathBuf, Vec<(u64, Arc<Notify>)>>>>;
@@ -64,16 +68,34 @@ fn dir_watcher(dir: &Path) -> notify::Result<Arc<DirWatcher>> {
     }
     let targets: Targets = Arc::default();
     let seen = Arc::clone(&targets);
+    let mut last: Option<(PathBuf, Instant)> = None;
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let Ok(ev) = res else { return };
         if !matches!(ev.kind, EventKind::Modify(_) | EventKind::Create(_)) {
             return;
         }
+        let mut woke = None;
         if let Ok(t) = seen.lock() {
             for p in &ev.paths {
                 for (_, wake) in t.get(p).into_iter().flatten() {
                     wake.notify_one();
+                    woke = Some(p);
                 }
+            }
+        }
+        // An application writing back to back modifies its WAL thousands of times a second,
+        // and each modification would wake this thread (a context switch each; the monitor
+        // batches its syncs anyway). After waking the same WAL's replicator twice within
+        // `EVENT_PACE`, pause: meanwhile the kernel merges the WAL's further identical
+        // events into one.
+        if let Some(p) = woke {
+            let now = Instant::now();
+            let repeat = last
+                .as_ref()
+                .is_some_and(|(lp, at)| lp == p && now.duration_since(*at) < EVENT_PACE);
+            last = Some((p.clone(), now));
+            if repeat {
+                std::thread::sleep(EVENT_PACE);
             }
         }
     })?;
