@@ -62,8 +62,7 @@ done
 
 BENCH_DIR=${BENCH_DIR:-/tmp/litestream-bench}
 if [ "$SCENARIO" = ltx ]; then
-  REPLICA=$BENCH_DIR/ltx-replica/replica
-  [ -f "$BENCH_DIR/ltx-replica/done" ] || BENCH_DIR=$BENCH_DIR bash "$ROOT/benches/ltx_restore.sh" --prepare
+  REPLICA=$BENCH_DIR/ltx-replica/replica  # written below, once v0.5.17 is found
 else
   REPLICA=$BENCH_DIR/scenario-$SCENARIO/replica
   [ -d "$REPLICA/generations" ] || {
@@ -93,6 +92,8 @@ if [ "$SCENARIO" = ltx ]; then
   [ -x "$THEIRS" ] || eval "$(bash "$ROOT/scripts/install-litestream.sh")"
   THEIRS=${LITESTREAM_V0517_BIN:-$THEIRS}
   [ "$("$THEIRS" version 2>&1)" = 0.5.17 ] || { log "ERROR: $THEIRS is not Litestream v0.5.17"; exit 1; }
+  [ -f "$BENCH_DIR/ltx-replica/done" ] ||
+    BENCH_DIR=$BENCH_DIR LITESTREAM_V0517_BIN=$THEIRS bash "$ROOT/benches/ltx_restore.sh" --prepare
 else
   THEIRS_NAME=v0.3.13
   THEIRS=${LITESTREAM_V0313_BIN:-$ROOT/.tools/litestream-0.3.13/bin/litestream}
