@@ -3,7 +3,10 @@
 # vs. the real Litestream v0.5.17's, same replica, same machine, runs interleaved. Run on demand
 # (not in CI).
 #
-#   bash benches/ltx_restore.sh [--runs N] [--regen]
+#   bash benches/ltx_restore.sh [--runs N] [--regen] [--prepare]
+#
+# --prepare only writes (or keeps) the cached replica and exits; benches/s3_restore.sh
+# --format ltx calls it to restore the same replica from a local S3 server.
 #
 # The replica (cached in $BENCH_DIR/ltx-replica) is written by the real v0.5.17 `replicate`: a
 # ~100 MB database (25,000 rows of 4,000 random bytes) snapshotted at start (L9), then ~500
@@ -24,15 +27,15 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 log() { echo "[ltx-restore-bench] $*" >&2; }
 RUNS=3
 REGEN=0
+PREPARE=0
 while [ $# -gt 0 ]; do
   case $1 in
     --runs) RUNS=$2; shift 2 ;;
     --regen) REGEN=1; shift ;;
+    --prepare) PREPARE=1; shift ;;
     *) log "unknown argument $1"; exit 2 ;;
   esac
 done
-OURS=${LITESTREAM_OURS_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/litestream}
-[ -x "$OURS" ] || { log "ERROR: $OURS not found (set LITESTREAM_OURS_BIN or build --release)"; exit 1; }
 THEIRS=${LITESTREAM_V0517_BIN:-$ROOT/.tools/litestream-0.5.17/bin/litestream}
 [ "$("$THEIRS" version 2>&1)" = 0.5.17 ] || { log "ERROR: $THEIRS is not Litestream v0.5.17"; exit 1; }
 [ -x /usr/bin/time ] || { log "ERROR: /usr/bin/time missing (apt-get install time)"; exit 1; }
@@ -80,6 +83,10 @@ PY
 fi
 for l in 0 1 2 9; do log "L$l: $(find "$DIR/replica/ltx/$l" -name '*.ltx' 2>/dev/null | wc -l) files"; done
 log "replica: $(du -sh "$DIR/replica" | cut -f1), database $(stat -c %s "$DIR/src.db") bytes"
+[ "$PREPARE" = 1 ] && exit 0
+
+OURS=${LITESTREAM_OURS_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/litestream}
+[ -x "$OURS" ] || { log "ERROR: $OURS not found (set LITESTREAM_OURS_BIN or build --release)"; exit 1; }
 
 URL=file://$DIR/replica
 OUT=$DIR/out

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # benches/s3_restore.sh - S3 restore benchmark: our `litestream restore` vs. the real Litestream
-# v0.3.13, both restoring the same replica from a PRIVATE local S3 server (own free port; the
-# shared test server is never touched). Run on demand (not in CI).
+# v0.3.13 (scenarios a, b) or v0.5.17 (scenario ltx), both restoring the same replica from a
+# PRIVATE local S3 server (own free port; the shared test server is never touched). Run on
+# demand (not in CI).
 #
-#   bash benches/s3_restore.sh [--runs N] [--scenario a|b] [--server moto|s3s-fs] [--latency-ms N]
+#   bash benches/s3_restore.sh [--runs N] [--scenario a|b|ltx] [--server moto|s3s-fs] [--latency-ms N]
 #
 # Servers:
 #   moto    (default) the test suite's moto server (Python, one process): every request costs it
@@ -17,17 +18,23 @@
 # The replica is one cached by benches/restore.sh (written by the real v0.3.13 `replicate`):
 # $BENCH_DIR/scenario-<S>/replica. Run `bash benches/restore.sh --scenarios b` once first if it
 # is missing. Its files are uploaded as-is (v0.3 layout) under s3://BUCKET/bench/<S>/.
+# Scenario ltx: the Litestream v0.5 (LTX) replica of benches/ltx_restore.sh, written by the real
+# v0.5.17 `replicate` ($BENCH_DIR/ltx-replica/replica, made here with `ltx_restore.sh --prepare`
+# when missing), its files put under s3://BUCKET/bench/ltx/ in v0.5's S3 layout
+# (<level %04x>/<min>-<max>.ltx), and restored by ours and by v0.5.17 through the same URL
+# (`?endpoint=...&forcePathStyle=true`).
 #
 # Per run and tool: wall time and peak RSS (/usr/bin/time), and the number of HTTP requests the
 # restore made, by kind, counted from the server's log (one line per request; the server is
 # private, so every line between two marks belongs to that restore), and the CPU time the server
 # process used during the restore. Every output must be byte-identical
-# to v0.3.13's first output and pass integrity_check.
+# to the real Litestream's first output and pass integrity_check.
 #
 # Environment:
 #   CARGO_TARGET_DIR       our binary is $CARGO_TARGET_DIR/release/litestream (built with s3)
 #   LITESTREAM_OURS_BIN    use this binary instead (no build)
 #   LITESTREAM_V0313_BIN   the real v0.3.13 (default .tools/litestream-0.3.13/bin/litestream)
+#   LITESTREAM_V0517_BIN   the real v0.5.17, scenario ltx (default .tools/litestream-0.5.17/bin/litestream)
 #   BENCH_DIR              default /tmp/litestream-bench
 #   TEST_SERVERS_DIR       where moto's venv is (default <repo>/.test-servers; scripts/test-servers/start.sh installs it)
 #   S3S_SERVER_BIN         use this bench-s3-server binary (no build)
@@ -54,11 +61,15 @@ while [ $# -gt 0 ]; do
 done
 
 BENCH_DIR=${BENCH_DIR:-/tmp/litestream-bench}
-REPLICA=$BENCH_DIR/scenario-$SCENARIO/replica
-[ -d "$REPLICA/generations" ] || {
-  log "ERROR: no cached replica at $REPLICA; run: bash benches/restore.sh --scenarios $SCENARIO"
-  exit 1
-}
+if [ "$SCENARIO" = ltx ]; then
+  REPLICA=$BENCH_DIR/ltx-replica/replica  # written below, once v0.5.17 is found
+else
+  REPLICA=$BENCH_DIR/scenario-$SCENARIO/replica
+  [ -d "$REPLICA/generations" ] || {
+    log "ERROR: no cached replica at $REPLICA; run: bash benches/restore.sh --scenarios $SCENARIO"
+    exit 1
+  }
+fi
 
 if [ -n "${LITESTREAM_OURS_BIN:-}" ]; then
   OURS=$LITESTREAM_OURS_BIN
@@ -75,16 +86,37 @@ if "$OURS" restore -o /dev/null/x 's3://probe.localhost:1/x' 2>&1 | grep -q 'not
   log "ERROR: $OURS was built without the s3 feature"; exit 1
 fi
 
-THEIRS=${LITESTREAM_V0313_BIN:-$ROOT/.tools/litestream-0.3.13/bin/litestream}
-if [ ! -x "$THEIRS" ]; then
-  log "real Litestream v0.3.13 not found at $THEIRS; installing"
-  eval "$(bash "$ROOT/scripts/install-litestream.sh")"
-  THEIRS=$LITESTREAM_V0313_BIN
+if [ "$SCENARIO" = ltx ]; then
+  THEIRS_NAME=v0.5.17
+  THEIRS=${LITESTREAM_V0517_BIN:-$ROOT/.tools/litestream-0.5.17/bin/litestream}
+  [ -x "$THEIRS" ] || eval "$(bash "$ROOT/scripts/install-litestream.sh")"
+  THEIRS=${LITESTREAM_V0517_BIN:-$THEIRS}
+  [ "$("$THEIRS" version 2>&1)" = 0.5.17 ] || { log "ERROR: $THEIRS is not Litestream v0.5.17"; exit 1; }
+  [ -f "$BENCH_DIR/ltx-replica/done" ] ||
+    BENCH_DIR=$BENCH_DIR LITESTREAM_V0517_BIN=$THEIRS bash "$ROOT/benches/ltx_restore.sh" --prepare
+else
+  THEIRS_NAME=v0.3.13
+  THEIRS=${LITESTREAM_V0313_BIN:-$ROOT/.tools/litestream-0.3.13/bin/litestream}
+  if [ ! -x "$THEIRS" ]; then
+    log "real Litestream v0.3.13 not found at $THEIRS; installing"
+    eval "$(bash "$ROOT/scripts/install-litestream.sh")"
+    THEIRS=$LITESTREAM_V0313_BIN
+  fi
+  [ "$("$THEIRS" version 2>&1)" = v0.3.13 ] || { log "ERROR: $THEIRS is not Litestream v0.3.13"; exit 1; }
 fi
-[ "$("$THEIRS" version 2>&1)" = v0.3.13 ] || { log "ERROR: $THEIRS is not Litestream v0.3.13"; exit 1; }
 
 [ -x /usr/bin/time ] || { log "ERROR: /usr/bin/time missing (apt-get install time)"; exit 1; }
 WORK=$(mktemp -d "$BENCH_DIR/s3-XXXXXX")
+if [ "$SCENARIO" = ltx ]; then
+  # v0.5 keys on S3 are <path>/<level %04x>/<min>-<max>.ltx (file:// has ltx/<level>/): hard-link
+  # the file replica into that layout, and upload or serve that.
+  for d in "$REPLICA"/ltx/*/; do
+    level=$(basename "$d")
+    mkdir -p "$WORK/ltx-s3/$(printf %04x "$level")"
+    ln "$d"*.ltx "$WORK/ltx-s3/$(printf %04x "$level")/"
+  done
+  REPLICA=$WORK/ltx-s3
+fi
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 SERVER_LOG=$WORK/server.log
 case $SERVER in
@@ -119,14 +151,14 @@ case $SERVER in
 esac
 cleanup() {
   kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true
-  rm -rf "$WORK/out" "$WORK/s3root"
+  rm -rf "$WORK/out" "$WORK/s3root" "$WORK/ltx-s3"
 }
 trap cleanup EXIT
 for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
 
 log "ours:   $OURS"
 log "theirs: $THEIRS"
-LATENCY_MS=$LATENCY_MS python3 - "$OURS" "$THEIRS" "$PORT" "$REPLICA" "$SCENARIO" "$RUNS" "$WORK" "$SERVER_PID" "$SERVER" \
+LATENCY_MS=$LATENCY_MS THEIRS_NAME=$THEIRS_NAME python3 - "$OURS" "$THEIRS" "$PORT" "$REPLICA" "$SCENARIO" "$RUNS" "$WORK" "$SERVER_PID" "$SERVER" \
   "$SERVER_LOG" <<'PY'
 import concurrent.futures, http.client, os, re, sqlite3, statistics, subprocess, sys, time
 
@@ -185,15 +217,21 @@ def requests_in(lines):
         return moto_requests(lines)
     return (m.groups() for m in (S3S_REQ.match(l.strip()) for l in lines) if m)
 
-url = f"s3://{BUCKET}.localhost:{port}/{PREFIX}"
+THEIRS_NAME = os.environ["THEIRS_NAME"]  # v0.3.13, or v0.5.17 for the LTX scenario
+if THEIRS_NAME == "v0.5.17":  # v0.5's URL form for a local S3 server; ours reads it too
+    url = f"s3://{BUCKET}/{PREFIX}?endpoint=http://127.0.0.1:{port}&forcePathStyle=true&region=us-east-1"
+else:
+    url = f"s3://{BUCKET}.localhost:{port}/{PREFIX}"
 env = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="testtest")
 for k in ("LITESTREAM_CONFIG", "AWS_CA_BUNDLE", "AWS_PROFILE", "LITESTREAM_ACCESS_KEY_ID",
-          "LITESTREAM_SECRET_ACCESS_KEY"):
+          "LITESTREAM_SECRET_ACCESS_KEY", "THEIRS_NAME"):
     env.pop(k, None)
+if THEIRS_NAME == "v0.5.17":  # v0.5's URL mode takes the keys from these
+    env.update(LITESTREAM_ACCESS_KEY_ID="test", LITESTREAM_SECRET_ACCESS_KEY="testtest")
 out_dir = os.path.join(work, "out")
 os.makedirs(out_dir, exist_ok=True)
-tools = {"v0.3.13": theirs, "ours": ours}
-extra = {"v0.3.13": [], "ours": os.environ.get("OURS_RESTORE_FLAGS", "").split()}
+tools = {THEIRS_NAME: theirs, "ours": ours}
+extra = {THEIRS_NAME: [], "ours": os.environ.get("OURS_RESTORE_FLAGS", "").split()}
 res = {t: [] for t in tools}
 reference = None
 failed = False
@@ -205,7 +243,7 @@ def integrity(db):
     return r
 
 for i in range(runs):
-    order = ["v0.3.13", "ours"] if i % 2 == 0 else ["ours", "v0.3.13"]
+    order = [THEIRS_NAME, "ours"] if i % 2 == 0 else ["ours", THEIRS_NAME]
     for t in order:
         out = os.path.join(out_dir, f"{t}-{i}.db")
         before = len(log_lines())
@@ -225,7 +263,7 @@ for i in range(runs):
         ok = integrity(out)
         if ok != "ok":
             log(f"{t} run {i}: integrity_check: {ok}"); failed = True
-        if reference is None and t == "v0.3.13":
+        if reference is None and t == THEIRS_NAME:
             reference = out
         if reference and subprocess.run(["cmp", "-s", reference, out]).returncode != 0:
             log(f"{t} run {i}: output differs from {reference}"); failed = True
@@ -245,7 +283,7 @@ print(f"\nS3 restore, scenario {scenario}: {len(files)} objects, {total/1e6:.1f}
 print("| tool | median wall s | runs (s) | max RSS MB | requests per restore | by kind | server CPU s (median) |")
 print("|---|---|---|---|---|---|---|")
 med = {}
-for t in ("v0.3.13", "ours"):
+for t in (THEIRS_NAME, "ours"):
     r = res[t]
     if not r:
         print(f"| {t} | failed | | | | | |"); continue
@@ -256,11 +294,11 @@ for t in ("v0.3.13", "ours"):
           f"{max(x[1] for x in r):.1f} | {'/'.join(map(str, counts))} | {kinds} | "
           f"{statistics.median(x[4] for x in r):.2f} |")
 if len(med) == 2:
-    ratio = med["ours"] / med["v0.3.13"]
+    ratio = med["ours"] / med[THEIRS_NAME]
     nreq = {t: max(x[2] for x in res[t]) for t in res}
-    print(f"\nwall ratio ours/v0.3.13: {ratio:.3f} (target <= 0.30: {'yes' if ratio <= 0.30 else 'NO'}); "
-          f"requests ours {nreq['ours']} vs v0.3.13 {nreq['v0.3.13']} "
-          f"(target: not more: {'yes' if nreq['ours'] <= nreq['v0.3.13'] else 'NO'})")
+    print(f"\nwall ratio ours/{THEIRS_NAME}: {ratio:.3f} (target <= 0.30: {'yes' if ratio <= 0.30 else 'NO'}); "
+          f"requests ours {nreq['ours']} vs {THEIRS_NAME} {nreq[THEIRS_NAME]} "
+          f"(target: not more: {'yes' if nreq['ours'] <= nreq[THEIRS_NAME] else 'NO'})")
 print(f"load average: {open('/proc/loadavg').read().split()[:3]}")
 sys.exit(1 if failed else 0)
 PY
