@@ -184,3 +184,50 @@ pub fn assert_same(got: &[(String, Vec<String>)], want: &[(String, Vec<String>)]
     }
     assert_eq!(got.len(), want.len(), "{what}: table count");
 }
+
+/// The tables of [`mixed_workload_round`]: `t (id, round, v)` and `blobs (id, b)`.
+pub fn mixed_schema(c: &rusqlite::Connection) {
+    c.execute_batch(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, round INTEGER, v TEXT);
+         CREATE TABLE blobs (id INTEGER PRIMARY KEY, b BLOB);",
+    )
+    .expect("schema");
+}
+
+/// One transaction of a mixed workload on [`mixed_schema`]'s tables: `rows` random text
+/// inserts, one random blob of a size in `blob_bytes`, an update and a delete of rows chosen
+/// by `round`.
+pub fn mixed_workload_round(
+    c: &rusqlite::Connection,
+    round: u32,
+    rows: usize,
+    blob_bytes: std::ops::Range<usize>,
+) {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    let tx = c.unchecked_transaction().expect("tx");
+    for _ in 0..rows {
+        let n: usize = rng.random_range(10..200);
+        let text: String = (0..n)
+            .map(|_| rng.random_range(b'a'..=b'z') as char)
+            .collect();
+        tx.execute(
+            "INSERT INTO t (round, v) VALUES (?1, ?2)",
+            rusqlite::params![round, text],
+        )
+        .expect("insert");
+    }
+    let blob: Vec<u8> = (0..rng.random_range(blob_bytes))
+        .map(|_| rng.random())
+        .collect();
+    tx.execute("INSERT INTO blobs (b) VALUES (?1)", [blob])
+        .expect("blob");
+    tx.execute(
+        "UPDATE t SET v = v || '-u' WHERE id % 7 = ?1",
+        [i64::from(round % 7)],
+    )
+    .expect("update");
+    tx.execute("DELETE FROM t WHERE id % 11 = ?1", [i64::from(round % 11)])
+        .expect("delete");
+    tx.commit().expect("commit");
+}

@@ -8,9 +8,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{app_conn, dump, file_replica, integrity, litestream_bin, restore_with};
+use common::{
+    app_conn, dump, file_replica, integrity, litestream_bin, mixed_schema, mixed_workload_round,
+    restore_with,
+};
 use litestream_core::engine::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Replicator};
-use rand::Rng;
 
 fn fast_opts() -> DbOptions {
     DbOptions {
@@ -18,6 +20,11 @@ fn fast_opts() -> DbOptions {
         min_checkpoint_page_count: 32,
         ..Default::default()
     }
+}
+
+/// This file's workload: 40 rows and a 5–20 KB blob per transaction.
+fn workload_round(c: &rusqlite::Connection, round: u32) {
+    mixed_workload_round(c, round, 40, 5000..20000);
 }
 
 fn replica(dir: &Path) -> ReplicaHandleConfig {
@@ -28,35 +35,6 @@ fn replica(dir: &Path) -> ReplicaHandleConfig {
     file_replica("file", dir, options)
 }
 
-fn workload_round(c: &rusqlite::Connection, round: u32) {
-    let mut rng = rand::rng();
-    let tx = c.unchecked_transaction().expect("tx");
-    for _ in 0..40 {
-        let n: usize = rng.random_range(10..200);
-        let text: String = (0..n)
-            .map(|_| rng.random_range(b'a'..=b'z') as char)
-            .collect();
-        tx.execute(
-            "INSERT INTO t (round, v) VALUES (?1, ?2)",
-            rusqlite::params![round, text],
-        )
-        .expect("insert");
-    }
-    let blob: Vec<u8> = (0..rng.random_range(5000..20000))
-        .map(|_| rng.random())
-        .collect();
-    tx.execute("INSERT INTO blobs (b) VALUES (?1)", [blob])
-        .expect("blob");
-    tx.execute(
-        "UPDATE t SET v = v || '-u' WHERE id % 7 = ?1",
-        [i64::from(round % 7)],
-    )
-    .expect("update");
-    tx.execute("DELETE FROM t WHERE id % 11 = ?1", [i64::from(round % 11)])
-        .expect("delete");
-    tx.commit().expect("commit");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_litestream_restores_our_replica_under_a_mixed_workload() {
     let v3 = litestream_bin("LITESTREAM_V0313_BIN");
@@ -65,11 +43,7 @@ async fn real_litestream_restores_our_replica_under_a_mixed_workload() {
     let db = dir.path().join("app.db");
     let rep = dir.path().join("replica");
     let c = app_conn(&db);
-    c.execute_batch(
-        "CREATE TABLE t (id INTEGER PRIMARY KEY, round INTEGER, v TEXT);
-         CREATE TABLE blobs (id INTEGER PRIMARY KEY, b BLOB);",
-    )
-    .expect("schema");
+    mixed_schema(&c);
 
     let mut r = Replicator::start(&db, vec![replica(&rep)], fast_opts())
         .await
@@ -122,11 +96,7 @@ async fn takeover_from_litestream_v0313_keeps_generation() {
     let db = dir.path().join("app.db");
     let rep = dir.path().join("replica");
     let c = app_conn(&db);
-    c.execute_batch(
-        "CREATE TABLE t (id INTEGER PRIMARY KEY, round INTEGER, v TEXT);
-         CREATE TABLE blobs (id INTEGER PRIMARY KEY, b BLOB);",
-    )
-    .expect("schema");
+    mixed_schema(&c);
     let cfg = dir.path().join("litestream.yml");
     std::fs::write(
         &cfg,

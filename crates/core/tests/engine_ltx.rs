@@ -11,13 +11,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{app_conn, dump, integrity, litestream_bin};
+use common::{
+    app_conn, dump, file_replica, integrity, litestream_bin, mixed_schema, mixed_workload_round,
+};
 use litestream_core::engine::{
     DbOptions, LtxOptions, ReplicaFormat, ReplicaHandleConfig, ReplicaOptions, Replicator,
 };
 use litestream_core::ltx::decoder::{LtxDecoder, LtxHeader, HEADER_SIZE};
-use litestream_file::FileClient;
-use rand::Rng;
 
 fn fast_opts() -> DbOptions {
     DbOptions {
@@ -28,53 +28,18 @@ fn fast_opts() -> DbOptions {
 }
 
 fn ltx_replica(dir: &Path, ltx: LtxOptions) -> ReplicaHandleConfig {
-    ReplicaHandleConfig {
-        name: "file".into(),
-        client: Arc::new(FileClient::new(dir)),
-        options: ReplicaOptions {
-            sync_interval: Duration::from_millis(10),
-            format: ReplicaFormat::Ltx,
-            ltx,
-            ..Default::default()
-        },
-    }
+    let options = ReplicaOptions {
+        sync_interval: Duration::from_millis(10),
+        format: ReplicaFormat::Ltx,
+        ltx,
+        ..Default::default()
+    };
+    file_replica("file", dir, options)
 }
 
-fn schema(c: &rusqlite::Connection) {
-    c.execute_batch(
-        "CREATE TABLE t (id INTEGER PRIMARY KEY, round INTEGER, v TEXT);
-         CREATE TABLE blobs (id INTEGER PRIMARY KEY, b BLOB);",
-    )
-    .expect("schema");
-}
-
+/// This file's workload: 30 rows and a 3–12 KB blob per transaction.
 fn workload_round(c: &rusqlite::Connection, round: u32) {
-    let mut rng = rand::rng();
-    let tx = c.unchecked_transaction().expect("tx");
-    for _ in 0..30 {
-        let n: usize = rng.random_range(10..200);
-        let text: String = (0..n)
-            .map(|_| rng.random_range(b'a'..=b'z') as char)
-            .collect();
-        tx.execute(
-            "INSERT INTO t (round, v) VALUES (?1, ?2)",
-            rusqlite::params![round, text],
-        )
-        .expect("insert");
-    }
-    let blob: Vec<u8> = (0..rng.random_range(3000..12000))
-        .map(|_| rng.random())
-        .collect();
-    tx.execute("INSERT INTO blobs (b) VALUES (?1)", [blob])
-        .expect("blob");
-    tx.execute(
-        "UPDATE t SET v = v || '-u' WHERE id % 7 = ?1",
-        [i64::from(round % 7)],
-    )
-    .expect("update");
-    tx.execute("DELETE FROM t WHERE id % 11 = ?1", [i64::from(round % 11)])
-        .expect("delete");
-    tx.commit().expect("commit");
+    mixed_workload_round(c, round, 30, 3000..12000);
 }
 
 /// `(level, min, max)` of every LTX file of a `file://` replica.
@@ -215,7 +180,7 @@ async fn v0517_restores_our_ltx_replica_after_compaction_and_a_restart() {
     let db = dir.path().join("app.db");
     let rep = dir.path().join("replica");
     let c = app_conn(&db);
-    schema(&c);
+    mixed_schema(&c);
     let ltx = LtxOptions {
         level_intervals: vec![Duration::from_secs(1), Duration::from_secs(2)],
         ..Default::default()
@@ -307,7 +272,7 @@ async fn v0517_then_ours_then_v0517_continue_one_ltx_replica() {
     let db = dir.path().join("app.db");
     let rep = dir.path().join("replica");
     let c = app_conn(&db);
-    schema(&c);
+    mixed_schema(&c);
 
     // Phase 1: real v0.5.17 replicates.
     let child = spawn_v5(&v5, dir.path(), &db, &rep);
@@ -391,7 +356,7 @@ async fn two_ltx_replicas_one_with_retention_one_without() {
     let db = dir.path().join("app.db");
     let (rep_a, rep_b) = (dir.path().join("a"), dir.path().join("b"));
     let c = app_conn(&db);
-    schema(&c);
+    mixed_schema(&c);
     let fast = LtxOptions {
         level_intervals: vec![Duration::from_secs(1)],
         snapshot_interval: Duration::from_secs(2),
@@ -462,7 +427,7 @@ async fn ltx_snapshots_are_point_in_time_under_a_steady_writer() {
     let db = dir.path().join("app.db");
     let rep = dir.path().join("replica");
     let c = app_conn(&db);
-    schema(&c);
+    mixed_schema(&c);
     let ltx = LtxOptions {
         level_intervals: vec![],
         snapshot_interval: Duration::from_millis(700),
@@ -544,7 +509,7 @@ async fn a_v03_and_an_ltx_replica_of_one_database() {
     let db = dir.path().join("app.db");
     let (rep3, rep5) = (dir.path().join("v3"), dir.path().join("ltx"));
     let c = app_conn(&db);
-    schema(&c);
+    mixed_schema(&c);
     let mut a = ltx_replica(&rep3, LtxOptions::default());
     a.name = "v3".into();
     a.options.format = ReplicaFormat::V3;
@@ -592,7 +557,7 @@ async fn a_lost_meta_directory_continues_the_txids_with_a_whole_database_file() 
     let db = dir.path().join("app.db");
     let rep = dir.path().join("replica");
     let c = app_conn(&db);
-    schema(&c);
+    mixed_schema(&c);
     let start = || async {
         Replicator::start(
             &db,
