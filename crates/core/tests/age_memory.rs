@@ -3,10 +3,8 @@
 //! heap bytes; neither direction may hold the object (nor a large part of it) in memory.
 #![allow(clippy::unwrap_used)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -16,28 +14,9 @@ use litestream_core::{ByteStream, Generation, ReplicaClient};
 use litestream_file::FileClient;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc(layout);
-        if !p.is_null() {
-            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout);
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::peak_during;
 
 /// Test keys (generated for these tests only).
 const SK: &str = "AGE-SECRET-KEY-19QCFTFFX5U7TYY56HA0VNDEH9T2AMV63V8YPQJUFXCVKK4A5NV0SAUPNFS";
@@ -94,14 +73,6 @@ impl AsyncRead for Generated {
         self.left -= n as u64;
         Poll::Ready(Ok(()))
     }
-}
-
-/// Run `f` and return its result with the peak heap growth while it ran.
-async fn peak_during<T>(f: impl std::future::Future<Output = T>) -> (T, usize) {
-    let base = LIVE.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
-    let out = f.await;
-    (out, PEAK.load(Ordering::Relaxed).saturating_sub(base))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,11 +6,9 @@
 //! restore runs. Tests take [`SERIAL`] so that the peak is theirs alone.
 #![allow(clippy::unwrap_used)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -25,42 +23,15 @@ use rusqlite::Connection;
 use time::OffsetDateTime;
 use tokio::io::AsyncReadExt;
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc(layout);
-        if !p.is_null() {
-            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout);
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::peak_during;
 
 /// One test at a time, so that the measured peak is the running test's.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The README's bound on restore memory.
 const MEMORY_BOUND: usize = 40 << 20;
-
-/// Run `f` and return its result with the peak heap growth while it ran.
-async fn peak_during<T>(f: impl std::future::Future<Output = T>) -> (T, usize) {
-    let base = LIVE.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
-    let out = f.await;
-    (out, PEAK.load(Ordering::Relaxed).saturating_sub(base))
-}
 
 /// An object body: bytes, or `n` copies of one byte produced as read (never held in memory).
 #[derive(Debug, Clone)]
