@@ -6,7 +6,7 @@
 #     `entrypoint: ["/bin/sh", "-c"]` compose files work unchanged;
 #   * /bin/sh is busybox ash, which execs the last command of `sh -c "..."`: with the seed's
 #     `entrypoint: ["/bin/sh", "-c"]` litestream itself is PID 1, so `docker stop`'s SIGTERM
-#     reaches it and it does its final sync (bin/litestream/tests/image_shell.rs checks this with
+#     reaches it and it does its final sync (bin/litestream/tests/cli/image_shell.rs checks this with
 #     the same busybox);
 #   * runs as root, as the official image does: a volume it left behind (the database and
 #     `.app.db-litestream/` owned by root) keeps working after the swap. To run as another uid,

@@ -8,7 +8,7 @@
 #   3. exports LITESTREAM_V0313_BIN / LITESTREAM_V0517_BIN (absolute paths of the real binaries),
 #      after checking that their `version` reports exactly v0.3.13 / v0.5.17 (else exit 1)
 #   4. runs `cargo test --workspace --all-features --locked "$@"` (extra args go to cargo test,
-#      e.g. `bash scripts/test.sh -p litestream --test fixtures_interop -- --nocapture`), then,
+#      e.g. `bash scripts/test.sh -p litestream-cli --test cli fixtures_interop:: -- --nocapture`), then,
 #      on a whole-workspace run (no extra args), `cargo fmt --check`, `cargo clippy -D warnings`
 #      and `cargo doc` with warnings denied (SKIP_STYLE_CHECKS=1 leaves them out)
 #   5. stops the test servers (always, via trap) and exits with cargo's exit status.
@@ -51,7 +51,7 @@ check_reference LITESTREAM_V0313_BIN v0.3.13
 check_reference LITESTREAM_V0517_BIN 0.5.17
 log "litestream binaries ready ($(since "$t")): $LITESTREAM_V0313_BIN, $LITESTREAM_V0517_BIN"
 
-# strace: bin/litestream/tests/restore_fsync_cli.rs watches restore's fsyncs with it and injects
+# strace: bin/litestream/tests/cli/restore_fsync_cli.rs watches restore's fsyncs with it and injects
 # an fsync error. Debian's package; a missing strace fails here, loudly.
 if ! command -v strace >/dev/null 2>&1; then
   log "installing strace (apt-get)"

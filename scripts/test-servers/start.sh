@@ -93,7 +93,7 @@ if [ "$S3_SERVER" = moto ]; then S3_PAT=moto_server; else S3_PAT=s3s-fs; fi
 
 # --- install (idempotent; the three installs run in parallel) --------------------------------
 install_sshd() {
-  # busybox: the image's /bin/sh (ash) for the compose tests (bin/litestream/tests/compose_deploy.rs)
+  # busybox: the image's /bin/sh (ash) for the compose tests (bin/litestream/tests/cli/compose_deploy.rs)
   if [ -x /usr/sbin/sshd ] && command -v busybox >/dev/null; then return 0; fi
   [ "$(id -u)" = 0 ] || die "openssh-server or busybox missing and not root"
   # DPkg::Lock::Timeout: wait (instead of failing at once) if another apt/dpkg holds the lock

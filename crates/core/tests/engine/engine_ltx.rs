@@ -1,0 +1,598 @@
+//! The engine writing Litestream v0.5's LTX format, against the real v0.5.17 binary: it
+//! restores what we write (latest, at `-txid` values, after our compaction and a restart),
+//! we continue a replica and meta directory v0.5.17 left behind (TXIDs continue, no
+//! whole-database re-upload), and v0.5.17 continues ours.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::common;
+use crate::common::{
+    app_conn, dump, file_replica, integrity, litestream_bin, mixed_schema, mixed_workload_round,
+};
+use litestream_core::engine::{
+    DbOptions, LtxOptions, ReplicaFormat, ReplicaHandleConfig, ReplicaOptions, Replicator,
+};
+use litestream_core::ltx::decoder::{LtxDecoder, LtxHeader, HEADER_SIZE};
+
+fn fast_opts() -> DbOptions {
+    DbOptions {
+        monitor_interval: Duration::from_millis(50),
+        min_checkpoint_page_count: 32,
+        ..Default::default()
+    }
+}
+
+fn ltx_replica(dir: &Path, ltx: LtxOptions) -> ReplicaHandleConfig {
+    let options = ReplicaOptions {
+        sync_interval: Duration::from_millis(10),
+        format: ReplicaFormat::Ltx,
+        ltx,
+        ..Default::default()
+    };
+    file_replica("file", dir, options)
+}
+
+/// This file's workload: 30 rows and a 3–12 KB blob per transaction.
+fn workload_round(c: &rusqlite::Connection, round: u32) {
+    mixed_workload_round(c, round, 30, 3000..12000);
+}
+
+/// `(level, min, max)` of every LTX file of a `file://` replica.
+fn ltx_files(rep: &Path) -> Vec<(u8, u64, u64)> {
+    let mut out = Vec::new();
+    for level in 0..=9u8 {
+        let Ok(rd) = std::fs::read_dir(rep.join("ltx").join(level.to_string())) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some((a, b)) = name
+                .strip_suffix(".ltx")
+                .and_then(|n| n.split_once('-'))
+                .and_then(|(a, b)| {
+                    Some((
+                        u64::from_str_radix(a, 16).ok()?,
+                        u64::from_str_radix(b, 16).ok()?,
+                    ))
+                })
+            {
+                out.push((level, a, b));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn l0_path(rep: &Path, txid: u64) -> PathBuf {
+    rep.join("ltx")
+        .join("0")
+        .join(format!("{txid:016x}-{txid:016x}.ltx"))
+}
+
+fn header(path: &Path) -> LtxHeader {
+    let bytes = std::fs::read(path).expect("read ltx");
+    let raw: [u8; HEADER_SIZE] = bytes[..HEADER_SIZE].try_into().expect("header");
+    LtxHeader::parse("ltx", &raw).expect("parse header")
+}
+
+/// Pages stored in an LTX file.
+fn page_count(path: &Path) -> u32 {
+    let f = std::fs::File::open(path).expect("open ltx");
+    let mut d = LtxDecoder::new("ltx", f).expect("decoder");
+    let mut buf = vec![0u8; d.header().page_size as usize];
+    let mut n = 0;
+    while d.next_page(&mut buf).expect("page").is_some() {
+        n += 1;
+    }
+    n
+}
+
+/// The L0 TXIDs of a replica must be 1..=max without a gap or a repeat.
+fn assert_l0_contiguous(rep: &Path) -> u64 {
+    let l0: Vec<(u64, u64)> = ltx_files(rep)
+        .into_iter()
+        .filter(|f| f.0 == 0)
+        .map(|f| (f.1, f.2))
+        .collect();
+    for (i, (a, b)) in l0.iter().enumerate() {
+        assert_eq!(a, b, "L0 files hold one TXID each: {l0:?}");
+        if i > 0 {
+            assert_eq!(*a, l0[i - 1].1 + 1, "L0 TXIDs contiguous: {l0:?}");
+        }
+    }
+    l0.last().map(|f| f.1).unwrap_or(0)
+}
+
+fn v5_restore(bin: &Path, rep: &Path, out: &Path, extra: &[&str]) {
+    let o = Command::new(bin)
+        .args(["restore", "-o"])
+        .arg(out)
+        .args(extra)
+        .arg(format!("file://{}", rep.display()))
+        .output()
+        .expect("run litestream restore");
+    assert!(
+        o.status.success() && out.exists(),
+        "v0.5.17 restore {extra:?} failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(integrity(out), "ok");
+}
+
+fn spawn_v5(bin: &Path, dir: &Path, db: &Path, rep: &Path) -> Child {
+    let cfg = dir.join("litestream-v5.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "dbs:\n  - path: {}\n    monitor-interval: 100ms\n    replica:\n      url: file://{}\n      sync-interval: 100ms\n",
+            db.display(),
+            rep.display()
+        ),
+    )
+    .expect("config");
+    let log = std::fs::File::create(dir.join("v5.log")).expect("log");
+    Command::new(bin)
+        .arg("replicate")
+        .arg("-config")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn litestream v0.5.17")
+}
+
+fn stop(mut child: Child) {
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    child.wait().expect("wait litestream");
+}
+
+/// Wait until the replica's newest L0 TXID stops changing (v0.5.17 has caught up).
+async fn settle(rep: &Path) {
+    let mut last = (0, 0);
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = (
+            ltx_files(rep).len(),
+            ltx_files(rep).last().map_or(0, |f| f.2),
+        );
+        if now == last && now.0 > 0 {
+            return;
+        }
+        last = now;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v0517_restores_our_ltx_replica_after_compaction_and_a_restart() {
+    let v5 = litestream_bin("LITESTREAM_V0517_BIN");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    let rep = dir.path().join("replica");
+    let c = app_conn(&db);
+    mixed_schema(&c);
+    let ltx = LtxOptions {
+        level_intervals: vec![Duration::from_secs(1), Duration::from_secs(2)],
+        ..Default::default()
+    };
+    let mut r = Replicator::start(&db, vec![ltx_replica(&rep, ltx.clone())], fast_opts())
+        .await
+        .expect("start");
+    let mut before_restart = 0;
+    let mut expected_at = Vec::new();
+    for round in 0..12 {
+        workload_round(&c, round);
+        if round == 5 {
+            r.sync_and_wait(Duration::from_secs(20))
+                .await
+                .expect("sync");
+            r.shutdown().await.expect("shutdown");
+            before_restart = ltx_files(&rep)
+                .iter()
+                .filter(|f| f.0 == 0)
+                .map(|f| f.2)
+                .max()
+                .expect("L0 files");
+            workload_round(&c, 100);
+            r = Replicator::start(&db, vec![ltx_replica(&rep, ltx.clone())], fast_opts())
+                .await
+                .expect("restart");
+        }
+        if round == 8 {
+            c.execute_batch("DELETE FROM blobs WHERE id % 2 = 0; VACUUM;")
+                .expect("vacuum");
+        }
+        r.sync_and_wait(Duration::from_secs(20))
+            .await
+            .expect("sync");
+        if round % 4 == 1 {
+            let txid = ltx_files(&rep).iter().map(|f| f.2).max().expect("files");
+            let state = dump(&db);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let at = time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .expect("format");
+            expected_at.push((txid, at, state));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    r.sync_and_wait(Duration::from_secs(20))
+        .await
+        .expect("sync");
+    let expected = dump(&db);
+    r.shutdown().await.expect("shutdown");
+
+    let files = ltx_files(&rep);
+    assert!(!rep.join("generations").exists(), "no v0.3 data: {files:?}");
+    assert!(files.iter().any(|f| f.0 == 9), "an L9 snapshot: {files:?}");
+    assert!(files.iter().any(|f| f.0 == 1), "L1 compactions: {files:?}");
+    assert!(files.iter().any(|f| f.0 == 2), "L2 compactions: {files:?}");
+    // The restart continued the TXID sequence from a staged L0, without a whole database.
+    let next = l0_path(&rep, before_restart + 1);
+    let h = header(&next);
+    assert!(
+        page_count(&next) < h.commit,
+        "the first L0 after the restart is incremental ({} of {} pages)",
+        page_count(&next),
+        h.commit
+    );
+    assert_l0_contiguous(&rep);
+
+    let out = dir.path().join("latest.db");
+    v5_restore(&v5, &rep, &out, &[]);
+    assert_eq!(dump(&out), expected, "v0.5.17 restore of the latest state");
+    // Every L0 file is still there (l0-retention 5 min): each recorded TXID is a boundary.
+    assert!(expected_at.len() >= 3);
+    for (i, (txid, at, want)) in expected_at.iter().enumerate() {
+        let out = dir.path().join(format!("at-{i}.db"));
+        let t = format!("{txid:016x}");
+        v5_restore(&v5, &rep, &out, &["-txid", &t]);
+        assert_eq!(&dump(&out), want, "v0.5.17 restore at -txid {t}");
+        let out = dir.path().join(format!("ts-{i}.db"));
+        v5_restore(&v5, &rep, &out, &["-timestamp", at]);
+        assert_eq!(&dump(&out), want, "v0.5.17 restore at -timestamp {at}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v0517_then_ours_then_v0517_continue_one_ltx_replica() {
+    let v5 = litestream_bin("LITESTREAM_V0517_BIN");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    let rep = dir.path().join("replica");
+    let c = app_conn(&db);
+    mixed_schema(&c);
+
+    // Phase 1: real v0.5.17 replicates.
+    let child = spawn_v5(&v5, dir.path(), &db, &rep);
+    for round in 0..6 {
+        workload_round(&c, round);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    settle(&rep).await;
+    stop(child);
+    let theirs = assert_l0_contiguous(&rep);
+    assert!(theirs >= 2, "v0.5.17 wrote L0 files: {:?}", ltx_files(&rep));
+    let out = dir.path().join("phase1.db");
+    v5_restore(&v5, &rep, &out, &[]);
+    assert_eq!(dump(&out), dump(&db));
+
+    // Phase 2: ours continues the same replica from v0.5.17's meta directory.
+    let r = Replicator::start(
+        &db,
+        vec![ltx_replica(&rep, LtxOptions::default())],
+        fast_opts(),
+    )
+    .await
+    .expect("start");
+    for round in 10..16 {
+        workload_round(&c, round);
+        if round % 2 == 0 {
+            // The application's own checkpoints restart the WAL under us.
+            let _ = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
+        r.sync_and_wait(Duration::from_secs(20))
+            .await
+            .expect("sync");
+    }
+    let expected = dump(&db);
+    r.shutdown().await.expect("shutdown");
+    let ours = assert_l0_contiguous(&rep);
+    assert!(ours > theirs, "we continued the TXIDs: {theirs} -> {ours}");
+    let first = l0_path(&rep, theirs + 1);
+    assert!(
+        page_count(&first) < header(&first).commit,
+        "our first L0 continues v0.5.17's history instead of re-uploading the database"
+    );
+    assert!(!rep.join("generations").exists(), "no generations/ tree");
+    let out = dir.path().join("phase2.db");
+    v5_restore(&v5, &rep, &out, &[]);
+    assert_eq!(dump(&out), expected, "v0.5.17 restores what we appended");
+
+    // Phase 3: v0.5.17 takes over again and continues our TXIDs.
+    let child = spawn_v5(&v5, dir.path(), &db, &rep);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for round in 20..24 {
+        workload_round(&c, round);
+        let _ = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    settle(&rep).await;
+    stop(child);
+    let after = assert_l0_contiguous(&rep);
+    assert!(
+        after > ours,
+        "v0.5.17 continued our TXIDs: {ours} -> {after}"
+    );
+    let first = l0_path(&rep, ours + 1);
+    assert!(
+        page_count(&first) < header(&first).commit,
+        "v0.5.17 continued our history from the meta directory instead of a whole database"
+    );
+    let out = dir.path().join("phase3.db");
+    v5_restore(&v5, &rep, &out, &[]);
+    assert_eq!(
+        dump(&out),
+        dump(&db),
+        "v0.5.17 restore after it took over again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_ltx_replicas_one_with_retention_one_without() {
+    let v5 = litestream_bin("LITESTREAM_V0517_BIN");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    let (rep_a, rep_b) = (dir.path().join("a"), dir.path().join("b"));
+    let c = app_conn(&db);
+    mixed_schema(&c);
+    let fast = LtxOptions {
+        level_intervals: vec![Duration::from_secs(1)],
+        snapshot_interval: Duration::from_secs(2),
+        snapshot_retention: Duration::from_secs(1),
+        l0_retention: Duration::from_millis(300),
+        l0_retention_check_interval: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let mut a = ltx_replica(&rep_a, fast.clone());
+    a.name = "a".into();
+    let mut b = ltx_replica(
+        &rep_b,
+        LtxOptions {
+            retention_enabled: false,
+            ..fast
+        },
+    );
+    b.name = "b".into();
+    let r = Replicator::start(&db, vec![a, b], fast_opts())
+        .await
+        .expect("start");
+    for round in 0..20 {
+        workload_round(&c, round);
+        r.sync_and_wait(Duration::from_secs(20))
+            .await
+            .expect("sync");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let expected = dump(&db);
+    r.shutdown().await.expect("shutdown");
+
+    let (fa, fb) = (ltx_files(&rep_a), ltx_files(&rep_b));
+    let count = |f: &[(u8, u64, u64)], level: u8| f.iter().filter(|x| x.0 == level).count();
+    // Without retention every L0 file and every snapshot stays.
+    let max_b = assert_l0_contiguous(&rep_b);
+    assert_eq!(
+        count(&fb, 0) as u64,
+        max_b,
+        "b keeps all of its L0 files: {fb:?}"
+    );
+    assert!(count(&fb, 9) >= 2, "b keeps its snapshots: {fb:?}");
+    // With retention: compacted, old L0 files and old snapshots are gone, the newest stay.
+    assert!(count(&fa, 0) < count(&fb, 0), "a deleted L0 files: {fa:?}");
+    let l0_max_a = fa.iter().filter(|x| x.0 == 0).map(|x| x.2).max();
+    let all_max_a = fa.iter().map(|x| x.2).max();
+    assert_eq!(l0_max_a, all_max_a, "a keeps its newest L0 file: {fa:?}");
+    assert!(
+        count(&fa, 9) < count(&fb, 9),
+        "a deleted old snapshots: {fa:?} {fb:?}"
+    );
+    for rep in [&rep_a, &rep_b] {
+        let out = dir.path().join(format!(
+            "{}.db",
+            rep.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        v5_restore(&v5, rep, &out, &[]);
+        assert_eq!(dump(&out), expected, "v0.5.17 restore of {}", rep.display());
+    }
+}
+
+/// Every L9 snapshot written under a steady writer (with the engine's checkpoints) holds the
+/// database exactly as of its TXID: restored alone, it equals the L0 chain 1..=TXID restored
+/// without any snapshot (both by v0.5.17).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ltx_snapshots_are_point_in_time_under_a_steady_writer() {
+    let v5 = litestream_bin("LITESTREAM_V0517_BIN");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    let rep = dir.path().join("replica");
+    let c = app_conn(&db);
+    mixed_schema(&c);
+    let ltx = LtxOptions {
+        level_intervals: vec![],
+        snapshot_interval: Duration::from_millis(700),
+        retention_enabled: false,
+        ..Default::default()
+    };
+    let r = Replicator::start(&db, vec![ltx_replica(&rep, ltx)], fast_opts())
+        .await
+        .expect("start");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (db, stop) = (db.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let c = app_conn(&db);
+            let mut round = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                workload_round(&c, round);
+                round += 1;
+                std::thread::sleep(Duration::from_millis(15));
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().expect("writer");
+    r.sync_and_wait(Duration::from_secs(20))
+        .await
+        .expect("sync");
+    r.shutdown().await.expect("shutdown");
+
+    assert_l0_contiguous(&rep);
+    let snaps: Vec<u64> = ltx_files(&rep)
+        .into_iter()
+        .filter(|f| f.0 == 9 && f.2 > 1)
+        .map(|f| f.2)
+        .collect();
+    assert!(
+        snaps.len() >= 2,
+        "interval snapshots: {:?}",
+        ltx_files(&rep)
+    );
+    // A copy of the replica without snapshots: the L0 chain from TXID 1 alone.
+    let chain = dir.path().join("chain");
+    std::fs::create_dir_all(chain.join("ltx").join("0")).expect("mkdir");
+    for e in std::fs::read_dir(rep.join("ltx").join("0"))
+        .expect("l0")
+        .flatten()
+    {
+        std::fs::copy(e.path(), chain.join("ltx").join("0").join(e.file_name())).expect("copy");
+    }
+    for txid in snaps {
+        // The snapshot alone.
+        let only = dir.path().join(format!("only-{txid}"));
+        let l9 = only.join("ltx").join("9");
+        std::fs::create_dir_all(&l9).expect("mkdir");
+        let name = format!("{:016x}-{txid:016x}.ltx", 1);
+        std::fs::copy(rep.join("ltx").join("9").join(&name), l9.join(&name)).expect("copy");
+        let (a, b) = (
+            dir.path().join(format!("snap-{txid}.db")),
+            dir.path().join(format!("chain-{txid}.db")),
+        );
+        v5_restore(&v5, &only, &a, &[]);
+        v5_restore(&v5, &chain, &b, &["-txid", &format!("{txid:016x}")]);
+        assert_eq!(
+            dump(&a),
+            dump(&b),
+            "L9 snapshot at TXID {txid} is point-in-time"
+        );
+    }
+}
+
+/// One database, a v0.3 replica and an LTX replica (v0.5 allows one replica per database):
+/// v0.3.13 restores the first, v0.5.17 both, all equal to the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v03_and_an_ltx_replica_of_one_database() {
+    let v3 = litestream_bin("LITESTREAM_V0313_BIN");
+    let v5 = litestream_bin("LITESTREAM_V0517_BIN");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    let (rep3, rep5) = (dir.path().join("v3"), dir.path().join("ltx"));
+    let c = app_conn(&db);
+    mixed_schema(&c);
+    let mut a = ltx_replica(&rep3, LtxOptions::default());
+    a.name = "v3".into();
+    a.options.format = ReplicaFormat::V3;
+    let mut b = ltx_replica(&rep5, LtxOptions::default());
+    b.name = "ltx".into();
+    let r = Replicator::start(&db, vec![a, b], fast_opts())
+        .await
+        .expect("start");
+    for round in 0..10 {
+        workload_round(&c, round);
+        if round % 3 == 0 {
+            r.sync_and_wait(Duration::from_secs(20))
+                .await
+                .expect("sync");
+        }
+    }
+    r.sync_and_wait(Duration::from_secs(20))
+        .await
+        .expect("sync");
+    let expected = dump(&db);
+    r.shutdown().await.expect("shutdown");
+    assert!(rep3.join("generations").exists() && !rep3.join("ltx").exists());
+    assert!(rep5.join("ltx").exists() && !rep5.join("generations").exists());
+    assert_l0_contiguous(&rep5);
+    let out = dir.path().join("v3.db");
+    common::restore_with(&v3, &rep3, &out);
+    assert_eq!(dump(&out), expected, "v0.3.13 restore of the v0.3 replica");
+    for rep in [&rep3, &rep5] {
+        let out = dir.path().join(format!(
+            "v5-{}.db",
+            rep.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        v5_restore(&v5, rep, &out, &[]);
+        assert_eq!(dump(&out), expected, "v0.5.17 restore of {}", rep.display());
+    }
+}
+
+/// Without the staged L0 file (meta directory lost, e.g. a new container with the old
+/// replica), the history cannot be proven continuous: the next file holds the whole database
+/// at the next TXID (never a TXID again from 1), and v0.5.17 restores the result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_meta_directory_continues_the_txids_with_a_whole_database_file() {
+    let v5 = litestream_bin("LITESTREAM_V0517_BIN");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    let rep = dir.path().join("replica");
+    let c = app_conn(&db);
+    mixed_schema(&c);
+    let start = || async {
+        Replicator::start(
+            &db,
+            vec![ltx_replica(&rep, LtxOptions::default())],
+            fast_opts(),
+        )
+        .await
+        .expect("start")
+    };
+    let r = start().await;
+    for round in 0..4 {
+        workload_round(&c, round);
+        r.sync_and_wait(Duration::from_secs(20))
+            .await
+            .expect("sync");
+    }
+    let meta = r.meta_path().to_path_buf();
+    r.shutdown().await.expect("shutdown");
+    let before = assert_l0_contiguous(&rep);
+    std::fs::remove_dir_all(&meta).expect("remove meta");
+    workload_round(&c, 10);
+    let r = start().await;
+    workload_round(&c, 11);
+    r.sync_and_wait(Duration::from_secs(20))
+        .await
+        .expect("sync");
+    let expected = dump(&db);
+    r.shutdown().await.expect("shutdown");
+    let after = assert_l0_contiguous(&rep);
+    assert!(after > before);
+    let whole = l0_path(&rep, before + 1);
+    assert_eq!(
+        page_count(&whole),
+        header(&whole).commit,
+        "the first file after the lost meta directory holds the whole database"
+    );
+    let out = dir.path().join("restored.db");
+    v5_restore(&v5, &rep, &out, &[]);
+    assert_eq!(dump(&out), expected);
+}
