@@ -149,6 +149,18 @@ fn copy_replica(work: &Path, tag: &str) -> PathBuf {
     r
 }
 
+/// Delete every L9 snapshot of the replica at `r` but the oldest.
+fn keep_oldest_snapshot(r: &Path) {
+    let mut snaps: Vec<PathBuf> = fs::read_dir(r.join("ltx/9"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    snaps.sort();
+    for p in &snaps[1..] {
+        fs::remove_file(p).unwrap();
+    }
+}
+
 fn flip(path: &Path, at: impl Fn(usize) -> usize) {
     let mut b = fs::read(path).unwrap();
     let i = at(b.len());
@@ -177,14 +189,7 @@ fn a_level_file_from_txid_1_past_the_snapshot_is_the_base() {
     let s = shared();
     let work = tempfile::tempdir().unwrap();
     let r = copy_replica(work.path(), "old-snapshot");
-    let mut snaps: Vec<PathBuf> = fs::read_dir(r.join("ltx/9"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    snaps.sort();
-    for p in &snaps[1..] {
-        fs::remove_file(p).unwrap();
-    }
+    keep_oldest_snapshot(&r);
     let plan = v0517_plan(&r);
     let listing = v0517_listing(&r);
     let base = our_base(&listing);
@@ -342,14 +347,7 @@ fn a_file_with_another_page_size_is_an_error() {
 
     // Keep only the oldest snapshot, so that the plan merges several files.
     let r = copy_replica(work.path(), "pagesize");
-    let mut snaps: Vec<PathBuf> = fs::read_dir(r.join("ltx/9"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    snaps.sort();
-    for p in &snaps[1..] {
-        fs::remove_file(p).unwrap();
-    }
+    keep_oldest_snapshot(&r);
     let plan = v0517_plan(&r);
     assert!(plan.len() >= 2, "{plan:?}");
     let target = plan.last().unwrap().clone();

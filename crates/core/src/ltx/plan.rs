@@ -272,6 +272,15 @@ mod tests {
         out
     }
 
+    /// The plan for a target, as (level, min, max) triples.
+    fn planned(
+        l: &LevelListings,
+        txid: Option<u64>,
+        ts: Option<OffsetDateTime>,
+    ) -> Vec<(u8, u64, u64)> {
+        names(&plan_from_levels(l, txid, ts).expect("plan"))
+    }
+
     fn names(plan: &[LtxFileInfo]) -> Vec<(u8, u64, u64)> {
         plan.iter()
             .map(|x| (x.level, x.min_txid, x.max_txid))
@@ -310,10 +319,7 @@ mod tests {
     #[test]
     fn ties_prefer_lower_min_then_higher_level_then_earlier_time() {
         let l = levels(&[f(2, 1, 8, 9), f(1, 1, 8, 5), f(0, 2, 8, 1)]);
-        assert_eq!(
-            names(&plan_from_levels(&l, None, None).expect("p")),
-            [(2, 1, 8)]
-        );
+        assert_eq!(planned(&l, None, None), [(2, 1, 8)]);
         let l = levels(&[f(1, 1, 8, 9), f(1, 1, 8, 5)]);
         let p = plan_from_levels(&l, None, None).expect("p");
         assert_eq!(p[0].created_at, f(1, 1, 8, 5).created_at);
@@ -367,34 +373,19 @@ mod tests {
             plan_from_levels(&l, Some(7), None),
             Err(Error::NoMatchingBackups)
         ));
+        assert_eq!(planned(&l, Some(5), None), [(9, 1, 5)]);
+        assert_eq!(planned(&l, Some(20), None), [(2, 1, 20)]);
+        assert_eq!(planned(&l, Some(25), None), [(2, 1, 20), (1, 21, 25)]);
         assert_eq!(
-            names(&plan_from_levels(&l, Some(5), None).expect("p")),
-            [(9, 1, 5)]
-        );
-        assert_eq!(
-            names(&plan_from_levels(&l, Some(20), None).expect("p")),
-            [(2, 1, 20)]
-        );
-        assert_eq!(
-            names(&plan_from_levels(&l, Some(25), None).expect("p")),
-            [(2, 1, 20), (1, 21, 25)]
-        );
-        assert_eq!(
-            names(&plan_from_levels(&l, Some(32), None).expect("p")),
+            planned(&l, Some(32), None),
             [(2, 1, 20), (2, 21, 30), (0, 31, 31), (0, 32, 32)]
         );
         // Timestamps: a base must be older than the target too.
         let at = |s: i64| OffsetDateTime::from_unix_timestamp(1_700_000_000 + s).expect("t");
+        assert_eq!(planned(&l, None, Some(at(20))), [(9, 1, 5)]);
+        assert_eq!(planned(&l, None, Some(at(21))), [(2, 1, 20)]);
         assert_eq!(
-            names(&plan_from_levels(&l, None, Some(at(20))).expect("p")),
-            [(9, 1, 5)]
-        );
-        assert_eq!(
-            names(&plan_from_levels(&l, None, Some(at(21))).expect("p")),
-            [(2, 1, 20)]
-        );
-        assert_eq!(
-            names(&plan_from_levels(&l, None, Some(at(32))).expect("p")),
+            planned(&l, None, Some(at(32))),
             [(2, 1, 20), (2, 21, 30), (0, 31, 31)]
         );
         assert!(matches!(
@@ -407,25 +398,16 @@ mod tests {
     fn base_ties_prefer_the_snapshot_level_then_the_earlier_file() {
         // Same max TXID: the L9 snapshot wins over a level file, as upstream.
         let l = levels(&[f(9, 1, 8, 9), f(3, 1, 8, 5), f(0, 9, 9, 9)]);
-        assert_eq!(
-            names(&plan_from_levels(&l, None, None).expect("p")),
-            [(9, 1, 8), (0, 9, 9)]
-        );
+        assert_eq!(planned(&l, None, None), [(9, 1, 8), (0, 9, 9)]);
         // Among levels below 9, the higher level; then the earlier timestamp.
         let l = levels(&[f(1, 1, 8, 1), f(3, 1, 8, 9), f(0, 1, 1, 0)]);
-        assert_eq!(
-            names(&plan_from_levels(&l, None, None).expect("p")),
-            [(3, 1, 8)]
-        );
+        assert_eq!(planned(&l, None, None), [(3, 1, 8)]);
         let l = levels(&[f(2, 1, 8, 9), f(2, 1, 8, 3), f(2, 1, 8, 7)]);
         let p = plan_from_levels(&l, None, None).expect("p");
         assert_eq!(p[0].created_at, f(2, 1, 8, 3).created_at);
         // No L9 at all: the L0 file of TXID 1 (the first sync's snapshot) is a base.
         let l = levels(&[f(0, 1, 1, 1), f(0, 2, 2, 2), f(1, 2, 4, 4)]);
-        assert_eq!(
-            names(&plan_from_levels(&l, None, None).expect("p")),
-            [(0, 1, 1), (1, 2, 4)]
-        );
+        assert_eq!(planned(&l, None, None), [(0, 1, 1), (1, 2, 4)]);
     }
 
     #[test]
@@ -433,10 +415,7 @@ mod tests {
         // A file not from TXID 1 reaching further than every base still extends it.
         let l = levels(&[f(9, 1, 10, 10), f(2, 1, 12, 12), f(3, 5, 40, 40)]);
         // Upstream: L9 1-10, L3 5-40.
-        assert_eq!(
-            names(&plan_from_levels(&l, None, None).expect("p")),
-            [(2, 1, 12), (3, 5, 40)]
-        );
+        assert_eq!(planned(&l, None, None), [(2, 1, 12), (3, 5, 40)]);
         // A gap after the base is still an error on a plain restore.
         let l = levels(&[f(9, 1, 3, 3), f(1, 1, 6, 6), f(0, 9, 9, 9)]);
         let err = plan_from_levels(&l, None, None).expect_err("gap");
