@@ -90,24 +90,28 @@ OURS=${LITESTREAM_OURS_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/litestream
 
 URL=file://$DIR/replica
 OUT=$DIR/out
-declare -a OW OR TW TR
+declare -a OW OR OC TW TR TC LOADS
 for i in $(seq 1 "$RUNS"); do
   for who in theirs ours; do
     rm -rf "$OUT-$who"; mkdir -p "$OUT-$who"
     bin=$THEIRS; [ $who = ours ] && bin=$OURS
-    r=$( { /usr/bin/time -f '%e %M' "$bin" restore -o "$OUT-$who/db" "$URL" >/dev/null 2>"$OUT-$who.log"; } 2>&1; tail -n1 "$OUT-$who.log")
-    read -r wall rss <<<"$r"
-    if [ $who = ours ]; then OW+=("$wall"); OR+=("$rss"); else TW+=("$wall"); TR+=("$rss"); fi
+    r=$( { /usr/bin/time -f '%e %M %U %S' "$bin" restore -o "$OUT-$who/db" "$URL" >/dev/null 2>"$OUT-$who.log"; } 2>&1; tail -n1 "$OUT-$who.log")
+    read -r wall rss user sys <<<"$r"
+    cpu=$(python3 -c "print(f'{$user + $sys:.2f}')")
+    if [ $who = ours ]; then OW+=("$wall"); OR+=("$rss"); OC+=("$cpu"); else TW+=("$wall"); TR+=("$rss"); TC+=("$cpu"); fi
   done
   cmp "$OUT-theirs/db" "$OUT-ours/db" || { log "ERROR: outputs differ on run $i"; exit 1; }
-  log "run $i: v0.5.17 ${TW[-1]} s ${TR[-1]} KiB, ours ${OW[-1]} s ${OR[-1]} KiB (identical)"
+  LOADS+=("$(cut -d' ' -f1 /proc/loadavg)")
+  log "run $i: v0.5.17 ${TW[-1]} s ${TR[-1]} KiB CPU ${TC[-1]} s, ours ${OW[-1]} s ${OR[-1]} KiB CPU ${OC[-1]} s (identical), load ${LOADS[-1]}"
 done
-python3 - "${TW[*]}" "${TR[*]}" "${OW[*]}" "${OR[*]}" <<'PY'
+python3 - "${TW[*]}" "${TR[*]}" "${OW[*]}" "${OR[*]}" "${TC[*]}" "${OC[*]}" "${LOADS[*]}" <<'PY'
 import statistics as s, sys
-tw, tr, ow, orr = ([float(x) for x in a.split()] for a in sys.argv[1:])
+tw, tr, ow, orr, tc, oc, loads = ([float(x) for x in a.split()] for a in sys.argv[1:])
 mt, mo = s.median(tw), s.median(ow)
 print(f"| restore of the LTX replica | v0.5.17 | litestream-rs | ratio |")
 print(f"| --- | --- | --- | --- |")
 print(f"| wall (median of {len(tw)}) | {mt:.2f} s | {mo:.2f} s | {mo/mt:.2f}x |")
 print(f"| peak RSS (max) | {max(tr)/1024:.0f} MB | {max(orr)/1024:.0f} MB | |")
+print(f"| CPU user+sys (median) | {s.median(tc):.2f} s | {s.median(oc):.2f} s | {s.median(oc)/s.median(tc):.2f}x |")
+print(f"load average (1 min) during the runs: {min(loads):.1f}-{max(loads):.1f}")
 PY

@@ -248,7 +248,7 @@ for i in range(runs):
         out = os.path.join(out_dir, f"{t}-{i}.db")
         before = len(log_lines())
         cpu0 = server_cpu()
-        p = subprocess.run(["/usr/bin/time", "-f", "%e %M", tools[t], "restore", *extra[t], "-o", out, url],
+        p = subprocess.run(["/usr/bin/time", "-f", "%e %M %U %S", tools[t], "restore", *extra[t], "-o", out, url],
                            env=env, capture_output=True, text=True)
         time.sleep(0.5)  # let the server flush its log
         server_s = server_cpu() - cpu0
@@ -258,8 +258,8 @@ for i in range(runs):
             log(f"{t} run {i}: restore failed ({p.returncode}):\n{p.stderr[-3000:]}")
             failed = True
             continue
-        wall, rss = last.split()
-        wall, rss = float(wall), int(rss) / 1024
+        wall, rss, user, sys_s = last.split()
+        wall, rss, cpu = float(wall), int(rss) / 1024, float(user) + float(sys_s)
         ok = integrity(out)
         if ok != "ok":
             log(f"{t} run {i}: integrity_check: {ok}"); failed = True
@@ -268,9 +268,10 @@ for i in range(runs):
         if reference and subprocess.run(["cmp", "-s", reference, out]).returncode != 0:
             log(f"{t} run {i}: output differs from {reference}"); failed = True
         n = sum(reqs.values())
-        log(f"{t} run {i}: {wall:.2f} s, {rss:.1f} MB, {n} requests {reqs}, "
-            f"server CPU {server_s:.2f} s ({1000 * server_s / max(n, 1):.2f} ms/request)")
-        res[t].append((wall, rss, n, reqs, server_s))
+        log(f"{t} run {i}: {wall:.2f} s, {rss:.1f} MB, CPU {cpu:.2f} s ({user} user, {sys_s} sys), "
+            f"{n} requests {reqs}, server CPU {server_s:.2f} s ({1000 * server_s / max(n, 1):.2f} ms/request), "
+            f"load {open('/proc/loadavg').read().split()[0]}")
+        res[t].append((wall, rss, n, reqs, server_s, cpu))
         for f in os.listdir(out_dir):
             fp = os.path.join(out_dir, f)
             if fp != reference and f.startswith(f"{t}-{i}"):
@@ -280,18 +281,19 @@ print(f"\nS3 restore, scenario {scenario}: {len(files)} objects, {total/1e6:.1f}
       f"private {server} on 127.0.0.1:{port}, {runs} runs per tool"
       + (f", response latency {os.environ.get('LATENCY_MS')} ms" if os.environ.get("LATENCY_MS", "0") != "0" else "")
       + (f", our flags: {' '.join(extra['ours'])}" if extra["ours"] else "") + "\n")
-print("| tool | median wall s | runs (s) | max RSS MB | requests per restore | by kind | server CPU s (median) |")
-print("|---|---|---|---|---|---|---|")
+print("| tool | median wall s | runs (s) | max RSS MB | tool CPU s (median) | requests per restore | by kind | server CPU s (median) |")
+print("|---|---|---|---|---|---|---|---|")
 med = {}
 for t in (THEIRS_NAME, "ours"):
     r = res[t]
     if not r:
-        print(f"| {t} | failed | | | | | |"); continue
+        print(f"| {t} | failed | | | | | | |"); continue
     med[t] = statistics.median(x[0] for x in r)
     counts = sorted(set(x[2] for x in r))
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(r[-1][3].items()))
     print(f"| {t} | {med[t]:.2f} | {' '.join(f'{x[0]:.2f}' for x in r)} | "
-          f"{max(x[1] for x in r):.1f} | {'/'.join(map(str, counts))} | {kinds} | "
+          f"{max(x[1] for x in r):.1f} | {statistics.median(x[5] for x in r):.2f} | "
+          f"{'/'.join(map(str, counts))} | {kinds} | "
           f"{statistics.median(x[4] for x in r):.2f} |")
 if len(med) == 2:
     ratio = med["ours"] / med[THEIRS_NAME]

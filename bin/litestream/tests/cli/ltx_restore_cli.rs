@@ -147,6 +147,18 @@ fn copy_replica(work: &Path, tag: &str) -> PathBuf {
     r
 }
 
+/// Delete every L9 snapshot of the replica at `r` but the oldest.
+fn keep_oldest_snapshot(r: &Path) {
+    let mut snaps: Vec<PathBuf> = fs::read_dir(r.join("ltx/9"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    snaps.sort();
+    for p in &snaps[1..] {
+        fs::remove_file(p).unwrap();
+    }
+}
+
 fn flip(path: &Path, at: impl Fn(usize) -> usize) {
     let mut b = fs::read(path).unwrap();
     let i = at(b.len());
@@ -154,17 +166,66 @@ fn flip(path: &Path, at: impl Fn(usize) -> usize) {
     fs::write(path, b).unwrap();
 }
 
+/// The first file of our plan for a plain restore: of the files from TXID 1 (full
+/// snapshots, any level), the one reaching furthest; ties to the higher level.
+fn our_base(listing: &[Listed]) -> String {
+    let l = listing
+        .iter()
+        .filter(|l| l.min == "0000000000000001")
+        .max_by_key(|l| (l.max.clone(), l.level))
+        .unwrap();
+    format!("ltx/{}/{}-{}.ltx", l.level, l.min, l.max)
+}
+
+/// A replica with an old L9 snapshot and a level file from TXID 1 reaching past it (the shared
+/// replica without its newer snapshots): v0.5.17's plan reads the snapshot and then that file,
+/// which holds the whole database again; ours starts from the level file. The output is the
+/// same at the latest point and at `-txid` targets, and ours restores the latest point even
+/// with the snapshot damaged, so it does not read it.
+#[test]
+fn a_level_file_from_txid_1_past_the_snapshot_is_the_base() {
+    let s = shared();
+    let work = tempfile::tempdir().unwrap();
+    let r = copy_replica(work.path(), "old-snapshot");
+    keep_oldest_snapshot(&r);
+    let plan = v0517_plan(&r);
+    let listing = v0517_listing(&r);
+    let base = our_base(&listing);
+    assert!(
+        plan[0].starts_with("ltx/9/") && plan.get(1) == Some(&base) && !base.starts_with("ltx/9/"),
+        "v0.5.17's plan should read the snapshot, then {base}: {plan:?}"
+    );
+    let restore = restore_file(&r);
+    assert!(assert_same_as_v0517(work.path(), &restore, &[], "latest"));
+    let mut txids: Vec<&String> = listing.iter().map(|l| &l.max).collect();
+    txids.sort();
+    txids.dedup();
+    let mut ok = 0;
+    for (i, t) in txids.iter().enumerate() {
+        if assert_same_as_v0517(work.path(), &restore, &["-txid", t], &format!("txid-{i}")) {
+            ok += 1;
+        }
+    }
+    assert!(ok >= 3, "only {ok} -txid restores succeeded: {txids:?}");
+
+    flip(&r.join(&plan[0]), |_| 100 + 6 + 4 + 40);
+    let out = work.path().join("ours-damaged-snapshot.db");
+    let o = restore_url(&our_bin(), &file_url(&r), &out, &[], &[]);
+    assert_exit(&o, 0, "latest restore with the unread snapshot damaged");
+    assert_files_equal(
+        &work.path().join("v0517-latest.db"),
+        &out,
+        "damaged snapshot",
+    );
+}
+
 #[test]
 fn damaged_files_are_errors_naming_the_object() {
     let s = shared();
     let work = tempfile::tempdir().unwrap();
     let plan = v0517_plan(&s.replica);
-    let first = plan[0].clone();
+    let first = our_base(&v0517_listing(&s.replica));
     let last = plan.last().unwrap().clone();
-    assert!(
-        first.starts_with("ltx/9/"),
-        "plan starts at a snapshot: {plan:?}"
-    );
     type Damage = Box<dyn Fn(&Path)>;
     let cases: Vec<(&str, String, Damage)> = vec![
         (
@@ -284,14 +345,7 @@ fn a_file_with_another_page_size_is_an_error() {
 
     // Keep only the oldest snapshot, so that the plan merges several files.
     let r = copy_replica(work.path(), "pagesize");
-    let mut snaps: Vec<PathBuf> = fs::read_dir(r.join("ltx/9"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    snaps.sort();
-    for p in &snaps[1..] {
-        fs::remove_file(p).unwrap();
-    }
+    keep_oldest_snapshot(&r);
     let plan = v0517_plan(&r);
     assert!(plan.len() >= 2, "{plan:?}");
     let target = plan.last().unwrap().clone();

@@ -1,6 +1,26 @@
-//! The restore plan of Litestream v0.5.17 (`CalcRestorePlan`): the newest usable L9
-//! snapshot, then, over levels 8 down to 0, repeatedly the file that extends the contiguous
-//! TXID range furthest (ties: lower min TXID, then higher level, then earlier timestamp).
+//! The restore plan: Litestream v0.5.17's `CalcRestorePlan` with one change of base.
+//!
+//! Upstream starts from the newest usable L9 snapshot, then, over levels 8 down to 0,
+//! repeatedly takes the file that extends the contiguous TXID range furthest (ties: lower
+//! min TXID, then higher level, then earlier timestamp). Here the base is the usable file
+//! with min TXID 1 at *any* level that reaches furthest (ties: higher level, so the L9
+//! snapshot wins a tie); the extension across levels is upstream's.
+//!
+//! Why that is the same database: every LTX file that starts at TXID 1 is a full snapshot.
+//! v0.5 writes the L0 file of TXID 1 from the whole database (its first sync, `verify`
+//! with position 0, snapshots), each later L0 file carries every page a transaction wrote
+//! (pages the database grew by included), and a compaction of contiguous files keeps the
+//! newest copy of every page up to the last input's commit size with the first input's min
+//! TXID. So a level file from TXID 1 holds every page of the database at its max TXID, and
+//! upstream's own plan already starts from such a file when no L9 snapshot fits. When a
+//! level file from TXID 1 reaches past the L9 snapshot, upstream applies it on top of the
+//! snapshot, overwriting every page the snapshot had: reading the snapshot is wasted bytes
+//! (half of a typical restore). Both plans end at the same TXID (greedy furthest extension
+//! from a later start reaches the same frontier, since upstream can pick the same base), so
+//! the output is the same; the merge still checks that every page up to the commit size
+//! comes from some file.
+
+use std::cmp::Reverse;
 
 use futures::{StreamExt, TryStreamExt};
 use time::OffsetDateTime;
@@ -113,6 +133,22 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// The plan's first file: of the files with min TXID 1 (full snapshots) that fit the
+/// target, the one reaching the furthest max TXID; ties go to the higher level (the L9
+/// snapshot over a level file), then to the earlier timestamp (as [`better`]).
+fn base(
+    levels: &LevelListings,
+    txid: Option<u64>,
+    timestamp: Option<OffsetDateTime>,
+) -> Option<LtxFileInfo> {
+    levels
+        .iter()
+        .flatten()
+        .filter(|f| f.min_txid == 1 && fits(f, txid, timestamp))
+        .max_by_key(|f| (f.max_txid, f.level, Reverse(f.created_at)))
+        .cloned()
+}
+
 /// The files to restore, oldest first, from `levels` (see [`list_levels`]).
 ///
 /// `txid` and `timestamp` are exclusive. Errors: [`Error::NoMatchingBackups`] when nothing
@@ -130,13 +166,7 @@ pub fn plan_from_levels(
     }
     let empty = Vec::new();
     let level = |l: u8| levels.get(usize::from(l)).unwrap_or(&empty);
-    let mut plan: Vec<LtxFileInfo> = Vec::new();
-    if let Some(s) = level(SNAPSHOT_LEVEL)
-        .iter()
-        .rfind(|f| fits(f, txid, timestamp))
-    {
-        plan.push(s.clone());
-    }
+    let mut plan: Vec<LtxFileInfo> = base(levels, txid, timestamp).into_iter().collect();
     let mut max = plan.last().map_or(0, |f| f.max_txid);
     if txid.is_some_and(|t| max >= t) {
         return Ok(plan);
@@ -242,6 +272,15 @@ mod tests {
         out
     }
 
+    /// The plan for a target, as (level, min, max) triples.
+    fn planned(
+        l: &LevelListings,
+        txid: Option<u64>,
+        ts: Option<OffsetDateTime>,
+    ) -> Vec<(u8, u64, u64)> {
+        names(&plan_from_levels(l, txid, ts).expect("plan"))
+    }
+
     fn names(plan: &[LtxFileInfo]) -> Vec<(u8, u64, u64)> {
         plan.iter()
             .map(|x| (x.level, x.min_txid, x.max_txid))
@@ -262,14 +301,15 @@ mod tests {
             f(0, 5, 5, 5),
             f(0, 6, 6, 6),
         ]);
+        // Upstream: L9 1-1, L1 1-2, ...; L1 1-2 is a full snapshot reaching further than
+        // L9 1-1, so it is the base and L9 1-1 is not read.
         let p = plan_from_levels(&l, None, None).expect("plan");
-        assert_eq!(names(&p), [(9, 1, 1), (1, 1, 2), (1, 3, 5), (0, 6, 6)]);
-        // L1 1-2 ties with L0 2-2 on max TXID and wins on the lower min TXID.
+        assert_eq!(names(&p), [(1, 1, 2), (1, 3, 5), (0, 6, 6)]);
         let p = plan_from_levels(&l, Some(4), None).expect("plan");
-        assert_eq!(names(&p), [(9, 1, 1), (1, 1, 2), (0, 3, 3), (0, 4, 4)]);
+        assert_eq!(names(&p), [(1, 1, 2), (0, 3, 3), (0, 4, 4)]);
         let ts = OffsetDateTime::from_unix_timestamp(1_700_000_000 + 4).expect("t");
         let p = plan_from_levels(&l, None, Some(ts)).expect("plan");
-        assert_eq!(names(&p), [(9, 1, 1), (1, 1, 2), (0, 3, 3)]);
+        assert_eq!(names(&p), [(1, 1, 2), (0, 3, 3)]);
         assert!(matches!(
             plan_from_levels(&l, Some(7), None),
             Err(Error::NoMatchingBackups)
@@ -279,10 +319,7 @@ mod tests {
     #[test]
     fn ties_prefer_lower_min_then_higher_level_then_earlier_time() {
         let l = levels(&[f(2, 1, 8, 9), f(1, 1, 8, 5), f(0, 2, 8, 1)]);
-        assert_eq!(
-            names(&plan_from_levels(&l, None, None).expect("p")),
-            [(2, 1, 8)]
-        );
+        assert_eq!(planned(&l, None, None), [(2, 1, 8)]);
         let l = levels(&[f(1, 1, 8, 9), f(1, 1, 8, 5)]);
         let p = plan_from_levels(&l, None, None).expect("p");
         assert_eq!(p[0].created_at, f(1, 1, 8, 5).created_at);
@@ -308,5 +345,80 @@ mod tests {
             plan_from_levels(&levels(&[]), None, None),
             Err(Error::NoMatchingBackups)
         ));
+    }
+
+    #[test]
+    fn base_is_the_furthest_file_from_txid_1_at_any_level() {
+        // The benchmark's replica shape: L9 at the first TXID, an L2 file from TXID 1 that
+        // holds the whole database again, later L2/L1 files and L0 files.
+        let l = levels(&[
+            f(9, 1, 5, 5),
+            f(2, 1, 20, 20),
+            f(2, 21, 30, 30),
+            f(1, 21, 25, 25),
+            f(1, 31, 33, 33),
+            f(0, 31, 31, 31),
+            f(0, 32, 32, 32),
+            f(0, 33, 33, 33),
+            f(0, 34, 34, 34),
+        ]);
+        // Upstream: L9 1-5, L2 1-20, L2 21-30, L1 31-33, L0 34.
+        let p = plan_from_levels(&l, None, None).expect("plan");
+        assert_eq!(
+            names(&p),
+            [(2, 1, 20), (2, 21, 30), (1, 31, 33), (0, 34, 34)]
+        );
+        // A target before the level file: the L9 snapshot is the only base that fits.
+        assert!(matches!(
+            plan_from_levels(&l, Some(7), None),
+            Err(Error::NoMatchingBackups)
+        ));
+        assert_eq!(planned(&l, Some(5), None), [(9, 1, 5)]);
+        assert_eq!(planned(&l, Some(20), None), [(2, 1, 20)]);
+        assert_eq!(planned(&l, Some(25), None), [(2, 1, 20), (1, 21, 25)]);
+        assert_eq!(
+            planned(&l, Some(32), None),
+            [(2, 1, 20), (2, 21, 30), (0, 31, 31), (0, 32, 32)]
+        );
+        // Timestamps: a base must be older than the target too.
+        let at = |s: i64| OffsetDateTime::from_unix_timestamp(1_700_000_000 + s).expect("t");
+        assert_eq!(planned(&l, None, Some(at(20))), [(9, 1, 5)]);
+        assert_eq!(planned(&l, None, Some(at(21))), [(2, 1, 20)]);
+        assert_eq!(
+            planned(&l, None, Some(at(32))),
+            [(2, 1, 20), (2, 21, 30), (0, 31, 31)]
+        );
+        assert!(matches!(
+            plan_from_levels(&l, None, Some(at(5))),
+            Err(Error::NoMatchingBackups)
+        ));
+    }
+
+    #[test]
+    fn base_ties_prefer_the_snapshot_level_then_the_earlier_file() {
+        // Same max TXID: the L9 snapshot wins over a level file, as upstream.
+        let l = levels(&[f(9, 1, 8, 9), f(3, 1, 8, 5), f(0, 9, 9, 9)]);
+        assert_eq!(planned(&l, None, None), [(9, 1, 8), (0, 9, 9)]);
+        // Among levels below 9, the higher level; then the earlier timestamp.
+        let l = levels(&[f(1, 1, 8, 1), f(3, 1, 8, 9), f(0, 1, 1, 0)]);
+        assert_eq!(planned(&l, None, None), [(3, 1, 8)]);
+        let l = levels(&[f(2, 1, 8, 9), f(2, 1, 8, 3), f(2, 1, 8, 7)]);
+        let p = plan_from_levels(&l, None, None).expect("p");
+        assert_eq!(p[0].created_at, f(2, 1, 8, 3).created_at);
+        // No L9 at all: the L0 file of TXID 1 (the first sync's snapshot) is a base.
+        let l = levels(&[f(0, 1, 1, 1), f(0, 2, 2, 2), f(1, 2, 4, 4)]);
+        assert_eq!(planned(&l, None, None), [(0, 1, 1), (1, 2, 4)]);
+    }
+
+    #[test]
+    fn extension_may_go_past_a_later_base() {
+        // A file not from TXID 1 reaching further than every base still extends it.
+        let l = levels(&[f(9, 1, 10, 10), f(2, 1, 12, 12), f(3, 5, 40, 40)]);
+        // Upstream: L9 1-10, L3 5-40.
+        assert_eq!(planned(&l, None, None), [(2, 1, 12), (3, 5, 40)]);
+        // A gap after the base is still an error on a plain restore.
+        let l = levels(&[f(9, 1, 3, 3), f(1, 1, 6, 6), f(0, 9, 9, 9)]);
+        let err = plan_from_levels(&l, None, None).expect_err("gap");
+        assert!(err.to_string().contains("non-contiguous"), "{err}");
     }
 }

@@ -20,7 +20,7 @@ use tokio::runtime::Handle;
 use tokio_util::io::SyncIoBridge;
 
 use crate::error::{Error, Result};
-use crate::replica_client::ReplicaClient;
+use crate::replica_client::{ByteStream, ReplicaClient};
 use crate::restore::{
     prepare_output, publish, OutputFile, ProgressTracker, ReopeningReader, RestoreOptions,
     PREFETCH_MAX,
@@ -50,10 +50,11 @@ pub struct LtxRestoreOutcome {
     pub db_size: u64,
 }
 
-/// A plan file's source: downloaded ahead, or streamed when its turn comes.
+/// A plan file's source: downloaded ahead, or a stream opened ahead and read as the merge
+/// goes.
 enum Source {
     Data(Vec<u8>),
-    Stream,
+    Stream(ByteStream),
 }
 
 /// Restore `plan` (oldest first, as [`super::plan::plan_from_levels`] returns it) from
@@ -86,13 +87,15 @@ pub async fn restore_plan(
         for (f, src) in files.iter().zip(sources) {
             readers.push(match src {
                 Source::Data(d) => Box::new(std::io::Cursor::new(d)),
-                Source::Stream => {
+                Source::Stream(first) => {
                     let (c, h, key) = (client.clone(), handle.clone(), f.key(kind));
-                    Box::new(ReopeningReader::new(key.clone(), retry, move || {
+                    let first = Box::new(SyncIoBridge::new_with_handle(first, h.clone()));
+                    let reopen = ReopeningReader::new(key.clone(), retry, move || {
                         let stream = h.block_on(c.open_object(&key))?;
                         Ok(Box::new(SyncIoBridge::new_with_handle(stream, h.clone()))
                             as Box<dyn Read + Send>)
-                    }))
+                    });
+                    Box::new(reopen.opened(first))
                 }
             });
         }
@@ -173,7 +176,9 @@ fn check_plan(kind: &str, plan: &[LtxFileInfo]) -> Result<()> {
     Ok(())
 }
 
-/// Download the small files of `plan` ahead (bounded parallelism, retries, memory budget).
+/// Download the small files of `plan` ahead (bounded parallelism, retries, memory budget) and
+/// open the others, all at once: a server's time to first byte (s3s-fs hashes a whole object
+/// before it answers) then overlaps for every file instead of adding up file after file.
 async fn prefetch(
     client: &dyn ReplicaClient,
     plan: &[LtxFileInfo],
@@ -194,10 +199,11 @@ async fn prefetch(
     let retry = opts.retry;
     futures::stream::iter(plan.iter().zip(wanted))
         .map(|(f, take)| async move {
-            if !take {
-                return Ok(Source::Stream);
-            }
             let key = f.key(kind);
+            if !take {
+                let stream = retry.run(&key, || client.open_object(&key)).await?;
+                return Ok(Source::Stream(stream));
+            }
             let data = retry
                 .run(&key, || async {
                     let mut stream = client.open_object(&key).await?;

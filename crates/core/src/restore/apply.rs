@@ -13,7 +13,9 @@ use crate::error::{Error, Result};
 use crate::replica_client::WalSegmentInfo;
 use crate::wal::{db_page_size, FrameValidator, WalHeader, WAL_HEADER_SIZE};
 
-use super::output::*;
+use super::output::{
+    read_error, read_exact_or_corrupt, read_full, write_at, OutputFile, READ_AHEAD_CHUNK,
+};
 use super::v03::segment_name;
 
 /// Words of the dense part of a [`PageSet`]: pages below `64 * DENSE_WORDS` (2^22 pages, a
@@ -214,13 +216,39 @@ impl<'f> Applier<'f> {
 
     pub(super) fn apply(&mut self, seg: &WalSegmentInfo, mut reader: impl Read) -> Result<()> {
         let name = segment_name(seg);
+        self.start_segment(seg, &name, &mut reader)?;
+        let Some(mut validator) = self.validator.take() else {
+            return Err(Error::corrupt(
+                &name,
+                "segment without a wal header before it",
+            ));
+        };
+        let mut frame = std::mem::take(&mut self.frame);
+        frame.resize(validator.header().frame_size(), 0);
+        let result = self.read_frames(&name, &mut validator, &mut frame, &mut reader);
+        self.frame = frame;
+        self.validator = Some(validator);
+        // A transaction may go on in the next segment of this index: Litestream v0.3.13 can
+        // upload a shadow WAL it is still appending to, and its restore concatenates the
+        // segments. Only an index that ends inside a transaction is refused.
+        result
+    }
+
+    /// Start `seg`: finish the previous index if it is another one, check that the segment
+    /// follows the previous one, and read the WAL header of an index's first segment.
+    fn start_segment(
+        &mut self,
+        seg: &WalSegmentInfo,
+        name: &str,
+        mut reader: impl Read,
+    ) -> Result<()> {
         if self.index != Some(seg.index) {
             self.finish_index()?;
             self.index = Some(seg.index);
         }
         if seg.offset != self.next_offset {
             return Err(Error::corrupt(
-                &name,
+                name,
                 format!(
                     "wal segment gap: segment starts at offset {} but the previous one ends at {}",
                     seg.offset, self.next_offset
@@ -232,14 +260,14 @@ impl<'f> Applier<'f> {
             read_exact_or_corrupt(
                 &mut reader,
                 &mut hdr,
-                &name,
+                name,
                 "segment is shorter than a wal header",
             )?;
-            let header = WalHeader::parse(&hdr).map_err(|r| Error::corrupt(&name, r))?;
+            let header = WalHeader::parse(&hdr).map_err(|r| Error::corrupt(name, r))?;
             match self.page_size {
                 Some(p) if p != header.page_size => {
                     return Err(Error::corrupt(
-                        &name,
+                        name,
                         format!(
                             "wal page size {} does not match the page size {p} of newer indexes",
                             header.page_size
@@ -251,69 +279,69 @@ impl<'f> Applier<'f> {
             self.validator = Some(FrameValidator::new(header));
             self.next_offset = WAL_HEADER_SIZE as u64;
         }
-        let Some(mut validator) = self.validator.take() else {
-            return Err(Error::corrupt(
-                &name,
-                "segment without a wal header before it",
-            ));
-        };
-        let frame_size = validator.header().frame_size();
-        let mut frame = std::mem::take(&mut self.frame);
-        frame.resize(frame_size, 0);
-        let result = (|| {
-            loop {
-                let n = read_full(&mut reader, &mut frame).map_err(|e| read_error(&name, e))?;
-                if n == 0 {
-                    break;
-                }
-                if n < frame_size {
-                    return Err(Error::corrupt(
-                        &name,
-                        format!("truncated frame at offset {}", self.next_offset),
-                    ));
-                }
-                let fh = validator.check(&frame).map_err(|r| {
-                    Error::corrupt(&name, format!("frame at offset {}: {r}", self.next_offset))
-                })?;
-                if fh.commit_size != 0 && fh.pgno > fh.commit_size {
-                    // SQLite writes a commit's frames only for pages within its size.
-                    return Err(Error::corrupt(
-                        &name,
-                        format!(
-                            "commit frame at offset {} writes page {} beyond its database size \
-                             of {} pages",
-                            self.next_offset, fh.pgno, fh.commit_size
-                        ),
-                    ));
-                }
-                let page = &frame[crate::wal::WAL_FRAME_HEADER_SIZE..];
-                match &mut self.pending {
-                    Some(pending) => pending.push(fh.pgno, page)?,
-                    None => self.apply_page(fh.pgno, page)?,
-                }
-                self.next_offset += frame_size as u64;
-                if fh.commit_size != 0 {
-                    if let Some(mut pending) = self.pending.take() {
-                        let drained = pending.drain(|pgno, page| self.apply_page(pgno, page));
-                        self.pending = Some(pending);
-                        drained?;
-                    }
-                    self.last_commit = Some(fh.commit_size);
-                    self.last_commit_at =
-                        Some((name.clone(), self.next_offset - frame_size as u64));
-                    self.txn_start = None;
-                } else if self.txn_start.is_none() {
-                    self.txn_start = Some((name.clone(), self.next_offset - frame_size as u64));
-                }
+        Ok(())
+    }
+
+    /// Read, validate and apply the frames of one segment (`frame` is one frame long).
+    fn read_frames(
+        &mut self,
+        name: &str,
+        validator: &mut FrameValidator,
+        frame: &mut [u8],
+        mut reader: impl Read,
+    ) -> Result<()> {
+        let frame_size = frame.len();
+        loop {
+            let n = read_full(&mut reader, frame).map_err(|e| read_error(name, e))?;
+            if n == 0 {
+                return Ok(());
             }
-            // A transaction may go on in the next segment of this index: Litestream v0.3.13
-            // can upload a shadow WAL it is still appending to, and its restore concatenates
-            // the segments. Only an index that ends inside a transaction is refused.
-            Ok(())
-        })();
-        self.frame = frame;
-        self.validator = Some(validator);
-        result
+            if n < frame_size {
+                return Err(Error::corrupt(
+                    name,
+                    format!("truncated frame at offset {}", self.next_offset),
+                ));
+            }
+            let fh = validator.check(frame).map_err(|r| {
+                Error::corrupt(name, format!("frame at offset {}: {r}", self.next_offset))
+            })?;
+            if fh.commit_size != 0 && fh.pgno > fh.commit_size {
+                // SQLite writes a commit's frames only for pages within its size.
+                return Err(Error::corrupt(
+                    name,
+                    format!(
+                        "commit frame at offset {} writes page {} beyond its database size of \
+                         {} pages",
+                        self.next_offset, fh.pgno, fh.commit_size
+                    ),
+                ));
+            }
+            let page = &frame[crate::wal::WAL_FRAME_HEADER_SIZE..];
+            self.apply_frame(name, fh.pgno, fh.commit_size, page)?;
+            self.next_offset += frame_size as u64;
+        }
+    }
+
+    /// One valid frame at `self.next_offset`: write (or hold) its page; a commit frame ends a
+    /// transaction (and writes the held pages).
+    fn apply_frame(&mut self, name: &str, pgno: u32, commit_size: u32, page: &[u8]) -> Result<()> {
+        match &mut self.pending {
+            Some(pending) => pending.push(pgno, page)?,
+            None => self.apply_page(pgno, page)?,
+        }
+        if commit_size != 0 {
+            if let Some(mut pending) = self.pending.take() {
+                let drained = pending.drain(|pgno, page| self.apply_page(pgno, page));
+                self.pending = Some(pending);
+                drained?;
+            }
+            self.last_commit = Some(commit_size);
+            self.last_commit_at = Some((name.to_string(), self.next_offset));
+            self.txn_start = None;
+        } else if self.txn_start.is_none() {
+            self.txn_start = Some((name.to_string(), self.next_offset));
+        }
+        Ok(())
     }
 
     /// After the segments and the snapshot are written: check that their page sizes agree,

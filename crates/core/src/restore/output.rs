@@ -164,6 +164,13 @@ impl<F: FnMut() -> Result<Box<dyn Read + Send>>> ReopeningReader<F> {
         }
     }
 
+    /// Start from `first`, the object already opened (reads resume through `open` after an
+    /// error).
+    pub(crate) fn opened(mut self, first: Box<dyn Read + Send>) -> Self {
+        self.inner = Some(first);
+        self
+    }
+
     pub(super) fn backoff(&mut self, err: &dyn std::fmt::Display) -> bool {
         if self.attempt >= self.retry.max_attempts.max(1) {
             return false;

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -11,6 +12,8 @@ use futures::StreamExt;
 use time::OffsetDateTime;
 use tokio::io::AsyncReadExt;
 use tokio::runtime::Handle;
+use tokio::sync::mpsc::Receiver;
+use tokio::task::JoinHandle;
 use tokio_util::io::SyncIoBridge;
 
 use crate::error::{Error, Result};
@@ -19,9 +22,14 @@ use crate::pos::{Generation, Pos};
 use crate::replica_client::{ReplicaClient, SnapshotInfo, WalSegmentInfo};
 use crate::retry::RetryConfig;
 
-use super::apply::*;
-use super::output::*;
-use super::*;
+use super::apply::{write_snapshot, Applier, PageClaims, PendingTxn, SnapshotWritten};
+use super::output::{
+    prepare_output, publish, sync_dir, with_read_ahead, OutputFile, ReopeningReader,
+};
+use super::{
+    ProgressTracker, RestoreOptions, MAX_PARALLELISM, PREFETCH_BUDGET_KIB, PREFETCH_MAX,
+    PREFETCH_WINDOW,
+};
 
 /// A generation with its snapshots and WAL segments, as listed once.
 #[derive(Debug, Clone)]
@@ -321,13 +329,61 @@ pub(super) async fn execute_inner(
     uncommitted_tail: Arc<AtomicBool>,
 ) -> Result<RestoreOutcome> {
     let output = opts.output.clone();
-    let out_str = output.display().to_string();
     let (dir, tmp, file, mut guard) = prepare_output(&output)?;
     let started = Instant::now();
+    log_plan(&plan, &tmp);
     let parallelism = opts.parallelism.clamp(1, MAX_PARALLELISM);
-    let retry = opts.retry;
-    let handle = Handle::current();
+    let (prefetch, rx) = spawn_prefetch(client.clone(), &plan, parallelism, opts.retry);
+    let job = ApplyJob {
+        client,
+        handle: Handle::current(),
+        retry: opts.retry,
+        snapshot: plan.snapshot.clone(),
+        generation: plan.generation.clone(),
+        n_segments: plan.segments.len(),
+        // Listed sizes are the replica's claims: saturate rather than overflow.
+        tracker: ProgressTracker::new(
+            opts.progress.clone(),
+            (plan.segments.iter()).fold(plan.snapshot.size, |t, s| t.saturating_add(s.size)),
+        ),
+        spill_dir: dir.clone(),
+        buffered,
+        uncommitted_tail,
+    };
+    let applied = tokio::task::spawn_blocking(move || job.run(&file, rx)).await;
+    prefetch.abort();
+    let db_size = match applied {
+        Ok(r) => r?,
+        Err(e) => {
+            return Err(Error::io(
+                tmp.display().to_string(),
+                io::Error::other(format!("restore task failed: {e}")),
+            ))
+        }
+    };
 
+    tracing::info!(path = %output.display(), "renaming database from temporary location");
+    publish(&tmp, &output)?;
+    guard.armed = false;
+    sync_dir(&dir)?;
+    tracing::info!(
+        generation = %plan.generation,
+        elapsed = ?started.elapsed(),
+        "restore complete"
+    );
+    Ok(RestoreOutcome {
+        generation: plan.generation,
+        snapshot_index: plan.snapshot.index,
+        max_index: plan
+            .segments
+            .last()
+            .map_or(plan.snapshot.index, |s| s.index),
+        segments: plan.segments.len(),
+        db_size,
+    })
+}
+
+fn log_plan(plan: &RestorePlan, tmp: &Path) {
     tracing::info!(
         generation = %plan.generation,
         index = plan.snapshot.index,
@@ -343,23 +399,26 @@ pub(super) async fn execute_inner(
             "restoring wal files"
         );
     }
+}
 
-    // Segments are applied newest index first (offsets ascending within an index), so that
-    // every page is written once: see `Applier`.
-    let mut order = plan.segments.clone();
-    order.sort_by(|x, y| y.index.cmp(&x.index).then(x.offset.cmp(&y.offset)));
-
-    // Prefetch small segments in order, into a bounded channel: up to
-    // `parallelism * PREFETCH_WINDOW` requests in flight, within a memory budget of
-    // PREFETCH_BUDGET_KIB held until each object is applied.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Fetched>>(parallelism);
-    let fetch_client = client.clone();
-    let segments = order;
+/// Prefetch the plan's small segments in apply order (newest index first, offsets ascending
+/// within an index, so that every page is written once: see `Applier`) into a bounded
+/// channel: up to `parallelism * PREFETCH_WINDOW` requests in flight, within a memory budget
+/// of `PREFETCH_BUDGET_KIB` held until each object is applied.
+fn spawn_prefetch(
+    client: Arc<dyn ReplicaClient>,
+    plan: &RestorePlan,
+    parallelism: usize,
+    retry: RetryConfig,
+) -> (JoinHandle<()>, Receiver<Result<Fetched>>) {
+    let mut segments = plan.segments.clone();
+    segments.sort_by(|x, y| y.index.cmp(&x.index).then(x.offset.cmp(&y.offset)));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Fetched>>(parallelism);
     let budget = Arc::new(tokio::sync::Semaphore::new(PREFETCH_BUDGET_KIB));
     let prefetch = tokio::spawn(async move {
         let mut stream = futures::stream::iter(segments)
             .map(|seg| {
-                let client = fetch_client.clone();
+                let client = client.clone();
                 let budget = budget.clone();
                 async move {
                     let permit = if seg.size > PREFETCH_MAX {
@@ -384,72 +443,40 @@ pub(super) async fn execute_inner(
             }
         }
     });
+    (prefetch, rx)
+}
 
-    let apply_client = client.clone();
-    let snapshot = plan.snapshot.clone();
-    let generation = plan.generation.clone();
-    let n_segments = plan.segments.len();
-    let tracker = ProgressTracker {
-        cb: opts.progress.clone(),
-        done: std::sync::atomic::AtomicU64::new(0),
-        // Listed sizes are the replica's claims: saturate rather than overflow.
-        total: (plan.segments.iter()).fold(plan.snapshot.size, |t, s| t.saturating_add(s.size)),
-    };
-    let spill_dir = dir.clone();
-    let applied = tokio::task::spawn_blocking(move || -> Result<u64> {
+/// The blocking part of a v0.3 restore: the snapshot and the segments into the output.
+struct ApplyJob {
+    client: Arc<dyn ReplicaClient>,
+    handle: Handle,
+    retry: RetryConfig,
+    snapshot: SnapshotInfo,
+    generation: Generation,
+    n_segments: usize,
+    tracker: ProgressTracker,
+    spill_dir: PathBuf,
+    buffered: bool,
+    uncommitted_tail: Arc<AtomicBool>,
+}
+
+impl ApplyJob {
+    /// Write the snapshot and apply the segments (from `rx`, in apply order) into `file`,
+    /// sync it and return its size.
+    fn run(&self, file: &OutputFile, mut rx: Receiver<Result<Fetched>>) -> Result<u64> {
         let claims = Mutex::new(PageClaims::default());
         let cancel = AtomicBool::new(false);
         std::thread::scope(|scope| -> Result<u64> {
             // The snapshot streams in beside the segments and fills only the pages no segment
             // claims (see `PageClaims`), so its download overlaps theirs.
-            let snapshot_writer = scope.spawn(|| -> Result<SnapshotWritten> {
-                let snap_name = snapshot_name(&generation, snapshot.index);
-                let (g, c, h) = (generation.clone(), apply_client.clone(), handle.clone());
-                let idx = snapshot.index;
-                let reader = ReopeningReader::new(snap_name.clone(), retry, move || {
-                    let stream = h.block_on(c.open_snapshot(&g, idx))?;
-                    Ok(Box::new(SyncIoBridge::new_with_handle(stream, h.clone()))
-                        as Box<dyn Read + Send>)
-                });
-                let lz = Lz4FrameReader::new(tracker.reader(reader));
-                let written = with_read_ahead(lz, |r| {
-                    write_snapshot(&file, &claims, &snap_name, r, &cancel)
-                });
+            let snapshot_writer = scope.spawn(|| {
+                let written = self.write_snapshot(file, &claims, &cancel);
                 if written.is_err() {
                     cancel.store(true, Ordering::Relaxed);
                 }
                 written
             });
-            let segments = (|| -> Result<Applier<'_>> {
-                let pending = buffered.then(|| PendingTxn::new(spill_dir.clone()));
-                let mut applier = Applier::new(&file, &claims, pending, &uncommitted_tail);
-                for _ in 0..n_segments {
-                    if cancel.load(Ordering::Relaxed) {
-                        return Err(Error::Cancelled);
-                    }
-                    let item = rx.blocking_recv().ok_or(Error::Cancelled)??;
-                    match item {
-                        Fetched::Data(seg, bytes, _permit) => {
-                            applier.apply(&seg, Lz4FrameReader::new(bytes.as_slice()))?;
-                            tracker.add(bytes.len() as u64); // progress callback
-                        }
-                        Fetched::Stream(seg) => {
-                            let (c, h) = (apply_client.clone(), handle.clone());
-                            let pos = seg.pos();
-                            let reader =
-                                ReopeningReader::new(segment_name(&seg), retry, move || {
-                                    let stream = h.block_on(c.open_wal_segment(&pos))?;
-                                    Ok(Box::new(SyncIoBridge::new_with_handle(stream, h.clone()))
-                                        as Box<dyn Read + Send>)
-                                });
-                            let lz = Lz4FrameReader::new(tracker.reader(reader));
-                            with_read_ahead(lz, |r| applier.apply(&seg, r))?;
-                        }
-                    }
-                }
-                applier.finish_index()?;
-                Ok(applier)
-            })();
+            let segments = self.apply_segments(file, &claims, &cancel, &mut rx);
             if segments.is_err() {
                 cancel.store(true, Ordering::Relaxed);
             }
@@ -469,48 +496,74 @@ pub(super) async fn execute_inner(
             let claims = claims
                 .lock()
                 .map_err(|_| Error::io("restore page claims", io::Error::other("lock poisoned")))?;
-            applier.finish(
-                &snapshot_name(&generation, snapshot.index),
-                &written,
-                &claims,
-            )?;
+            let name = snapshot_name(&self.generation, self.snapshot.index);
+            applier.finish(&name, &written, &claims)?;
             drop(claims);
             file.sync_all()?;
-            tracker.finish(); // progress callback
+            self.tracker.finish(); // progress callback
             file.len()
         })
-    })
-    .await;
-    prefetch.abort();
-    let db_size = match applied {
-        Ok(r) => r?,
-        Err(e) => {
-            return Err(Error::io(
-                tmp.display().to_string(),
-                io::Error::other(format!("restore task failed: {e}")),
-            ))
-        }
-    };
+    }
 
-    tracing::info!(path = %out_str, "renaming database from temporary location");
-    publish(&tmp, &output)?;
-    guard.armed = false;
-    sync_dir(&dir)?;
-    tracing::info!(
-        generation = %plan.generation,
-        elapsed = ?started.elapsed(),
-        "restore complete"
-    );
-    Ok(RestoreOutcome {
-        generation: plan.generation,
-        snapshot_index: plan.snapshot.index,
-        max_index: plan
-            .segments
-            .last()
-            .map_or(plan.snapshot.index, |s| s.index),
-        segments: n_segments,
-        db_size,
-    })
+    /// Stream the snapshot into the pages of `file` that no segment claims.
+    fn write_snapshot(
+        &self,
+        file: &OutputFile,
+        claims: &Mutex<PageClaims>,
+        cancel: &AtomicBool,
+    ) -> Result<SnapshotWritten> {
+        let snap_name = snapshot_name(&self.generation, self.snapshot.index);
+        let (g, c, h) = (
+            self.generation.clone(),
+            self.client.clone(),
+            self.handle.clone(),
+        );
+        let idx = self.snapshot.index;
+        let reader = ReopeningReader::new(snap_name.clone(), self.retry, move || {
+            let stream = h.block_on(c.open_snapshot(&g, idx))?;
+            Ok(Box::new(SyncIoBridge::new_with_handle(stream, h.clone())) as Box<dyn Read + Send>)
+        });
+        let lz = Lz4FrameReader::new(self.tracker.reader(reader));
+        with_read_ahead(lz, |r| write_snapshot(file, claims, &snap_name, r, cancel))
+    }
+
+    /// Apply every segment from `rx`, downloaded ahead or streamed when its turn comes.
+    fn apply_segments<'a>(
+        &'a self,
+        file: &'a OutputFile,
+        claims: &'a Mutex<PageClaims>,
+        cancel: &AtomicBool,
+        rx: &mut Receiver<Result<Fetched>>,
+    ) -> Result<Applier<'a>> {
+        let pending = self
+            .buffered
+            .then(|| PendingTxn::new(self.spill_dir.clone()));
+        let mut applier = Applier::new(file, claims, pending, &self.uncommitted_tail);
+        for _ in 0..self.n_segments {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::Cancelled);
+            }
+            match rx.blocking_recv().ok_or(Error::Cancelled)?? {
+                Fetched::Data(seg, bytes, _permit) => {
+                    applier.apply(&seg, Lz4FrameReader::new(bytes.as_slice()))?;
+                    self.tracker.add(bytes.len() as u64); // progress callback
+                }
+                Fetched::Stream(seg) => {
+                    let (c, h) = (self.client.clone(), self.handle.clone());
+                    let pos = seg.pos();
+                    let reader = ReopeningReader::new(segment_name(&seg), self.retry, move || {
+                        let stream = h.block_on(c.open_wal_segment(&pos))?;
+                        Ok(Box::new(SyncIoBridge::new_with_handle(stream, h.clone()))
+                            as Box<dyn Read + Send>)
+                    });
+                    let lz = Lz4FrameReader::new(self.tracker.reader(reader));
+                    with_read_ahead(lz, |r| applier.apply(&seg, r))?;
+                }
+            }
+        }
+        applier.finish_index()?;
+        Ok(applier)
+    }
 }
 
 pub(super) enum Fetched {
