@@ -154,7 +154,10 @@ impl DbShared {
                 .map_err(|_| Error::io("db", io::Error::other("database state poisoned")))?;
             // Read under the core mutex: a snapshot raises it under the same mutex.
             let allowed = me.snapshotting.load(Ordering::SeqCst) == 0;
-            let r = core.sync(&replica_pos, allowed);
+            // Frames copied before a checkpoint are published at once (see `DbCore::sync`).
+            let r = core.sync(&replica_pos, allowed, &mut |pos, changed| {
+                me.publish(pos, changed)
+            });
             me.commit_in_progress
                 .store(core.commit_in_progress(), Ordering::Relaxed);
             me.page_size.store(core.page_size(), Ordering::Relaxed);

@@ -47,7 +47,14 @@ impl DbCore {
     /// most `RESTART_WAIT` for readers still on older frames, so that the back-fill is
     /// complete and the WAL can restart). The write lock is taken with `poll_busy_handler`,
     /// which gets in between two transactions of an application that writes back to back.
-    pub(crate) fn checkpoint(&mut self, mode: CheckpointMode) -> Result<ShadowPos> {
+    ///
+    /// `copied` is called with each position copied on the way (see [`DbCore::sync`]): the
+    /// frames copied before each back-fill are uploaded while it runs.
+    pub(crate) fn checkpoint(
+        &mut self,
+        mode: CheckpointMode,
+        copied: &mut dyn FnMut(&ShadowPos, bool),
+    ) -> Result<ShadowPos> {
         let started = Instant::now();
         // Copy and back-fill what can be done without the write lock first: under a steady
         // load the WAL holds a whole sync interval of frames, and back-filling them all under
@@ -55,24 +62,24 @@ impl DbCore {
         // writes since the sync's copy (moving our read mark, which bounds the back-fill, so
         // no frame we have not copied is back-filled), then back-fill up to it. Under the
         // lock only the frames written since remain to copy and back-fill.
-        self.copy_moving_read_lock()?;
+        let (caught_up, changed, _) = self.copy_moving_read_lock()?;
+        copied(&caught_up, changed);
         let pre = self
-            .conns()?
-            .writer
+            .writer()?
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
                 Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
             });
         tracing::trace!(db = %self.path.display(), result = ?pre, "checkpoint: back-fill before the write lock");
-        self.conns()?
-            .writer
+        self.writer()?
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(|e| self.sql_err(e))?;
         let locked = Instant::now();
         let inner = (|| -> Result<bool> {
-            let (at, _, _) = self.copy_frames()?;
+            let (at, changed, _) = self.copy_frames()?;
+            copied(&at, changed);
             self.end_read(0);
             self.end_read(1);
-            let c = self.conns()?;
+            let reader = self.reader(0)?;
             // RESTART and TRUNCATE wait (a bounded time, holding the write lock so the WAL
             // cannot grow meanwhile) for the application's readers that still use older
             // frames to finish, so that the WAL is fully back-filled and the next writer can
@@ -82,7 +89,7 @@ impl DbCore {
             let mut attempts = 0u32;
             let (busy, log, ckpt) = loop {
                 attempts += 1;
-                let (busy, log, ckpt): (i64, i64, i64) = c.readers[0]
+                let (busy, log, ckpt): (i64, i64, i64) = reader
                     .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
                         Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                     })
@@ -113,7 +120,7 @@ impl DbCore {
         // Never release the write lock without a read lock held (see module docs).
         let active = self.conns()?.active;
         let reread = self.begin_read(active);
-        let end = self.conns()?.writer.execute_batch("ROLLBACK");
+        let end = self.writer()?.execute_batch("ROLLBACK");
         tracing::debug!(db = %self.path.display(), mode = mode.as_str(), held = ?locked.elapsed(),
             "checkpoint: write lock released");
         if reread.is_err() {
@@ -130,15 +137,15 @@ impl DbCore {
             let (pos, _, _) = self.copy_frames()?;
             return Ok(pos);
         }
-        let c = self.conns()?;
+        let writer = self.writer()?;
         if mode == CheckpointMode::Truncate {
-            c.writer
+            writer
                 .execute_batch("PRAGMA journal_size_limit = 0")
                 .map_err(|e| self.sql_err(e))?;
         }
-        let seq = c.writer.execute(SEQ_UPSERT, []);
+        let seq = writer.execute(SEQ_UPSERT, []);
         if mode == CheckpointMode::Truncate {
-            let _ = c.writer.execute_batch("PRAGMA journal_size_limit = -1");
+            let _ = writer.execute_batch("PRAGMA journal_size_limit = -1");
         }
         seq.map_err(|e| self.sql_err(e))?;
         let (pos, _, _) = self.copy_frames()?;
@@ -153,8 +160,7 @@ impl DbCore {
     /// which sees exactly that position and keeps SQLite from back-filling or restarting the
     /// WAL past it until it is dropped. Application writers wait for at most the copy.
     pub(crate) fn validation_point(&mut self) -> Result<ValidationPoint> {
-        self.conns()?
-            .writer
+        self.writer()?
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(|e| self.sql_err(e))?;
         let inner = (|| -> Result<(ShadowPos, Connection, File)> {
@@ -171,7 +177,7 @@ impl DbCore {
             let shadow = File::open(&p).map_err(|e| io_err(&p, e))?;
             Ok((pos, pin, shadow))
         })();
-        let end = self.conns()?.writer.execute_batch("ROLLBACK");
+        let end = self.writer()?.execute_batch("ROLLBACK");
         let (pos, pin, shadow) = inner?;
         end.map_err(|e| self.sql_err(e))?;
         Ok(ValidationPoint {

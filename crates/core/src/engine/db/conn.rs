@@ -81,9 +81,9 @@ impl DbCore {
         Ok(c)
     }
 
-    /// Open connections, force WAL mode, create Litestream's tables, take the read lock.
-    pub(super) fn init(&mut self) -> Result<()> {
-        let before = file_identity(&self.path).map_err(|e| io_err(&self.path, e))?;
+    /// The writer connection: `open_conn` plus the polling busy handler (see
+    /// [`poll_busy_handler`]) and no automatic checkpoints.
+    fn open_writer(&self) -> Result<Connection> {
         let writer = self.open_conn()?;
         let timeout_us = usize::try_from(self.opts.busy_timeout.as_micros()).unwrap_or(usize::MAX);
         // SAFETY: the handle is valid for the lifetime of `writer`; the handler only reads
@@ -101,6 +101,61 @@ impl DbCore {
                 Some("busy handler".into()),
             )));
         }
+        writer
+            .execute_batch("PRAGMA wal_autocheckpoint = 0")
+            .map_err(|e| self.sql_err(e))?;
+        Ok(writer)
+    }
+
+    /// A reader connection (no automatic checkpoints).
+    fn open_reader(&self) -> Result<Connection> {
+        let r = self.open_conn()?;
+        r.execute_batch("PRAGMA wal_autocheckpoint = 0")
+            .map_err(|e| self.sql_err(e))?;
+        Ok(r)
+    }
+
+    /// The writer connection, opened if it was closed (see [`Conns`]).
+    pub(super) fn writer(&self) -> Result<&Connection> {
+        let c = self.conns()?;
+        if c.writer.get().is_none() {
+            let _ = c.writer.set(self.open_writer()?);
+        }
+        c.writer
+            .get()
+            .ok_or_else(|| Error::InvalidArgument("writer connection not open".into()))
+    }
+
+    /// Reader connection `i`, opened if it was closed (see [`Conns`]).
+    pub(super) fn reader(&self, i: usize) -> Result<&Connection> {
+        let c = self.conns()?;
+        if c.readers[i].get().is_none() {
+            let _ = c.readers[i].set(self.open_reader()?);
+        }
+        c.readers[i]
+            .get()
+            .ok_or_else(|| Error::InvalidArgument("reader connection not open".into()))
+    }
+
+    /// Close the connections a sync of an idle database does not need: the writer (outside a
+    /// transaction) and the reader not holding the read lock. The read lock stays held.
+    pub(super) fn close_idle_conns(&mut self) {
+        if let Some(c) = self.conns.as_mut() {
+            if c.writer.get().is_some_and(|w| w.is_autocommit()) {
+                c.writer.take();
+            }
+            for i in 0..2 {
+                if !c.held[i] {
+                    c.readers[i].take();
+                }
+            }
+        }
+    }
+
+    /// Open connections, force WAL mode, create Litestream's tables, take the read lock.
+    pub(super) fn init(&mut self) -> Result<()> {
+        let before = file_identity(&self.path).map_err(|e| io_err(&self.path, e))?;
+        let writer = self.open_writer()?;
         let mode: String = writer
             .query_row("PRAGMA journal_mode = wal", [], |r| r.get(0))
             .map_err(|e| self.sql_err(e))?;
@@ -111,25 +166,18 @@ impl DbCore {
         }
         writer
             .execute_batch(
-                "PRAGMA wal_autocheckpoint = 0;
-                 CREATE TABLE IF NOT EXISTS _litestream_seq (id INTEGER PRIMARY KEY, seq INTEGER);
+                "CREATE TABLE IF NOT EXISTS _litestream_seq (id INTEGER PRIMARY KEY, seq INTEGER);
                  CREATE TABLE IF NOT EXISTS _litestream_lock (id INTEGER);",
             )
             .map_err(|e| self.sql_err(e))?;
         let page_size: i64 = writer
             .query_row("PRAGMA page_size", [], |r| r.get(0))
             .map_err(|e| self.sql_err(e))?;
-        let r0 = self.open_conn()?;
-        let r1 = self.open_conn()?;
-        for c in [&r0, &r1] {
-            c.execute_batch("PRAGMA wal_autocheckpoint = 0")
-                .map_err(|e| self.sql_err(e))?;
-        }
         self.page_size = u32::try_from(page_size)
             .map_err(|_| Error::corrupt(self.path.display().to_string(), "bad page size"))?;
         self.conns = Some(Conns {
-            writer,
-            readers: [r0, r1],
+            writer: OnceCell::from(writer),
+            readers: Default::default(),
             held: [false, false],
             active: 0,
             shm: None,
@@ -175,11 +223,10 @@ impl DbCore {
     }
 
     pub(super) fn begin_read(&mut self, i: usize) -> Result<()> {
-        let c = self.conns()?;
-        if c.held[i] {
+        if self.conns()?.held[i] {
             return Ok(());
         }
-        let r = &c.readers[i];
+        let r = self.reader(i)?;
         let res = r.execute_batch("BEGIN").and_then(|_| {
             r.query_row("SELECT COUNT(1) FROM _litestream_seq", [], |row| {
                 row.get::<_, i64>(0)
@@ -198,7 +245,8 @@ impl DbCore {
     pub(super) fn end_read(&mut self, i: usize) {
         if let Some(c) = self.conns.as_mut() {
             if c.held[i] {
-                if let Err(e) = c.readers[i].execute_batch("ROLLBACK") {
+                let r = c.readers[i].get().map(|r| r.execute_batch("ROLLBACK"));
+                if let Some(Err(e)) = r {
                     tracing::debug!(error = %e, "rollback read tx");
                 }
                 c.held[i] = false;
@@ -214,8 +262,8 @@ impl DbCore {
     pub(super) fn reset(&mut self) {
         if let Some(c) = self.conns.as_mut() {
             for i in 0..2 {
-                if c.held[i] {
-                    let _ = c.readers[i].execute_batch("ROLLBACK");
+                if let Some(r) = c.readers[i].get().filter(|_| c.held[i]) {
+                    let _ = r.execute_batch("ROLLBACK");
                 }
             }
         }

@@ -155,8 +155,7 @@ impl DbCore {
         if file_size(&self.wal_path)?.unwrap_or(0) >= WAL_HEADER_SIZE as u64 {
             return Ok(());
         }
-        self.conns()?
-            .writer
+        self.writer()?
             .execute(SEQ_UPSERT, [])
             .map_err(|e| self.sql_err(e))?;
         Ok(())

@@ -8,10 +8,14 @@ impl DbCore {
     /// copying frames, checkpoint per the policy, clean up. `replica_indexes` are the
     /// indexes (in the current generation) replicas still need, `None` for a replica without
     /// a position in it; `checkpoint_allowed` is false while a snapshot is in progress.
+    /// `copied(pos, changed)` is called with the position reached by the copy when a
+    /// checkpoint follows, so that the replicas can upload those frames while it runs (a
+    /// checkpoint back-fills and fsyncs the database: tens of milliseconds on a busy disk).
     pub(crate) fn sync(
         &mut self,
         replica_indexes: &[Option<(Generation, u32)>],
         checkpoint_allowed: bool,
+        copied: &mut dyn FnMut(&ShadowPos, bool),
     ) -> Result<SyncOutcome> {
         if self.conns.is_some() {
             self.detect_replaced()?;
@@ -28,7 +32,7 @@ impl DbCore {
                 return Err(e);
             }
         }
-        let res = self.guarded(|core| core.sync_inner(replica_indexes, checkpoint_allowed));
+        let res = self.guarded(|core| core.sync_inner(replica_indexes, checkpoint_allowed, copied));
         if res.is_ok() {
             self.errors = 0;
             return res;
@@ -86,9 +90,9 @@ impl DbCore {
                 .map(|s| (*s).to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            if let Some(c) = self.conns.as_ref() {
-                if !c.writer.is_autocommit() {
-                    let _ = c.writer.execute_batch("ROLLBACK");
+            if let Some(w) = self.conns.as_ref().and_then(|c| c.writer.get()) {
+                if !w.is_autocommit() {
+                    let _ = w.execute_batch("ROLLBACK");
                 }
             }
             self.reset();
@@ -104,9 +108,12 @@ impl DbCore {
         &mut self,
         replica_indexes: &[Option<(Generation, u32)>],
         checkpoint_allowed: bool,
+        copied: &mut dyn FnMut(&ShadowPos, bool),
     ) -> Result<SyncOutcome> {
         self.ensure_wal_exists()?;
+        let started = Instant::now();
         let (mut pos, mut changed, wal_size) = self.copy_moving_read_lock()?;
+        let copy_time = started.elapsed();
 
         // Checkpoint policy.
         let mode = if self
@@ -137,8 +144,9 @@ impl DbCore {
             if !self.backoff.allows(&pos.generation, pos.index) {
                 tracing::trace!(db = %self.path.display(), "checkpoint skipped: backing off");
             } else if checkpoint_allowed {
+                copied(&pos, changed);
                 let started = Instant::now();
-                let r = self.checkpoint(mode);
+                let r = self.checkpoint(mode, copied);
                 let m = crate::metrics::db(&self.path.to_string_lossy()).checkpoint(mode.as_str());
                 m.count.inc();
                 m.seconds.add_duration(started.elapsed());
@@ -147,11 +155,16 @@ impl DbCore {
                 }
                 pos = r?;
                 changed = true;
+                tracing::debug!(db = %self.path.display(), copy = ?copy_time,
+                    checkpoint = ?started.elapsed(), mode = mode.as_str(), "sync: copied, checkpointed");
             } else {
                 tracing::debug!(db = %self.path.display(), "checkpoint skipped: snapshot in progress");
             }
         }
         self.clean_shadow(&pos, replica_indexes);
+        if !changed {
+            self.close_idle_conns();
+        }
         Ok(SyncOutcome {
             changed,
             pos: Some(pos),
