@@ -154,7 +154,10 @@ impl DbShared {
                 .map_err(|_| Error::io("db", io::Error::other("database state poisoned")))?;
             // Read under the core mutex: a snapshot raises it under the same mutex.
             let allowed = me.snapshotting.load(Ordering::SeqCst) == 0;
-            let r = core.sync(&replica_pos, allowed);
+            // Frames copied before a checkpoint are published at once (see `DbCore::sync`).
+            let r = core.sync(&replica_pos, allowed, &mut |pos, changed| {
+                me.publish(pos, changed)
+            });
             me.commit_in_progress
                 .store(core.commit_in_progress(), Ordering::Relaxed);
             me.page_size.store(core.page_size(), Ordering::Relaxed);
@@ -301,6 +304,28 @@ fn reached(p: &Option<Pos>, target: &ShadowPos) -> bool {
     })
 }
 
+/// `path`, made absolute against the current directory.
+fn absolute_db_path(path: PathBuf) -> Result<PathBuf> {
+    if path.is_relative() {
+        let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
+        return Ok(cwd.join(path));
+    }
+    Ok(path)
+}
+
+/// Replica names must be unique (they name metrics and log lines).
+fn check_replica_names(replicas: &[ReplicaHandleConfig]) -> Result<()> {
+    for (i, r) in replicas.iter().enumerate() {
+        if replicas[..i].iter().any(|o| o.name == r.name) {
+            return Err(Error::InvalidConfig(format!(
+                "duplicate replica name: {:?}",
+                r.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Replicator {
     /// Start replicating `db_path` to `replicas`.
     ///
@@ -314,60 +339,11 @@ impl Replicator {
         opts: DbOptions,
     ) -> Result<Replicator> {
         opts.validate()?;
-        let mut path: PathBuf = db_path.into();
-        if path.is_relative() {
-            let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
-            path = cwd.join(path);
-        }
-        for (i, r) in replicas.iter().enumerate() {
-            if replicas[..i].iter().any(|o| o.name == r.name) {
-                return Err(Error::InvalidConfig(format!(
-                    "duplicate replica name: {:?}",
-                    r.name
-                )));
-            }
-        }
-        // Open the database file once (never closed while we run): closing any descriptor of
-        // it would drop every POSIX lock this process holds, an embedding app's included.
-        let db_file = std::fs::File::open(&path).ok().map(Arc::new);
-        let was_wal = db_file.as_deref().and_then(journal_is_wal);
-        let core = DbCore::new(path.clone(), opts.clone());
-        let meta = core.meta.clone();
-        let lock = MetaLock::acquire(&meta, &path)?;
-        let (pos_tx, _) = watch::channel(None);
-        let (change_tx, _) = watch::channel(0u64);
-        let shared = Arc::new(DbShared {
-            path: path.clone(),
-            meta,
-            core: Mutex::new(core),
-            pos_tx,
-            change_tx,
-            snapshotting: AtomicUsize::new(0),
-            replica_pos: Mutex::new(vec![None; replicas.len()]),
-            page_size: Default::default(),
-            db_file: Mutex::new(db_file),
-            _lock: lock,
-            own_wal: Mutex::new(None),
-            commit_in_progress: Default::default(),
-        });
-        shared.sync().await?;
-        if was_wal == Some(false) {
-            tracing::info!(db = %path.display(), "database converted from rollback journal to WAL mode");
-        }
-
+        let path = absolute_db_path(db_path.into())?;
+        check_replica_names(&replicas)?;
+        let shared = Self::first_sync(&path, &opts, replicas.len()).await?;
         let wake = Arc::new(Notify::new());
-        let watcher = if opts.watch_wal {
-            match walwatch::watch_wal(&path, Arc::clone(&wake)) {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    tracing::warn!(db = %path.display(), error = %e, "wal watch unavailable, polling only");
-                    None
-                }
-            }
-        } else {
-            None
-        };
-
+        let watcher = Self::watch(&path, &opts, &wake);
         let (db_shutdown, db_shutdown_rx) = watch::channel(false);
         let (replica_shutdown, replica_shutdown_rx) = watch::channel(false);
         let db_task = tokio::spawn(monitor(
@@ -380,6 +356,70 @@ impl Replicator {
             wake,
             db_shutdown_rx,
         ));
+        let (handles, tasks) = Self::spawn_replicas(&shared, replicas, &replica_shutdown_rx);
+        Ok(Replicator {
+            shared,
+            replicas: handles,
+            db_shutdown,
+            replica_shutdown,
+            db_task: Some(db_task),
+            replica_tasks: tasks,
+            _watcher: watcher,
+        })
+    }
+
+    /// The database's shared state, after its first sync (see [`Self::start`]).
+    async fn first_sync(path: &Path, opts: &DbOptions, replicas: usize) -> Result<Arc<DbShared>> {
+        // Open the database file once (never closed while we run): closing any descriptor of
+        // it would drop every POSIX lock this process holds, an embedding app's included.
+        let db_file = std::fs::File::open(path).ok().map(Arc::new);
+        let was_wal = db_file.as_deref().and_then(journal_is_wal);
+        let core = DbCore::new(path.to_path_buf(), opts.clone());
+        let meta = core.meta.clone();
+        let lock = MetaLock::acquire(&meta, path)?;
+        let (pos_tx, _) = watch::channel(None);
+        let (change_tx, _) = watch::channel(0u64);
+        let shared = Arc::new(DbShared {
+            path: path.to_path_buf(),
+            meta,
+            core: Mutex::new(core),
+            pos_tx,
+            change_tx,
+            snapshotting: AtomicUsize::new(0),
+            replica_pos: Mutex::new(vec![None; replicas]),
+            page_size: Default::default(),
+            db_file: Mutex::new(db_file),
+            _lock: lock,
+            own_wal: Mutex::new(None),
+            commit_in_progress: Default::default(),
+        });
+        shared.sync().await?;
+        if was_wal == Some(false) {
+            tracing::info!(db = %path.display(), "database converted from rollback journal to WAL mode");
+        }
+        Ok(shared)
+    }
+
+    /// The WAL watcher that wakes the monitor loop, if enabled and available.
+    fn watch(path: &Path, opts: &DbOptions, wake: &Arc<Notify>) -> Option<walwatch::WalWatch> {
+        if !opts.watch_wal {
+            return None;
+        }
+        match walwatch::watch_wal(path, Arc::clone(wake)) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(db = %path.display(), error = %e, "wal watch unavailable, polling only");
+                None
+            }
+        }
+    }
+
+    /// Spawn one task per replica; returns their handles and join handles.
+    fn spawn_replicas(
+        shared: &Arc<DbShared>,
+        replicas: Vec<ReplicaHandleConfig>,
+        shutdown_rx: &watch::Receiver<bool>,
+    ) -> (Vec<ReplicaHandle>, Vec<JoinHandle<()>>) {
         let mut handles = Vec::new();
         let mut tasks = Vec::new();
         for (slot, r) in replicas.into_iter().enumerate() {
@@ -392,7 +432,7 @@ impl Replicator {
                 name: r.name.clone(),
                 client: r.client,
                 opts: r.options,
-                db: Arc::clone(&shared),
+                db: Arc::clone(shared),
                 pos: None,
                 pos_tx,
                 next_snapshot: None,
@@ -401,7 +441,7 @@ impl Replicator {
             };
             tasks.push(tokio::spawn(ltx_replica::run_in_format(
                 task,
-                replica_shutdown_rx.clone(),
+                shutdown_rx.clone(),
                 Arc::clone(&force),
                 validate_rx,
             )));
@@ -413,15 +453,7 @@ impl Replicator {
                 validation,
             });
         }
-        Ok(Replicator {
-            shared,
-            replicas: handles,
-            db_shutdown,
-            replica_shutdown,
-            db_task: Some(db_task),
-            replica_tasks: tasks,
-            _watcher: watcher,
-        })
+        (handles, tasks)
     }
 
     /// The database path.

@@ -622,10 +622,32 @@ impl ReplicaTask {
         // Only ever relative to a generation this replicator writes and this replica holds:
         // with no database (a volume not mounted, a restore not run yet) or before the first
         // upload of the current generation, every backup may still be the only copy.
-        if current.is_none() || self.pos.as_ref().map(|p| &p.generation) != current.as_ref() {
+        let Some(current) = current.filter(|c| self.pos.as_ref().map(|p| &p.generation) == Some(c))
+        else {
             tracing::debug!(replica = %self.name, "retention skipped: no current generation on this replica yet");
             return Ok(());
+        };
+        let mut all = self.list_all_snapshots().await?;
+        // The current generation's segments, listed once: the repair below only touches the
+        // snapshot's index, the deletions further down only indexes below every retained
+        // snapshot.
+        let current_segs = self
+            .opts
+            .retry
+            .run("list wal segments", || self.client.wal_segments(&current))
+            .await?;
+        self.keep_current_restorable(&current, &current_segs, &mut all, cutoff)
+            .await?;
+        for (g, snaps) in &all {
+            let segs = (*g == current).then_some(current_segs.as_slice());
+            self.delete_before_retained(g, snaps, segs, cutoff, *g == current)
+                .await?;
         }
+        Ok(())
+    }
+
+    /// Every generation of the replica with its snapshots.
+    async fn list_all_snapshots(&self) -> Result<Vec<(Generation, Vec<SnapshotInfo>)>> {
         let gens = self
             .opts
             .retry
@@ -640,94 +662,105 @@ impl ReplicaTask {
                 .await?;
             all.push((g.clone(), snaps));
         }
-        let any_retained = all
-            .iter()
-            .any(|(_, s)| s.iter().any(|s| s.created_at >= cutoff));
-        let current_retained = current.as_ref().is_some_and(|c| {
+        Ok(all)
+    }
+
+    /// Retention step 1: take a snapshot of the current generation (added to `all`) when no
+    /// snapshot of any generation, or none of the current one, is inside the window, or the
+    /// current generation cannot be restored (and then upload its current WAL index again
+    /// where needed).
+    async fn keep_current_restorable(
+        &mut self,
+        current: &Generation,
+        current_segs: &[WalSegmentInfo],
+        all: &mut Vec<(Generation, Vec<SnapshotInfo>)>,
+        cutoff: OffsetDateTime,
+    ) -> Result<()> {
+        let retained_in = |g: Option<&Generation>| {
             all.iter()
-                .any(|(g, s)| g == c && s.iter().any(|s| s.created_at >= cutoff))
-        });
-        // The current generation's segments, listed once: the repair below only touches the
-        // snapshot's index, the deletions further down only indexes below every retained
-        // snapshot.
-        let current_segs = match &current {
-            Some(c) => Some(
-                self.opts
-                    .retry
-                    .run("list wal segments", || self.client.wal_segments(c))
-                    .await?,
-            ),
-            None => None,
+                .any(|(x, s)| g.is_none_or(|g| g == x) && s.iter().any(|s| s.created_at >= cutoff))
         };
-        let restorable = match (&current, &current_segs) {
-            (Some(c), Some(segs)) => self.current_generation_restorable(c, &all, segs),
-            _ => true,
-        };
-        if (!any_retained || !current_retained || !restorable) && current.is_some() {
-            if !restorable {
-                tracing::warn!(replica = %self.name,
-                    "replica cannot be restored (its objects were deleted behind our back?), repairing it");
-            }
-            let info = self.snapshot().await?;
-            if current.as_ref() == Some(&info.generation) {
-                let segs = current_segs.as_deref().unwrap_or_default();
-                self.ensure_initial_segment(&info, segs).await?;
-            }
-            match all.iter_mut().find(|(g, _)| *g == info.generation) {
-                Some((_, s)) => {
-                    s.retain(|x| x.index != info.index);
-                    s.push(info);
-                }
-                None => all.push((info.generation.clone(), vec![info])),
-            }
+        let any_retained = retained_in(None);
+        let current_retained = retained_in(Some(current));
+        let restorable = self.current_generation_restorable(current, all, current_segs);
+        if any_retained && current_retained && restorable {
+            return Ok(());
         }
-        for (g, snaps) in &all {
-            let retained: Vec<&SnapshotInfo> =
-                snaps.iter().filter(|s| s.created_at >= cutoff).collect();
-            let Some(k) = retained.iter().map(|s| s.index).min() else {
-                if Some(g) == current.as_ref() {
-                    continue;
-                }
+        if !restorable {
+            tracing::warn!(replica = %self.name,
+                "replica cannot be restored (its objects were deleted behind our back?), repairing it");
+        }
+        let info = self.snapshot().await?;
+        if *current == info.generation {
+            self.ensure_initial_segment(&info, current_segs).await?;
+        }
+        match all.iter_mut().find(|(g, _)| *g == info.generation) {
+            Some((_, s)) => {
+                s.retain(|x| x.index != info.index);
+                s.push(info);
+            }
+            None => all.push((info.generation.clone(), vec![info])),
+        }
+        Ok(())
+    }
+
+    /// Retention step 2, for generation `g` with snapshots `snaps`: delete the snapshots and
+    /// WAL segments below its oldest snapshot inside the window, or the whole generation if
+    /// none is (never the current one). `segs`: its segments when already listed.
+    async fn delete_before_retained(
+        &self,
+        g: &Generation,
+        snaps: &[SnapshotInfo],
+        segs: Option<&[WalSegmentInfo]>,
+        cutoff: OffsetDateTime,
+        is_current: bool,
+    ) -> Result<()> {
+        let retained = snaps.iter().filter(|s| s.created_at >= cutoff);
+        let Some(k) = retained.map(|s| s.index).min() else {
+            if !is_current {
                 self.opts
                     .retry
                     .run("delete generation", || self.client.delete_generation(g))
                     .await?;
                 tracing::info!(replica = %self.name, generation = %g, "generation deleted");
-                continue;
-            };
-            for s in snaps.iter().filter(|s| s.index < k) {
-                self.opts
-                    .retry
-                    .run("delete snapshot", || {
-                        self.client.delete_snapshot(g, s.index)
-                    })
-                    .await?;
-                tracing::info!(replica = %self.name, generation = %g, index = k, "snapshot deleted");
             }
-            let segs = match &current_segs {
-                Some(segs) if Some(g) == current.as_ref() => segs.clone(),
-                _ => {
-                    self.opts
-                        .retry
-                        .run("list wal segments", || self.client.wal_segments(g))
-                        .await?
-                }
-            };
-            let old: Vec<Pos> = segs
-                .iter()
-                .filter(|s| s.index < k)
-                .map(|s| s.pos())
-                .collect();
-            if !old.is_empty() {
-                self.opts
+            return Ok(());
+        };
+        for s in snaps.iter().filter(|s| s.index < k) {
+            self.opts
+                .retry
+                .run("delete snapshot", || {
+                    self.client.delete_snapshot(g, s.index)
+                })
+                .await?;
+            tracing::info!(replica = %self.name, generation = %g, index = k, "snapshot deleted");
+        }
+        let listed;
+        let segs = match segs {
+            Some(segs) => segs,
+            None => {
+                listed = self
+                    .opts
                     .retry
-                    .run("delete wal segments", || {
-                        self.client.delete_wal_segments(&old)
-                    })
+                    .run("list wal segments", || self.client.wal_segments(g))
                     .await?;
-                tracing::info!(replica = %self.name, generation = %g, index = k, n = old.len(),
-                    "wal segmented deleted before");
+                &listed
             }
+        };
+        let old: Vec<Pos> = segs
+            .iter()
+            .filter(|s| s.index < k)
+            .map(|s| s.pos())
+            .collect();
+        if !old.is_empty() {
+            self.opts
+                .retry
+                .run("delete wal segments", || {
+                    self.client.delete_wal_segments(&old)
+                })
+                .await?;
+            tracing::info!(replica = %self.name, generation = %g, index = k, n = old.len(),
+                "wal segmented deleted before");
         }
         Ok(())
     }
