@@ -89,17 +89,12 @@ use litestream_core::config::ReplicaConfig;
 /// The replica type name: config `type`, URL scheme, metrics label and error prefix.
 pub const TYPE: &str = "gcs";
 
-/// Build a client from a resolved replica config (call [`ReplicaConfig::resolve`] first so
-/// that a `gcs://BUCKET/path` URL has been merged into the fields).
-///
-/// Makes no request: a missing bucket or rejected credentials are reported by the first
-/// operation.
-pub async fn from_replica_config(cfg: &ReplicaConfig) -> litestream_core::Result<GcsClient> {
-    GcsClient::from_replica_config(cfg).await
-}
-
 impl GcsClient {
-    /// Build a client from a resolved replica config; see [`from_replica_config`].
+    /// Build a client from a resolved replica config (call [`ReplicaConfig::resolve`] first so
+    /// that a `gcs://BUCKET/path` URL has been merged into the fields).
+    ///
+    /// Makes no request: a missing bucket or rejected credentials are reported by the first
+    /// operation.
     pub async fn from_replica_config(cfg: &ReplicaConfig) -> litestream_core::Result<GcsClient> {
         Ok(GcsBuilder::from_replica_config(cfg).build()?)
     }
