@@ -6,8 +6,8 @@
 //! * [`AbsClient`] implements [`litestream_core::ReplicaClient`]. Keys come from
 //!   [`litestream_core::layout`]: `PATH/generations/<GEN>/snapshots/<INDEX>.snapshot.lz4` and
 //!   `PATH/generations/<GEN>/wal/<INDEX>_<OFFSET>.wal.lz4` inside the container.
-//! * [`AbsBuilder`] validates the settings once; [`from_replica_config`] builds a client from
-//!   a resolved [`ReplicaConfig`] (the binary's registry calls it).
+//! * [`AbsBuilder`] validates the settings once; [`AbsClient::from_replica_config`] builds a
+//!   client from a resolved [`ReplicaConfig`] (the binary's registry calls it).
 //! * [`Error`] covers configuration problems; request failures become
 //!   [`litestream_core::Error`]: `NotFound` for a missing blob, `Backend` otherwise, with
 //!   messages that name the account and container and never contain a key or SAS token.

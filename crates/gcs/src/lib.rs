@@ -8,8 +8,8 @@
 //!   core, which composes the names from [`litestream_core::layout`]:
 //!   `PATH/generations/<GEN>/snapshots/<INDEX>.snapshot.lz4` and
 //!   `PATH/generations/<GEN>/wal/<INDEX>_<OFFSET>.wal.lz4` inside the bucket.
-//! * [`GcsBuilder`] validates the settings once; [`from_replica_config`] builds a client from
-//!   a resolved [`ReplicaConfig`] (the binary's registry calls it).
+//! * [`GcsBuilder`] validates the settings once; [`GcsClient::from_replica_config`] builds a
+//!   client from a resolved [`ReplicaConfig`] (the binary's registry calls it).
 //! * Requests use the GCS JSON API (`/storage/v1/…`, `/upload/storage/v1/…`) directly;
 //!   `object_store`'s GCP support provides the credentials (why: see the `api` module).
 //! * [`Error`] covers configuration problems; request failures become
