@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use litestream_core::config::ReplicaConfig;
+use litestream_core::url::EndpointError;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::{BackoffConfig, ClientOptions, RetryConfig};
 
@@ -364,25 +365,16 @@ fn default_retry() -> RetryConfig {
 
 /// The `endpoint` as a URL: `http` or `https`, with a host.
 fn parse_endpoint(endpoint: &str) -> Result<url::Url, Error> {
-    let bad = |reason: String| Error::InvalidEndpoint {
-        endpoint: endpoint.to_string(),
-        reason,
-    };
-    let url = url::Url::parse(endpoint).map_err(|e| {
-        bad(format!(
-            "{e} (expected http://HOST[:PORT][/ACCOUNT] or https://...)"
-        ))
-    })?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(bad(format!(
-            "unsupported scheme {:?} (use http or https)",
-            url.scheme()
-        )));
-    }
-    if url.host_str().unwrap_or_default().is_empty() {
-        return Err(bad("missing host".into()));
-    }
-    Ok(url)
+    litestream_core::url::parse_http_endpoint(endpoint).map_err(|e| {
+        let hint = match e {
+            EndpointError::Parse(_) => " (expected http://HOST[:PORT][/ACCOUNT] or https://...)",
+            _ => "",
+        };
+        Error::InvalidEndpoint {
+            endpoint: endpoint.to_string(),
+            reason: format!("{e}{hint}"),
+        }
+    })
 }
 
 fn env_any(names: &[&str]) -> Option<String> {

@@ -158,6 +158,33 @@ fn sftp_url(u: &url::Url, host: String, rc: &mut ReplicaConfig) -> std::result::
     Ok(())
 }
 
+/// Why [`parse_http_endpoint`] refused an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointError {
+    /// Not a URL.
+    #[error("{0}")]
+    Parse(#[from] url::ParseError),
+    /// A scheme other than `http` or `https`.
+    #[error("unsupported scheme {0:?} (use http or https)")]
+    Scheme(String),
+    /// No host.
+    #[error("missing host")]
+    MissingHost,
+}
+
+/// A backend's `endpoint` setting as a URL: `http` or `https`, with a host.
+pub fn parse_http_endpoint(s: &str) -> std::result::Result<url::Url, EndpointError> {
+    let url = url::Url::parse(s)?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(EndpointError::Scheme(url.scheme().to_string()));
+    }
+    if url.host_str().unwrap_or_default().is_empty() {
+        return Err(EndpointError::MissingHost);
+    }
+    Ok(url)
+}
+
 /// A URL with any password replaced by `xxxxx`, safe to log.
 pub fn redact_url(s: &str) -> String {
     match url::Url::parse(s) {

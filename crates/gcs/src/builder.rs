@@ -203,16 +203,8 @@ fn parse_endpoint(source_name: &'static str, s: &str) -> Result<Url, Error> {
         endpoint: s.to_string(),
         reason,
     };
-    let url = Url::parse(s.trim_end_matches('/')).map_err(|e| bad(e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(bad(format!(
-            "unsupported scheme {:?} (use http or https)",
-            url.scheme()
-        )));
-    }
-    if url.host_str().unwrap_or_default().is_empty() {
-        return Err(bad("missing host".into()));
-    }
+    let url = litestream_core::url::parse_http_endpoint(s.trim_end_matches('/'))
+        .map_err(|e| bad(e.to_string()))?;
     if url.query().is_some() {
         return Err(bad("a query is not allowed".into()));
     }
