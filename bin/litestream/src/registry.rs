@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use litestream_core::age::{AgeClient, AgeKeys};
-use litestream_core::config::ReplicaConfig;
+use litestream_core::config::{ReplicaConfig, ReplicaKind};
 use litestream_core::ReplicaClient;
 
 /// The file in a database's meta directory where SFTP host keys trusted on first use are
@@ -54,9 +54,8 @@ pub(crate) async fn build_client(
 /// Build the storage backend itself.
 #[cfg_attr(not(feature = "sftp"), allow(unused_variables))]
 async fn build_backend(rc: &ReplicaConfig, meta: Option<&Path>) -> Result<Arc<dyn ReplicaClient>> {
-    let kind = rc.kind();
-    match kind.as_str() {
-        "file" => {
+    match rc.kind()? {
+        ReplicaKind::File => {
             let path = rc
                 .path
                 .clone()
@@ -65,25 +64,28 @@ async fn build_backend(rc: &ReplicaConfig, meta: Option<&Path>) -> Result<Arc<dy
             Ok(Arc::new(litestream_file::FileClient::new(path)))
         }
         #[cfg(feature = "s3")]
-        "s3" => Ok(Arc::new(
+        ReplicaKind::S3 => Ok(Arc::new(
             litestream_s3::S3Client::from_replica_config(rc).await?,
         )),
         #[cfg(feature = "abs")]
-        "abs" => Ok(Arc::new(
+        ReplicaKind::Abs => Ok(Arc::new(
             litestream_abs::AbsClient::from_replica_config(rc).await?,
         )),
         #[cfg(feature = "gcs")]
-        "gcs" => Ok(Arc::new(
+        ReplicaKind::Gcs => Ok(Arc::new(
             litestream_gcs::GcsClient::from_replica_config(rc).await?,
         )),
         #[cfg(feature = "sftp")]
-        "sftp" => {
+        ReplicaKind::Sftp => {
             let mut cfg = litestream_sftp::SftpConfig::from_replica_config(rc)?;
             if let Some(m) = meta {
                 cfg = cfg.with_host_key_store(m.join(SFTP_KNOWN_HOSTS));
             }
             Ok(Arc::new(litestream_sftp::SftpClient::new(cfg)))
         }
-        other => bail!("replica type {other:?} is not built into this binary"),
+        other => bail!(
+            "replica type {:?} is not built into this binary",
+            other.as_str()
+        ),
     }
 }

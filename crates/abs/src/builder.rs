@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use litestream_core::config::ReplicaConfig;
+use litestream_core::url::EndpointError;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::{BackoffConfig, ClientOptions, RetryConfig};
 
@@ -223,13 +224,6 @@ impl AbsBuilder {
         let account = self.account.clone().ok_or(Error::MissingAccountName)?;
         let container = self.container.clone().ok_or(Error::MissingContainer)?;
         let credential = self.effective_credential();
-        let missing = |what: &str| Error::MissingCredential {
-            account: account.clone(),
-            container: container.clone(),
-            what: what.to_string(),
-        };
-
-        let retry = self.retry.clone().unwrap_or_else(default_retry);
         let mut options = ClientOptions::new()
             .with_connect_timeout(Duration::from_secs(10))
             .with_timeout(Duration::from_secs(120))
@@ -237,21 +231,51 @@ impl AbsBuilder {
         let mut az = MicrosoftAzureBuilder::new()
             .with_account(account.clone())
             .with_container_name(container.clone())
-            .with_retry(retry);
-
+            .with_retry(self.retry.clone().unwrap_or_else(default_retry));
         if let Some(ep) = &self.endpoint {
-            let url = url_parse(ep).map_err(|reason| Error::InvalidEndpoint {
-                endpoint: ep.clone(),
-                reason,
-            })?;
-            if url.0 == "http" {
+            if parse_endpoint(ep)?.scheme() == "http" {
                 options = options.with_allow_http(true);
             }
             az = az.with_endpoint(ep.trim_end_matches('/').to_string());
         }
+        let missing = |what: &str| Error::MissingCredential {
+            account: account.clone(),
+            container: container.clone(),
+            what: what.to_string(),
+        };
+        let (az, secrets) = self.authorize(az, &credential, missing)?;
+        let ctx = ErrorContext {
+            account: account.clone(),
+            container: container.clone(),
+            secrets,
+        };
+        let store = az
+            .with_client_options(options)
+            .build()
+            .map_err(|e| Error::Build {
+                account,
+                container,
+                message: ctx.redact(&crate::error::chain_message(&e)),
+            })?;
+        Ok(AbsClient::new(
+            Arc::new(store),
+            ctx,
+            litestream_core::listing::root_prefix(&self.path),
+            credential,
+            self.endpoint.clone(),
+            self.part_size.unwrap_or(DEFAULT_PART_SIZE),
+        ))
+    }
 
+    /// `az` set up for `credential`, and the secrets that errors must never show.
+    fn authorize(
+        &self,
+        az: MicrosoftAzureBuilder,
+        credential: &Credential,
+        missing: impl Fn(&str) -> Error,
+    ) -> Result<(MicrosoftAzureBuilder, Vec<String>), Error> {
         let mut secrets = Vec::new();
-        az = match credential {
+        let az = match credential {
             Credential::SharedKey => {
                 let key = self.account_key.clone().ok_or_else(|| {
                     missing(
@@ -288,68 +312,42 @@ impl AbsBuilder {
                 }
                 az
             }
-            Credential::WorkloadIdentity => {
-                let client_id = self
-                    .client_id
-                    .clone()
-                    .or_else(|| env_any(&["AZURE_CLIENT_ID"]))
-                    .ok_or_else(|| {
-                        missing("client-id (or AZURE_CLIENT_ID) required for workload-identity")
-                    })?;
-                let tenant_id = self
-                    .tenant_id
-                    .clone()
-                    .or_else(|| env_any(&["AZURE_TENANT_ID"]))
-                    .ok_or_else(|| {
-                        missing("tenant-id (or AZURE_TENANT_ID) required for workload-identity")
-                    })?;
-                let token_file = env_any(&["AZURE_FEDERATED_TOKEN_FILE"]).ok_or_else(|| {
-                    missing("AZURE_FEDERATED_TOKEN_FILE required for workload-identity")
-                })?;
-                let mut az = az
-                    .with_credential_type("workload_identity")
-                    .with_client_id(client_id)
-                    .with_tenant_id(tenant_id)
-                    .with_federated_token_file(token_file);
-                if let Some(h) = env_any(&["AZURE_AUTHORITY_HOST"]) {
-                    az = az.with_authority_host(h);
-                }
-                az
-            }
+            Credential::WorkloadIdentity => self.workload_identity(az, missing)?,
         };
-
-        let ctx = ErrorContext {
-            account: account.clone(),
-            container: container.clone(),
-            secrets,
-        };
-        let store = az
-            .with_client_options(options)
-            .build()
-            .map_err(|e| Error::Build {
-                account: account.clone(),
-                container: container.clone(),
-                message: ctx.redact(&crate::error::chain_message(&e)),
-            })?;
-        Ok(AbsClient::new(
-            Arc::new(store),
-            ctx,
-            root_prefix(&self.path),
-            credential,
-            self.endpoint.clone(),
-            self.part_size.unwrap_or(DEFAULT_PART_SIZE),
-        ))
+        Ok((az, secrets))
     }
-}
 
-/// The object key prefix for `path`: leading slashes are dropped (blob names are relative to
-/// the container) and `.`/`..`/`//` are cleaned as Go's `path.Join` does.
-fn root_prefix(path: &str) -> String {
-    let cleaned = litestream_core::layout::clean(path.trim_start_matches('/'));
-    if cleaned == "." {
-        String::new()
-    } else {
-        cleaned.trim_start_matches('/').to_string()
+    /// `az` set up for AKS workload identity (client, tenant and token file are required).
+    fn workload_identity(
+        &self,
+        az: MicrosoftAzureBuilder,
+        missing: impl Fn(&str) -> Error,
+    ) -> Result<MicrosoftAzureBuilder, Error> {
+        let client_id = self
+            .client_id
+            .clone()
+            .or_else(|| env_any(&["AZURE_CLIENT_ID"]))
+            .ok_or_else(|| {
+                missing("client-id (or AZURE_CLIENT_ID) required for workload-identity")
+            })?;
+        let tenant_id = self
+            .tenant_id
+            .clone()
+            .or_else(|| env_any(&["AZURE_TENANT_ID"]))
+            .ok_or_else(|| {
+                missing("tenant-id (or AZURE_TENANT_ID) required for workload-identity")
+            })?;
+        let token_file = env_any(&["AZURE_FEDERATED_TOKEN_FILE"])
+            .ok_or_else(|| missing("AZURE_FEDERATED_TOKEN_FILE required for workload-identity"))?;
+        let mut az = az
+            .with_credential_type("workload_identity")
+            .with_client_id(client_id)
+            .with_tenant_id(tenant_id)
+            .with_federated_token_file(token_file);
+        if let Some(h) = env_any(&["AZURE_AUTHORITY_HOST"]) {
+            az = az.with_authority_host(h);
+        }
+        Ok(az)
     }
 }
 
@@ -365,19 +363,18 @@ fn default_retry() -> RetryConfig {
     }
 }
 
-/// Minimal URL check: `scheme://host...`; returns (scheme, rest).
-fn url_parse(s: &str) -> Result<(String, String), String> {
-    let (scheme, rest) = s
-        .split_once("://")
-        .ok_or_else(|| "expected http://HOST[:PORT][/ACCOUNT] or https://...".to_string())?;
-    let scheme = scheme.to_ascii_lowercase();
-    if scheme != "http" && scheme != "https" {
-        return Err(format!("unsupported scheme {scheme:?} (use http or https)"));
-    }
-    if rest.is_empty() || rest.starts_with('/') {
-        return Err("missing host".into());
-    }
-    Ok((scheme, rest.to_string()))
+/// The `endpoint` as a URL: `http` or `https`, with a host.
+fn parse_endpoint(endpoint: &str) -> Result<url::Url, Error> {
+    litestream_core::url::parse_http_endpoint(endpoint).map_err(|e| {
+        let hint = match e {
+            EndpointError::Parse(_) => " (expected http://HOST[:PORT][/ACCOUNT] or https://...)",
+            _ => "",
+        };
+        Error::InvalidEndpoint {
+            endpoint: endpoint.to_string(),
+            reason: format!("{e}{hint}"),
+        }
+    })
 }
 
 fn env_any(names: &[&str]) -> Option<String> {
@@ -391,14 +388,6 @@ fn non_empty(s: Option<String>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn root_prefix_is_cleaned() {
-        assert_eq!(root_prefix(""), "");
-        assert_eq!(root_prefix("."), "");
-        assert_eq!(root_prefix("/a//b/"), "a/b");
-        assert_eq!(root_prefix("db"), "db");
-    }
 
     #[test]
     fn credential_names_parse() {

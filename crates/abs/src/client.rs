@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt;
 use litestream_core::listing::{self, ListedObject};
 use litestream_core::metrics::{record_operation, Operation};
@@ -17,7 +16,6 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload, WriteMultipart,
 };
 use time::OffsetDateTime;
-use tokio::io::AsyncReadExt;
 
 use crate::builder::Credential;
 use crate::error::ErrorContext;
@@ -183,7 +181,7 @@ impl AbsClient {
             );
         }
 
-        let first = read_chunk(&mut data, self.part_size)
+        let first = litestream_core::store::read_chunk(&mut data, self.part_size)
             .await
             .map_err(|e| Error::io(format!("abs://{}/{key}", self.ctx.container), e))?;
         if first.len() < self.part_size {
@@ -225,7 +223,7 @@ impl AbsClient {
                     .wait_for_capacity(UPLOAD_CONCURRENCY)
                     .await
                     .map_err(|e| self.err(Operation::Put, key, e))?;
-                chunk = read_chunk(&mut data, self.part_size)
+                chunk = litestream_core::store::read_chunk(&mut data, self.part_size)
                     .await
                     .map_err(|e| Error::io(format!("abs://{}/{key}", self.ctx.container), e))?;
             }
@@ -247,22 +245,6 @@ impl AbsClient {
             }
         }
     }
-}
-
-/// Read up to `size` bytes (fewer only at EOF).
-async fn read_chunk(data: &mut ByteStream, size: usize) -> std::io::Result<Bytes> {
-    let mut buf = BytesMut::with_capacity(size.min(1 << 20));
-    while buf.len() < size {
-        if buf.capacity() == buf.len() {
-            buf.reserve((size - buf.len()).min(1 << 20));
-        }
-        let want = size - buf.len();
-        let n = (&mut *data).take(want as u64).read_buf(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-    }
-    Ok(buf.freeze())
 }
 
 fn to_time(meta: &ObjectMeta) -> OffsetDateTime {

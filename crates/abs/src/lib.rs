@@ -6,8 +6,8 @@
 //! * [`AbsClient`] implements [`litestream_core::ReplicaClient`]. Keys come from
 //!   [`litestream_core::layout`]: `PATH/generations/<GEN>/snapshots/<INDEX>.snapshot.lz4` and
 //!   `PATH/generations/<GEN>/wal/<INDEX>_<OFFSET>.wal.lz4` inside the container.
-//! * [`AbsBuilder`] validates the settings once; [`from_replica_config`] builds a client from
-//!   a resolved [`ReplicaConfig`] (the binary's registry calls it).
+//! * [`AbsBuilder`] validates the settings once; [`AbsClient::from_replica_config`] builds a
+//!   client from a resolved [`ReplicaConfig`] (the binary's registry calls it).
 //! * [`Error`] covers configuration problems; request failures become
 //!   [`litestream_core::Error`]: `NotFound` for a missing blob, `Backend` otherwise, with
 //!   messages that name the account and container and never contain a key or SAS token.
@@ -85,16 +85,11 @@ use litestream_core::config::ReplicaConfig;
 /// The replica type name: config `type`, URL scheme, metrics label and error prefix.
 pub const TYPE: &str = "abs";
 
-/// Build a client from a resolved replica config (call [`ReplicaConfig::resolve`] first so
-/// that an `abs://ACCOUNT@CONTAINER/path?endpoint=…` URL has been merged into the fields).
-///
-/// Makes no request: a wrong key or a missing container is reported by the first operation.
-pub async fn from_replica_config(cfg: &ReplicaConfig) -> litestream_core::Result<AbsClient> {
-    AbsClient::from_replica_config(cfg).await
-}
-
 impl AbsClient {
-    /// Build a client from a resolved replica config; see [`from_replica_config`].
+    /// Build a client from a resolved replica config (call [`ReplicaConfig::resolve`] first so
+    /// that an `abs://ACCOUNT@CONTAINER/path?endpoint=…` URL has been merged into the fields).
+    ///
+    /// Makes no request: a wrong key or a missing container is reported by the first operation.
     pub async fn from_replica_config(cfg: &ReplicaConfig) -> litestream_core::Result<AbsClient> {
         Ok(AbsBuilder::from_replica_config(cfg)?.build()?)
     }

@@ -105,6 +105,18 @@ pub fn check_relative(path: &str, dir: bool) -> Result<()> {
     Ok(())
 }
 
+/// The root key prefix of a replica configured with `path`: leading slashes dropped (keys
+/// are relative to the bucket or container) and `.`/`..`/`//` cleaned as Go's `path.Join`
+/// does; `""` for the bucket's root.
+pub fn root_prefix(path: &str) -> String {
+    let cleaned = layout::clean(path.trim_start_matches('/'));
+    if cleaned == "." {
+        String::new()
+    } else {
+        cleaned.trim_start_matches('/').to_string()
+    }
+}
+
 /// The full key of the object `key` (relative, see [`check_relative`]) under `root`.
 pub fn object_key(root: &str, key: &str) -> Result<String> {
     check_relative(key, false)?;
@@ -172,6 +184,15 @@ pub fn parse_writer_timestamp(value: Option<&str>) -> Option<OffsetDateTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_prefix_is_cleaned() {
+        assert_eq!(root_prefix(""), "");
+        assert_eq!(root_prefix("."), "");
+        assert_eq!(root_prefix("/a//b/"), "a/b");
+        assert_eq!(root_prefix("a/../b/./c"), "b/c");
+        assert_eq!(root_prefix("db"), "db");
+    }
 
     fn obj(name: &str, size: u64, secs: i64) -> ListedObject {
         ListedObject {

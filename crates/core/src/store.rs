@@ -162,6 +162,24 @@ fn child(dir: &str, name: &str) -> String {
     }
 }
 
+/// Read up to `size` bytes of `data` (fewer only at its end): one part of an upload in parts.
+/// Memory grows with what arrives, 1 MiB at a time, not with `size` up front.
+pub async fn read_chunk(data: &mut ByteStream, size: usize) -> std::io::Result<bytes::Bytes> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = bytes::BytesMut::with_capacity(size.min(1 << 20));
+    while buf.len() < size {
+        if buf.capacity() == buf.len() {
+            buf.reserve((size - buf.len()).min(1 << 20));
+        }
+        let want = size - buf.len();
+        let n = (&mut *data).take(want as u64).read_buf(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(buf.freeze())
+}
+
 /// A time as Go's `time.RFC3339Nano` formats it in UTC (`2006-01-02T15:04:05.999999999Z`,
 /// trailing zeros of the fraction dropped): how Litestream v0.5 stores a writer's timestamp
 /// in object metadata.

@@ -2,7 +2,7 @@
 //! [`ReplicaConfig`], exactly as Litestream v0.3.13 reads them, plus the `endpoint`, `region`
 //! and `forcePathStyle` query parameters Litestream v0.5 accepts.
 
-use crate::config::ReplicaConfig;
+use crate::config::{ReplicaConfig, ReplicaKind};
 use crate::error::{Error, Result};
 use crate::layout::clean;
 
@@ -19,8 +19,7 @@ pub fn is_url(s: &str) -> bool {
 
 /// Parse a replica URL into a replica configuration (type, path and backend fields).
 pub fn parse_replica_url(s: &str) -> Result<ReplicaConfig> {
-    let bad =
-        |why: &str| Error::InvalidConfig(format!("invalid replica url {:?}: {why}", redact_url(s)));
+    let bad = |why: &str| bad_url(s, why);
     if !s.contains("://") {
         if s.contains(':') && !s.starts_with('/') {
             return Err(bad("replica url scheme required"));
@@ -30,28 +29,9 @@ pub fn parse_replica_url(s: &str) -> Result<ReplicaConfig> {
         ));
     }
     let u = url::Url::parse(s).map_err(|e| bad(&e.to_string()))?;
-    let scheme = u.scheme().to_string();
-    let mut rc = ReplicaConfig {
-        url: None,
-        ..Default::default()
-    };
-    if scheme == "file" {
-        // Litestream folds the host into the path: file://rel/x -> /rel/x.
-        // The scheme check above allows `file:/x` and `FILE://`; only `file://` has a rest.
-        let rest = match s.get(..7) {
-            Some(p) if p.eq_ignore_ascii_case("file://") => &s[7..],
-            _ => return Err(bad("a file url starts with file://")),
-        };
-        let rest = rest.split(['?', '#']).next().unwrap_or("");
-        let path = if rest.starts_with('/') {
-            rest.to_string()
-        } else {
-            format!("/{rest}")
-        };
-        let path = percent_decode(&path).map_err(|e| bad(&e))?;
-        rc.replica_type = Some("file".into());
-        rc.path = Some(clean(&path));
-        return Ok(rc);
+    let kind: ReplicaKind = u.scheme().parse()?;
+    if kind == ReplicaKind::File {
+        return file_url(s);
     }
     let host = match (u.host_str(), u.port()) {
         (Some(h), Some(p)) => format!("{h}:{p}"),
@@ -60,85 +40,22 @@ pub fn parse_replica_url(s: &str) -> Result<ReplicaConfig> {
     };
     let raw_path = percent_decode(u.path()).map_err(|e| bad(&e))?;
     let path = clean(&raw_path);
-    let stripped = path.trim_start_matches('/').to_string();
-    let stripped = if stripped == "." {
-        String::new()
-    } else {
-        stripped
+    let stripped = match path.trim_start_matches('/') {
+        "." => String::new(),
+        p => p.to_string(),
     };
-    match scheme.as_str() {
-        "s3" => {
-            if host.is_empty() {
-                return Err(bad("bucket required for s3 replica"));
-            }
-            let parsed = parse_s3_host(&host);
-            rc.replica_type = Some("s3".into());
-            rc.bucket = Some(parsed.bucket);
-            rc.region = parsed.region;
-            rc.endpoint = parsed.endpoint;
-            if parsed.force_path_style {
-                rc.force_path_style = Some(true);
-            }
-            rc.path = Some(stripped);
-            for (k, v) in u.query_pairs() {
-                match k.as_ref() {
-                    "endpoint" => rc.endpoint = Some(v.to_string()),
-                    "region" => rc.region = Some(v.to_string()),
-                    "forcePathStyle" | "force-path-style" => {
-                        rc.force_path_style = Some(matches!(v.as_ref(), "true" | "1" | "yes"))
-                    }
-                    "skipVerify" | "skip-verify" => {
-                        rc.skip_verify = Some(matches!(v.as_ref(), "true" | "1" | "yes"))
-                    }
-                    _ => {}
-                }
-            }
-        }
-        // `gs` is Litestream v0.5's spelling; v0.3.13 knows only `gcs`.
-        "gcs" | "gs" => {
-            if host.is_empty() {
-                return Err(bad("bucket required for gcs replica"));
-            }
-            rc.replica_type = Some("gcs".into());
-            rc.bucket = Some(host);
-            rc.path = Some(stripped);
-        }
-        "abs" => {
-            rc.replica_type = Some("abs".into());
-            if !u.username().is_empty() {
-                rc.account_name = Some(percent_decode(u.username()).map_err(|e| bad(&e))?);
-            }
-            rc.bucket = Some(u.host_str().unwrap_or_default().to_string());
-            rc.path = Some(stripped);
-            for (k, v) in u.query_pairs() {
-                if k == "endpoint" {
-                    rc.endpoint = Some(v.to_string());
-                }
-            }
-        }
-        "sftp" => {
-            rc.replica_type = Some("sftp".into());
-            rc.host = Some(host);
-            if !u.username().is_empty() {
-                rc.user = Some(percent_decode(u.username()).map_err(|e| bad(&e))?);
-            }
-            if let Some(p) = u.password() {
-                rc.password =
-                    Some(percent_decode(p).map_err(|_| bad("invalid escape in the password"))?);
-            }
-            // Raw query (not form-decoded: a key's base64 may hold '+').
-            for pair in u.query().unwrap_or_default().split('&') {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                match k {
-                    "host-key" | "hostKey" => {
-                        rc.host_key = Some(percent_decode(v).map_err(|e| bad(&e))?)
-                    }
-                    "strict-host-key-checking" => {
-                        rc.strict_host_key_checking = Some(matches!(v, "true" | "1" | "yes"))
-                    }
-                    _ => {}
-                }
-            }
+    let mut rc = ReplicaConfig {
+        replica_type: Some(kind.to_string()),
+        path: Some(stripped),
+        ..Default::default()
+    };
+    match kind {
+        ReplicaKind::S3 => s3_url(&u, host, &mut rc).map_err(|e| bad(&e))?,
+        ReplicaKind::Gcs if host.is_empty() => return Err(bad("bucket required for gcs replica")),
+        ReplicaKind::Gcs => rc.bucket = Some(host),
+        ReplicaKind::Abs => abs_url(&u, &mut rc).map_err(|e| bad(&e))?,
+        ReplicaKind::Sftp => {
+            sftp_url(&u, host, &mut rc).map_err(|e| bad(&e))?;
             // The sftp path keeps its leading slash (an absolute remote path).
             rc.path = Some(if raw_path.is_empty() {
                 String::new()
@@ -146,13 +63,126 @@ pub fn parse_replica_url(s: &str) -> Result<ReplicaConfig> {
                 path
             });
         }
-        other => {
-            return Err(Error::InvalidConfig(format!(
-                "unknown replica type in config: {other:?}"
-            )))
-        }
+        ReplicaKind::File => {}
     }
     Ok(rc)
+}
+
+fn bad_url(s: &str, why: &str) -> Error {
+    Error::InvalidConfig(format!("invalid replica url {:?}: {why}", redact_url(s)))
+}
+
+/// `file://` URLs: Litestream folds the host into the path (`file://rel/x` is `/rel/x`).
+fn file_url(s: &str) -> Result<ReplicaConfig> {
+    // The scheme check allows `file:/x` and `FILE://`; only `file://` has a rest.
+    let rest = match s.get(..7) {
+        Some(p) if p.eq_ignore_ascii_case("file://") => &s[7..],
+        _ => return Err(bad_url(s, "a file url starts with file://")),
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    let path = if rest.starts_with('/') {
+        rest.to_string()
+    } else {
+        format!("/{rest}")
+    };
+    let path = percent_decode(&path).map_err(|e| bad_url(s, &e))?;
+    Ok(ReplicaConfig {
+        replica_type: Some(ReplicaKind::File.to_string()),
+        path: Some(clean(&path)),
+        ..Default::default()
+    })
+}
+
+/// A boolean query value as Litestream reads it.
+fn truthy(v: &str) -> bool {
+    matches!(v, "true" | "1" | "yes")
+}
+
+/// `s3://BUCKET[.provider.host][:PORT]/PATH?endpoint=&region=&forcePathStyle=&skipVerify=`.
+fn s3_url(u: &url::Url, host: String, rc: &mut ReplicaConfig) -> std::result::Result<(), String> {
+    if host.is_empty() {
+        return Err("bucket required for s3 replica".into());
+    }
+    let parsed = parse_s3_host(&host);
+    rc.bucket = Some(parsed.bucket);
+    rc.region = parsed.region;
+    rc.endpoint = parsed.endpoint;
+    if parsed.force_path_style {
+        rc.force_path_style = Some(true);
+    }
+    for (k, v) in u.query_pairs() {
+        match k.as_ref() {
+            "endpoint" => rc.endpoint = Some(v.to_string()),
+            "region" => rc.region = Some(v.to_string()),
+            "forcePathStyle" | "force-path-style" => rc.force_path_style = Some(truthy(&v)),
+            "skipVerify" | "skip-verify" => rc.skip_verify = Some(truthy(&v)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `abs://ACCOUNT@CONTAINER/PATH?endpoint=`.
+fn abs_url(u: &url::Url, rc: &mut ReplicaConfig) -> std::result::Result<(), String> {
+    if !u.username().is_empty() {
+        rc.account_name = Some(percent_decode(u.username())?);
+    }
+    rc.bucket = Some(u.host_str().unwrap_or_default().to_string());
+    for (k, v) in u.query_pairs() {
+        if k == "endpoint" {
+            rc.endpoint = Some(v.to_string());
+        }
+    }
+    Ok(())
+}
+
+/// `sftp://USER[:PASSWORD]@HOST[:PORT]/PATH?host-key=&strict-host-key-checking=`.
+fn sftp_url(u: &url::Url, host: String, rc: &mut ReplicaConfig) -> std::result::Result<(), String> {
+    rc.host = Some(host);
+    if !u.username().is_empty() {
+        rc.user = Some(percent_decode(u.username())?);
+    }
+    if let Some(p) = u.password() {
+        rc.password =
+            Some(percent_decode(p).map_err(|_| "invalid escape in the password".to_string())?);
+    }
+    // Raw query (not form-decoded: a key's base64 may hold '+').
+    for pair in u.query().unwrap_or_default().split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "host-key" | "hostKey" => rc.host_key = Some(percent_decode(v)?),
+            "strict-host-key-checking" => rc.strict_host_key_checking = Some(truthy(v)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Why [`parse_http_endpoint`] refused an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointError {
+    /// Not a URL.
+    #[error("{0}")]
+    Parse(#[from] url::ParseError),
+    /// A scheme other than `http` or `https`.
+    #[error("unsupported scheme {0:?} (use http or https)")]
+    Scheme(String),
+    /// No host.
+    #[error("missing host")]
+    MissingHost,
+}
+
+/// A backend's `endpoint` setting as a URL: `http` or `https`, with a host.
+pub fn parse_http_endpoint(s: &str) -> std::result::Result<url::Url, EndpointError> {
+    let url = url::Url::parse(s)?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(EndpointError::Scheme(url.scheme().to_string()));
+    }
+    if url.host_str().unwrap_or_default().is_empty() {
+        return Err(EndpointError::MissingHost);
+    }
+    Ok(url)
 }
 
 /// A URL with any password replaced by `xxxxx`, safe to log.
@@ -167,28 +197,40 @@ pub fn redact_url(s: &str) -> String {
 }
 
 /// Decode `%XX` escapes as Go's `url.Parse` does: a `%` not followed by two hex digits is an
-/// error (`invalid URL escape`), and so is a result that is not UTF-8.
+/// error (`invalid URL escape`), and so is a result that is not UTF-8. (The
+/// `percent-encoding` crate decodes; it passes a bad escape through, so that is checked here.)
 fn percent_decode(s: &str) -> std::result::Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
-            match (hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
-                (Some(h), Some(l)) => out.push((h * 16 + l) as u8),
-                _ => {
-                    let end = s[i..].char_indices().nth(3).map_or(s.len(), |(n, _)| i + n);
-                    return Err(format!("invalid URL escape {:?}", &s[i..end]));
-                }
-            }
-            i += 3;
-            continue;
+    for (i, _) in s.match_indices('%') {
+        let escape = s.as_bytes().get(i + 1..i + 3);
+        if !escape.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+            let end = s[i..].char_indices().nth(3).map_or(s.len(), |(n, _)| i + n);
+            return Err(format!("invalid URL escape {:?}", &s[i..end]));
         }
-        out.push(bytes[i]);
-        i += 1;
     }
-    String::from_utf8(out).map_err(|_| format!("{s:?} decodes to invalid UTF-8"))
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|d| d.into_owned())
+        .map_err(|_| format!("{s:?} decodes to invalid UTF-8"))
+}
+
+/// Split `HOST`, `HOST:PORT`, `[IPV6]` or `[IPV6]:PORT` into host (without brackets) and
+/// port (as written, possibly empty), like Go's `net.SplitHostPort` with the port optional.
+/// `None` for a malformed bracket and for more than one colon outside brackets (a bare IPv6
+/// address: callers that accept one take the whole text as the host).
+pub fn split_host_port(s: &str) -> Option<(&str, Option<&str>)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, tail) = rest.split_once(']')?;
+        return match tail.strip_prefix(':') {
+            Some(port) => Some((host, Some(port))),
+            None if tail.is_empty() => Some((host, None)),
+            None => None,
+        };
+    }
+    match s.split_once(':') {
+        Some((_, port)) if port.contains(':') => None,
+        Some((host, port)) => Some((host, Some(port))),
+        None => Some((s, None)),
+    }
 }
 
 /// What an S3 URL host says: bucket, and for provider hosts the region and endpoint.
@@ -206,8 +248,10 @@ pub struct S3Host {
 
 /// Split `BUCKET.provider.host[:port]` like Litestream's `s3.ParseHost`.
 pub fn parse_s3_host(s: &str) -> S3Host {
-    let (host, port) = match s.rsplit_once(':') {
-        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p)),
+    let (host, port) = match split_host_port(s) {
+        Some((h, Some(p))) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            (h, Some(p))
+        }
         _ => (s, None),
     };
     // `^(?:(.+)\.)?SUFFIX$` -> (bucket, captured middle)
@@ -401,6 +445,28 @@ mod tests {
         assert_eq!(rc.path.as_deref(), Some("/x"));
         let rc = parse_replica_url("sftp://u@h/x?host-key=ssh-ed25519%20AAAA").expect("url");
         assert_eq!(rc.host_key.as_deref(), Some("ssh-ed25519 AAAA"));
+    }
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(split_host_port("h"), Some(("h", None)));
+        assert_eq!(split_host_port("h:2022"), Some(("h", Some("2022"))));
+        assert_eq!(split_host_port("h:"), Some(("h", Some(""))));
+        assert_eq!(split_host_port("[::1]:2"), Some(("::1", Some("2"))));
+        assert_eq!(split_host_port("[::1]"), Some(("::1", None)));
+        assert_eq!(split_host_port("[::1]x"), None);
+        assert_eq!(split_host_port("[::1"), None);
+        assert_eq!(split_host_port("::1"), None);
+    }
+
+    #[test]
+    fn percent_escapes_decode_as_go() {
+        assert_eq!(percent_decode("a%20b%2Fc").as_deref(), Ok("a b/c"));
+        assert!(percent_decode("a%2")
+            .unwrap_err()
+            .contains("invalid URL escape"));
+        assert!(percent_decode("a%zz").unwrap_err().contains("\"%zz\""));
+        assert!(percent_decode("%ff").unwrap_err().contains("invalid UTF-8"));
     }
 
     #[test]

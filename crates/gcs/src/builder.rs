@@ -190,7 +190,7 @@ impl GcsBuilder {
         Ok(GcsClient::new(
             api,
             ErrorContext { bucket },
-            root_prefix(&self.path),
+            litestream_core::listing::root_prefix(&self.path),
             endpoint_desc,
             self.part_size.unwrap_or(DEFAULT_PART_SIZE),
         ))
@@ -203,31 +203,12 @@ fn parse_endpoint(source_name: &'static str, s: &str) -> Result<Url, Error> {
         endpoint: s.to_string(),
         reason,
     };
-    let url = Url::parse(s.trim_end_matches('/')).map_err(|e| bad(e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(bad(format!(
-            "unsupported scheme {:?} (use http or https)",
-            url.scheme()
-        )));
-    }
-    if url.host_str().unwrap_or_default().is_empty() {
-        return Err(bad("missing host".into()));
-    }
+    let url = litestream_core::url::parse_http_endpoint(s.trim_end_matches('/'))
+        .map_err(|e| bad(e.to_string()))?;
     if url.query().is_some() {
         return Err(bad("a query is not allowed".into()));
     }
     Ok(url)
-}
-
-/// The object name prefix for `path`: leading slashes are dropped and `.`/`..`/`//` are
-/// cleaned as Go's `path.Join` does.
-fn root_prefix(path: &str) -> String {
-    let cleaned = litestream_core::layout::clean(path.trim_start_matches('/'));
-    if cleaned == "." {
-        String::new()
-    } else {
-        cleaned.trim_start_matches('/').to_string()
-    }
 }
 
 fn default_retry() -> RetryConfig {
@@ -249,13 +230,6 @@ fn non_empty(s: Option<String>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn root_prefix_is_cleaned() {
-        assert_eq!(root_prefix(""), "");
-        assert_eq!(root_prefix("/a//b/"), "a/b");
-        assert_eq!(root_prefix("db"), "db");
-    }
 
     #[test]
     fn bucket_is_required() {

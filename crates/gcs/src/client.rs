@@ -3,7 +3,7 @@
 //! v0.3 layout).
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use litestream_core::layout;
 use litestream_core::listing::ListedObject;
@@ -11,7 +11,6 @@ use litestream_core::metrics::{record_operation, Operation};
 use litestream_core::store::format_writer_timestamp;
 use litestream_core::{ByteStream, DirListing, Error, ObjectStore, PutOutcome, Result};
 use time::OffsetDateTime;
-use tokio::io::AsyncReadExt;
 
 use crate::api::{Api, Failure};
 use crate::error::ErrorContext;
@@ -157,7 +156,7 @@ impl GcsClient {
         metadata: &[(&str, String)],
     ) -> Result<u64> {
         let read_err = |e| Error::io(self.ctx.object(key), e);
-        let first = read_chunk(&mut data, self.part_size)
+        let first = litestream_core::store::read_chunk(&mut data, self.part_size)
             .await
             .map_err(read_err)?;
         if first.len() < self.part_size {
@@ -182,7 +181,7 @@ impl GcsClient {
                 // A full chunk may or may not be the last: read the next one first (two parts
                 // in memory at most), so the last is sent with the total size.
                 let next = if chunk.len() == self.part_size {
-                    read_chunk(&mut data, self.part_size)
+                    litestream_core::store::read_chunk(&mut data, self.part_size)
                         .await
                         .map_err(read_err)?
                 } else {
@@ -227,22 +226,6 @@ impl GcsClient {
             .await?;
         Ok(())
     }
-}
-
-/// Read up to `size` bytes (less only at EOF).
-async fn read_chunk(data: &mut ByteStream, size: usize) -> std::io::Result<Bytes> {
-    let mut buf = BytesMut::with_capacity(size.min(1 << 20));
-    while buf.len() < size {
-        if buf.capacity() == buf.len() {
-            buf.reserve((size - buf.len()).min(1 << 20));
-        }
-        let want = size - buf.len();
-        let n = (&mut *data).take(want as u64).read_buf(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-    }
-    Ok(buf.freeze())
 }
 
 #[async_trait]

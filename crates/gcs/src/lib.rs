@@ -8,8 +8,8 @@
 //!   core, which composes the names from [`litestream_core::layout`]:
 //!   `PATH/generations/<GEN>/snapshots/<INDEX>.snapshot.lz4` and
 //!   `PATH/generations/<GEN>/wal/<INDEX>_<OFFSET>.wal.lz4` inside the bucket.
-//! * [`GcsBuilder`] validates the settings once; [`from_replica_config`] builds a client from
-//!   a resolved [`ReplicaConfig`] (the binary's registry calls it).
+//! * [`GcsBuilder`] validates the settings once; [`GcsClient::from_replica_config`] builds a
+//!   client from a resolved [`ReplicaConfig`] (the binary's registry calls it).
 //! * Requests use the GCS JSON API (`/storage/v1/…`, `/upload/storage/v1/…`) directly;
 //!   `object_store`'s GCP support provides the credentials (why: see the `api` module).
 //! * [`Error`] covers configuration problems; request failures become
@@ -89,17 +89,12 @@ use litestream_core::config::ReplicaConfig;
 /// The replica type name: config `type`, URL scheme, metrics label and error prefix.
 pub const TYPE: &str = "gcs";
 
-/// Build a client from a resolved replica config (call [`ReplicaConfig::resolve`] first so
-/// that a `gcs://BUCKET/path` URL has been merged into the fields).
-///
-/// Makes no request: a missing bucket or rejected credentials are reported by the first
-/// operation.
-pub async fn from_replica_config(cfg: &ReplicaConfig) -> litestream_core::Result<GcsClient> {
-    GcsClient::from_replica_config(cfg).await
-}
-
 impl GcsClient {
-    /// Build a client from a resolved replica config; see [`from_replica_config`].
+    /// Build a client from a resolved replica config (call [`ReplicaConfig::resolve`] first so
+    /// that a `gcs://BUCKET/path` URL has been merged into the fields).
+    ///
+    /// Makes no request: a missing bucket or rejected credentials are reported by the first
+    /// operation.
     pub async fn from_replica_config(cfg: &ReplicaConfig) -> litestream_core::Result<GcsClient> {
         Ok(GcsBuilder::from_replica_config(cfg).build()?)
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use litestream_conformance::{payload, read_all, stream, FailingSource};
 use litestream_core::{Generation, Pos, ReplicaClient};
 use litestream_gcs::{BackoffConfig, GcsBuilder, GcsClient, RetryConfig};
-use rand::RngCore;
+use rand::Rng;
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use litestream_core::config::ReplicaConfig;
+use litestream_core::config::{expand_home, ReplicaConfig};
 use litestream_core::{Error, Result};
 
 use crate::first_use::{FirstUse, STRICT_ENV};
@@ -91,7 +91,8 @@ impl SftpConfig {
                 .key_path
                 .as_deref()
                 .filter(|p| !p.is_empty())
-                .map(expand_tilde),
+                .map(expand_home)
+                .transpose()?,
             path: cfg.path.clone().unwrap_or_default(),
             host_key_policy,
         })
@@ -140,7 +141,7 @@ fn host_key_policy(cfg: &ReplicaConfig, who: &str) -> Result<HostKeyPolicy> {
         return Ok(HostKeyPolicy::Pinned(Box::new(key)));
     }
     if let Some(p) = cfg.known_hosts_path.as_deref().filter(|p| !p.is_empty()) {
-        return Ok(HostKeyPolicy::KnownHosts(expand_tilde(p)));
+        return Ok(HostKeyPolicy::KnownHosts(expand_home(p)?));
     }
     let strict = match cfg.strict_host_key_checking {
         Some(b) => b,
@@ -163,28 +164,14 @@ fn host_key_policy(cfg: &ReplicaConfig, who: &str) -> Result<HostKeyPolicy> {
     }))
 }
 
+/// `HOST[:PORT]` or `[IPV6][:PORT]` (default port 22); a bare IPv6 address is a host.
 fn split_host_port(s: &str) -> Result<(String, u16)> {
     let bad = || Error::InvalidConfig(format!("sftp replica: invalid host {s:?}"));
-    if let Some(rest) = s.strip_prefix('[') {
-        let (h, tail) = rest.split_once(']').ok_or_else(bad)?;
-        let port = match tail.strip_prefix(':') {
-            Some(p) => p.parse().map_err(|_| bad())?,
-            None if tail.is_empty() => DEFAULT_PORT,
-            None => return Err(bad()),
-        };
-        return Ok((h.to_string(), port));
-    }
-    match s.split_once(':') {
-        Some((h, p)) if !p.contains(':') => Ok((h.to_string(), p.parse().map_err(|_| bad())?)),
-        Some(_) => Ok((s.to_string(), DEFAULT_PORT)),
+    match litestream_core::url::split_host_port(s) {
+        Some((host, None)) => Ok((host.to_string(), DEFAULT_PORT)),
+        Some((host, Some(port))) => Ok((host.to_string(), port.parse().map_err(|_| bad())?)),
+        None if s.starts_with('[') => Err(bad()),
         None => Ok((s.to_string(), DEFAULT_PORT)),
-    }
-}
-
-fn expand_tilde(p: &str) -> PathBuf {
-    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
-        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
-        _ => PathBuf::from(p),
     }
 }
 
@@ -201,6 +188,11 @@ mod tests {
         assert_eq!(split_host_port("h:2022").expect("ok"), ("h".into(), 2022));
         assert_eq!(split_host_port("[::1]:2").expect("ok"), ("::1".into(), 2));
         assert!(split_host_port("h:x").is_err());
+        assert!(split_host_port("[::1").is_err());
+        assert_eq!(
+            split_host_port("::1").expect("ok"),
+            ("::1".into(), DEFAULT_PORT)
+        );
     }
 
     #[test]

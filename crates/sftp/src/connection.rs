@@ -1,6 +1,7 @@
 //! One SSH connection with one SFTP session: dialing, host key check, authentication, and the
 //! classification of failures into "connection lost" (reconnect and retry) and the rest.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,7 +40,9 @@ impl client::Handler for Handler {
     ) -> std::result::Result<bool, Self::Error> {
         let verdict = match server_public_key {
             PublicKeyOrCertificate::PublicKey { key, .. } => {
-                self.policy.verify(&self.host, self.port, key)
+                self.policy
+                    .verify(&self.host, self.port, key)
+                    .map_err(|e| e.0)
             }
             PublicKeyOrCertificate::Certificate(_)
                 if matches!(self.policy, HostKeyPolicy::InsecureIgnore) =>
@@ -100,120 +103,13 @@ impl Conn {
     async fn connect_inner(cfg: &SftpConfig, request_timeout: Duration) -> Result<Conn> {
         // Read the key before dialing so a bad key file is reported without network noise.
         let key = match &cfg.key_path {
-            Some(path) => {
-                let text = tokio::fs::read_to_string(path).await.map_err(|e| {
-                    backend(
-                        cfg,
-                        format!("cannot read key-path {}: {e}", path.display()),
-                        false,
-                    )
-                })?;
-                // The decode error is not shown: it could quote key material.
-                let key = russh::keys::decode_secret_key(&text, None).map_err(|_| {
-                    backend(
-                        cfg,
-                        format!(
-                            "cannot parse private key {} (expected an unencrypted OpenSSH or PEM key)",
-                            path.display()
-                        ),
-                        false,
-                    )
-                })?;
-                Some(Arc::new(key))
-            }
+            Some(path) => Some(read_key(cfg, path).await?),
             None => None,
         };
-        let config = Arc::new(client::Config {
-            keepalive_interval: Some(Duration::from_secs(15)),
-            keepalive_max: 3,
-            ..Default::default()
-        });
-        let rejection = Arc::new(Mutex::new(None));
-        let handler = Handler {
-            policy: cfg.host_key_policy.clone(),
-            host: cfg.host.clone(),
-            port: cfg.port,
-            rejection: rejection.clone(),
-        };
-        let mut handle = match client::connect(config, (cfg.host.as_str(), cfg.port), handler).await
-        {
-            Ok(h) => h,
-            Err(e) => {
-                if let Some(msg) = rejection.lock().ok().and_then(|mut r| r.take()) {
-                    return Err(backend(cfg, msg, false));
-                }
-                return Err(backend(cfg, format!("connect: {e}"), true));
-            }
-        };
-
-        let mut tried = Vec::new();
-        let mut ok = false;
-        if let Some(key) = key {
-            tried.push("publickey");
-            let hash = handle
-                .best_supported_rsa_hash()
-                .await
-                .map_err(|e| backend(cfg, format!("ssh: {e}"), true))?
-                .flatten();
-            let res = handle
-                .authenticate_publickey(cfg.user.clone(), PrivateKeyWithHashAlg::new(key, hash))
-                .await
-                .map_err(|e| backend(cfg, format!("publickey authentication: {e}"), true))?;
-            ok = res.success();
-        }
-        if !ok {
-            if let Some(pw) = &cfg.password {
-                tried.push("password");
-                let res = handle
-                    .authenticate_password(cfg.user.clone(), pw.clone())
-                    .await
-                    .map_err(|e| backend(cfg, format!("password authentication: {e}"), true))?;
-                ok = res.success();
-            }
-        }
-        if !ok {
-            let how = if tried.is_empty() {
-                "no password or key-path configured".to_string()
-            } else {
-                format!("tried {}", tried.join(", "))
-            };
-            return Err(backend(
-                cfg,
-                format!("authentication failed ({how})"),
-                false,
-            ));
-        }
-
-        let channel = handle
-            .channel_open_session()
-            .await
-            .map_err(|e| backend(cfg, format!("open session channel: {e}"), true))?;
-        channel
-            .request_subsystem(true, "sftp")
-            .await
-            .map_err(|e| backend(cfg, format!("request sftp subsystem: {e}"), true))?;
-        let mut sftp = RawSftpSession::new(channel.into_stream());
-        sftp.set_timeout(request_timeout.as_secs().max(1));
-        let version = sftp
-            .init()
-            .await
-            .map_err(|e| backend(cfg, format!("sftp init: {e}"), true))?;
-        let has = |name: &str| version.extensions.contains_key(name);
-        let posix_rename = has(POSIX_RENAME);
-        let (mut read_len, mut write_len) = (DEFAULT_CHUNK, DEFAULT_CHUNK as usize);
-        if version
-            .extensions
-            .get("limits@openssh.com")
-            .map(String::as_str)
-            == Some("1")
-        {
-            if let Ok(l) = sftp.limits().await {
-                let limits = russh_sftp::client::rawsession::Limits::from(l);
-                read_len = limits.read_len.unwrap_or(MAX_CHUNK).min(MAX_CHUNK) as u32;
-                write_len = limits.write_len.unwrap_or(MAX_CHUNK).min(MAX_CHUNK) as usize;
-                sftp.set_limits(limits);
-            }
-        }
+        let mut handle = dial(cfg).await?;
+        authenticate(cfg, &mut handle, key).await?;
+        let (sftp, posix_rename, read_len, write_len) =
+            open_sftp(cfg, &handle, request_timeout).await?;
         tracing::debug!(endpoint = %cfg.endpoint(), posix_rename, read_len, write_len, "sftp connected");
         Ok(Conn {
             handle,
@@ -253,6 +149,137 @@ impl Conn {
         }
         self.sftp.rename(from, to).await.map(|_| ())
     }
+}
+
+/// The private key at `path` (an unencrypted OpenSSH or PEM key).
+async fn read_key(cfg: &SftpConfig, path: &Path) -> Result<Arc<russh::keys::PrivateKey>> {
+    let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+        backend(
+            cfg,
+            format!("cannot read key-path {}: {e}", path.display()),
+            false,
+        )
+    })?;
+    // The decode error is not shown: it could quote key material.
+    let key = russh::keys::decode_secret_key(&text, None).map_err(|_| {
+        backend(
+            cfg,
+            format!(
+                "cannot parse private key {} (expected an unencrypted OpenSSH or PEM key)",
+                path.display()
+            ),
+            false,
+        )
+    })?;
+    Ok(Arc::new(key))
+}
+
+/// Connect and check the host key; a rejected key is reported with the policy's reason.
+async fn dial(cfg: &SftpConfig) -> Result<client::Handle<Handler>> {
+    let config = Arc::new(client::Config {
+        keepalive_interval: Some(Duration::from_secs(15)),
+        keepalive_max: 3,
+        ..Default::default()
+    });
+    let rejection = Arc::new(Mutex::new(None));
+    let handler = Handler {
+        policy: cfg.host_key_policy.clone(),
+        host: cfg.host.clone(),
+        port: cfg.port,
+        rejection: rejection.clone(),
+    };
+    match client::connect(config, (cfg.host.as_str(), cfg.port), handler).await {
+        Ok(h) => Ok(h),
+        Err(e) => {
+            if let Some(msg) = rejection.lock().ok().and_then(|mut r| r.take()) {
+                return Err(backend(cfg, msg, false));
+            }
+            Err(backend(cfg, format!("connect: {e}"), true))
+        }
+    }
+}
+
+/// Authenticate with the key, then the password; an error says which were tried.
+async fn authenticate(
+    cfg: &SftpConfig,
+    handle: &mut client::Handle<Handler>,
+    key: Option<Arc<russh::keys::PrivateKey>>,
+) -> Result<()> {
+    let mut tried = Vec::new();
+    if let Some(key) = key {
+        tried.push("publickey");
+        let hash = handle
+            .best_supported_rsa_hash()
+            .await
+            .map_err(|e| backend(cfg, format!("ssh: {e}"), true))?
+            .flatten();
+        let res = handle
+            .authenticate_publickey(cfg.user.clone(), PrivateKeyWithHashAlg::new(key, hash))
+            .await
+            .map_err(|e| backend(cfg, format!("publickey authentication: {e}"), true))?;
+        if res.success() {
+            return Ok(());
+        }
+    }
+    if let Some(pw) = &cfg.password {
+        tried.push("password");
+        let res = handle
+            .authenticate_password(cfg.user.clone(), pw.clone())
+            .await
+            .map_err(|e| backend(cfg, format!("password authentication: {e}"), true))?;
+        if res.success() {
+            return Ok(());
+        }
+    }
+    let how = if tried.is_empty() {
+        "no password or key-path configured".to_string()
+    } else {
+        format!("tried {}", tried.join(", "))
+    };
+    Err(backend(
+        cfg,
+        format!("authentication failed ({how})"),
+        false,
+    ))
+}
+
+/// Start the `sftp` subsystem: the session, whether the server renames atomically, and the
+/// read and write sizes it allows.
+async fn open_sftp(
+    cfg: &SftpConfig,
+    handle: &client::Handle<Handler>,
+    request_timeout: Duration,
+) -> Result<(RawSftpSession, bool, u32, usize)> {
+    let channel = handle
+        .channel_open_session()
+        .await
+        .map_err(|e| backend(cfg, format!("open session channel: {e}"), true))?;
+    channel
+        .request_subsystem(true, "sftp")
+        .await
+        .map_err(|e| backend(cfg, format!("request sftp subsystem: {e}"), true))?;
+    let mut sftp = RawSftpSession::new(channel.into_stream());
+    sftp.set_timeout(request_timeout.as_secs().max(1));
+    let version = sftp
+        .init()
+        .await
+        .map_err(|e| backend(cfg, format!("sftp init: {e}"), true))?;
+    let posix_rename = version.extensions.contains_key(POSIX_RENAME);
+    let (mut read_len, mut write_len) = (DEFAULT_CHUNK, DEFAULT_CHUNK as usize);
+    if version
+        .extensions
+        .get("limits@openssh.com")
+        .map(String::as_str)
+        == Some("1")
+    {
+        if let Ok(l) = sftp.limits().await {
+            let limits = russh_sftp::client::rawsession::Limits::from(l);
+            read_len = limits.read_len.unwrap_or(MAX_CHUNK).min(MAX_CHUNK) as u32;
+            write_len = limits.write_len.unwrap_or(MAX_CHUNK).min(MAX_CHUNK) as usize;
+            sftp.set_limits(limits);
+        }
+    }
+    Ok((sftp, posix_rename, read_len, write_len))
 }
 
 /// `e` as a message: a timeout says how long the server left the request unanswered.

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use russh::keys::{HashAlg, PublicKey};
 
 use crate::first_use::FirstUse;
@@ -27,6 +27,12 @@ pub enum HostKeyPolicy {
     /// Accept any key (`insecure-ignore-host-key: true`; Litestream v0.3's behaviour).
     InsecureIgnore,
 }
+
+/// A host key refused by a [`HostKeyPolicy`]; the message names the host, the offered key's
+/// fingerprint and how to accept it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct HostKeyRejected(pub String);
 
 /// `SHA256:<base64>` fingerprint of `key`, as `ssh-keygen -l` prints it.
 pub fn fingerprint(key: &PublicKey) -> String {
@@ -65,9 +71,13 @@ pub fn parse_host_key(text: &str) -> Option<PublicKey> {
 }
 
 impl HostKeyPolicy {
-    /// Check `key` presented by `host:port`. `Err` carries a message for the user that names
-    /// the host and the key's SHA256 fingerprint.
-    pub fn verify(&self, host: &str, port: u16, key: &PublicKey) -> Result<(), String> {
+    /// Check `key` presented by `host:port`. The error's message, for the user, names the
+    /// host and the key's SHA256 fingerprint.
+    pub fn verify(&self, host: &str, port: u16, key: &PublicKey) -> Result<(), HostKeyRejected> {
+        self.check(host, port, key).map_err(HostKeyRejected)
+    }
+
+    fn check(&self, host: &str, port: u16, key: &PublicKey) -> Result<(), String> {
         let fp = fingerprint(key);
         let alg = key.algorithm().to_string();
         match self {
@@ -354,6 +364,6 @@ pub(crate) mod tests {
         let err = HostKeyPolicy::Pinned(Box::new(key(OTHER)))
             .verify("h", 22, &k)
             .expect_err("mismatch");
-        assert!(err.contains(&fingerprint(&k)), "{err}");
+        assert!(err.0.contains(&fingerprint(&k)), "{err}");
     }
 }

@@ -84,7 +84,7 @@ mod known_hosts;
 pub use client::SftpClient;
 pub use config::{SftpConfig, DEFAULT_PORT, HOST_KEY_ENV};
 pub use first_use::{FirstUse, STRICT_ENV};
-pub use known_hosts::{fingerprint, parse_host_key, HostKeyPolicy};
+pub use known_hosts::{fingerprint, parse_host_key, HostKeyPolicy, HostKeyRejected};
 
 /// The replica type name (config `type`, URL scheme, metrics label).
 pub const TYPE: &str = "sftp";

@@ -87,7 +87,7 @@ pub(crate) async fn url_client(url: &str, db: Option<&str>) -> Result<NamedClien
     };
     let client = build_client(&rc, meta.as_deref()).await?;
     Ok(NamedClient {
-        name: rc.kind(),
+        name: rc.kind()?.to_string(),
         client,
     })
 }

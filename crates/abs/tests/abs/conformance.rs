@@ -10,7 +10,7 @@ use litestream_core::config::ReplicaConfig;
 use litestream_core::{Generation, Pos, ReplicaClient};
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
-use rand::RngCore;
+use rand::Rng;
 
 fn env(name: &str) -> String {
     match std::env::var(name) {
@@ -318,7 +318,9 @@ async fn replica_config_with_env_key_and_url_endpoint_works() {
     }
     .resolve()
     .unwrap();
-    let c = litestream_abs::from_replica_config(&cfg).await.unwrap();
+    let c = litestream_abs::AbsClient::from_replica_config(&cfg)
+        .await
+        .unwrap();
     assert_eq!(c.root(), prefix);
     let g = gen("00000000000000ff");
     c.write_snapshot(&g, 0, stream(b"hello".to_vec()))
@@ -333,7 +335,7 @@ async fn replica_config_with_env_key_and_url_endpoint_works() {
         account_name: Some("acct".into()),
         ..Default::default()
     };
-    let e = litestream_abs::from_replica_config(&bad)
+    let e = litestream_abs::AbsClient::from_replica_config(&bad)
         .await
         .err()
         .unwrap();
@@ -345,7 +347,7 @@ async fn replica_config_with_env_key_and_url_endpoint_works() {
         credential: Some("kerberos".into()),
         ..Default::default()
     };
-    let e = litestream_abs::from_replica_config(&bad)
+    let e = litestream_abs::AbsClient::from_replica_config(&bad)
         .await
         .err()
         .unwrap();

@@ -14,7 +14,7 @@ use litestream_abs::{AbsBuilder, AbsClient};
 use litestream_core::restore::{restore, RestoreOptions};
 use litestream_core::{ByteStream, Generation, Pos, ReplicaClient};
 use litestream_test_servers::{signal_and_wait, Azurite};
-use rand::RngCore;
+use rand::Rng;
 use tokio::io::AsyncReadExt;
 
 fn env(name: &str) -> String {

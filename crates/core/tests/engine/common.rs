@@ -203,7 +203,7 @@ pub fn mixed_workload_round(
     rows: usize,
     blob_bytes: std::ops::Range<usize>,
 ) {
-    use rand::Rng;
+    use rand::RngExt;
     let mut rng = rand::rng();
     let tx = c.unchecked_transaction().expect("tx");
     for _ in 0..rows {

@@ -23,7 +23,7 @@ use litestream_core::config::AgeConfig;
 use litestream_core::restore::{restore, RestoreOptions};
 use litestream_core::ReplicaClient;
 use litestream_file::FileClient;
-use rand::Rng;
+use rand::{Rng, RngExt};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 

@@ -14,7 +14,7 @@ use litestream_core::engine::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Re
 use litestream_core::restore::{restore, RestoreOptions};
 use litestream_core::{ReplicaClient, SnapshotInfo};
 use litestream_file::FileClient;
-use rand::Rng;
+use rand::{Rng, RngExt};
 use time::format_description::well_known::Rfc3339;
 
 /// A 12,000-row table with an index on a column the workload keeps changing.
