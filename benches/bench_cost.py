@@ -1,4 +1,5 @@
-"""What `litestream replicate` costs, ours vs. Litestream v0.3.13. Entry point: benches/cost.sh.
+"""What `litestream replicate` costs, ours vs. Litestream v0.3.13 (or, with `--against v0.5.17`,
+ours in the LTX format vs. Litestream v0.5.17). Entry point: benches/cost.sh.
 
 Python 3 standard library only. Prints markdown tables; exits 1 if a run failed (a replicator
 that exited early, a writer error, commits that never reached the replica, a database that never
@@ -17,6 +18,7 @@ def log(m):
 WRITER = textwrap.dedent(r'''
     import random, sqlite3, sys, time
     db, secs, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+    rate = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0  # commits/s; 0: as fast as it can
     rng = random.Random(1)
     c = sqlite3.connect(db, isolation_level=None, timeout=30)
     c.execute("PRAGMA busy_timeout = 30000")
@@ -29,6 +31,11 @@ WRITER = textwrap.dedent(r'''
         now = time.monotonic()
         if now >= end:
             break
+        if rate > 0:
+            due = t0 + len(stamps) / rate
+            if due > now:
+                time.sleep(min(due, end) - now)
+                continue
         c.execute("BEGIN IMMEDIATE")
         c.execute("INSERT INTO t (v) VALUES (?)", (rng.randbytes(3000),))
         c.execute("COMMIT")
@@ -44,8 +51,9 @@ POLLER = textwrap.dedent(r'''
     seen = set(); f = open(out, "w"); stop = root + ".stop"
     while not os.path.exists(stop):
         now = time.monotonic()
-        for d, _, names in os.walk(os.path.join(root, "generations")):
-            if "/wal" not in d:
+        for d, _, names in os.walk(root):
+            # v0.3 WAL segments, or LTX level-0 files (--against v0.5.17)
+            if "/wal" not in d and not d.endswith("/ltx/0"):
                 continue
             for n in names:
                 p = os.path.join(d, n)
@@ -131,10 +139,47 @@ def wait_for(pred, secs):
 
 
 def has_generation(rep):
+    """v0.3: the replica has a generation; LTX: it has a level-0 file."""
     try:
+        if os.path.isdir(os.path.join(rep, "ltx")):
+            return any(n.endswith(".ltx") for n in os.listdir(os.path.join(rep, "ltx", "0")))
         return any(os.scandir(os.path.join(rep, "generations")))
     except FileNotFoundError:
         return False
+
+
+def config(a, dbs, extra_db="", extra_rep=""):
+    """A config file's text for (db, replica dir) pairs: v0.3 keys (`replicas:`), or with
+    `--against v0.5.17` v0.5 keys (`replica:`, default `levels`, `snapshot`, retention) and
+    `format: ltx`, which v0.5.17 ignores and which makes ours write the LTX format."""
+    ltx = a.against == "v0.5.17"
+    lines = ["format: ltx"] if ltx else []
+    lines.append("dbs:")
+    for db, rep in dbs:
+        lines.append(f"  - path: {db}")
+        lines += [l for l in [extra_db] if l]
+        if ltx:
+            lines += ["    replica:", "      type: file", f"      path: {rep}"]
+            lines += [f"  {l}" for l in [extra_rep] if l]
+        else:
+            lines += ["    replicas:", "      - type: file", f"        path: {rep}"]
+            lines += [f"    {l}" for l in [extra_rep] if l]
+    return "\n".join(lines) + "\n"
+
+
+def stored(rep):
+    """Bytes and files stored under a replica directory, and the LTX files per level."""
+    n = files = 0
+    levels = {}
+    for d, _, names in os.walk(rep):
+        for name in names:
+            if name.endswith(".tmp"):
+                continue
+            n += os.path.getsize(os.path.join(d, name)); files += 1
+            if name.endswith(".ltx"):
+                lv = os.path.basename(d)
+                levels[lv] = levels.get(lv, 0) + 1
+    return n, files, levels
 
 
 def pct(xs, q):
@@ -150,8 +195,9 @@ def loadavg():
     return open("/proc/loadavg").read().split()[0]
 
 
-def run_writer(a, db, out):
-    w = subprocess.run([sys.executable, a.writer_py, db, str(a.seconds), out])
+def run_writer(a, db, out, secs=None, rate=0.0):
+    secs = a.seconds if secs is None else secs
+    w = subprocess.run([sys.executable, a.writer_py, db, str(secs), out, str(rate)])
     if w.returncode != 0:
         global failed
         failed = True
@@ -174,10 +220,9 @@ def replicated(a, name, bin_, fast):
     db = os.path.join(d, "db.sqlite"); make_db(db)
     rep = os.path.join(d, "replica")
     cfg = os.path.join(d, "litestream.yml")
-    dbx = "    monitor-interval: 10ms\n" if fast else ""
-    rx = "        sync-interval: 10ms\n" if fast else ""
-    open(cfg, "w").write(f"dbs:\n  - path: {db}\n{dbx}    replicas:\n      - type: file\n"
-                         f"        path: {rep}\n{rx}")
+    fx = ("    monitor-interval: 10ms", "    sync-interval: 10ms") if fast else ("", "")
+    open(cfg, "w").write(config(a, [(db, rep)], *fx))
+    t_start = time.monotonic()
     p = start(bin_, cfg, os.path.join(d, "replicate.log"))
     if not wait_for(lambda: has_generation(rep), 60):
         log(f"{name}: no generation after 60 s"); stop(p, name)
@@ -194,6 +239,18 @@ def replicated(a, name, bin_, fast):
     time.sleep(1.0)
     cpu1, io1 = proc_cpu(p.pid), proc_io(p.pid)
     hwm = proc_status(p.pid, "VmHWM")
+    long = {}
+    if a.minutes and not fast:
+        # The rest of the --minutes window: a steady --rate writer (compaction and retention
+        # run meanwhile); then what the replica stores and what the whole window cost.
+        left = t_start + a.minutes * 60 - time.monotonic()
+        trickle = run_writer(a, db, os.path.join(d, "trickle.txt"), max(left, 0.0), a.rate)
+        b, files, levels = stored(rep)
+        io2 = proc_io(p.pid)
+        long = dict(cpu_all=proc_cpu(p.pid), hwm_all=proc_status(p.pid, "VmHWM"), stored=b / 1e6,
+                    files=files, levels=levels, trickle=len(trickle),
+                    wbytes_all=io2.get("write_bytes", 0) / 1e6,
+                    db_mb=os.path.getsize(db) / 1e6, secs_all=time.monotonic() - t_start)
     if po:
         open(rep + ".stop", "w").close(); po.wait()
     stop(p, name)
@@ -201,7 +258,7 @@ def replicated(a, name, bin_, fast):
     check_restore(name, bin_, db, rep, os.path.join(d, "restored.db"))
     res = dict(cpu=cpu1 - cpu0, hwm=hwm, commits=len(commits),
                rchar=(io1.get("rchar", 0) - io0.get("rchar", 0)) / 1e6,
-               wchar=(io1.get("wchar", 0) - io0.get("wchar", 0)) / 1e6, wal=wal / 1e6)
+               wchar=(io1.get("wchar", 0) - io0.get("wchar", 0)) / 1e6, wal=wal / 1e6, **long)
     if fast:
         segs = sorted(float(l.split()[0]) for l in open(seg_txt) if l.strip())
         lo, hi, missed = [], [], 0
@@ -245,7 +302,7 @@ def check_restore(name, bin_, db, rep, out):
 
 def scale(a, name, bin_):
     d = os.path.join(a.work, f"scale-{name}"); dbs = os.path.join(d, "dbs"); os.makedirs(dbs)
-    lines = ["dbs:"]
+    pairs = []
     reps = []
     for i in range(a.scale_dbs):
         db = os.path.join(dbs, f"db{i:04}.sqlite")
@@ -255,8 +312,8 @@ def scale(a, name, bin_):
         c.execute("INSERT INTO t (v) VALUES ('hello')")
         c.close()
         rep = os.path.join(d, "replicas", f"db{i:04}"); reps.append(rep)
-        lines += [f"  - path: {db}", "    replicas:", "      - type: file", f"        path: {rep}"]
-    cfg = os.path.join(d, "litestream.yml"); open(cfg, "w").write("\n".join(lines) + "\n")
+        pairs.append((db, rep))
+    cfg = os.path.join(d, "litestream.yml"); open(cfg, "w").write(config(a, pairs))
     t0 = time.monotonic()
     p = start(bin_, cfg, os.path.join(d, "replicate.log"))
     ok = wait_for(lambda: p.poll() is None and all(has_generation(r) for r in reps), 180)
@@ -280,6 +337,30 @@ def fmt(x, nd=2):
     return "n/a" if x is None or x != x else f"{x:.{nd}f}"
 
 
+def long_table(a, tools, rounds):
+    """The --minutes window: whole-window CPU and peak RSS, what the replica stores."""
+    T = tools[0][0]
+    print(f"\nWhole window: the burst above, then one 3 KB commit at {a.rate:g}/s until "
+          f"{a.minutes:g} min after the replicator started; replica measured then.\n")
+    print("| round | tool | window s | CPU s | peak RSS MB | commits after burst | db MB | "
+          "replica MB stored | files | LTX files per level | write_bytes MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    rs = {"cpu": [], "rss": [], "stored": []}
+    for k, (_, load) in enumerate(rounds):
+        for name, _ in tools:
+            r = load[name]
+            lv = " ".join(f"L{x}:{n}" for x, n in sorted(r["levels"].items())) or "-"
+            print(f"| {k} | {name} | {fmt(r['secs_all'], 0)} | {fmt(r['cpu_all'])} | "
+                  f"{fmt(r['hwm_all'], 1)} | {r['trickle']} | {fmt(r['db_mb'], 1)} | "
+                  f"{fmt(r['stored'], 2)} | {r['files']} | {lv} | {fmt(r['wbytes_all'], 0)} |")
+        o, t = load["ours"], load[T]
+        rs["cpu"].append(o["cpu_all"] / t["cpu_all"]); rs["rss"].append(o["hwm_all"] / t["hwm_all"])
+        rs["stored"].append(o["stored"] / t["stored"])
+    m = {k: statistics.median(v) for k, v in rs.items()}
+    print(f"\nmedians over the window: CPU ours/{T} {fmt(m['cpu'])}, peak RSS {fmt(m['rss'])}, "
+          f"bytes stored {fmt(m['stored'])} (target <= 1)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ours"); ap.add_argument("--theirs"); ap.add_argument("--work")
@@ -287,10 +368,18 @@ def main():
     ap.add_argument("--scale-dbs", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=3, help="rounds of the load case")
     ap.add_argument("--only", choices=["load", "latency", "scale"])
+    ap.add_argument("--against", choices=["v0.3.13", "v0.5.17"], default="v0.3.13",
+                    help="v0.5.17: the real v0.5.17 vs. ours in the LTX format (v0.5 config keys)")
+    ap.add_argument("--minutes", type=float, default=0.0,
+                    help="load case: keep each replicator running this long in total (a --rate "
+                         "writer after the burst), then report the replica's stored bytes")
+    ap.add_argument("--rate", type=float, default=10.0,
+                    help="commits/s of the writer after the burst in the --minutes window")
     a = ap.parse_args()
     a.writer_py = os.path.join(a.work, "writer.py"); open(a.writer_py, "w").write(WRITER)
     a.poller_py = os.path.join(a.work, "poller.py"); open(a.poller_py, "w").write(POLLER)
-    tools = [("v0.3.13", a.theirs), ("ours", a.ours)]
+    T = a.against
+    tools = [(T, a.theirs), ("ours", a.ours)]
     loads = [loadavg()]
     lat, sc = {}, {}
     rounds = []
@@ -313,7 +402,8 @@ def main():
     if rounds and all(all(r.values()) for _, r in rounds):
         print(f"\nSteady write load: one ~3 KB insert per transaction, as fast as python3 can "
               f"(synchronous=NORMAL), {a.seconds:g} s, file replica, default intervals, "
-              f"{a.runs} rounds.\n")
+              f"{a.runs} rounds" + (", ours in the LTX format (`format: ltx`), v0.5 config keys "
+              "with default `levels`" if T == "v0.5.17" else "") + ".\n")
         print("| round | tool | CPU s | CPU ms per 1,000 commits | peak RSS MB | commits | "
               "throughput vs unreplicated (same round) | rchar MB | wchar MB |")
         print("|---|---|---|---|---|---|---|---|---|")
@@ -324,15 +414,17 @@ def main():
                 print(f"| {k} | {name} | {fmt(r['cpu'])} | {fmt(r['cpu'] * 1e6 / r['commits'], 1)}"
                       f" | {fmt(r['hwm'], 1)} | {r['commits']} (unreplicated {b}) | "
                       f"{fmt(r['commits'] / b)} | {fmt(r['rchar'], 0)} | {fmt(r['wchar'], 0)} |")
-            o, t = load["ours"], load["v0.3.13"]
+            o, t = load["ours"], load[T]
             ratios["cpu"].append(o["cpu"] / t["cpu"])
             ratios["cpuc"].append((o["cpu"] / o["commits"]) / (t["cpu"] / t["commits"]))
             ratios["rss"].append(o["hwm"] / t["hwm"])
             ratios["thr_o"].append(o["commits"] / b); ratios["thr_t"].append(t["commits"] / b)
         m = {k: statistics.median(v) for k, v in ratios.items()}
-        print(f"\nmedians: CPU ours/v0.3.13 {fmt(m['cpu'])} (target <= 0.5), per commit "
+        print(f"\nmedians: CPU ours/{T} {fmt(m['cpu'])} (target <= 0.5), per commit "
               f"{fmt(m['cpuc'])}; peak RSS {fmt(m['rss'])} (target <= 0.5); throughput vs "
-              f"unreplicated: ours {fmt(m['thr_o'])} (target >= 0.95), v0.3.13 {fmt(m['thr_t'])}")
+              f"unreplicated: ours {fmt(m['thr_o'])} (target >= 0.95), {T} {fmt(m['thr_t'])}")
+        if a.minutes:
+            long_table(a, tools, rounds)
     if lat and all(lat.values()):
         print("\nSame load, monitor-interval 10ms, sync-interval 10ms; latency bound = second new "
               "segment after the commit (p99 of the first one in brackets)\n")

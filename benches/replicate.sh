@@ -3,6 +3,7 @@
 # v0.3.13, same run, same machine, one tool at a time. Run on demand (not in CI).
 #
 #   bash benches/replicate.sh [--s3-seconds N] [--latency-seconds M] [--only s3|latency]
+#                             [--against v0.5.17]
 #
 # 1. S3 requests per hour with Litestream's DEFAULT intervals: `litestream replicate -config CFG`
 #    with one s3 replica on a PRIVATE moto (own free port, force-path-style, credentials via
@@ -17,10 +18,16 @@
 #    new segment file first appears. Latency of a commit = first new segment seen at or after the
 #    commit. Median and p95 per tool.
 #
+# --against v0.5.17: the real Litestream v0.5.17 vs. ours writing the LTX format: one config with
+# v0.5 keys (`replica:`, default `levels`, snapshot and retention) plus `format: ltx` (v0.5.17
+# ignores it); the latency poller watches the LTX level-0 directory instead of the WAL tree.
+#
 # Environment:
 #   LITESTREAM_OURS_BIN    our binary (default $CARGO_TARGET_DIR/release/litestream, or
 #                          target/release/litestream); never built by this script
 #   LITESTREAM_V0313_BIN   the real v0.3.13 (default .tools/litestream-0.3.13/bin/litestream)
+#   LITESTREAM_V0517_BIN   the real v0.5.17, with --against v0.5.17
+#   BENCH_S3_PORT          moto's port (default: a free one)
 #   BENCH_DIR              default /tmp/litestream-bench
 #   TEST_SERVERS_DIR       where moto's venv is (default <repo>/.test-servers)
 set -euo pipefail
@@ -32,11 +39,13 @@ log() { echo "[replicate-bench] $*" >&2; }
 S3_SECONDS=60
 LAT_SECONDS=20
 ONLY=all
+AGAINST=v0.3.13
 while [ $# -gt 0 ]; do
   case $1 in
     --s3-seconds) S3_SECONDS=$2; shift 2 ;;
     --latency-seconds) LAT_SECONDS=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
+    --against) AGAINST=$2; shift 2 ;;
     *) log "unknown argument $1"; exit 2 ;;
   esac
 done
@@ -44,9 +53,17 @@ done
 
 OURS=${LITESTREAM_OURS_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/litestream}
 [ -x "$OURS" ] || { log "ERROR: $OURS not found (this script does not build; set LITESTREAM_OURS_BIN)"; exit 1; }
-THEIRS=${LITESTREAM_V0313_BIN:-$ROOT/.tools/litestream-0.3.13/bin/litestream}
-[ -x "$THEIRS" ] || { log "ERROR: $THEIRS not found (bash scripts/install-litestream.sh)"; exit 1; }
-[ "$("$THEIRS" version 2>&1)" = v0.3.13 ] || { log "ERROR: $THEIRS is not Litestream v0.3.13"; exit 1; }
+case $AGAINST in
+  v0.3.13)
+    THEIRS=${LITESTREAM_V0313_BIN:-$ROOT/.tools/litestream-0.3.13/bin/litestream}
+    [ -x "$THEIRS" ] || { log "ERROR: $THEIRS not found (bash scripts/install-litestream.sh)"; exit 1; }
+    [ "$("$THEIRS" version 2>&1)" = v0.3.13 ] || { log "ERROR: $THEIRS is not Litestream v0.3.13"; exit 1; } ;;
+  v0.5.17)
+    THEIRS=${LITESTREAM_V0517_BIN:-$ROOT/.tools/litestream-0.5.17/bin/litestream}
+    [ -x "$THEIRS" ] || { log "ERROR: $THEIRS not found (set LITESTREAM_V0517_BIN)"; exit 1; }
+    [ "$("$THEIRS" version 2>&1)" = 0.5.17 ] || { log "ERROR: $THEIRS is not Litestream v0.5.17"; exit 1; } ;;
+  *) log "--against: v0.3.13 or v0.5.17"; exit 2 ;;
+esac
 
 TSD=${TEST_SERVERS_DIR:-$ROOT/.test-servers}
 MOTO=$TSD/venv/bin/moto_server
@@ -63,7 +80,7 @@ trap cleanup EXIT
 
 PORT=0
 if [ "$ONLY" != latency ]; then
-  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  PORT=${BENCH_S3_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
   log "private moto on 127.0.0.1:$PORT (log $WORK/moto.log)"
   "$MOTO" -H 127.0.0.1 -p "$PORT" </dev/null >"$WORK/moto.log" 2>&1 &
   MOTO_PID=$!
@@ -73,13 +90,25 @@ fi
 log "ours:   $OURS"
 log "theirs: $THEIRS"
 log "work:   $WORK"
-python3 - "$OURS" "$THEIRS" "$PORT" "$WORK" "$S3_SECONDS" "$LAT_SECONDS" "$ONLY" <<'PY'
+python3 - "$OURS" "$THEIRS" "$PORT" "$WORK" "$S3_SECONDS" "$LAT_SECONDS" "$ONLY" "$AGAINST" <<'PY'
 import http.client, os, re, signal, statistics, subprocess, sys, textwrap, time
 
-ours, theirs, port, work, s3_secs, lat_secs, only = sys.argv[1:8]
+ours, theirs, port, work, s3_secs, lat_secs, only, against = sys.argv[1:9]
 port, s3_secs, lat_secs = int(port), int(s3_secs), int(lat_secs)
 WARMUP = 10.0
-TOOLS = [("v0.3.13", theirs), ("ours", ours)]
+TOOLS = [(against, theirs), ("ours", ours)]
+LTX = against == "v0.5.17"
+
+def config(db, replica, db_extra="", rep_extra=""):
+    """v0.3 keys (`replicas:`), or v0.5 keys (`replica:`) and `format: ltx` with --against
+    v0.5.17; `replica` is the replica's YAML lines, unindented."""
+    ind = "      " if LTX else "        "
+    body = "".join(ind + l + "\n" for l in (replica + rep_extra).splitlines())
+    if LTX:
+        body = "    replica:\n" + body
+    else:
+        body = "    replicas:\n      - " + body.lstrip()
+    return ("format: ltx\n" if LTX else "") + f"dbs:\n  - path: {db}\n{db_extra}" + body
 moto_log = os.path.join(work, "moto.log")
 failed = False
 
@@ -124,8 +153,8 @@ POLLER = textwrap.dedent(r'''
             glist = os.listdir(gens)
         except FileNotFoundError:
             glist = []
-        for g in glist:
-            walroot = os.path.join(gens, g, "wal")
+        # v0.3 WAL segments, or LTX level-0 files (--against v0.5.17)
+        for walroot in [os.path.join(gens, g, "wal") for g in glist] + [os.path.join(root, "ltx", "0")]:
             for d, _, names in os.walk(walroot):
                 for n in names:
                     p = os.path.join(d, n)
@@ -206,17 +235,14 @@ if only in ("all", "s3"):
         d = os.path.join(work, f"s3-{name}"); os.makedirs(d)
         db = os.path.join(d, "db.sqlite"); make_db(db)
         cfg = os.path.join(d, "litestream.yml")
-        open(cfg, "w").write(textwrap.dedent(f"""\
-            dbs:
-              - path: {db}
-                replicas:
-                  - type: s3
-                    bucket: bench
-                    path: {name}
-                    endpoint: http://127.0.0.1:{port}
-                    region: us-east-1
-                    force-path-style: true
-            """))
+        open(cfg, "w").write(config(db, textwrap.dedent(f"""\
+            type: s3
+            bucket: bench
+            path: {name}
+            endpoint: http://127.0.0.1:{port}
+            region: us-east-1
+            force-path-style: true
+            """)))
         logpath = os.path.join(d, "replicate.log")
         log(f"s3 {name}: replicate + writer (200 ms) for {s3_secs} s; load {loadavg()}")
         mark0 = len(moto_lines())
@@ -251,15 +277,8 @@ if only in ("all", "latency"):
         db = os.path.join(d, "db.sqlite"); make_db(db)
         rep = os.path.join(d, "replica")
         cfg = os.path.join(d, "litestream.yml")
-        open(cfg, "w").write(textwrap.dedent(f"""\
-            dbs:
-              - path: {db}
-                monitor-interval: 10ms
-                replicas:
-                  - type: file
-                    path: {rep}
-                    sync-interval: 10ms
-            """))
+        open(cfg, "w").write(config(db, f"type: file\npath: {rep}\n", "    monitor-interval: 10ms\n",
+                                    "sync-interval: 10ms\n"))
         logpath = os.path.join(d, "replicate.log")
         seg_txt = os.path.join(d, "segments.txt"); com_txt = os.path.join(d, "commits.txt")
         log(f"latency {name}: writer (250 ms) for {lat_secs} s; load {loadavg()}")
@@ -308,8 +327,8 @@ if s3_res:
         print(f"| {name} | {window:.1f} | {commits} | {n} | {kinds} | {n*3600/window:,.0f} | "
               f"{steady.get('PUT',0)*3600/window:,.0f} |")
     if len(s3_res) == 2:
-        a = s3_res["ours"][2] / s3_res["ours"][0]; b = s3_res["v0.3.13"][2] / s3_res["v0.3.13"][0]
-        print(f"\nrequests/hour ratio ours/v0.3.13: {a/b:.3f}" if b else "\nv0.3.13 made no requests")
+        a = s3_res["ours"][2] / s3_res["ours"][0]; b = s3_res[against][2] / s3_res[against][0]
+        print(f"\nrequests/hour ratio ours/{against}: {a/b:.3f}" if b else f"\n{against} made no requests")
 if lat_res:
     print(f"\nCommit-to-replica latency, file replica, monitor-interval 10ms, sync-interval 10ms, "
           f"writer every 250 ms (+0-20 ms jitter) for {lat_secs} s, poller every 2 ms\n")
