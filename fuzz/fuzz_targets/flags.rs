@@ -14,7 +14,7 @@ mod flags;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 
-use flags::{FlagError, FlagSet};
+use flags::{Flag, FlagError, FlagSet};
 use libfuzzer_sys::fuzz_target;
 use litestream_core::ltx::parse_txid;
 use litestream_core::pos::{parse_index_hex, Generation};
@@ -37,8 +37,8 @@ const LIST: &[(&str, bool)] = &[("replica", false), ("generation", false)];
 const LTX: &[(&str, bool)] = &[("replica", false), ("level", false), ("json", true)];
 const REPLICATE: &[(&str, bool)] = &[("exec", false)];
 
-/// The flag set of `command` (restore's for an unknown name) and its (name, is_bool) flags.
-fn flag_set(command: &str) -> (FlagSet, Vec<(&'static str, bool)>) {
+/// The flag set of `command` (restore's for an unknown name) and its flags with their kinds.
+fn flag_set(command: &str) -> (FlagSet, Vec<(Flag, bool)>) {
     let (name, own): (&'static str, &[(&'static str, bool)]) = match command {
         "replicate" => ("replicate", REPLICATE),
         "generations" => ("generations", LIST),
@@ -48,15 +48,20 @@ fn flag_set(command: &str) -> (FlagSet, Vec<(&'static str, bool)>) {
         "databases" => ("databases", &[]),
         _ => ("restore", RESTORE),
     };
-    let defs: Vec<_> = CONFIG.iter().chain(own).copied().collect();
-    let mut fs = FlagSet::new(name, "[arguments] DB_PATH|REPLICA_URL");
-    for &(flag, is_bool) in &defs {
-        fs = if is_bool {
-            fs.bool(flag, "usage")
-        } else {
-            fs.value(flag, "usage")
-        };
-    }
+    let defs: Vec<(Flag, bool)> = CONFIG
+        .iter()
+        .chain(own)
+        .map(|&(flag, is_bool)| {
+            let f = if is_bool {
+                Flag::bool(flag, "usage")
+            } else {
+                Flag::value(flag, "usage")
+            };
+            (f, is_bool)
+        })
+        .collect();
+    let flags: Vec<Flag> = defs.iter().map(|(f, _)| *f).collect();
+    let fs = FlagSet::new(name, "[arguments] DB_PATH|REPLICA_URL", &flags);
     (fs, defs)
 }
 
@@ -86,7 +91,8 @@ fuzz_target!(|data: &[u8]| {
             assert!(all_utf8, "a non-UTF-8 argument was accepted");
             args
         }
-        Err(msg) => {
+        Err(e) => {
+            let msg = e.to_string();
             assert!(!all_utf8, "UTF-8 arguments refused: {msg}");
             assert!(msg.starts_with("argument ") && msg.contains("not valid UTF-8"));
             return;
@@ -101,10 +107,10 @@ fuzz_target!(|data: &[u8]| {
             // The positionals are what follows the flags, unchanged.
             assert!(p.args.len() <= rest.len());
             assert_eq!(p.args[..], rest[rest.len() - p.args.len()..]);
-            for (name, is_bool) in defs {
-                if let Some(v) = p.get(name) {
+            for (flag, is_bool) in defs {
+                if let Some(v) = p.value(&flag) {
                     if is_bool {
-                        assert!(v == "true" || v == "false", "-{name} stored {v:?}");
+                        assert!(v == "true" || v == "false", "-{flag:?} stored {v:?}");
                     }
                     parse_value(v);
                 }

@@ -14,11 +14,34 @@ pub(crate) enum Kind {
     Value,
 }
 
-#[derive(Debug, Clone)]
-struct Def {
+/// One flag a command accepts: its name (without the dash), whether it takes a value, and
+/// its usage line. Commands declare their flags as constants and read them back from
+/// [`Parsed`] by the same constant, so each name is written once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Flag {
     name: &'static str,
     kind: Kind,
     usage: &'static str,
+}
+
+impl Flag {
+    /// A flag that takes a value (`-name value` or `-name=value`).
+    pub(crate) const fn value(name: &'static str, usage: &'static str) -> Flag {
+        Flag {
+            name,
+            kind: Kind::Value,
+            usage,
+        }
+    }
+
+    /// A boolean flag (`-name`, `-name=false`).
+    pub(crate) const fn bool(name: &'static str, usage: &'static str) -> Flag {
+        Flag {
+            name,
+            kind: Kind::Bool,
+            usage,
+        }
+    }
 }
 
 /// The flags one command accepts.
@@ -26,7 +49,7 @@ struct Def {
 pub(crate) struct FlagSet {
     command: &'static str,
     synopsis: &'static str,
-    defs: Vec<Def>,
+    defs: Vec<Flag>,
 }
 
 /// Parsed flags and the remaining positional arguments.
@@ -58,30 +81,13 @@ impl std::fmt::Display for FlagError {
 impl std::error::Error for FlagError {}
 
 impl FlagSet {
-    pub(crate) fn new(command: &'static str, synopsis: &'static str) -> Self {
+    /// The flag set of `command`; `synopsis` follows the command's name in the usage text.
+    pub(crate) fn new(command: &'static str, synopsis: &'static str, flags: &[Flag]) -> Self {
         FlagSet {
             command,
             synopsis,
-            defs: Vec::new(),
+            defs: flags.to_vec(),
         }
-    }
-
-    pub(crate) fn bool(mut self, name: &'static str, usage: &'static str) -> Self {
-        self.defs.push(Def {
-            name,
-            kind: Kind::Bool,
-            usage,
-        });
-        self
-    }
-
-    pub(crate) fn value(mut self, name: &'static str, usage: &'static str) -> Self {
-        self.defs.push(Def {
-            name,
-            kind: Kind::Value,
-            usage,
-        });
-        self
     }
 
     /// Usage text for this command.
@@ -166,19 +172,37 @@ impl FlagSet {
     }
 }
 
-/// The arguments as UTF-8, or an error naming the first one that is not (Litestream's flags,
-/// paths and URLs are all handled as text).
+/// An argument that is not valid UTF-8 (Litestream's flags, paths and URLs are all handled as
+/// text).
+#[derive(Debug)]
+pub(crate) struct NonUtf8Arg {
+    /// 1-based position among the arguments after the program name.
+    position: usize,
+    /// The argument with invalid bytes replaced.
+    lossy: String,
+}
+
+impl std::fmt::Display for NonUtf8Arg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "argument {} is not valid UTF-8: {:?}",
+            self.position, self.lossy
+        )
+    }
+}
+
+impl std::error::Error for NonUtf8Arg {}
+
+/// The arguments as UTF-8, or an error naming the first one that is not.
 pub(crate) fn utf8_args(
     args: impl Iterator<Item = std::ffi::OsString>,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, NonUtf8Arg> {
     args.enumerate()
         .map(|(i, a)| {
-            a.into_string().map_err(|a| {
-                format!(
-                    "argument {} is not valid UTF-8: {:?}",
-                    i + 1,
-                    a.to_string_lossy()
-                )
+            a.into_string().map_err(|a| NonUtf8Arg {
+                position: i + 1,
+                lossy: a.to_string_lossy().into_owned(),
             })
         })
         .collect()
@@ -186,13 +210,18 @@ pub(crate) fn utf8_args(
 
 impl Parsed {
     /// The value of a value flag, if given.
-    pub(crate) fn get(&self, name: &str) -> Option<&str> {
-        self.values.get(name).map(String::as_str)
+    pub(crate) fn value(&self, flag: &Flag) -> Option<&str> {
+        self.values.get(flag.name).map(String::as_str)
+    }
+
+    /// The value of a value flag, if given and not empty (Go's `-flag ""` is "unset").
+    pub(crate) fn non_empty(&self, flag: &Flag) -> Option<&str> {
+        self.value(flag).filter(|v| !v.is_empty())
     }
 
     /// True if a boolean flag was set to true.
-    pub(crate) fn is_set(&self, name: &str) -> bool {
-        self.values.get(name).is_some_and(|v| v == "true")
+    pub(crate) fn is_set(&self, flag: &Flag) -> bool {
+        self.values.get(flag.name).is_some_and(|v| v == "true")
     }
 }
 
@@ -200,11 +229,16 @@ impl Parsed {
 mod tests {
     use super::*;
 
+    const O: Flag = Flag::value("o", "output");
+    const IF_DB_NOT_EXISTS: Flag = Flag::bool("if-db-not-exists", "skip");
+    const INDEX: Flag = Flag::value("index", "index");
+
     fn set() -> FlagSet {
-        FlagSet::new("restore", "[arguments] DB_PATH")
-            .value("o", "output")
-            .bool("if-db-not-exists", "skip")
-            .value("index", "index")
+        FlagSet::new(
+            "restore",
+            "[arguments] DB_PATH",
+            &[O, IF_DB_NOT_EXISTS, INDEX],
+        )
     }
 
     fn args(a: &[&str]) -> Vec<String> {
@@ -223,9 +257,9 @@ mod tests {
                 "-x",
             ]))
             .expect("parse");
-        assert_eq!(p.get("o"), Some("out.db"));
-        assert!(p.is_set("if-db-not-exists"));
-        assert_eq!(p.get("index"), Some("0a"));
+        assert_eq!(p.value(&O), Some("out.db"));
+        assert!(p.is_set(&IF_DB_NOT_EXISTS));
+        assert_eq!(p.value(&INDEX), Some("0a"));
         assert_eq!(p.args, args(&["s3://b/p", "-x"]));
     }
 
@@ -240,7 +274,7 @@ mod tests {
         let p = set()
             .parse(&args(&["-if-db-not-exists=false", "--", "-o"]))
             .expect("parse");
-        assert!(!p.is_set("if-db-not-exists"));
+        assert!(!p.is_set(&IF_DB_NOT_EXISTS));
         assert_eq!(p.args, args(&["-o"]));
         assert!(set().parse(&args(&["-o"])).is_err());
     }

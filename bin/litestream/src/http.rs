@@ -30,7 +30,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use litestream_core::metrics;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 /// `/healthz` fails for a replica that has not synced for longer than this.
 pub(crate) const DEFAULT_MAX_LAG: Duration = Duration::from_secs(60);
@@ -174,20 +175,14 @@ impl Server {
         }
     }
 
-    /// Serve until `shutdown` turns true (or its sender is dropped); open connections then
-    /// finish their current response and close.
-    pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    /// Serve until `shutdown` is cancelled; open connections then finish their current
+    /// response and close.
+    pub(crate) async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let permits = Arc::new(Semaphore::new(self.limits.max_connections.max(1)));
         loop {
-            if *shutdown.borrow() {
-                return Ok(());
-            }
             tokio::select! {
-                _ = shutdown.changed() => {
-                    if shutdown.has_changed().is_err() || *shutdown.borrow() {
-                        return Ok(());
-                    }
-                }
+                biased;
+                _ = shutdown.cancelled() => return Ok(()),
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let Ok(permit) = permits.clone().try_acquire_owned() else {
@@ -214,12 +209,12 @@ impl Server {
 }
 
 /// Serve the requests of one connection until the client closes it, a limit is hit, or
-/// `shutdown` turns true.
+/// `shutdown` is cancelled.
 async fn serve_connection(
     stream: TcpStream,
     max_lag: Duration,
     limits: Limits,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     let requests = Arc::new(Notify::new());
     let service = {
@@ -256,7 +251,7 @@ async fn serve_connection(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            _ = shutdown.changed(), if !closing => {
+            _ = shutdown.cancelled(), if !closing => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
@@ -473,8 +468,8 @@ mod tests {
             .with_max_connections(8);
         let addr = server.local_addr().unwrap();
         assert!(server.describe().starts_with("127.0.0.1:"));
-        let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(server.run(rx));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(server.run(stop.clone()));
         let before = open_fds();
         let mut idle = Vec::new();
         for _ in 0..200 {
@@ -500,7 +495,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let m = get(addr, "GET /metrics HTTP/1.1\r\n\r\n").await;
         assert!(m.starts_with("HTTP/1.1 200 OK\r\n"), "{m}");
-        tx.send(true).unwrap();
+        stop.cancel();
         task.await.unwrap().unwrap();
     }
 
@@ -532,8 +527,8 @@ mod tests {
             .unwrap()
             .with_max_lag(Duration::from_secs(30));
         let addr = server.local_addr().unwrap();
-        let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(server.run(rx));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(server.run(stop.clone()));
 
         let db = "/tmp/http-test/app.db";
         metrics::db(db).sync_count.inc();
@@ -562,7 +557,7 @@ mod tests {
         assert!(p.starts_with("HTTP/1.1 405 "), "{p}");
 
         metrics::unregister_db(db);
-        tx.send(true).unwrap();
+        stop.cancel();
         task.await.unwrap().unwrap();
     }
 
@@ -570,8 +565,8 @@ mod tests {
     async fn metrics_include_the_process_series() {
         let server = Server::bind("127.0.0.1:0").await.unwrap();
         let addr = server.local_addr().unwrap();
-        let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(server.run(rx));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(server.run(stop.clone()));
         let m = get(addr, "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n").await;
         for name in [
             "process_cpu_seconds_total",
@@ -586,7 +581,7 @@ mod tests {
                 "{name} missing\n{m}"
             );
         }
-        tx.send(true).unwrap();
+        stop.cancel();
         task.await.unwrap().unwrap();
     }
 
@@ -620,8 +615,8 @@ mod tests {
     async fn keeps_connections_alive_then_closes_them_when_idle() {
         let server = Server::bind("127.0.0.1:0").await.unwrap();
         let addr = server.local_addr().unwrap();
-        let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(server.run(rx));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(server.run(stop.clone()));
         let mut s = TcpStream::connect(addr).await.unwrap();
         for path in ["/healthz", "/metrics", "/healthz"] {
             s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
@@ -645,7 +640,7 @@ mod tests {
             idle >= LIMITS.keep_alive_idle / 2 && idle < LIMITS.keep_alive_idle * 5,
             "closed after {idle:?}"
         );
-        tx.send(true).unwrap();
+        stop.cancel();
         task.await.unwrap().unwrap();
     }
 
@@ -656,8 +651,8 @@ mod tests {
             .unwrap()
             .with_limits(|l| l.header_read_timeout = Duration::from_millis(300));
         let addr = server.local_addr().unwrap();
-        let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(server.run(rx));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(server.run(stop.clone()));
 
         // A head that never ends: the connection is closed after the header timeout.
         let mut slow = TcpStream::connect(addr).await.unwrap();
@@ -685,7 +680,7 @@ mod tests {
         let _ = s.read_to_end(&mut out).await;
         let out = String::from_utf8_lossy(&out);
         assert!(out.is_empty() || out.starts_with("HTTP/1.1 431 "), "{out}");
-        tx.send(true).unwrap();
+        stop.cancel();
         task.await.unwrap().unwrap();
     }
 

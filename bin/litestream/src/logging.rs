@@ -51,6 +51,55 @@ enum Format {
     Json,
 }
 
+impl Format {
+    /// `logging.type`: `text` (or unset) or `json`, case-insensitive. Anything else is an
+    /// error (Litestream v0.3.13 panics on it).
+    fn from_config(log_type: Option<&str>) -> Result<Format> {
+        match log_type.map(str::to_ascii_lowercase).as_deref() {
+            None | Some("") | Some("text") => Ok(Format::Text),
+            Some("json") => Ok(Format::Json),
+            Some(other) => {
+                bail!("unknown logging type: {other:?} (expected \"text\" or \"json\")")
+            }
+        }
+    }
+}
+
+/// The most verbose level shown, in order (`Error` shows the least).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// `logging.level` as Litestream parses it: `debug`, `info`, `warn`/`warning`, `error`
+    /// (and our `trace`), case-insensitive; anything else, or unset, is info.
+    fn from_config(level: Option<&str>) -> LogLevel {
+        match level.map(str::to_ascii_lowercase).as_deref() {
+            Some("debug") => LogLevel::Debug,
+            Some("warn") | Some("warning") => LogLevel::Warn,
+            Some("error") => LogLevel::Error,
+            Some("trace") => LogLevel::Trace,
+            _ => LogLevel::Info,
+        }
+    }
+
+    /// The level of a `tracing` event.
+    fn of(level: &Level) -> LogLevel {
+        match *level {
+            Level::ERROR => LogLevel::Error,
+            Level::WARN => LogLevel::Warn,
+            Level::INFO => LogLevel::Info,
+            Level::DEBUG => LogLevel::Debug,
+            Level::TRACE => LogLevel::Trace,
+        }
+    }
+}
+
 /// Known secret values (from the config and the environment): replaced by `REDACTED` in every
 /// message and value, whoever logs it, so that `LITESTREAM_LOG` letting dependencies' events
 /// through (SDK, HTTP, SSH debug output) cannot print them.
@@ -93,27 +142,6 @@ fn redact_known(s: String) -> String {
         }
     }
     out
-}
-
-fn level_num(l: &Level) -> u8 {
-    match *l {
-        Level::ERROR => 1,
-        Level::WARN => 2,
-        Level::INFO => 3,
-        Level::DEBUG => 4,
-        Level::TRACE => 5,
-    }
-}
-
-/// Parse `logging.level` as Litestream does (anything unknown = info).
-fn parse_level(s: Option<&str>) -> u8 {
-    match s.map(str::to_ascii_lowercase).as_deref() {
-        Some("debug") => 4,
-        Some("warn") | Some("warning") => 2,
-        Some("error") => 1,
-        Some("trace") => 5,
-        _ => 3,
-    }
 }
 
 /// The handle that switches the installed layer's settings.
@@ -174,17 +202,8 @@ pub(crate) fn keep_stdout_for_data() {
 /// Switch to the configured format, destination and level (installs the subscriber if
 /// needed). An unknown `logging.type` is an error (Litestream v0.3.13 panics on it).
 pub(crate) fn init(cfg: &LoggingConfig) -> Result<()> {
-    let format = match cfg
-        .log_type
-        .as_deref()
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        None | Some("") | Some("text") => Format::Text,
-        Some("json") => Format::Json,
-        Some(other) => bail!("unknown logging type: {other:?} (expected \"text\" or \"json\")"),
-    };
-    let level = parse_level(cfg.level.as_deref());
+    let format = Format::from_config(cfg.log_type.as_deref())?;
+    let level = LogLevel::from_config(cfg.level.as_deref());
     configure(|l| {
         l.format = format;
         l.to_stderr = cfg.stderr || l.data_on_stdout;
@@ -197,9 +216,9 @@ pub(crate) fn init(cfg: &LoggingConfig) -> Result<()> {
 #[derive(Debug, Clone, Copy)]
 struct LitestreamLayer {
     format: Format,
-    /// Most verbose level of this project's events (1 error … 5 trace); dependencies' events
-    /// are shown at `warn` and above.
-    level: u8,
+    /// Most verbose level of this project's events; dependencies' events are shown at
+    /// `warn` and above.
+    level: LogLevel,
     to_stderr: bool,
     /// Set by commands whose stdout is their data: logs stay on stderr.
     data_on_stdout: bool,
@@ -210,7 +229,7 @@ struct LitestreamLayer {
 impl LitestreamLayer {
     const PRE_CONFIG: LitestreamLayer = LitestreamLayer {
         format: Format::GoLog,
-        level: 3,
+        level: LogLevel::Info,
         to_stderr: true,
         data_on_stdout: false,
         env_override: false,
@@ -222,9 +241,9 @@ impl LitestreamLayer {
         }
         let mut max = self.level;
         if !meta.target().starts_with("litestream") {
-            max = max.min(2);
+            max = max.min(LogLevel::Warn);
         }
-        level_num(meta.level()) <= max
+        LogLevel::of(meta.level()) <= max
     }
 }
 
@@ -584,22 +603,37 @@ mod tests {
                 ("ok", Value::Bool(true)),
             ],
         );
+        let want = r#"{"time":"2024-05-01T12:00:00.123Z","level":"DEBUG","msg":"write \"wal\" segment","db":"/data/a\\b.db","index":7,"ok":true}"#;
         assert_eq!(
             format_line(Format::Json, t0(), &Level::DEBUG, &f),
-            "{\"time\":\"2024-05-01T12:00:00.123Z\",\"level\":\"DEBUG\",\
-             \"msg\":\"write \\\"wal\\\" segment\",\"db\":\"/data/a\\\\b.db\",\"index\":7,\
-             \"ok\":true}\n"
+            format!("{want}\n")
         );
     }
 
     #[test]
     fn levels_parse_like_litestream() {
-        assert_eq!(parse_level(Some("DEBUG")), 4);
-        assert_eq!(parse_level(Some("Warning")), 2);
-        assert_eq!(parse_level(Some("warn")), 2);
-        assert_eq!(parse_level(Some("error")), 1);
-        assert_eq!(parse_level(Some("bogus")), 3);
-        assert_eq!(parse_level(None), 3);
+        let parse = LogLevel::from_config;
+        assert_eq!(parse(Some("DEBUG")), LogLevel::Debug);
+        assert_eq!(parse(Some("Warning")), LogLevel::Warn);
+        assert_eq!(parse(Some("warn")), LogLevel::Warn);
+        assert_eq!(parse(Some("error")), LogLevel::Error);
+        assert_eq!(parse(Some("bogus")), LogLevel::Info);
+        assert_eq!(parse(None), LogLevel::Info);
+        assert!(LogLevel::Error < LogLevel::Warn && LogLevel::Debug < LogLevel::Trace);
+    }
+
+    #[test]
+    fn formats_parse_like_litestream() {
+        assert_eq!(Format::from_config(None).expect("unset"), Format::Text);
+        assert_eq!(Format::from_config(Some("")).expect("empty"), Format::Text);
+        assert_eq!(
+            Format::from_config(Some("JSON")).expect("json"),
+            Format::Json
+        );
+        let e = Format::from_config(Some("xml"))
+            .expect_err("xml")
+            .to_string();
+        assert!(e.contains("unknown logging type: \"xml\""), "{e}");
     }
 
     #[test]
@@ -655,7 +689,10 @@ mod tests {
         };
         init(&cfg).expect("json");
         let l = current();
-        assert_eq!((l.format, l.level, l.to_stderr), (Format::Json, 4, false));
+        assert_eq!(
+            (l.format, l.level, l.to_stderr),
+            (Format::Json, LogLevel::Debug, false)
+        );
         assert!(debug_shown() && !dependency_info_shown());
         keep_stdout_for_data();
         init(&cfg).expect("json again");

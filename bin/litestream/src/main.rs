@@ -32,7 +32,36 @@ The commands are:
 ";
 
 fn main() -> ExitCode {
-    // Litestream copies these before dispatch, only when the AWS variables are unset.
+    copy_aws_env();
+    let args: Vec<String> = match flags::utf8_args(std::env::args_os().skip(1)) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let Some((name, rest)) = args.split_first() else {
+        print!("{COMMANDS}");
+        return ExitCode::from(1);
+    };
+    if name == "help" || name.starts_with('-') {
+        print!("{COMMANDS}");
+        return ExitCode::from(1);
+    }
+    if name == "version" {
+        return cmd::version::run();
+    }
+    let Some(name) = cmd::Name::from_arg(name) else {
+        eprintln!("litestream {name}: unknown command");
+        return ExitCode::from(1);
+    };
+    logging::init_default();
+    http::raise_nofile_limit();
+    exit_code(cmd::Command::parse(name, rest).and_then(run))
+}
+
+/// Litestream copies these before dispatch, only when the AWS variables are unset.
+fn copy_aws_env() {
     for (from, to) in [
         ("LITESTREAM_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
         ("LITESTREAM_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
@@ -43,77 +72,35 @@ fn main() -> ExitCode {
             }
         }
     }
-    let args: Vec<String> = match flags::utf8_args(std::env::args_os().skip(1)) {
-        Ok(args) => args,
-        Err(msg) => {
-            eprintln!("{msg}");
-            return ExitCode::from(1);
-        }
-    };
-    let Some(command) = args.first() else {
-        print!("{COMMANDS}");
-        return ExitCode::from(1);
-    };
-    if command == "help" || command.starts_with('-') {
-        print!("{COMMANDS}");
-        return ExitCode::from(1);
-    }
-    let rest = &args[1..];
-    if command == "version" {
-        return cmd::version::run();
-    }
-    let known = [
-        "databases",
-        "generations",
-        "ltx",
-        "replicate",
-        "restore",
-        "snapshots",
-        "wal",
-    ];
-    if !known.contains(&command.as_str()) {
-        eprintln!("litestream {command}: unknown command");
-        return ExitCode::from(1);
-    }
-    logging::init_default();
-    http::raise_nofile_limit();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+}
+
+/// Run a parsed command in a multi-threaded runtime.
+fn run(command: cmd::Command) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let result = runtime.block_on(async {
-        match command.as_str() {
-            "restore" => cmd::restore::run(rest).await,
-            "generations" => cmd::list::generations(rest).await,
-            "snapshots" => cmd::list::snapshots(rest).await,
-            "wal" => cmd::list::wal(rest).await,
-            "ltx" => cmd::ltx::run(rest).await,
-            "databases" => cmd::databases::run(rest).await,
-            "replicate" => cmd::replicate::run(rest).await,
-            _ => Ok(ExitCode::from(1)),
-        }
-    });
+        .map_err(|e| anyhow::anyhow!("cannot start runtime: {e}"))?;
+    let result = runtime.block_on(command.run());
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-    match result {
-        Ok(code) => code,
-        Err(err) => {
-            if let Some(fe) = err.downcast_ref::<flags::FlagError>() {
-                match fe {
-                    flags::FlagError::Help(usage) => eprint!("{usage}"),
-                    flags::FlagError::Usage(msg, usage) => eprint!("{msg}\n{usage}"),
-                }
-                return ExitCode::from(1);
-            }
-            tracing::error!(error = %error_chain(&err), "failed to run");
-            ExitCode::from(1)
+    result
+}
+
+/// The exit code of a command's result; errors are printed here, once: usage errors and
+/// `-h` as Go's `flag` package prints them, others as an error log line.
+fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
+    let err = match result {
+        Ok(code) => return code,
+        Err(err) => err,
+    };
+    if let Some(fe) = err.downcast_ref::<flags::FlagError>() {
+        match fe {
+            flags::FlagError::Help(usage) => eprint!("{usage}"),
+            flags::FlagError::Usage(msg, usage) => eprint!("{msg}\n{usage}"),
         }
+        return ExitCode::from(1);
     }
+    tracing::error!(error = %error_chain(&err), "failed to run");
+    ExitCode::from(1)
 }
 
 /// `err` and its causes joined by ": ", leaving out a cause whose text the message before it

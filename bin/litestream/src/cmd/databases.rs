@@ -4,21 +4,29 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 
-use super::{load_config, tabwrite};
+use super::{tabwrite, ConfigArgs, CONFIG, NO_EXPAND_ENV};
 use crate::flags::FlagSet;
 
-pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
-    let fs = FlagSet::new("databases", "[arguments]")
-        .value("config", "Specifies the configuration file.")
-        .bool(
-            "no-expand-env",
-            "Disables environment variable expansion in configuration file.",
-        );
-    let p = fs.parse(args)?;
-    if !p.args.is_empty() {
-        bail!("too many arguments");
+/// `databases`' arguments: which config file to read.
+#[derive(Debug, Clone)]
+pub(crate) struct Args {
+    config: ConfigArgs,
+}
+
+impl Args {
+    pub(crate) fn parse(args: &[String]) -> Result<Args> {
+        let p = FlagSet::new("databases", "[arguments]", &[CONFIG, NO_EXPAND_ENV]).parse(args)?;
+        if !p.args.is_empty() {
+            bail!("too many arguments");
+        }
+        Ok(Args {
+            config: ConfigArgs::from_flags(&p),
+        })
     }
-    let cfg = load_config(p.get("config"), p.is_set("no-expand-env"))?;
+}
+
+pub(crate) fn run(args: Args) -> Result<ExitCode> {
+    let cfg = args.config.load()?;
     let mut rows = vec![vec!["path".to_string(), "replicas".to_string()]];
     for db in &cfg.dbs {
         let names: Vec<String> = db

@@ -7,61 +7,104 @@ use anyhow::{anyhow, Result};
 use litestream_core::pos::Generation;
 use litestream_core::restore::list_generations;
 use litestream_core::timefmt::{go_duration, rfc3339_seconds};
-use litestream_core::url::is_url;
 use time::OffsetDateTime;
 
-use super::{db_clients, find_db, load_config, tabwrite, url_client, NamedClient};
-use crate::flags::{FlagSet, Parsed};
+use super::{db_clients, find_db, tabwrite, url_client, NamedClient, Source};
+use super::{CONFIG, NO_EXPAND_ENV};
+use crate::flags::{Flag, FlagSet, Parsed};
 
-fn flag_set(command: &'static str, with_generation: bool) -> FlagSet {
-    let fs = FlagSet::new(command, "[arguments] DB_PATH|REPLICA_URL")
-        .value("config", "Specifies the configuration file.")
-        .bool(
-            "no-expand-env",
-            "Disables environment variable expansion in configuration file.",
-        )
-        .value("replica", "Optional, filter by a specific replica.");
-    if with_generation {
-        fs.value("generation", "Optional, filter by a specific generation.")
-    } else {
-        fs
+/// `-replica` of the listing commands.
+const REPLICA: Flag = Flag::value("replica", "Optional, filter by a specific replica.");
+/// `-generation` of `wal`.
+const GENERATION: Flag = Flag::value("generation", "Optional, filter by a specific generation.");
+
+/// The arguments of `generations` and `snapshots` (and, with more, of `wal` and `ltx`).
+#[derive(Debug, Clone)]
+pub(crate) struct ListArgs {
+    /// The replica URL or database path to list.
+    source: Source,
+    /// `-replica`: only this replica of the database (ignored with a URL).
+    replica: Option<String>,
+}
+
+impl ListArgs {
+    /// `generations`' arguments.
+    pub(crate) fn parse_generations(args: &[String]) -> Result<ListArgs> {
+        let p =
+            FlagSet::new("generations", SYNOPSIS, &[CONFIG, NO_EXPAND_ENV, REPLICA]).parse(args)?;
+        ListArgs::from_flags(&p, &REPLICA, "database path or replica URL required")
+    }
+
+    /// `snapshots`' arguments.
+    pub(crate) fn parse_snapshots(args: &[String]) -> Result<ListArgs> {
+        let p =
+            FlagSet::new("snapshots", SYNOPSIS, &[CONFIG, NO_EXPAND_ENV, REPLICA]).parse(args)?;
+        ListArgs::from_flags(&p, &REPLICA, "database path required")
+    }
+
+    /// The source and `replica` flag from parsed flags (`missing`: the error without a
+    /// positional argument).
+    pub(crate) fn from_flags(p: &Parsed, replica: &Flag, missing: &str) -> Result<ListArgs> {
+        Ok(ListArgs {
+            source: Source::parse(p, missing)?,
+            replica: p.non_empty(replica).map(str::to_string),
+        })
     }
 }
 
-/// Clients for the positional argument, and the reference time for lag (DB mtime or now).
-pub(crate) async fn clients_for(
-    p: &Parsed,
-    missing: &str,
-) -> Result<(Vec<NamedClient>, OffsetDateTime)> {
-    let target = match p.args.as_slice() {
-        [] => return Err(anyhow!("{missing}")),
-        [one] => one.clone(),
-        _ => return Err(anyhow!("too many arguments")),
-    };
-    if is_url(&target) {
-        if p.get("config").is_some() {
-            return Err(anyhow!("cannot specify a replica URL and the -config flag"));
-        }
-        return Ok((
-            vec![url_client(&target, None).await?],
-            OffsetDateTime::now_utc(),
-        ));
+/// `wal`'s arguments.
+#[derive(Debug, Clone)]
+pub(crate) struct WalArgs {
+    list: ListArgs,
+    /// `-generation`: only this generation.
+    generation: Option<Generation>,
+}
+
+impl WalArgs {
+    pub(crate) fn parse(args: &[String]) -> Result<WalArgs> {
+        let flags = [CONFIG, NO_EXPAND_ENV, REPLICA, GENERATION];
+        let p = FlagSet::new("wal", SYNOPSIS, &flags).parse(args)?;
+        let generation = match p.non_empty(&GENERATION) {
+            Some(g) => Some(
+                Generation::parse(g).ok_or_else(|| anyhow!("invalid generation name: {g:?}"))?,
+            ),
+            None => None,
+        };
+        Ok(WalArgs {
+            list: ListArgs::from_flags(&p, &REPLICA, "database path required")?,
+            generation,
+        })
     }
-    let cfg = load_config(p.get("config"), p.is_set("no-expand-env"))?;
-    let db = find_db(&cfg, &target)?;
+}
+
+/// The synopsis of the listing commands' usage.
+pub(crate) const SYNOPSIS: &str = "[arguments] DB_PATH|REPLICA_URL";
+
+/// Clients for the listed source, and the reference time for lag (DB mtime or now).
+pub(crate) async fn clients_for(args: &ListArgs) -> Result<(Vec<NamedClient>, OffsetDateTime)> {
+    let (path, config) = match &args.source {
+        Source::Url(url) => {
+            return Ok((
+                vec![url_client(url, None).await?],
+                OffsetDateTime::now_utc(),
+            ));
+        }
+        Source::Db { path, config } => (path, config),
+    };
+    let cfg = config.load()?;
+    let db = find_db(&cfg, path)?;
     let mut updated = OffsetDateTime::UNIX_EPOCH;
     for path in [db.path.clone(), format!("{}-wal", db.path)] {
         if let Ok(m) = std::fs::metadata(&path).and_then(|m| m.modified()) {
             updated = updated.max(OffsetDateTime::from(m));
         }
     }
-    let clients = db_clients(db, p.get("replica").filter(|r| !r.is_empty())).await?;
+    let clients = db_clients(db, args.replica.as_deref()).await?;
     Ok((clients, updated))
 }
 
-pub(crate) async fn generations(args: &[String]) -> Result<ExitCode> {
-    let p = flag_set("generations", false).parse(args)?;
-    let (clients, reference) = clients_for(&p, "database path or replica URL required").await?;
+pub(crate) async fn generations(args: ListArgs) -> Result<ExitCode> {
+    let (clients, reference) = clients_for(&args).await?;
     let mut rows = vec![["name", "generation", "lag", "start", "end"]
         .map(String::from)
         .to_vec()];
@@ -109,9 +152,8 @@ fn truncate_lag(n: i128) -> i128 {
     n / unit * unit
 }
 
-pub(crate) async fn snapshots(args: &[String]) -> Result<ExitCode> {
-    let p = flag_set("snapshots", false).parse(args)?;
-    let (clients, _) = clients_for(&p, "database path required").await?;
+pub(crate) async fn snapshots(args: ListArgs) -> Result<ExitCode> {
+    let (clients, _) = clients_for(&args).await?;
     let mut rows = vec![["replica", "generation", "index", "size", "created"]
         .map(String::from)
         .to_vec()];
@@ -145,15 +187,9 @@ pub(crate) async fn snapshots(args: &[String]) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn wal(args: &[String]) -> Result<ExitCode> {
-    let p = flag_set("wal", true).parse(args)?;
-    let only = match p.get("generation").filter(|g| !g.is_empty()) {
-        Some(g) => {
-            Some(Generation::parse(g).ok_or_else(|| anyhow!("invalid generation name: {g:?}"))?)
-        }
-        None => None,
-    };
-    let (clients, _) = clients_for(&p, "database path required").await?;
+pub(crate) async fn wal(args: WalArgs) -> Result<ExitCode> {
+    let only = args.generation;
+    let (clients, _) = clients_for(&args.list).await?;
     let mut rows = vec![[
         "replica",
         "generation",

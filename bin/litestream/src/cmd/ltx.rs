@@ -10,26 +10,44 @@ use litestream_core::ltx::{format_txid, list_ltx_files, LtxFileInfo, MAX_LEVEL};
 use litestream_core::timefmt::rfc3339_seconds;
 use litestream_core::ReplicaClient;
 
-use super::list::clients_for;
-use super::{tabwrite, NamedClient};
-use crate::flags::FlagSet;
+use super::list::{clients_for, ListArgs, SYNOPSIS};
+use super::{tabwrite, NamedClient, CONFIG, NO_EXPAND_ENV};
+use crate::flags::{Flag, FlagSet};
 
-fn flag_set() -> FlagSet {
-    FlagSet::new("ltx", "[arguments] DB_PATH|REPLICA_URL")
-        .value("config", "Specifies the configuration file.")
-        .bool(
-            "no-expand-env",
-            "Disables environment variable expansion in configuration file.",
-        )
-        .value(
-            "replica",
-            "The replica to list, for a database with several (v0.3 configs).",
-        )
-        .value(
-            "level",
-            "Compaction level to list (0-9 or \"all\"). Defaults to 0.",
-        )
-        .bool("json", "Output raw JSON instead of human-readable text.")
+/// `-replica` of `ltx`.
+const REPLICA: Flag = Flag::value(
+    "replica",
+    "The replica to list, for a database with several (v0.3 configs).",
+);
+/// `-level`.
+const LEVEL: Flag = Flag::value(
+    "level",
+    "Compaction level to list (0-9 or \"all\"). Defaults to 0.",
+);
+/// `-json`.
+const JSON: Flag = Flag::bool("json", "Output raw JSON instead of human-readable text.");
+
+/// `ltx`'s arguments.
+#[derive(Debug, Clone)]
+pub(crate) struct Args {
+    list: ListArgs,
+    /// The levels `-level` selects.
+    levels: Vec<u8>,
+    /// `-json`.
+    json: bool,
+}
+
+impl Args {
+    pub(crate) fn parse(args: &[String]) -> Result<Args> {
+        let flags = [CONFIG, NO_EXPAND_ENV, REPLICA, LEVEL, JSON];
+        let p = FlagSet::new("ltx", SYNOPSIS, &flags).parse(args)?;
+        let levels = parse_levels(p.value(&LEVEL))?;
+        Ok(Args {
+            list: ListArgs::from_flags(&p, &REPLICA, "database path or replica URL required")?,
+            levels,
+            json: p.is_set(&JSON),
+        })
+    }
 }
 
 /// The levels `-level` selects: one of 0..=9, or all of them for `all` (v0.5's rules).
@@ -80,26 +98,30 @@ fn one_replica(clients: Vec<NamedClient>) -> Result<NamedClient> {
     }
 }
 
-/// Go's `json.MarshalIndent(files, "", "  ")` of v0.5's `LTXFileInfo` list.
-fn to_json(files: &[LtxFileInfo]) -> String {
-    if files.is_empty() {
-        return "[]".to_string();
-    }
-    let items: Vec<String> = files
+/// One entry of v0.5's `ltx -json` output (Go's `LTXFileInfo` fields, in its order).
+#[derive(serde::Serialize)]
+struct JsonFile {
+    level: u8,
+    min_txid: String,
+    max_txid: String,
+    size: u64,
+    timestamp: String,
+}
+
+/// Go's `json.MarshalIndent(files, "", "  ")` of v0.5's `LTXFileInfo` list (serde_json's
+/// pretty printer indents the same way).
+fn to_json(files: &[LtxFileInfo]) -> Result<String> {
+    let items: Vec<JsonFile> = files
         .iter()
-        .map(|f| {
-            format!(
-                "  {{\n    \"level\": {},\n    \"min_txid\": \"{}\",\n    \"max_txid\": \"{}\",\n    \
-                 \"size\": {},\n    \"timestamp\": \"{}\"\n  }}",
-                f.level,
-                format_txid(f.min_txid),
-                format_txid(f.max_txid),
-                f.size,
-                rfc3339_seconds(f.created_at)
-            )
+        .map(|f| JsonFile {
+            level: f.level,
+            min_txid: format_txid(f.min_txid),
+            max_txid: format_txid(f.max_txid),
+            size: f.size,
+            timestamp: rfc3339_seconds(f.created_at),
         })
         .collect();
-    format!("[\n{}\n]", items.join(",\n"))
+    serde_json::to_string_pretty(&items).context("cannot encode the LTX file list as JSON")
 }
 
 fn to_table(files: &[LtxFileInfo]) -> String {
@@ -118,19 +140,17 @@ fn to_table(files: &[LtxFileInfo]) -> String {
     tabwrite(&rows)
 }
 
-pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
-    let p = flag_set().parse(args)?;
+pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     crate::logging::keep_stdout_for_data();
-    let levels = parse_levels(p.get("level"))?;
-    let (clients, _) = clients_for(&p, "database path or replica URL required").await?;
+    let (clients, _) = clients_for(&args.list).await?;
     let nc = one_replica(clients)?;
     let client = nc.client.as_ref();
     let mut files = Vec::new();
-    for level in levels {
+    for level in args.levels {
         files.extend(level_files(client, level).await?);
     }
-    if p.is_set("json") {
-        println!("{}", to_json(&files));
+    if args.json {
+        println!("{}", to_json(&files)?);
     } else {
         print!("{}", to_table(&files));
     }
@@ -206,8 +226,9 @@ mod tests {
 
     #[test]
     fn json_matches_go_marshal_indent() {
-        assert_eq!(to_json(&[]), "[]");
-        let got = to_json(&[file(0, 1, 1, 26376, 1_796_000_000), file(9, 1, 0xc, 7, 0)]);
+        assert_eq!(to_json(&[]).expect("json"), "[]");
+        let got =
+            to_json(&[file(0, 1, 1, 26376, 1_796_000_000), file(9, 1, 0xc, 7, 0)]).expect("json");
         let want = "[\n  {\n    \"level\": 0,\n    \"min_txid\": \"0000000000000001\",\n    \
                     \"max_txid\": \"0000000000000001\",\n    \"size\": 26376,\n    \
                     \"timestamp\": \"2026-11-30T00:53:20Z\"\n  },\n  {\n    \"level\": 9,\n    \

@@ -8,30 +8,172 @@ pub(crate) mod replicate;
 pub(crate) mod restore;
 pub(crate) mod version;
 
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use litestream_core::config::{self, Config, DbConfig, ReplicaConfig};
+use litestream_core::url::is_url;
 use litestream_core::ReplicaClient;
 
+use crate::flags::{Flag, Parsed};
 use crate::registry::{build_client, meta_dir};
 
-/// Load the config file named by `-config` / `LITESTREAM_CONFIG` / the default path.
-pub(crate) fn load_config(flag: Option<&str>, no_expand_env: bool) -> Result<Config> {
-    let path = config::default_config_path(flag)?;
-    let cfg = Config::load(&path, !no_expand_env)?;
-    crate::logging::register_secrets(cfg.secrets());
-    crate::logging::init(&cfg.logging)?;
-    for key in cfg.unknown_keys() {
-        match litestream_core::config_ltx::unsupported_v05_key(&key) {
-            Some(what) => tracing::warn!(key = %key, feature = what, path = %path.display(),
-                "Litestream v0.5 config key accepted but not supported here, ignored"),
-            None => {
-                tracing::warn!(key = %key, path = %path.display(), "unknown config key ignored")
-            }
+/// The commands that run in the async runtime (`version` and `help` are answered before).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Name {
+    Databases,
+    Generations,
+    Ltx,
+    Replicate,
+    Restore,
+    Snapshots,
+    Wal,
+}
+
+impl Name {
+    /// The command called `name`, if there is one.
+    pub(crate) fn from_arg(name: &str) -> Option<Name> {
+        Some(match name {
+            "databases" => Name::Databases,
+            "generations" => Name::Generations,
+            "ltx" => Name::Ltx,
+            "replicate" => Name::Replicate,
+            "restore" => Name::Restore,
+            "snapshots" => Name::Snapshots,
+            "wal" => Name::Wal,
+            _ => return None,
+        })
+    }
+}
+
+/// A command with its arguments, parsed and checked once (flag syntax and values; no I/O).
+#[derive(Debug)]
+pub(crate) enum Command {
+    Databases(databases::Args),
+    Generations(list::ListArgs),
+    Ltx(ltx::Args),
+    Replicate(replicate::Args),
+    Restore(restore::Args),
+    Snapshots(list::ListArgs),
+    Wal(list::WalArgs),
+}
+
+impl Command {
+    /// Parse the arguments that follow the command's name.
+    pub(crate) fn parse(name: Name, args: &[String]) -> Result<Command> {
+        Ok(match name {
+            Name::Databases => Command::Databases(databases::Args::parse(args)?),
+            Name::Generations => Command::Generations(list::ListArgs::parse_generations(args)?),
+            Name::Ltx => Command::Ltx(ltx::Args::parse(args)?),
+            Name::Replicate => Command::Replicate(replicate::Args::parse(args)?),
+            Name::Restore => Command::Restore(restore::Args::parse(args)?),
+            Name::Snapshots => Command::Snapshots(list::ListArgs::parse_snapshots(args)?),
+            Name::Wal => Command::Wal(list::WalArgs::parse(args)?),
+        })
+    }
+
+    /// Run the command.
+    pub(crate) async fn run(self) -> Result<ExitCode> {
+        match self {
+            Command::Databases(a) => databases::run(a),
+            Command::Generations(a) => list::generations(a).await,
+            Command::Ltx(a) => ltx::run(a).await,
+            Command::Replicate(a) => replicate::run(a).await,
+            Command::Restore(a) => restore::run(a).await,
+            Command::Snapshots(a) => list::snapshots(a).await,
+            Command::Wal(a) => list::wal(a).await,
         }
     }
-    Ok(cfg)
+}
+
+/// `-config`, taken by every command that reads the config file.
+pub(crate) const CONFIG: Flag = Flag::value("config", "Specifies the configuration file.");
+/// `-no-expand-env`, taken with [`CONFIG`].
+pub(crate) const NO_EXPAND_ENV: Flag = Flag::bool(
+    "no-expand-env",
+    "Disables environment variable expansion in configuration file.",
+);
+
+/// Which config file to read and how: `-config` and `-no-expand-env`.
+#[derive(Debug, Clone)]
+pub(crate) struct ConfigArgs {
+    /// `-config` as given (`None`: `LITESTREAM_CONFIG` or the default path).
+    path: Option<String>,
+    /// False with `-no-expand-env`.
+    expand_env: bool,
+}
+
+impl ConfigArgs {
+    /// `-config` and `-no-expand-env` from parsed flags.
+    pub(crate) fn from_flags(p: &Parsed) -> ConfigArgs {
+        ConfigArgs {
+            path: p.value(&CONFIG).map(str::to_string),
+            expand_env: !p.is_set(&NO_EXPAND_ENV),
+        }
+    }
+
+    /// True if `-config` was given (even empty): refused with a replica URL.
+    pub(crate) fn given(&self) -> bool {
+        self.path.is_some()
+    }
+
+    /// Load the config file named by `-config` / `LITESTREAM_CONFIG` / the default path, and
+    /// switch logging to its settings.
+    pub(crate) fn load(&self) -> Result<Config> {
+        let path = config::default_config_path(self.path.as_deref())?;
+        let cfg = Config::load(&path, self.expand_env)?;
+        crate::logging::register_secrets(cfg.secrets());
+        crate::logging::init(&cfg.logging)?;
+        for key in cfg.unknown_keys() {
+            match litestream_core::config_ltx::unsupported_v05_key(&key) {
+                Some(what) => tracing::warn!(key = %key, feature = what, path = %path.display(),
+                    "Litestream v0.5 config key accepted but not supported here, ignored"),
+                None => {
+                    tracing::warn!(key = %key, path = %path.display(), "unknown config key ignored")
+                }
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+/// The one positional argument of `restore` and the listing commands: a replica URL or the
+/// path of a database in the config file.
+#[derive(Debug, Clone)]
+pub(crate) enum Source {
+    /// A replica URL (no config file is read).
+    Url(String),
+    /// A database path, looked up in the config file.
+    Db {
+        /// The path as given.
+        path: String,
+        /// The config file to look it up in.
+        config: ConfigArgs,
+    },
+}
+
+impl Source {
+    /// The single positional argument (`missing`: the error when there is none); `-config`
+    /// with a replica URL is an error.
+    pub(crate) fn parse(p: &Parsed, missing: &str) -> Result<Source> {
+        let target = match p.args.as_slice() {
+            [] => bail!("{missing}"),
+            [one] => one.clone(),
+            _ => bail!("too many arguments"),
+        };
+        let config = ConfigArgs::from_flags(p);
+        if is_url(&target) {
+            if config.given() {
+                bail!("cannot specify a replica URL and the -config flag");
+            }
+            return Ok(Source::Url(target));
+        }
+        Ok(Source::Db {
+            path: target,
+            config,
+        })
+    }
 }
 
 /// The database entry for `db_path` (made absolute) in `cfg`.

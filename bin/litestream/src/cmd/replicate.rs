@@ -5,181 +5,267 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use litestream_core::config::{self, DbConfig, ReplicaConfig};
+use litestream_core::config::{self, Config, DbConfig, ReplicaConfig};
 use litestream_core::engine::{
     DbOptions, ReplicaFormat, ReplicaHandleConfig, ReplicaOptions, Replicator,
 };
+use tokio::process::Child;
+use tokio_util::sync::CancellationToken;
 
-use super::load_config;
-use crate::flags::FlagSet;
+use super::{ConfigArgs, CONFIG, NO_EXPAND_ENV};
+use crate::flags::{Flag, FlagSet};
 use crate::registry::{build_client, meta_dir};
 
-pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
-    let fs = FlagSet::new("replicate", "[arguments] [DB_PATH REPLICA_URL [REPLICA_URL...]]")
-        .value("config", "Specifies the configuration file.")
-        .bool(
-            "no-expand-env",
-            "Disables environment variable expansion in configuration file.",
-        )
-        .value("exec", "Executes a subcommand. Litestream will exit when the child process exits. Useful for simple process management.")
-        .value("format", "Format of new (empty) replica paths: v0.3 (default) or ltx (Litestream v0.5). A path that holds data keeps its format.");
-    let p = fs.parse(args)?;
-    let default_format = match p.get("format") {
-        Some(f) => litestream_core::config_ltx::parse_format(f, "-format")?,
-        None => ReplicaFormat::V3,
-    };
+const EXEC: Flag = Flag::value(
+    "exec",
+    "Executes a subcommand. Litestream will exit when the child process exits. Useful for \
+     simple process management.",
+);
+const FORMAT: Flag = Flag::value(
+    "format",
+    "Format of new (empty) replica paths: v0.3 (default) or ltx (Litestream v0.5). A path that \
+     holds data keeps its format.",
+);
 
-    let (dbs, exec, addr, cfg) = if !p.args.is_empty() {
-        if p.get("config").is_some() {
-            bail!("cannot specify a replica URL and the -config flag");
-        }
-        if p.args.len() < 2 {
-            bail!("must specify at least one replica URL for {}", p.args[0]);
-        }
-        let db = DbConfig {
-            path: config::absolute_path(&p.args[0])?
-                .to_string_lossy()
-                .into_owned(),
-            replicas: p.args[1..]
-                .iter()
-                .map(|u| ReplicaConfig {
-                    url: Some(u.clone()),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
+/// `replicate`'s arguments.
+#[derive(Debug, Clone)]
+pub(crate) struct Args {
+    config: ConfigArgs,
+    /// `-exec`: the application to run as a child process.
+    exec: Option<String>,
+    /// `-format`: the format of new (empty) replica paths.
+    format: ReplicaFormat,
+    /// `DB_PATH REPLICA_URL...`, replicating one database without a config file.
+    db_and_urls: Option<(String, Vec<String>)>,
+}
+
+impl Args {
+    pub(crate) fn parse(args: &[String]) -> Result<Args> {
+        let synopsis = "[arguments] [DB_PATH REPLICA_URL [REPLICA_URL...]]";
+        let flags = [CONFIG, NO_EXPAND_ENV, EXEC, FORMAT];
+        let p = FlagSet::new("replicate", synopsis, &flags).parse(args)?;
+        let format = match p.value(&FORMAT) {
+            Some(f) => litestream_core::config_ltx::parse_format(f, "-format")?,
+            None => ReplicaFormat::V3,
         };
-        (
-            vec![db],
-            p.get("exec").map(str::to_string),
-            None,
-            config::Config::default(),
-        )
-    } else {
-        let cfg = load_config(p.get("config"), p.is_set("no-expand-env"))?;
-        let exec = p.get("exec").map(str::to_string).or(cfg.exec.clone());
-        let addr = cfg.addr.clone().filter(|a| !a.is_empty());
-        (cfg.dbs.clone(), exec, addr, cfg)
-    };
+        let config = ConfigArgs::from_flags(&p);
+        let db_and_urls = match p.args.split_first() {
+            None => None,
+            Some(_) if config.given() => {
+                bail!("cannot specify a replica URL and the -config flag")
+            }
+            Some((db, [])) => bail!("must specify at least one replica URL for {db}"),
+            Some((db, urls)) => Some((db.clone(), urls.to_vec())),
+        };
+        Ok(Args {
+            config,
+            exec: p.value(&EXEC).map(str::to_string),
+            format,
+            db_and_urls,
+        })
+    }
+}
+
+/// What to replicate: the databases, the child to run and the metrics address, from the
+/// command line or the config file.
+struct Plan {
+    dbs: Vec<DbConfig>,
+    exec: Option<String>,
+    addr: Option<String>,
+    cfg: Config,
+}
+
+impl Plan {
+    fn new(args: &Args) -> Result<Plan> {
+        if let Some((db, urls)) = &args.db_and_urls {
+            let db = DbConfig {
+                path: config::absolute_path(db)?.to_string_lossy().into_owned(),
+                replicas: urls
+                    .iter()
+                    .map(|u| ReplicaConfig {
+                        url: Some(u.clone()),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            return Ok(Plan {
+                dbs: vec![db],
+                exec: args.exec.clone(),
+                addr: None,
+                cfg: Config::default(),
+            });
+        }
+        let cfg = args.config.load()?;
+        Ok(Plan {
+            dbs: cfg.dbs.clone(),
+            exec: args.exec.clone().or(cfg.exec.clone()),
+            addr: cfg.addr.clone().filter(|a| !a.is_empty()),
+            cfg,
+        })
+    }
+}
+
+pub(crate) async fn run(args: Args) -> Result<ExitCode> {
+    let plan = Plan::new(&args)?;
     tracing::info!(
         version = %super::version::version_string(),
         "litestream"
     );
-    if dbs.is_empty() {
+    if plan.dbs.is_empty() {
         tracing::error!("no databases specified in configuration");
     }
-
-    // Metrics and health endpoint, when `addr` is set.
-    let (stop_http, stop_http_rx) = tokio::sync::watch::channel(false);
-    if let Some(addr) = &addr {
-        let server = crate::http::Server::bind(addr).await?;
-        tracing::info!(url = %crate::http::metrics_url(addr)?, listen = %server.describe(),
-            "serving metrics on");
-        tokio::spawn(server.run(stop_http_rx));
+    // Stops the metrics server when replication ends, on an error return too.
+    let shutdown = CancellationToken::new();
+    let _stop_on_return = shutdown.clone().drop_guard();
+    if let Some(addr) = &plan.addr {
+        serve_metrics(addr, shutdown.clone()).await?;
     }
-
     let mut replicators = Vec::new();
-    for db in &dbs {
-        let opts = DbOptions::from_config(db)?;
-        let mut handles = Vec::new();
-        for rc in db.all_replicas() {
-            let rc = rc.resolve()?;
-            let name = rc.display_name();
-            if handles.iter().any(|h: &ReplicaHandleConfig| h.name == name) {
-                bail!("duplicate replica name: {name:?}");
-            }
-            let meta = meta_dir(&config::absolute_path(&db.path)?, db.meta_path.as_deref());
-            let client = build_client(&rc, Some(&meta))
-                .await
-                .with_context(|| format!("replica {name:?} of {}", db.path))?;
-            let options = ReplicaOptions::from_config(&rc)
-                .with_ltx_config(&cfg, db, &rc, default_format)
-                .with_context(|| format!("replica {name:?} of {}", db.path))?;
-            if options.format == ReplicaFormat::Ltx && !client.supports_object_writes() {
-                bail!(
-                    "replica {name:?} of {}: the ltx format is not available for {} replicas yet",
-                    db.path,
-                    client.kind()
-                );
-            }
-            handles.push(ReplicaHandleConfig {
-                name,
-                client,
-                options,
-            });
+    for db in &plan.dbs {
+        replicators.push(start_db(db, &plan.cfg, args.format).await?);
+    }
+    let child = spawn_exec(plan.exec.as_deref())?;
+    let code = wait_for_stop(child).await?;
+    stop_all(replicators).await;
+    for db in &plan.dbs {
+        litestream_core::metrics::unregister_db(&db.path);
+    }
+    shutdown.cancel();
+    tracing::info!("litestream shut down");
+    Ok(code)
+}
+
+/// Start the metrics and health endpoint on `addr` until `shutdown` is cancelled.
+async fn serve_metrics(addr: &str, shutdown: CancellationToken) -> Result<()> {
+    let server = crate::http::Server::bind(addr).await?;
+    tracing::info!(url = %crate::http::metrics_url(addr)?, listen = %server.describe(),
+        "serving metrics on");
+    tokio::spawn(server.run(shutdown));
+    Ok(())
+}
+
+/// The replicas of `db`, each with its client and options.
+async fn replica_handles(
+    db: &DbConfig,
+    cfg: &Config,
+    default_format: ReplicaFormat,
+) -> Result<Vec<ReplicaHandleConfig>> {
+    let mut handles: Vec<ReplicaHandleConfig> = Vec::new();
+    for rc in db.all_replicas() {
+        let rc = rc.resolve()?;
+        let name = rc.display_name();
+        if handles.iter().any(|h| h.name == name) {
+            bail!("duplicate replica name: {name:?}");
         }
-        let path = config::absolute_path(&db.path)?;
-        tracing::info!(db = %path.display(), "initialized db");
-        for h in &handles {
-            tracing::info!(db = %path.display(), name = %h.name, r#type = h.client.kind(),
-                sync_interval = ?h.options.sync_interval, "replicating to");
-        }
-        let r = Replicator::start(&path, handles, opts)
+        let meta = meta_dir(&config::absolute_path(&db.path)?, db.meta_path.as_deref());
+        let client = build_client(&rc, Some(&meta))
             .await
-            .with_context(|| format!("cannot open db: {}", path.display()))?;
-        replicators.push(r);
-    }
-
-    let mut child = match &exec {
-        Some(cmd) => {
-            let argv = shell_words(cmd)?;
-            let Some((prog, rest)) = argv.split_first() else {
-                bail!("cannot parse exec command: {cmd:?}");
-            };
-            Some(
-                tokio::process::Command::new(prog)
-                    .args(rest)
-                    .spawn()
-                    .with_context(|| format!("cannot exec: {cmd}"))?,
-            )
+            .with_context(|| format!("replica {name:?} of {}", db.path))?;
+        let options = ReplicaOptions::from_config(&rc)
+            .with_ltx_config(cfg, db, &rc, default_format)
+            .with_context(|| format!("replica {name:?} of {}", db.path))?;
+        if options.format == ReplicaFormat::Ltx && !client.supports_object_writes() {
+            bail!(
+                "replica {name:?} of {}: the ltx format is not available for {} replicas yet",
+                db.path,
+                client.kind()
+            );
         }
-        None => None,
-    };
+        handles.push(ReplicaHandleConfig {
+            name,
+            client,
+            options,
+        });
+    }
+    Ok(handles)
+}
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("install SIGTERM handler")?;
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .context("install SIGINT handler")?;
+/// Start replicating one database.
+async fn start_db(
+    db: &DbConfig,
+    cfg: &Config,
+    default_format: ReplicaFormat,
+) -> Result<Replicator> {
+    let opts = DbOptions::from_config(db)?;
+    let handles = replica_handles(db, cfg, default_format).await?;
+    let path = config::absolute_path(&db.path)?;
+    tracing::info!(db = %path.display(), "initialized db");
+    for h in &handles {
+        tracing::info!(db = %path.display(), name = %h.name, r#type = h.client.kind(),
+            sync_interval = ?h.options.sync_interval, "replicating to");
+    }
+    Replicator::start(&path, handles, opts)
+        .await
+        .with_context(|| format!("cannot open db: {}", path.display()))
+}
+
+/// Start `-exec`'s command (split as Litestream splits it), if any.
+fn spawn_exec(exec: Option<&str>) -> Result<Option<Child>> {
+    let Some(cmd) = exec else {
+        return Ok(None);
+    };
+    let argv = shell_words(cmd)?;
+    let Some((prog, rest)) = argv.split_first() else {
+        bail!("cannot parse exec command: {cmd:?}");
+    };
+    let child = tokio::process::Command::new(prog)
+        .args(rest)
+        .spawn()
+        .with_context(|| format!("cannot exec: {cmd}"))?;
+    Ok(Some(child))
+}
+
+/// Wait for SIGTERM, SIGINT or the child's exit; a signal is forwarded to the child, which is
+/// then waited for. The exit code is 1 if the child failed.
+async fn wait_for_stop(mut child: Option<Child>) -> Result<ExitCode> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    let exited = async {
+        match child.as_mut() {
+            Some(c) => c.wait().await.ok(),
+            None => std::future::pending().await,
+        }
+    };
+    let sig = tokio::select! {
+        _ = sigterm.recv() => libc::SIGTERM,
+        _ = sigint.recv() => libc::SIGINT,
+        st = exited => {
+            if let Some(st) = st.filter(|st| !st.success()) {
+                tracing::error!(status = %st, "subprocess exited with error");
+                return Ok(ExitCode::from(1));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let mut code = ExitCode::SUCCESS;
-    let signal = tokio::select! {
-        _ = sigterm.recv() => Some(libc::SIGTERM),
-        _ = sigint.recv() => Some(libc::SIGINT),
-        st = async {
-            match child.as_mut() {
-                Some(c) => c.wait().await.ok(),
-                None => std::future::pending().await,
-            }
-        } => {
-            if let Some(st) = st {
-                if !st.success() {
-                    tracing::error!(status = %st, "subprocess exited with error");
-                    code = ExitCode::from(1);
-                }
-            }
-            child = None;
-            None
-        }
-    };
-    if let (Some(sig), Some(c)) = (signal, child.as_mut()) {
+    if let Some(c) = child.as_mut() {
         tracing::info!("signal received, forwarding to subprocess");
-        if let Some(pid) = c.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
-            // A system call: a slim image has no `kill` program to run.
-            // SAFETY: kill(2) takes plain integers; `pid` is our child, not yet reaped.
-            if unsafe { libc::kill(pid, sig) } != 0 {
-                let e = std::io::Error::last_os_error();
-                tracing::error!(pid, error = %e, "cannot forward signal to subprocess");
-            }
-        }
-        if let Ok(st) = c.wait().await {
-            if !st.success() {
-                code = ExitCode::from(1);
-            }
+        if !forward_signal(c, sig).await {
+            code = ExitCode::from(1);
         }
     }
-    if signal.is_some() {
-        tracing::info!("signal received, litestream shutting down");
+    tracing::info!("signal received, litestream shutting down");
+    Ok(code)
+}
+
+/// Send `sig` to `child` and wait for it; false if it exited with an error.
+async fn forward_signal(child: &mut Child, sig: libc::c_int) -> bool {
+    if let Some(pid) = child.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
+        // A system call: a slim image has no `kill` program to run.
+        // SAFETY: kill(2) takes plain integers; `pid` is our child, not yet reaped.
+        if unsafe { libc::kill(pid, sig) } != 0 {
+            let e = std::io::Error::last_os_error();
+            tracing::error!(pid, error = %e, "cannot forward signal to subprocess");
+        }
     }
-    // All at once: with many databases, one after the other takes minutes.
+    !matches!(child.wait().await, Ok(st) if !st.success())
+}
+
+/// Shut every replicator down, all at once: with many databases, one after the other takes
+/// minutes.
+async fn stop_all(replicators: Vec<Replicator>) {
     let mut stopping = tokio::task::JoinSet::new();
     for r in replicators {
         stopping.spawn(r.shutdown());
@@ -191,12 +277,6 @@ pub(crate) async fn run(args: &[String]) -> Result<ExitCode> {
             Err(e) => tracing::error!(error = %e, "shutdown task failed"),
         }
     }
-    for db in &dbs {
-        litestream_core::metrics::unregister_db(&db.path);
-    }
-    let _ = stop_http.send(true);
-    tracing::info!("litestream shut down");
-    Ok(code)
 }
 
 /// Split a command line as Litestream does (`shellwords.Parse` of go-shellwords v1.0.12,
