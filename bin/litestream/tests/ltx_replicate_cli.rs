@@ -100,15 +100,23 @@ struct Case {
 
 impl Case {
     fn new(backend: &str, tag: &str) -> Case {
-        Case::with_config(backend, tag, "", "")
+        Case::with_config(backend, tag, "", "", "")
     }
 
-    /// A case whose config also has the top-level lines `top` and the database lines `db`
-    /// (each line ending in a newline, `db` indented as a key of the database).
-    fn with_config(backend: &str, tag: &str, top: &str, db_lines: &str) -> Case {
+    /// A case whose config also has the top-level lines `top`, the database lines `db_lines`
+    /// (each line ending in a newline, indented as a key of the database) and the replica
+    /// lines `replica_lines` (unindented).
+    fn with_config(
+        backend: &str,
+        tag: &str,
+        top: &str,
+        db_lines: &str,
+        replica_lines: &str,
+    ) -> Case {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("app.db");
         let (yaml, remote) = replica_yaml(backend, dir.path(), tag);
+        let yaml = format!("{yaml}\n{replica_lines}");
         let replica: String = yaml.lines().map(|l| format!("      {l}\n")).collect();
         let cfg = dir.path().join("litestream.yml");
         std::fs::write(
@@ -321,9 +329,10 @@ fn continues_a_v0517_replica(backend: &str) {
 
 /// Acceptance (ii): `replicate -format ltx` starts a new LTX replica that v0.5.17 lists (L0
 /// and the L9 snapshot) and restores equal to the source: at the latest point, and at the
-/// TXID and at a time after each replicated batch of writes (the source's rows then).
+/// TXID and at a time after each replicated batch of writes (the source's rows then). The
+/// replica's `validation-interval` validates it meanwhile (restore and compare), every time ok.
 fn format_ltx_starts_a_replica_v0517_reads(backend: &str) {
-    let case = Case::new(backend, "format");
+    let case = Case::with_config(backend, "format", "", "", "validation-interval: 1s");
     create_db(&case.db);
     insert(&case.db, 30, 3000);
     let log = case.log("ours.log");
@@ -351,6 +360,14 @@ fn format_ltx_starts_a_replica_v0517_reads(backend: &str) {
     let max = case.assert_l0_contiguous();
     assert!(max > 1, "several L0 files: {listing:?}");
     assert_eq!(max, newest, "no file after the last batch: {listing:?}");
+    let validations = text
+        .lines()
+        .filter(|l| l.contains("validator") && l.contains("ok"))
+        .count();
+    assert!(
+        validations >= 3 && !text.contains("validator error"),
+        "{validations} validations ok, none failed:\n{text}"
+    );
     case.assert_v5_restores("restored.db");
     for (i, (txid, at, rows)) in points.iter().enumerate() {
         let t = format!("{txid:016x}");
@@ -424,7 +441,7 @@ const V05_DB_KEYS: &str = "    busy-timeout: 1s\n";
 /// continued (TXIDs without a gap) and restores equal to the source. Also: the v0.5 keys
 /// parse, those not supported here are logged by name, L1 compaction runs.
 fn kill_9_mid_replication(backend: &str) {
-    let case = Case::with_config(backend, "kill9", V05_TOP_KEYS, V05_DB_KEYS);
+    let case = Case::with_config(backend, "kill9", V05_TOP_KEYS, V05_DB_KEYS, "");
     let db = case.db.clone();
     create_db(&db);
     insert(&db, 20, 3000);
