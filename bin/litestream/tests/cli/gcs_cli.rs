@@ -3,7 +3,8 @@
 //! `STORAGE_EMULATOR_HOST` as Google's clients do: interop both ways with a > 8 MiB first
 //! snapshot (a resumable upload here) and several WAL indexes, the healthcheck restore in URL
 //! form (`gcs://` and v0.5's `gs://`), a clear error for a bucket that does not exist, and a
-//! `gs://` replica the real v0.5.17 wrote (LTX).
+//! `gs://` replica the real v0.5.17 wrote (LTX), and an LTX replica of ours that v0.5.17 lists,
+//! restores (latest and at a `-txid`) and continues.
 //!
 //! Every command here runs under a time limit: one that overruns is killed and fails the test
 //! with its output and the emulator's log. (A v0.3.13 restore used to hang here: it opens the
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::common::ltx::parse_ltx_json;
 use crate::common::scenarios;
 use crate::common::{
     all_rows, assert_exit, assert_files_equal, assert_integrity_ok, describe, insert,
@@ -326,4 +328,98 @@ fn gcs_litestream_v0517_replicates_to_gs_we_restore() {
         all_rows(&case.db),
         "rows restored vs source"
     );
+}
+
+/// The L0 TXIDs of the replica at `url` as v0.5.17 lists them (one per file, 1.. without a
+/// gap), and whether an L9 snapshot is listed; returns the newest TXID.
+fn v0517_l0_contiguous(url: &str, what: &str) -> (u64, bool) {
+    let mut cmd = Command::new(litestream_v0517());
+    cmd.args(["ltx", "-level", "all", "-json", url]);
+    let listed = parse_ltx_json(&run_limited(&mut cmd, RESTORE_LIMIT, "v0.5.17 ltx"));
+    let l0: Vec<u64> = listed
+        .iter()
+        .filter(|l| l.level == 0)
+        .map(|l| {
+            assert_eq!(l.min, l.max, "{what}: one TXID per L0 file: {listed:?}");
+            u64::from_str_radix(&l.max, 16).unwrap()
+        })
+        .collect();
+    let want: Vec<u64> = (1..=l0.len() as u64).collect();
+    assert_eq!(
+        l0, want,
+        "{what}: L0 TXIDs 1, 2, ... without a gap: {listed:?}"
+    );
+    (l0.len() as u64, listed.iter().any(|l| l.level == 9))
+}
+
+/// `bin restore EXTRA url` has exactly `want` (rows) and passes `integrity_check`.
+fn assert_restores_rows(
+    bin: &Path,
+    url: &str,
+    extra: &[&str],
+    want: &[(i64, Vec<u8>)],
+    out: &Path,
+) {
+    let o = restore_url(bin, url, out, extra);
+    let what = format!("restore {extra:?} by {}", bin.display());
+    assert_exit(&o, 0, &what);
+    assert_integrity_ok(out, &what);
+    assert!(all_rows(out) == want, "{what}: not the source's rows");
+}
+
+/// LTX on GCS (v0.5's `gs://` spelling, the emulator reached through `STORAGE_EMULATOR_HOST`
+/// by both binaries): our `replicate` in the LTX format; our restore and v0.5.17's give the
+/// source (latest, and at the TXID of an earlier batch), v0.5.17 lists our files as its own;
+/// then v0.5.17 continues our replica (TXIDs go on) and our restore reads the result.
+#[test]
+fn gcs_ltx_replica_round_trip_and_v0517_continues_it() {
+    let case = Case::new("ltx");
+    case.create_db();
+    insert(&case.db, 100, 1000);
+    let url = format!("gs://{}/{}", env("TEST_GCS_BUCKET"), case.replica.prefix);
+    let replica = format!(
+        "dbs:\n  - path: {}\n    monitor-interval: 100ms\n    replica:\n      url: {url}\n      sync-interval: 200ms\n",
+        case.db.display()
+    );
+    let ours_cfg = case.write_file("ours.yml", &format!("format: ltx\n{replica}"));
+    let log = case.path("replicate-ours.log");
+    let child = case.spawn_replicate(&our_bin(), &ours_cfg, &log);
+    std::thread::sleep(Duration::from_secs(3));
+    insert(&case.db, 50, 1000);
+    std::thread::sleep(Duration::from_secs(2));
+    let (first, _) = v0517_l0_contiguous(&url, "ours, first batch");
+    let rows_first = all_rows(&case.db);
+    insert(&case.db, 50, 1000);
+    std::thread::sleep(Duration::from_secs(2));
+    signal_and_wait(child, "INT", &log);
+    let (ours, snapshot) = v0517_l0_contiguous(&url, "ours");
+    assert!(snapshot, "v0.5.17 lists our L9 snapshot");
+    assert!(
+        ours > first,
+        "a file after the first batch: {first} -> {ours}"
+    );
+    let rows = all_rows(&case.db);
+    for (who, bin) in [("ours", our_bin()), ("v0517", litestream_v0517())] {
+        let out = case.path(&format!("{who}-latest.db"));
+        assert_restores_rows(&bin, &url, &[], &rows, &out);
+        let out = case.path(&format!("{who}-first.db"));
+        let t = format!("{first:016x}");
+        assert_restores_rows(&bin, &url, &["-txid", &t], &rows_first, &out);
+    }
+
+    // v0.5.17 takes over the replica and the meta directory.
+    let theirs_cfg = case.write_file("v0517.yml", &replica);
+    let log = case.path("replicate-v0517.log");
+    let child = case.spawn_replicate(&litestream_v0517(), &theirs_cfg, &log);
+    std::thread::sleep(Duration::from_secs(2));
+    insert(&case.db, 50, 1000);
+    std::thread::sleep(Duration::from_secs(3));
+    signal_and_wait(child, "INT", &log);
+    let (theirs, _) = v0517_l0_contiguous(&url, "v0.5.17 after ours");
+    assert!(
+        theirs > ours,
+        "v0.5.17 continued our TXIDs: {ours} -> {theirs}"
+    );
+    let out = case.path("ours-after-v0517.db");
+    assert_restores_rows(&our_bin(), &url, &[], &all_rows(&case.db), &out);
 }

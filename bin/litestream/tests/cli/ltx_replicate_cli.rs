@@ -1,10 +1,11 @@
 //! `litestream replicate` in the LTX format against the real Litestream v0.5.17: a replica
 //! v0.5.17 wrote is continued in LTX without any flag (drop-in for the `litestream/litestream`
 //! image), and `-format ltx` starts a new LTX replica that v0.5.17 lists and restores, each on
-//! file, s3 (moto), abs (Azurite) and sftp (sshd) with one shared test body per case; on file
-//! also a kill -9 in the middle of replication leaves a replica that restores consistent and is
-//! continued after a restart, and the v0.5 config keys parse (those not supported here are
-//! logged by name).
+//! file, s3 (moto), abs (Azurite) and sftp (sshd) with one shared test body per case: v0.5.17
+//! restores our new replica at the latest point and at several `-txid` and `-timestamp`
+//! values (each equal to the source as of that point), and a kill -9 in the middle of
+//! replication leaves a replica that restores consistent and is continued after a restart;
+//! the v0.5 config keys parse (those not supported here are logged by name).
 //!
 //! Each remote backend's tests need its cargo feature and the test servers' env
 //! (`scripts/test.sh`: `TEST_S3_*`, `TEST_ABS_*`, `TEST_SFTP_*`): a missing variable is a
@@ -19,64 +20,6 @@ use std::time::Duration;
 
 use crate::common::ltx::parse_ltx_json;
 use crate::common::*;
-
-/// `(min, max)` TXIDs of the files of one level of a `file://` LTX replica, sorted.
-fn level_files(rep: &Path, level: u8) -> Vec<(u64, u64)> {
-    let mut out: Vec<(u64, u64)> = std::fs::read_dir(rep.join("ltx").join(level.to_string()))
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| {
-                    let n = e.file_name().to_string_lossy().into_owned();
-                    let (a, b) = n.strip_suffix(".ltx")?.split_once('-')?;
-                    Some((
-                        u64::from_str_radix(a, 16).ok()?,
-                        u64::from_str_radix(b, 16).ok()?,
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
-}
-
-/// The L0 TXIDs are 1..=max, one per file; returns max.
-fn assert_l0_contiguous(rep: &Path) -> u64 {
-    let l0 = level_files(rep, 0);
-    for (i, (a, b)) in l0.iter().enumerate() {
-        assert_eq!(a, b, "one TXID per L0 file: {l0:?}");
-        assert_eq!(*a, i as u64 + 1, "L0 TXIDs 1, 2, ... without a gap: {l0:?}");
-    }
-    l0.last().map_or(0, |f| f.1)
-}
-
-/// v0.5.17 restores the replica equal to `db` (row for row).
-fn assert_v5_restores(dir: &Path, rep: &Path, db: &Path, name: &str) {
-    let out = dir.join(name);
-    let o = restore_url(&litestream_v0517(), &file_url(rep), &out, &[], &[]);
-    assert_exit(&o, 0, "v0.5.17 restore");
-    assert_integrity_ok(&out, name);
-    assert_eq!(all_rows(&out), all_rows(db), "v0.5.17 restore {name}");
-}
-
-/// Wait until the replica's newest L0 TXID exceeds `txid` and then stays put for a while.
-fn wait_l0_settled(rep: &Path, above: u64, log: &Path) {
-    wait_for(
-        Duration::from_secs(30),
-        "new L0 files",
-        || std::fs::read_to_string(log).unwrap_or_default(),
-        || level_files(rep, 0).last().is_some_and(|f| f.1 > above),
-    );
-    let mut last = 0;
-    for _ in 0..50 {
-        std::thread::sleep(Duration::from_millis(400));
-        let now = level_files(rep, 0).last().map_or(0, |f| f.1);
-        if now == last {
-            return;
-        }
-        last = now;
-    }
-}
 
 /// A unique replica prefix for `backend`/`tag` (parallel runs share the test servers).
 fn unique(backend: &str, tag: &str) -> String {
@@ -155,15 +98,29 @@ struct Case {
 
 impl Case {
     fn new(backend: &str, tag: &str) -> Case {
+        Case::with_config(backend, tag, "", "", "")
+    }
+
+    /// A case whose config also has the top-level lines `top`, the database lines `db_lines`
+    /// (each line ending in a newline, indented as a key of the database) and the replica
+    /// lines `replica_lines` (unindented).
+    fn with_config(
+        backend: &str,
+        tag: &str,
+        top: &str,
+        db_lines: &str,
+        replica_lines: &str,
+    ) -> Case {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("app.db");
         let (yaml, remote) = replica_yaml(backend, dir.path(), tag);
+        let yaml = format!("{yaml}\n{replica_lines}");
         let replica: String = yaml.lines().map(|l| format!("      {l}\n")).collect();
         let cfg = dir.path().join("litestream.yml");
         std::fs::write(
             &cfg,
             format!(
-                "dbs:\n  - path: {}\n    monitor-interval: 100ms\n    replica:\n{replica}      sync-interval: 100ms\n",
+                "{top}dbs:\n  - path: {}\n    monitor-interval: 100ms\n{db_lines}    replica:\n{replica}      sync-interval: 100ms\n",
                 db.display()
             ),
         )
@@ -284,15 +241,22 @@ impl Case {
         want: &[(i64, Vec<u8>)],
         name: &str,
     ) {
+        self.assert_v5_restores_with(&["-timestamp", &rfc3339_nanos(at)], want, name);
+    }
+
+    /// v0.5.17's `restore FLAGS` gives exactly `want` (rows).
+    fn assert_v5_restores_with(&self, flags: &[&str], want: &[(i64, Vec<u8>)], name: &str) {
         let out = self.dir.path().join(name);
-        let ts = rfc3339_nanos(at);
-        let o = self.v0517(&["restore", "-timestamp", &ts, "-o", out.to_str().unwrap()]);
-        assert_exit(&o, 0, &format!("v0.5.17 restore -timestamp {ts}"));
+        let mut args = vec!["restore"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["-o", out.to_str().unwrap()]);
+        let o = self.v0517(&args);
+        assert_exit(&o, 0, &format!("v0.5.17 restore {flags:?}"));
         assert_integrity_ok(&out, name);
         let got = all_rows(&out);
         assert!(
             got == want,
-            "v0.5.17 restore -timestamp {ts}: {} rows, the source had {} then",
+            "v0.5.17 restore {flags:?}: {} rows, the source had {} then",
             got.len(),
             want.len()
         );
@@ -362,18 +326,27 @@ fn continues_a_v0517_replica(backend: &str) {
 }
 
 /// Acceptance (ii): `replicate -format ltx` starts a new LTX replica that v0.5.17 lists (L0
-/// and the L9 snapshot) and restores equal to the source.
+/// and the L9 snapshot) and restores equal to the source: at the latest point, and at the
+/// TXID and at a time after each replicated batch of writes (the source's rows then). The
+/// replica's `validation-interval` validates it meanwhile (restore and compare), every time ok.
 fn format_ltx_starts_a_replica_v0517_reads(backend: &str) {
-    let case = Case::new(backend, "format");
+    let case = Case::with_config(backend, "format", "", "", "validation-interval: 1s");
     create_db(&case.db);
     insert(&case.db, 30, 3000);
     let log = case.log("ours.log");
     let child = case.spawn(&our_bin(), &["-format", "ltx"], &log);
-    for _ in 0..5 {
+    let mut points = Vec::new();
+    let mut newest = 0;
+    for _ in 0..4 {
         insert(&case.db, 5, 2000);
-        std::thread::sleep(Duration::from_millis(200));
+        case.wait_l0_settled(newest, &log);
+        newest = case.newest_l0();
+        // After the batch's file and over a second before the next one (sftp keeps mtimes
+        // in whole seconds).
+        std::thread::sleep(Duration::from_millis(300));
+        points.push((newest, std::time::SystemTime::now(), all_rows(&case.db)));
+        std::thread::sleep(Duration::from_millis(1100));
     }
-    case.wait_l0_settled(1, &log);
     signal_and_wait(child, "INT", &log);
     let text = std::fs::read_to_string(&log).unwrap();
     case.assert_no_generations(&text);
@@ -384,7 +357,21 @@ fn format_ltx_starts_a_replica_v0517_reads(backend: &str) {
     );
     let max = case.assert_l0_contiguous();
     assert!(max > 1, "several L0 files: {listing:?}");
+    assert_eq!(max, newest, "no file after the last batch: {listing:?}");
+    let validations = text
+        .lines()
+        .filter(|l| l.contains("validator") && l.contains("ok"))
+        .count();
+    assert!(
+        validations >= 3 && !text.contains("validator error"),
+        "{validations} validations ok, none failed:\n{text}"
+    );
     case.assert_v5_restores("restored.db");
+    for (i, (txid, at, rows)) in points.iter().enumerate() {
+        let t = format!("{txid:016x}");
+        case.assert_v5_restores_with(&["-txid", &t], rows, &format!("txid-{i}.db"));
+        case.assert_v5_restores_at(*at, rows, &format!("at-{i}.db"));
+    }
 }
 
 #[test]
@@ -443,24 +430,21 @@ fn sftp_format_ltx_flag_starts_an_ltx_replica_that_v0517_lists_and_restores() {
     format_ltx_starts_a_replica_v0517_reads("sftp");
 }
 
-#[test]
-fn kill_9_mid_replication_leaves_a_consistent_ltx_replica_and_v05_keys_parse() {
-    let dir = tempfile::tempdir().unwrap();
-    let (db, rep) = (dir.path().join("app.db"), dir.path().join("replica"));
+/// The v0.5 keys of the kill -9 test's config: top level, and of the database.
+const V05_TOP_KEYS: &str = "format: ltx\nsocket:\n  enabled: true\nmcp-addr: \":3001\"\nlevels:\n  - interval: 1s\n  - interval: 3s\nsnapshot:\n  interval: 1h\n  retention: 24h\nl0-retention: 5m\nretention:\n  enabled: true\n";
+const V05_DB_KEYS: &str = "    busy-timeout: 1s\n";
+
+/// A kill -9 in the middle of replication under a writer that never stops: v0.5.17 restores
+/// a prefix of the source (whole transactions only), and after a restart the replica is
+/// continued (TXIDs without a gap) and restores equal to the source. Also: the v0.5 keys
+/// parse, those not supported here are logged by name, L1 compaction runs.
+fn kill_9_mid_replication(backend: &str) {
+    let case = Case::with_config(backend, "kill9", V05_TOP_KEYS, V05_DB_KEYS, "");
+    let db = case.db.clone();
     create_db(&db);
     insert(&db, 20, 3000);
-    let cfg = dir.path().join("litestream.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "format: ltx\nsocket:\n  enabled: true\nmcp-addr: \":3001\"\nlevels:\n  - interval: 1s\n  - interval: 3s\nsnapshot:\n  interval: 1h\n  retention: 24h\nl0-retention: 5m\nretention:\n  enabled: true\ndbs:\n  - path: {}\n    monitor-interval: 100ms\n    busy-timeout: 1s\n    replica:\n      url: {}\n      sync-interval: 100ms\n",
-            db.display(),
-            file_url(&rep)
-        ),
-    )
-    .unwrap();
-    let log = dir.path().join("ours.log");
-    let mut child = spawn_replicate(&our_bin(), &cfg, &log);
+    let log = case.log("ours.log");
+    let mut child = case.spawn(&our_bin(), &[], &log);
 
     // A writer that never stops while we are killed.
     let stop = Arc::new(AtomicBool::new(false));
@@ -473,7 +457,17 @@ fn kill_9_mid_replication_leaves_a_consistent_ltx_replica_and_v05_keys_parse() {
             }
         })
     };
-    wait_l0_settled(&rep, 3, &log);
+    // Until several L0 files and a level-1 compaction (every 1 s) are there, the writer
+    // still going.
+    wait_for(
+        Duration::from_secs(30),
+        "L0 files and an L1 compaction",
+        || std::fs::read_to_string(&log).unwrap_or_default(),
+        || {
+            let l = case.listing();
+            l.iter().any(|f| f.0 == 1) && l.iter().any(|f| f.0 == 0 && f.2 > 3)
+        },
+    );
     std::thread::sleep(Duration::from_millis(700));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -487,29 +481,48 @@ fn kill_9_mid_replication_leaves_a_consistent_ltx_replica_and_v05_keys_parse() {
             "warning naming {key}:\n{text}"
         );
     }
-    assert!(
-        !level_files(&rep, 1).is_empty(),
-        "L1 compactions ran:\n{text}"
-    );
 
     // Whatever the kill interrupted, the replica restores to a prefix of the source.
-    let out = dir.path().join("after-kill.db");
-    let o = restore_url(&litestream_v0517(), &file_url(&rep), &out, &[], &[]);
+    let out = case.dir.path().join("after-kill.db");
+    let o = case.v0517(&["restore", "-o", out.to_str().unwrap()]);
     assert_exit(&o, 0, "v0.5.17 restore after kill -9");
     assert_integrity_ok(&out, "after kill -9");
     let got = all_rows(&out);
     let want = all_rows(&db);
     assert!(
         got.len() <= want.len() && got[..] == want[..got.len()],
-        "a prefix of the source"
+        "{backend}: a prefix of the source"
     );
-    let before = assert_l0_contiguous(&rep);
+    let before = case.assert_l0_contiguous();
 
     // Restart: the replica is continued and catches up.
-    let child = spawn_replicate(&our_bin(), &cfg, &log);
+    let child = case.spawn(&our_bin(), &[], &log);
     insert(&db, 5, 2000);
-    wait_l0_settled(&rep, before, &log);
+    case.wait_l0_settled(before, &log);
     signal_and_wait(child, "INT", &log);
-    assert_l0_contiguous(&rep);
-    assert_v5_restores(dir.path(), &rep, &db, "after-restart.db");
+    case.assert_l0_contiguous();
+    case.assert_v5_restores("after-restart.db");
+}
+
+#[test]
+fn kill_9_mid_replication_leaves_a_consistent_ltx_replica_and_v05_keys_parse() {
+    kill_9_mid_replication("file");
+}
+
+#[cfg(feature = "s3")]
+#[test]
+fn s3_kill_9_mid_replication_leaves_a_consistent_ltx_replica() {
+    kill_9_mid_replication("s3");
+}
+
+#[cfg(feature = "abs")]
+#[test]
+fn abs_kill_9_mid_replication_leaves_a_consistent_ltx_replica() {
+    kill_9_mid_replication("abs");
+}
+
+#[cfg(feature = "sftp")]
+#[test]
+fn sftp_kill_9_mid_replication_leaves_a_consistent_ltx_replica() {
+    kill_9_mid_replication("sftp");
 }

@@ -133,7 +133,7 @@ pub(crate) struct LtxReplica {
     /// The replica's newest TXID (0: none yet).
     pub(super) txid: u64,
     /// Whether the start-up listing was done.
-    started: bool,
+    pub(super) started: bool,
     /// The local staging directory (`<meta>/ltx`).
     pub(super) staging: PathBuf,
     /// The replica has no L9 snapshot yet: take one at the next sync.
@@ -184,10 +184,11 @@ impl LtxReplica {
         force: Arc<Notify>,
         mut validate_rx: mpsc::Receiver<ValidateRequest>,
     ) {
-        if self.base.opts.validation_interval.is_some() {
-            tracing::warn!(replica = %self.base.name,
-                "validation-interval is not supported for LTX replicas, ignored");
-        }
+        let mut next_validation = self
+            .base
+            .opts
+            .validation_interval
+            .map(|i| Instant::now() + i);
         let mut change_rx = self.base.db.change_tx.subscribe();
         let mut dirty = true;
         let mut last_sync: Option<Instant> = None;
@@ -200,6 +201,7 @@ impl LtxReplica {
                 .unwrap_or_else(Instant::now);
             let snap_at = self.next_snapshot.unwrap_or_else(far_future);
             let compact_at = due.iter().min().copied().unwrap_or_else(far_future);
+            let val_at = next_validation.unwrap_or_else(far_future);
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
@@ -218,11 +220,12 @@ impl LtxReplica {
                         tracing::warn!(replica = %self.base.name, error = %e, "l0 retention error");
                     }
                 }
+                _ = tokio::time::sleep_until(val_at), if next_validation.is_some() => {
+                    next_validation = self.base.opts.validation_interval.map(|i| Instant::now() + i);
+                    let _ = self.validate().await;
+                }
                 Some(reply) = validate_rx.recv() => {
-                    let _ = reply.send(Err(Error::InvalidArgument(format!(
-                        "replica {:?}: validation of LTX replicas is not supported",
-                        self.base.name
-                    ))));
+                    let _ = reply.send(self.validate().await);
                 }
                 _ = force.notified() => {
                     change_rx.borrow_and_update();
@@ -335,7 +338,7 @@ impl LtxReplica {
 
     /// Upload L0 files until the replica holds `cap` (or a later position after a
     /// whole-database file).
-    async fn upload_upto(&mut self, cap: &ShadowPos) -> Result<()> {
+    pub(super) async fn upload_upto(&mut self, cap: &ShadowPos) -> Result<()> {
         let page_size = self.base.db.page_size();
         loop {
             let usable = self.base.pos.as_ref().is_some_and(|p| {

@@ -35,6 +35,7 @@ mod ltx_build;
 mod ltx_maintain;
 mod ltx_options;
 mod ltx_replica;
+mod ltx_validate;
 mod options;
 mod replica;
 mod snapshot;

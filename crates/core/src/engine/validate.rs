@@ -58,32 +58,50 @@ impl ValidationJob {
         opts.until_offset = Some(self.position.offset);
         opts.retry = self.retry;
         crate::restore::restore(Arc::clone(&self.client), &opts).await?;
-        let o = out.clone();
-        let replica_checksum = tokio::task::spawn_blocking(move || file_checksum(&o))
-            .await
-            .map_err(|e| Error::io("validation task", io::Error::other(e)))?
-            .map_err(|e| Error::io(out.display().to_string(), e))?;
-        drop(dir);
-        let rep = ValidationReport {
-            position: self.position.clone(),
-            db_checksum: self.db_checksum,
-            replica_checksum,
-        };
-        let status = if rep.ok() { "ok" } else { "mismatch" };
-        tracing::info!(db = %self.db_path.display(), replica = %self.replica, status,
-            db_checksum = %format!("{:016x}", rep.db_checksum),
-            replica_checksum = %format!("{replica_checksum:016x}"),
-            position = %rep.position, "validator");
-        Ok(rep)
+        compare_restored(
+            &self.db_path,
+            &self.replica,
+            self.position.clone(),
+            self.db_checksum,
+            out,
+        )
+        .await
     }
+}
+
+/// Checksum the replica restored into `out` (up to `position`), compare it with
+/// `db_checksum` (the database as of `position`) and log the outcome.
+pub(crate) async fn compare_restored(
+    db_path: &Path,
+    replica: &str,
+    position: Pos,
+    db_checksum: u64,
+    out: PathBuf,
+) -> Result<ValidationReport> {
+    let o = out.clone();
+    let replica_checksum = tokio::task::spawn_blocking(move || file_checksum(&o))
+        .await
+        .map_err(|e| Error::io("validation task", io::Error::other(e)))?
+        .map_err(|e| Error::io(out.display().to_string(), e))?;
+    let rep = ValidationReport {
+        position,
+        db_checksum,
+        replica_checksum,
+    };
+    let status = if rep.ok() { "ok" } else { "mismatch" };
+    tracing::info!(db = %db_path.display(), replica = %replica, status,
+        db_checksum = %format!("{:016x}", rep.db_checksum),
+        replica_checksum = %format!("{replica_checksum:016x}"),
+        position = %rep.position, "validator");
+    Ok(rep)
 }
 
 /// A temporary directory for a validation restore, removed when dropped (also when the job
 /// is cancelled).
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn new() -> Result<TempDir> {
+    pub(crate) fn new() -> Result<TempDir> {
         let dir = std::env::temp_dir().join(format!("{:016x}-litestream", rand::random::<u64>()));
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
         Ok(TempDir(dir))

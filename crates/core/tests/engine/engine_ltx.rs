@@ -1,110 +1,172 @@
 //! The engine writing Litestream v0.5's LTX format, against the real v0.5.17 binary: it
 //! restores what we write (latest, at `-txid` values, after our compaction and a restart),
 //! we continue a replica and meta directory v0.5.17 left behind (TXIDs continue, no
-//! whole-database re-upload), and v0.5.17 continues ours.
+//! whole-database re-upload), and v0.5.17 continues ours. The snapshot point-in-time test runs
+//! on file, s3 (moto), abs (Azurite) and sftp (sshd): the remote ones need the test servers'
+//! env (`scripts/test.sh`: `TEST_S3_*`, `TEST_ABS_*`, `TEST_SFTP_*`), a missing variable is
+//! a failure, never a skip. `validation-interval` validates LTX replicas.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::common;
 use crate::common::{
     app_conn, dump, file_replica, integrity, litestream_bin, mixed_schema, mixed_workload_round,
 };
+use litestream_core::config::Config;
 use litestream_core::engine::{
     DbOptions, LtxOptions, ReplicaFormat, ReplicaHandleConfig, ReplicaOptions, Replicator,
 };
 use litestream_core::ltx::decoder::{LtxDecoder, LtxHeader, HEADER_SIZE};
+use litestream_core::ltx::encoder::LtxEncoder;
+use litestream_core::ltx::keys::list_all_ltx_files;
+use litestream_core::replica_client::ReplicaClient;
 
-fn fast_opts() -> DbOptions {
-    DbOptions {
-        monitor_interval: Duration::from_millis(50),
-        min_checkpoint_page_count: 32,
-        ..Default::default()
+use crate::ltx_common::{
+    assert_l0_contiguous, fast_opts, header, l0_path, ltx_files, ltx_replica, page_count,
+};
+
+/// A new, unique LTX replica on `backend` (file, s3, abs, sftp) with the test servers'
+/// credentials (a missing variable fails the test); its sftp directory is removed on drop.
+struct Remote {
+    client: Arc<dyn ReplicaClient>,
+    /// Where [`Remote::local_copy`] puts the replica's files (the replica itself on file).
+    local: PathBuf,
+    file: bool,
+    sftp_dir: Option<PathBuf>,
+}
+
+impl Remote {
+    async fn new(backend: &str, dir: &Path) -> Remote {
+        let local = dir.join("replica");
+        let file = litestream_file::FileClient::new(&local);
+        let mut remote = Remote {
+            client: Arc::new(file),
+            local,
+            file: backend == "file",
+            sftp_dir: None,
+        };
+        if remote.file {
+            return remote;
+        }
+        let env = |n: &str| {
+            std::env::var(n).unwrap_or_else(|_| {
+                panic!(
+                    "{n} is not set: the {backend} tests need the test servers (scripts/test.sh)"
+                )
+            })
+        };
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos();
+        let unique = format!("engine-ltx-{backend}/{:x}-{nanos:x}", std::process::id());
+        let yaml = match backend {
+            "s3" => format!(
+                "type: s3\nbucket: {}\npath: {unique}\nendpoint: {}\nregion: {}\n\
+                 force-path-style: true\naccess-key-id: {}\nsecret-access-key: {}",
+                env("TEST_S3_BUCKET"),
+                env("TEST_S3_ENDPOINT"),
+                env("TEST_S3_REGION"),
+                env("TEST_S3_ACCESS_KEY_ID"),
+                env("TEST_S3_SECRET_ACCESS_KEY"),
+            ),
+            "abs" => format!(
+                "type: abs\naccount-name: {}\naccount-key: {}\nbucket: {}\npath: {unique}\n\
+                 endpoint: {}",
+                env("TEST_ABS_ACCOUNT_NAME"),
+                env("TEST_ABS_ACCOUNT_KEY"),
+                env("TEST_ABS_CONTAINER"),
+                env("TEST_ABS_ENDPOINT"),
+            ),
+            "sftp" => {
+                let path = Path::new(&env("TEST_SFTP_ROOT")).join(&unique);
+                let yaml = format!(
+                    "type: sftp\nhost: 127.0.0.1:{}\nuser: {}\nkey-path: {}\nhost-key: \"{}\"\n\
+                     path: {}",
+                    env("TEST_SFTP_PORT"),
+                    env("TEST_SFTP_USER"),
+                    env("TEST_SFTP_KEY_PATH"),
+                    env("TEST_SFTP_HOST_KEY"),
+                    path.display(),
+                );
+                remote.sftp_dir = Some(path);
+                yaml
+            }
+            other => panic!("unknown backend {other}"),
+        };
+        let replica: String = yaml.lines().map(|l| format!("      {l}\n")).collect();
+        let cfg = Config::parse(&format!(
+            "dbs:\n  - path: /unused.db\n    replica:\n{replica}"
+        ))
+        .expect("replica config");
+        let rc = cfg.dbs[0].all_replicas()[0].resolve().expect("resolve");
+        remote.client = match backend {
+            "s3" => Arc::new(
+                litestream_s3::S3Client::from_replica_config(&rc)
+                    .await
+                    .expect("s3 client"),
+            ),
+            "abs" => Arc::new(
+                litestream_abs::AbsClient::from_replica_config(&rc)
+                    .await
+                    .expect("abs client"),
+            ),
+            _ => Arc::new(litestream_sftp::SftpClient::new(
+                litestream_sftp::SftpConfig::from_replica_config(&rc).expect("sftp config"),
+            )),
+        };
+        remote
+    }
+
+    /// The replica (named "file", as [`ltx_replica`]) with `ltx` options.
+    fn replica(&self, ltx: LtxOptions) -> ReplicaHandleConfig {
+        let mut r = ltx_replica(&self.local, ltx);
+        r.client = Arc::clone(&self.client);
+        r
+    }
+
+    /// A local `file://` layout of the replica's LTX files, to check with the file helpers
+    /// and v0.5.17 (on file, the replica itself).
+    async fn local_copy(&self) -> PathBuf {
+        if self.file {
+            return self.local.clone();
+        }
+        let kind = self.client.kind();
+        for f in list_all_ltx_files(self.client.as_ref())
+            .await
+            .expect("list ltx files")
+        {
+            let key = f.key(kind);
+            let to = self
+                .local
+                .join("ltx")
+                .join(f.level.to_string())
+                .join(f.name());
+            std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+            let mut from = self.client.open_object(&key).await.expect("open ltx file");
+            let mut out = tokio::fs::File::create(&to).await.expect("create copy");
+            tokio::io::copy(&mut from, &mut out)
+                .await
+                .expect("copy ltx file");
+        }
+        self.local.clone()
     }
 }
 
-fn ltx_replica(dir: &Path, ltx: LtxOptions) -> ReplicaHandleConfig {
-    let options = ReplicaOptions {
-        sync_interval: Duration::from_millis(10),
-        format: ReplicaFormat::Ltx,
-        ltx,
-        ..Default::default()
-    };
-    file_replica("file", dir, options)
+impl Drop for Remote {
+    fn drop(&mut self) {
+        if let Some(d) = &self.sftp_dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
 }
 
 /// This file's workload: 30 rows and a 3–12 KB blob per transaction.
 fn workload_round(c: &rusqlite::Connection, round: u32) {
     mixed_workload_round(c, round, 30, 3000..12000);
-}
-
-/// `(level, min, max)` of every LTX file of a `file://` replica.
-fn ltx_files(rep: &Path) -> Vec<(u8, u64, u64)> {
-    let mut out = Vec::new();
-    for level in 0..=9u8 {
-        let Ok(rd) = std::fs::read_dir(rep.join("ltx").join(level.to_string())) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some((a, b)) = name
-                .strip_suffix(".ltx")
-                .and_then(|n| n.split_once('-'))
-                .and_then(|(a, b)| {
-                    Some((
-                        u64::from_str_radix(a, 16).ok()?,
-                        u64::from_str_radix(b, 16).ok()?,
-                    ))
-                })
-            {
-                out.push((level, a, b));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-fn l0_path(rep: &Path, txid: u64) -> PathBuf {
-    rep.join("ltx")
-        .join("0")
-        .join(format!("{txid:016x}-{txid:016x}.ltx"))
-}
-
-fn header(path: &Path) -> LtxHeader {
-    let bytes = std::fs::read(path).expect("read ltx");
-    let raw: [u8; HEADER_SIZE] = bytes[..HEADER_SIZE].try_into().expect("header");
-    LtxHeader::parse("ltx", &raw).expect("parse header")
-}
-
-/// Pages stored in an LTX file.
-fn page_count(path: &Path) -> u32 {
-    let f = std::fs::File::open(path).expect("open ltx");
-    let mut d = LtxDecoder::new("ltx", f).expect("decoder");
-    let mut buf = vec![0u8; d.header().page_size as usize];
-    let mut n = 0;
-    while d.next_page(&mut buf).expect("page").is_some() {
-        n += 1;
-    }
-    n
-}
-
-/// The L0 TXIDs of a replica must be 1..=max without a gap or a repeat.
-fn assert_l0_contiguous(rep: &Path) -> u64 {
-    let l0: Vec<(u64, u64)> = ltx_files(rep)
-        .into_iter()
-        .filter(|f| f.0 == 0)
-        .map(|f| (f.1, f.2))
-        .collect();
-    for (i, (a, b)) in l0.iter().enumerate() {
-        assert_eq!(a, b, "L0 files hold one TXID each: {l0:?}");
-        if i > 0 {
-            assert_eq!(*a, l0[i - 1].1 + 1, "L0 TXIDs contiguous: {l0:?}");
-        }
-    }
-    l0.last().map(|f| f.1).unwrap_or(0)
 }
 
 fn v5_restore(bin: &Path, rep: &Path, out: &Path, extra: &[&str]) {
@@ -417,13 +479,11 @@ async fn two_ltx_replicas_one_with_retention_one_without() {
 
 /// Every L9 snapshot written under a steady writer (with the engine's checkpoints) holds the
 /// database exactly as of its TXID: restored alone, it equals the L0 chain 1..=TXID restored
-/// without any snapshot (both by v0.5.17).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ltx_snapshots_are_point_in_time_under_a_steady_writer() {
+/// without any snapshot (both by v0.5.17, from a local copy of the replica on `backend`).
+async fn ltx_snapshots_are_point_in_time(backend: &str) {
     let v5 = litestream_bin("LITESTREAM_V0517_BIN");
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("app.db");
-    let rep = dir.path().join("replica");
     let c = app_conn(&db);
     mixed_schema(&c);
     let ltx = LtxOptions {
@@ -432,7 +492,8 @@ async fn ltx_snapshots_are_point_in_time_under_a_steady_writer() {
         retention_enabled: false,
         ..Default::default()
     };
-    let r = Replicator::start(&db, vec![ltx_replica(&rep, ltx)], fast_opts())
+    let remote = Remote::new(backend, dir.path()).await;
+    let r = Replicator::start(&db, vec![remote.replica(ltx)], fast_opts())
         .await
         .expect("start");
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -456,6 +517,7 @@ async fn ltx_snapshots_are_point_in_time_under_a_steady_writer() {
         .expect("sync");
     r.shutdown().await.expect("shutdown");
 
+    let rep = remote.local_copy().await;
     assert_l0_contiguous(&rep);
     let snaps: Vec<u64> = ltx_files(&rep)
         .into_iter()
@@ -492,9 +554,29 @@ async fn ltx_snapshots_are_point_in_time_under_a_steady_writer() {
         assert_eq!(
             dump(&a),
             dump(&b),
-            "L9 snapshot at TXID {txid} is point-in-time"
+            "{backend}: L9 snapshot at TXID {txid} is point-in-time"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ltx_snapshots_are_point_in_time_under_a_steady_writer() {
+    ltx_snapshots_are_point_in_time("file").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_ltx_snapshots_are_point_in_time_under_a_steady_writer() {
+    ltx_snapshots_are_point_in_time("s3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abs_ltx_snapshots_are_point_in_time_under_a_steady_writer() {
+    ltx_snapshots_are_point_in_time("abs").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sftp_ltx_snapshots_are_point_in_time_under_a_steady_writer() {
+    ltx_snapshots_are_point_in_time("sftp").await;
 }
 
 /// One database, a v0.3 replica and an LTX replica (v0.5 allows one replica per database):
@@ -595,4 +677,77 @@ async fn a_lost_meta_directory_continues_the_txids_with_a_whole_database_file() 
     let out = dir.path().join("restored.db");
     v5_restore(&v5, &rep, &out, &[]);
     assert_eq!(dump(&out), expected);
+}
+
+/// The newest L0 file of a `file://` replica with one byte of one of its pages changed (a
+/// valid LTX file with other content, as a faulty store or a stray writer would leave it).
+fn tamper_newest_l0(rep: &Path) {
+    let txid = assert_l0_contiguous(rep);
+    let path = l0_path(rep, txid);
+    let bytes = std::fs::read(&path).expect("read l0");
+    let mut d = LtxDecoder::new("l0", &bytes[..]).expect("decoder");
+    let h = d.header().clone();
+    let mut enc = LtxEncoder::new("tampered", Vec::new(), &h).expect("encoder");
+    let mut buf = vec![0u8; h.page_size as usize];
+    let mut first = true;
+    while let Some(pgno) = d.next_page(&mut buf).expect("page") {
+        if first {
+            let last = buf.len() - 1;
+            buf[last] ^= 0x5a;
+            first = false;
+        }
+        enc.write_page(pgno, &buf).expect("write page");
+    }
+    let (out, _) = enc.finish().expect("finish");
+    std::fs::write(&path, out).expect("write tampered l0");
+}
+
+/// `validation-interval` on an LTX replica restores it at the replicated TXID and compares it
+/// with the database then (it used to be ignored with a warning, and `validate` failed with
+/// "not supported"): under writes and the app's checkpoints every validation matches, and a
+/// changed page in the replica is reported as a mismatch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_interval_validates_an_ltx_replica_and_finds_a_changed_page() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    let rep = dir.path().join("replica");
+    let c = app_conn(&db);
+    mixed_schema(&c);
+    let mut cfg = ltx_replica(
+        &rep,
+        LtxOptions {
+            level_intervals: vec![],
+            ..Default::default()
+        },
+    );
+    cfg.options.validation_interval = Some(Duration::from_millis(250));
+    let r = Replicator::start(&db, vec![cfg], fast_opts())
+        .await
+        .expect("start");
+    for round in 0..12 {
+        workload_round(&c, round);
+        if round % 4 == 3 {
+            let _ = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
+        tokio::time::sleep(Duration::from_millis(120)).await;
+    }
+    let mut stats = r.validation_stats("file").expect("stats");
+    for _ in 0..100 {
+        if stats.ok >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stats = r.validation_stats("file").expect("stats");
+    }
+    assert!(stats.ok >= 3, "periodic validations ran: {stats:?}");
+    assert_eq!(stats.error, 0, "every validation matched: {stats:?}");
+    let report = r.validate("file").await.expect("validate");
+    assert!(report.ok(), "on-demand validation matches: {report:?}");
+
+    tamper_newest_l0(&rep);
+    let report = r.validate("file").await.expect("validate");
+    assert!(!report.ok(), "a changed page is a mismatch: {report:?}");
+    let stats = r.validation_stats("file").expect("stats");
+    assert!(stats.error >= 1, "the mismatch is counted: {stats:?}");
+    r.shutdown().await.expect("shutdown");
 }

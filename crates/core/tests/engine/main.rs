@@ -10,6 +10,7 @@ mod engine_interop;
 mod engine_lifecycle;
 mod engine_locks;
 mod engine_ltx;
+mod ltx_common;
 mod engine_more;
 mod engine_positions;
 mod engine_scale;

@@ -4,5 +4,14 @@
 
 mod counting_alloc;
 
+// The engine tests' helpers, for `ltx_memory`.
+#[allow(dead_code)]
+#[path = "../engine/common.rs"]
+mod common;
+#[allow(dead_code)]
+#[path = "../engine/ltx_common.rs"]
+mod ltx_common;
+
 mod age_memory;
+mod ltx_memory;
 mod restore_hostile;
