@@ -13,13 +13,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::common;
 use crate::common::{
-    app_conn, dump, file_replica, integrity, litestream_bin, mixed_schema, mixed_workload_round,
+    app_conn, dump, integrity, litestream_bin, mixed_schema, mixed_workload_round,
 };
 use litestream_core::config::Config;
-use litestream_core::engine::{
-    DbOptions, LtxOptions, ReplicaFormat, ReplicaHandleConfig, ReplicaOptions, Replicator,
-};
-use litestream_core::ltx::decoder::{LtxDecoder, LtxHeader, HEADER_SIZE};
+use litestream_core::engine::{LtxOptions, ReplicaFormat, ReplicaHandleConfig, Replicator};
+use litestream_core::ltx::decoder::LtxDecoder;
 use litestream_core::ltx::encoder::LtxEncoder;
 use litestream_core::ltx::keys::list_all_ltx_files;
 use litestream_core::replica_client::ReplicaClient;

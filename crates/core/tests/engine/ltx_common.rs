@@ -12,7 +12,7 @@ use litestream_core::ltx::decoder::{LtxDecoder, LtxHeader, HEADER_SIZE};
 use crate::common::file_replica;
 
 /// Engine options that sync and checkpoint quickly.
-pub fn fast_opts() -> DbOptions {
+pub(crate) fn fast_opts() -> DbOptions {
     DbOptions {
         monitor_interval: Duration::from_millis(50),
         min_checkpoint_page_count: 32,
@@ -21,7 +21,7 @@ pub fn fast_opts() -> DbOptions {
 }
 
 /// An LTX `file://` replica named "file" in `dir`, syncing every 10 ms.
-pub fn ltx_replica(dir: &Path, ltx: LtxOptions) -> ReplicaHandleConfig {
+pub(crate) fn ltx_replica(dir: &Path, ltx: LtxOptions) -> ReplicaHandleConfig {
     let options = ReplicaOptions {
         sync_interval: Duration::from_millis(10),
         format: ReplicaFormat::Ltx,
@@ -32,7 +32,7 @@ pub fn ltx_replica(dir: &Path, ltx: LtxOptions) -> ReplicaHandleConfig {
 }
 
 /// `(level, min, max)` of every LTX file of a `file://` replica.
-pub fn ltx_files(rep: &Path) -> Vec<(u8, u64, u64)> {
+pub(crate) fn ltx_files(rep: &Path) -> Vec<(u8, u64, u64)> {
     let mut out = Vec::new();
     for level in 0..=9u8 {
         let Ok(rd) = std::fs::read_dir(rep.join("ltx").join(level.to_string())) else {
@@ -59,21 +59,21 @@ pub fn ltx_files(rep: &Path) -> Vec<(u8, u64, u64)> {
 }
 
 /// The path of the L0 file holding `txid` in a `file://` replica.
-pub fn l0_path(rep: &Path, txid: u64) -> PathBuf {
+pub(crate) fn l0_path(rep: &Path, txid: u64) -> PathBuf {
     rep.join("ltx")
         .join("0")
         .join(format!("{txid:016x}-{txid:016x}.ltx"))
 }
 
 /// The header of an LTX file.
-pub fn header(path: &Path) -> LtxHeader {
+pub(crate) fn header(path: &Path) -> LtxHeader {
     let bytes = std::fs::read(path).expect("read ltx");
     let raw: [u8; HEADER_SIZE] = bytes[..HEADER_SIZE].try_into().expect("header");
     LtxHeader::parse("ltx", &raw).expect("parse header")
 }
 
 /// Pages stored in an LTX file.
-pub fn page_count(path: &Path) -> u32 {
+pub(crate) fn page_count(path: &Path) -> u32 {
     let f = std::fs::File::open(path).expect("open ltx");
     let mut d = LtxDecoder::new("ltx", f).expect("decoder");
     let mut buf = vec![0u8; d.header().page_size as usize];
@@ -85,7 +85,7 @@ pub fn page_count(path: &Path) -> u32 {
 }
 
 /// The L0 TXIDs of a replica must be 1..=max without a gap or a repeat.
-pub fn assert_l0_contiguous(rep: &Path) -> u64 {
+pub(crate) fn assert_l0_contiguous(rep: &Path) -> u64 {
     let l0: Vec<(u64, u64)> = ltx_files(rep)
         .into_iter()
         .filter(|f| f.0 == 0)
