@@ -215,6 +215,17 @@ fn ltx_files(rep: &Path) -> Vec<(u8, u64, u64)> {
     out
 }
 
+/// A replicator of `db` with one LTX replica at `rep`, default LTX options.
+async fn start_default(db: &Path, rep: &Path) -> Replicator {
+    Replicator::start(
+        db,
+        vec![ltx_replica(rep, LtxOptions::default())],
+        fast_opts(),
+    )
+    .await
+    .expect("start")
+}
+
 fn l0_path(rep: &Path, txid: u64) -> PathBuf {
     rep.join("ltx")
         .join("0")
@@ -724,15 +735,7 @@ async fn a_lost_meta_directory_continues_the_txids_with_a_whole_database_file() 
     let rep = dir.path().join("replica");
     let c = app_conn(&db);
     mixed_schema(&c);
-    let start = || async {
-        Replicator::start(
-            &db,
-            vec![ltx_replica(&rep, LtxOptions::default())],
-            fast_opts(),
-        )
-        .await
-        .expect("start")
-    };
+    let start = || start_default(&db, &rep);
     let r = start().await;
     for round in 0..4 {
         workload_round(&c, round);
@@ -853,15 +856,7 @@ async fn a_whole_database_file_after_a_lost_meta_directory_streams_in_bounded_me
          INSERT INTO big(v) SELECT randomblob(32768) FROM n;",
     )
     .expect("fill");
-    let start = || async {
-        Replicator::start(
-            &db,
-            vec![ltx_replica(&rep, LtxOptions::default())],
-            fast_opts(),
-        )
-        .await
-        .expect("start")
-    };
+    let start = || start_default(&db, &rep);
     let r = start().await;
     r.sync_and_wait(Duration::from_secs(120))
         .await
