@@ -226,6 +226,16 @@ async fn start_default(db: &Path, rep: &Path) -> Replicator {
     .expect("start")
 }
 
+/// Stop `r` and delete its meta directory (a new container with the old replica); returns
+/// the replica's newest L0 TXID.
+async fn stop_and_lose_meta(r: Replicator, rep: &Path) -> u64 {
+    let meta = r.meta_path().to_path_buf();
+    r.shutdown().await.expect("shutdown");
+    let before = assert_l0_contiguous(rep);
+    std::fs::remove_dir_all(&meta).expect("remove meta");
+    before
+}
+
 fn l0_path(rep: &Path, txid: u64) -> PathBuf {
     rep.join("ltx")
         .join("0")
@@ -743,10 +753,7 @@ async fn a_lost_meta_directory_continues_the_txids_with_a_whole_database_file() 
             .await
             .expect("sync");
     }
-    let meta = r.meta_path().to_path_buf();
-    r.shutdown().await.expect("shutdown");
-    let before = assert_l0_contiguous(&rep);
-    std::fs::remove_dir_all(&meta).expect("remove meta");
+    let before = stop_and_lose_meta(r, &rep).await;
     workload_round(&c, 10);
     let r = start().await;
     workload_round(&c, 11);
@@ -861,10 +868,7 @@ async fn a_whole_database_file_after_a_lost_meta_directory_streams_in_bounded_me
     r.sync_and_wait(Duration::from_secs(120))
         .await
         .expect("sync");
-    let meta = r.meta_path().to_path_buf();
-    r.shutdown().await.expect("shutdown");
-    let before = assert_l0_contiguous(&rep);
-    std::fs::remove_dir_all(&meta).expect("remove meta");
+    let before = stop_and_lose_meta(r, &rep).await;
     c.execute_batch("INSERT INTO big(v) VALUES (randomblob(100));")
         .expect("insert");
     let db_size = std::fs::metadata(&db).expect("db").len();
