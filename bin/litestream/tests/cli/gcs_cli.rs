@@ -352,6 +352,26 @@ fn v0517_l0_contiguous(url: &str, what: &str) -> (u64, bool) {
     (l0.len() as u64, listed.iter().any(|l| l.level == 9))
 }
 
+/// Wait (up to 60 s) until the newest L0 TXID at `url` is above `above` and has not moved
+/// for over a second (the writer caught up with the source); returns it.
+fn wait_l0_settled(url: &str, above: u64, what: &str) -> u64 {
+    let start = Instant::now();
+    let mut last = (0, Instant::now());
+    loop {
+        let (now, _) = v0517_l0_contiguous(url, what);
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if now > above && last.1.elapsed() > Duration::from_millis(1200) {
+            return now;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{what}: newest L0 TXID {now}, still not settled above {above}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 /// `bin restore EXTRA url` has exactly `want` (rows) and passes `integrity_check`.
 fn assert_restores_rows(
     bin: &Path,
@@ -384,13 +404,12 @@ fn gcs_ltx_replica_round_trip_and_v0517_continues_it() {
     let ours_cfg = case.write_file("ours.yml", &format!("format: ltx\n{replica}"));
     let log = case.path("replicate-ours.log");
     let child = case.spawn_replicate(&our_bin(), &ours_cfg, &log);
-    std::thread::sleep(Duration::from_secs(3));
+    let start = wait_l0_settled(&url, 0, "ours, start");
     insert(&case.db, 50, 1000);
-    std::thread::sleep(Duration::from_secs(2));
-    let (first, _) = v0517_l0_contiguous(&url, "ours, first batch");
+    let first = wait_l0_settled(&url, start, "ours, first batch");
     let rows_first = all_rows(&case.db);
     insert(&case.db, 50, 1000);
-    std::thread::sleep(Duration::from_secs(2));
+    wait_l0_settled(&url, first, "ours, second batch");
     signal_and_wait(child, "INT", &log);
     let (ours, snapshot) = v0517_l0_contiguous(&url, "ours");
     assert!(snapshot, "v0.5.17 lists our L9 snapshot");
@@ -413,13 +432,11 @@ fn gcs_ltx_replica_round_trip_and_v0517_continues_it() {
     let child = case.spawn_replicate(&litestream_v0517(), &theirs_cfg, &log);
     std::thread::sleep(Duration::from_secs(2));
     insert(&case.db, 50, 1000);
-    std::thread::sleep(Duration::from_secs(3));
+    // Settled above ours and contiguous: v0.5.17 continued our TXIDs.
+    let theirs = wait_l0_settled(&url, ours, "v0.5.17 after ours");
     signal_and_wait(child, "INT", &log);
-    let (theirs, _) = v0517_l0_contiguous(&url, "v0.5.17 after ours");
-    assert!(
-        theirs > ours,
-        "v0.5.17 continued our TXIDs: {ours} -> {theirs}"
-    );
+    let after = v0517_l0_contiguous(&url, "v0.5.17 after ours").0;
+    assert!(after >= theirs, "TXIDs never go back: {theirs} -> {after}");
     let out = case.path("ours-after-v0517.db");
     assert_restores_rows(&our_bin(), &url, &[], &all_rows(&case.db), &out);
 }

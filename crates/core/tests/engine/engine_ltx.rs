@@ -24,6 +24,7 @@ use litestream_core::replica_client::ReplicaClient;
 
 use crate::ltx_common::{
     assert_l0_contiguous, fast_opts, header, l0_path, ltx_files, ltx_replica, page_count,
+    start_default, stop_and_lose_meta,
 };
 
 /// A new, unique LTX replica on `backend` (file, s3, abs, sftp) with the test servers'
@@ -636,15 +637,7 @@ async fn a_lost_meta_directory_continues_the_txids_with_a_whole_database_file() 
     let rep = dir.path().join("replica");
     let c = app_conn(&db);
     mixed_schema(&c);
-    let start = || async {
-        Replicator::start(
-            &db,
-            vec![ltx_replica(&rep, LtxOptions::default())],
-            fast_opts(),
-        )
-        .await
-        .expect("start")
-    };
+    let start = || start_default(&db, &rep);
     let r = start().await;
     for round in 0..4 {
         workload_round(&c, round);
@@ -652,10 +645,7 @@ async fn a_lost_meta_directory_continues_the_txids_with_a_whole_database_file() 
             .await
             .expect("sync");
     }
-    let meta = r.meta_path().to_path_buf();
-    r.shutdown().await.expect("shutdown");
-    let before = assert_l0_contiguous(&rep);
-    std::fs::remove_dir_all(&meta).expect("remove meta");
+    let before = stop_and_lose_meta(r, &rep).await;
     workload_round(&c, 10);
     let r = start().await;
     workload_round(&c, 11);

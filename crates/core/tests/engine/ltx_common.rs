@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use litestream_core::engine::{
-    DbOptions, LtxOptions, ReplicaFormat, ReplicaHandleConfig, ReplicaOptions,
+    DbOptions, LtxOptions, ReplicaFormat, ReplicaHandleConfig, ReplicaOptions, Replicator,
 };
 use litestream_core::ltx::decoder::{LtxDecoder, LtxHeader, HEADER_SIZE};
 
@@ -56,6 +56,27 @@ pub(crate) fn ltx_files(rep: &Path) -> Vec<(u8, u64, u64)> {
     }
     out.sort();
     out
+}
+
+/// A replicator of `db` with one LTX replica at `rep`, default LTX options.
+pub(crate) async fn start_default(db: &Path, rep: &Path) -> Replicator {
+    Replicator::start(
+        db,
+        vec![ltx_replica(rep, LtxOptions::default())],
+        fast_opts(),
+    )
+    .await
+    .expect("start")
+}
+
+/// Stop `r` and delete its meta directory (a new container with the old replica); returns
+/// the replica's newest L0 TXID.
+pub(crate) async fn stop_and_lose_meta(r: Replicator, rep: &Path) -> u64 {
+    let meta = r.meta_path().to_path_buf();
+    r.shutdown().await.expect("shutdown");
+    let before = assert_l0_contiguous(rep);
+    std::fs::remove_dir_all(&meta).expect("remove meta");
+    before
 }
 
 /// The path of the L0 file holding `txid` in a `file://` replica.

@@ -3,13 +3,9 @@
 
 use std::time::Duration;
 
-use litestream_core::engine::{LtxOptions, Replicator};
-
 use crate::common::app_conn;
 use crate::counting_alloc::{peak_during, SERIAL};
-use crate::ltx_common::{
-    assert_l0_contiguous, fast_opts, header, l0_path, ltx_replica, page_count,
-};
+use crate::ltx_common::{header, l0_path, page_count, start_default, stop_and_lose_meta};
 
 /// After a lost meta directory the whole database goes up as one L0 file: built page by page
 /// into a staged file and uploaded from it, so the heap grows by a small bound, not by the
@@ -27,23 +23,12 @@ async fn a_whole_database_file_after_a_lost_meta_directory_streams_in_bounded_me
          INSERT INTO big(v) SELECT randomblob(32768) FROM n;",
     )
     .expect("fill");
-    let start = || async {
-        Replicator::start(
-            &db,
-            vec![ltx_replica(&rep, LtxOptions::default())],
-            fast_opts(),
-        )
-        .await
-        .expect("start")
-    };
+    let start = || start_default(&db, &rep);
     let r = start().await;
     r.sync_and_wait(Duration::from_secs(120))
         .await
         .expect("sync");
-    let meta = r.meta_path().to_path_buf();
-    r.shutdown().await.expect("shutdown");
-    let before = assert_l0_contiguous(&rep);
-    std::fs::remove_dir_all(&meta).expect("remove meta");
+    let before = stop_and_lose_meta(r, &rep).await;
     c.execute_batch("INSERT INTO big(v) VALUES (randomblob(100));")
         .expect("insert");
     let db_size = std::fs::metadata(&db).expect("db").len();
