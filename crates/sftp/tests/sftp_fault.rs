@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use litestream_core::retry::RetryConfig;
+use litestream_core::RetryConfig;
 use litestream_core::{Generation, Pos, ReplicaClient};
 use litestream_sftp::SftpClient;
 use litestream_test_servers::PrivateSshd;
