@@ -3,18 +3,10 @@
 
 use time::OffsetDateTime;
 
-/// Format a time as RFC 3339 in UTC with whole seconds (`2006-01-02T15:04:05Z`).
+/// Format a time as RFC 3339 in UTC with whole seconds (`2006-01-02T15:04:05Z`): Go's
+/// RFC 3339 of the whole second, which is the writer-timestamp format without a fraction.
 pub(crate) fn rfc3339_seconds(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    litestream_core::format_writer_timestamp(t.replace_nanosecond(0).unwrap_or(t))
 }
 
 /// Format a signed duration in nanoseconds like Go's `time.Duration.String`.
