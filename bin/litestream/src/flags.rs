@@ -279,3 +279,26 @@ mod tests {
         assert!(set().parse(&args(&["-o"])).is_err());
     }
 }
+
+#[cfg(test)]
+mod utf8_tests {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+
+    use super::utf8_args;
+
+    #[test]
+    fn a_non_utf8_argument_is_named_by_position() {
+        let args = vec![
+            OsString::from("restore"),
+            OsString::from_vec(b"\xffout.db".to_vec()),
+        ];
+        let e = utf8_args(args.into_iter()).expect_err("not UTF-8");
+        assert_eq!(
+            e.to_string(),
+            "argument 2 is not valid UTF-8: \"\u{fffd}out.db\""
+        );
+        let ok = utf8_args([OsString::from("wal")].into_iter()).expect("UTF-8");
+        assert_eq!(ok, ["wal"]);
+    }
+}

@@ -10,6 +10,7 @@ mod http;
 mod logging;
 mod progress;
 mod registry;
+mod timefmt;
 
 use std::process::ExitCode;
 

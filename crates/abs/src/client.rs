@@ -177,7 +177,7 @@ impl AbsClient {
         if let Some(t) = timestamp {
             attrs.insert(
                 Attribute::Metadata(TIMESTAMP_METADATA.into()),
-                litestream_core::store::format_writer_timestamp(t).into(),
+                litestream_core::format_writer_timestamp(t).into(),
             );
         }
 

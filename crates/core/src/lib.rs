@@ -1,29 +1,82 @@
-//! Litestream-compatible SQLite replication: the replica format, the storage traits
-//! ([`ObjectStore`] for backends, [`ReplicaClient`] for the rest), the replication engine and
-//! restore.
+//! Litestream-compatible SQLite replication: the replica format, the storage traits, the
+//! replication engine and restore.
 //!
 //! # Overview
 //!
-//! * Format: [`Pos`] and [`Generation`] ([`pos`]), replica key names ([`layout`]), the LZ4
-//!   frame ([`lz4`]) and the SQLite WAL ([`wal`]), all byte-compatible with Litestream v0.3.13.
-//! * Storage: backends implement [`ObjectStore`] ([`store`]: list, get, put with a
-//!   timestamp, delete) in their own crates (`litestream-file`, `litestream-s3`,
-//!   `litestream-abs`, `litestream-sftp`); core turns every store into a [`ReplicaClient`]
-//!   ([`replica_client`]) with the key layout ([`layout`]) and listing rules ([`listing`]).
-//! * Restore: [`restore::restore`] rebuilds a database from a replica, byte-identical to
-//!   Litestream's, applying WAL frames directly with bounded memory and retries.
-//! * Litestream v0.5 replicas: [`ltx`] reads the LTX format on every backend (decoder, key
-//!   layout, v0.5.17's restore plan, a streaming merge restore), writes it ([`ltx::encoder`],
-//!   [`ltx::compact`], [`ltx::upload`]; not yet wired into the engine) and
+//! * [`Replicator`] watches one SQLite database in WAL mode and ships its changes to replicas,
+//!   each a [`ReplicaHandleConfig`]: a name, a [`ReplicaClient`] and [`ReplicaOptions`].
+//!   [`Replicator::sync_and_wait`] returns once the latest transaction is on every replica.
+//! * [`ReplicaClient`] is the replica-side API over generations, snapshots and WAL segments
+//!   ([`Pos`], [`Generation`]). Backends implement the smaller [`ObjectStore`] (list, get, put
+//!   with a timestamp, delete) in their own crates (`litestream-file`, `litestream-s3`,
+//!   `litestream-abs`, `litestream-gcs`, `litestream-sftp`); every `ObjectStore` is a
+//!   `ReplicaClient`. [`MemoryClient`] is an in-process one for tests.
+//! * [`restore::restore`] rebuilds a database from a replica, byte-identical to Litestream's,
+//!   with bounded memory and retries ([`RestoreOptions`], [`RetryConfig`]).
+//! * Litestream v0.5 replicas: [`ltx`] reads and writes the LTX format, and
 //!   [`ltx::detect`] picks the format to restore when a path holds v0.3 and LTX data.
-//! * Configuration: [`config`] reads `litestream.yml`, [`url`] parses replica URLs.
+//! * Configuration: [`config`] reads `litestream.yml`, [`url`] parses replica URLs; an
+//!   [`Error`] says what went wrong in terms a caller can act on.
+//!
+//! The formats, all byte-compatible with Litestream v0.3.13: replica key names ([`layout`]),
+//! the LZ4 frame ([`lz4`]) and the SQLite WAL ([`wal`]).
+//!
+//! # Example
+//!
+//! Replicate a database to an in-memory replica, then restore it elsewhere:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use litestream_core::{
+//!     DbOptions, MemoryClient, ReplicaClient, ReplicaHandleConfig, ReplicaOptions, Replicator,
+//!     RestoreOptions,
+//! };
+//!
+//! # async fn example() -> litestream_core::Result<()> {
+//! let replica: Arc<dyn ReplicaClient> = Arc::new(MemoryClient::new());
+//! let handle = ReplicaHandleConfig {
+//!     name: "memory".into(),
+//!     client: replica.clone(),
+//!     options: ReplicaOptions::default(),
+//! };
+//! let replicator = Replicator::start("app.db", vec![handle], DbOptions::default()).await?;
+//! // ... the application writes to app.db with its own connection ...
+//! let pos = replicator.sync_and_wait(Duration::from_secs(10)).await?;
+//! println!("replicated up to {pos}");
+//! replicator.shutdown().await?;
+//!
+//! let restored = litestream_core::restore::restore(replica, &RestoreOptions::new("copy.db")).await?;
+//! println!("restored generation {}", restored.generation);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! * `bundled` (default): compile SQLite into the crate (rusqlite's `bundled`). Turn it off
+//!   (`default-features = false`) to link the system's `libsqlite3` instead, e.g. when the
+//!   application already links SQLite through another crate (sqlx, or rusqlite without
+//!   `bundled`): two copies of SQLite in one process must not open the same database.
 #![deny(missing_docs)]
 
+pub use engine::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Replicator};
+pub use error::{BoxError, Error, Result};
+pub use memory::MemoryClient;
+pub use pos::{Generation, Pos};
+pub use replica_client::{
+    check_object_key, ByteStream, ReplicaClient, SnapshotInfo, WalSegmentInfo,
+};
+pub use restore::RestoreOptions;
+pub use retry::{is_retryable, RetryConfig};
+pub use store::{format_writer_timestamp, DirListing, ObjectStore, PutOutcome, DELETE_CONCURRENCY};
+
+// What an embedder or a backend crate uses by path.
 pub mod age;
 pub mod config;
 pub mod config_ltx;
 pub mod engine;
-pub mod error;
 pub mod layout;
 pub mod listing;
 pub mod ltx;
@@ -31,16 +84,13 @@ pub mod lz4;
 pub mod memory;
 pub mod metrics;
 pub mod pos;
-pub mod replica_client;
 pub mod restore;
-pub mod retry;
-pub mod store;
 pub mod timefmt;
 pub mod url;
 pub mod wal;
 
-pub use error::{Error, Result};
-pub use pos::{Generation, Pos};
-pub use replica_client::{ByteStream, ReplicaClient, SnapshotInfo, WalSegmentInfo};
-pub use retry::RetryConfig;
-pub use store::{DirListing, ObjectStore, PutOutcome};
+// Their items are all in the `pub use` block above.
+mod error;
+mod replica_client;
+mod retry;
+mod store;

@@ -107,8 +107,8 @@ pub fn check_object_key(key: &str) -> Result<()> {
 
 /// Storage for one replica: generations of snapshots and WAL segments under a root.
 ///
-/// Every [`ObjectStore`](crate::store::ObjectStore) is a `ReplicaClient` (blanket
-/// implementation in [`crate::store`]).
+/// Every [`ObjectStore`](crate::ObjectStore) is a `ReplicaClient` (a blanket implementation
+/// beside that trait).
 ///
 /// # Contract
 ///

@@ -1,4 +1,5 @@
-//! Time formatting shared by logs and listing commands: RFC 3339 and Go-style durations.
+//! Time parsing at the edges: RFC 3339 timestamps (`-timestamp`) and Go-style durations
+//! (the config file's `sync-interval` and others).
 
 use std::time::Duration;
 
@@ -6,20 +7,6 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
-
-/// Format a time as RFC 3339 in UTC with whole seconds (`2006-01-02T15:04:05Z`).
-pub fn rfc3339_seconds(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
 
 /// Parse an RFC 3339 timestamp (fractional seconds accepted), as `-timestamp` takes it.
 pub fn parse_rfc3339(s: &str) -> Result<OffsetDateTime> {
@@ -29,50 +16,6 @@ pub fn parse_rfc3339(s: &str) -> Result<OffsetDateTime> {
                 .to_string(),
         )
     })
-}
-
-/// Format a signed duration in nanoseconds like Go's `time.Duration.String`.
-pub fn go_duration(nanos: i128) -> String {
-    if nanos == 0 {
-        return "0s".to_string();
-    }
-    let neg = nanos < 0;
-    let n = nanos.unsigned_abs();
-    let sign = if neg { "-" } else { "" };
-    if n < 1_000 {
-        return format!("{sign}{n}ns");
-    }
-    if n < 1_000_000 {
-        return format!("{sign}{}µs", frac(n, 1_000));
-    }
-    if n < 1_000_000_000 {
-        return format!("{sign}{}ms", frac(n, 1_000_000));
-    }
-    let total_secs = n / 1_000_000_000;
-    let sub = n % 1_000_000_000;
-    let h = total_secs / 3600;
-    let m = (total_secs % 3600) / 60;
-    let s = total_secs % 60;
-    let secs = frac(s * 1_000_000_000 + sub, 1_000_000_000);
-    let mut out = sign.to_string();
-    if h > 0 {
-        out.push_str(&format!("{h}h{m}m"));
-    } else if m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    out.push_str(&format!("{secs}s"));
-    out
-}
-
-fn frac(n: u128, unit: u128) -> String {
-    let whole = n / unit;
-    let rem = n % unit;
-    if rem == 0 {
-        return whole.to_string();
-    }
-    let width = unit.to_string().len() - 1;
-    let digits = format!("{rem:0width$}");
-    format!("{whole}.{}", digits.trim_end_matches('0'))
 }
 
 /// Parse a Go duration string (`1h30m`, `10s`, `500ms`, `1.5h`, `-2s`).
@@ -127,16 +70,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn go_durations_format_like_go() {
-        assert_eq!(go_duration(0), "0s");
-        assert_eq!(go_duration(-663_000_000), "-663ms");
-        assert_eq!(go_duration(1_500_000_000), "1.5s");
-        assert_eq!(go_duration(3_723_000_000_000), "1h2m3s");
-        assert_eq!(go_duration(60_000_000_000), "1m0s");
-        assert_eq!(go_duration(1_500), "1.5µs");
-    }
-
-    #[test]
     fn go_durations_parse() {
         assert_eq!(parse_go_duration("10s"), Some(Duration::from_secs(10)));
         assert_eq!(parse_go_duration("1h30m"), Some(Duration::from_secs(5400)));
@@ -153,9 +86,9 @@ mod tests {
     }
 
     #[test]
-    fn rfc3339_round_trip() {
+    fn rfc3339_parses_fractions_and_refuses_other_text() {
         let t = parse_rfc3339("2024-01-02T03:04:05.123Z").expect("parse");
-        assert_eq!(rfc3339_seconds(t), "2024-01-02T03:04:05Z");
+        assert_eq!(t.unix_timestamp_nanos(), 1_704_164_645_123_000_000);
         assert!(parse_rfc3339("yesterday").is_err());
     }
 }

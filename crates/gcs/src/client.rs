@@ -5,10 +5,10 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use litestream_core::format_writer_timestamp;
 use litestream_core::layout;
 use litestream_core::listing::ListedObject;
 use litestream_core::metrics::{record_operation, Operation};
-use litestream_core::store::format_writer_timestamp;
 use litestream_core::{ByteStream, DirListing, Error, ObjectStore, PutOutcome, Result};
 use time::OffsetDateTime;
 

@@ -259,7 +259,7 @@ impl S3Client {
         let metadata = timestamp.map(|t| {
             std::collections::HashMap::from([(
                 TIMESTAMP_METADATA.to_string(),
-                litestream_core::store::format_writer_timestamp(t),
+                litestream_core::format_writer_timestamp(t),
             )])
         });
         let io_err = |e: std::io::Error| Error::io(format!("s3://{}/{key}", self.target.bucket), e);

@@ -10,7 +10,7 @@ use litestream_core::config::ReplicaConfig;
 use litestream_core::layout;
 use litestream_core::listing::ListedObject;
 use litestream_core::metrics::{record_operation, Operation};
-use litestream_core::retry::RetryConfig;
+use litestream_core::RetryConfig;
 use litestream_core::{ByteStream, DirListing, Error, ObjectStore, PutOutcome, Result};
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};

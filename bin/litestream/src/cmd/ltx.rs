@@ -4,10 +4,10 @@
 
 use std::process::ExitCode;
 
+use crate::timefmt::rfc3339_seconds;
 use anyhow::{anyhow, bail, Context, Result};
 use litestream_core::ltx::plan::{apply_writer_timestamps, list_levels};
 use litestream_core::ltx::{format_txid, list_ltx_files, LtxFileInfo, MAX_LEVEL};
-use litestream_core::timefmt::rfc3339_seconds;
 use litestream_core::ReplicaClient;
 
 use super::list::{clients_for, ListArgs, SYNOPSIS};

@@ -280,3 +280,75 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod parse_tests {
+    use super::{Command, Name};
+
+    fn err(name: Name, args: &[&str]) -> String {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        Command::parse(name, &args)
+            .expect_err("must be refused")
+            .to_string()
+    }
+
+    /// Argument errors come out before any I/O, with v0.3.13's words and in its order.
+    #[test]
+    fn arguments_are_checked_at_the_edge_in_litestream_order() {
+        let both = [
+            "-index",
+            "1",
+            "-timestamp",
+            "2024-01-01T00:00:00Z",
+            "s3://b/p",
+        ];
+        assert_eq!(
+            err(Name::Restore, &both),
+            "cannot specify index & timestamp to restore"
+        );
+        assert_eq!(err(Name::Restore, &["s3://b/p"]), "output path required");
+        assert_eq!(
+            err(
+                Name::Restore,
+                &["-config", "x.yml", "-o", "o.db", "s3://b/p"]
+            ),
+            "cannot specify a replica URL and the -config flag"
+        );
+        assert_eq!(
+            err(Name::Restore, &[]),
+            "database path or replica URL required"
+        );
+        assert_eq!(
+            err(Name::Replicate, &["/data/app.db"]),
+            "must specify at least one replica URL for /data/app.db"
+        );
+        assert_eq!(
+            err(Name::Wal, &["-generation", "xyz", "/data/app.db"]),
+            "invalid generation name: \"xyz\""
+        );
+        assert_eq!(err(Name::Snapshots, &[]), "database path required");
+        assert_eq!(err(Name::Databases, &["extra"]), "too many arguments");
+        assert!(err(Name::Ltx, &["-level", "10", "s3://b/p"]).contains("between 0 and 9"));
+        assert_eq!(
+            err(Name::Generations, &["-x"]),
+            "flag provided but not defined: -x"
+        );
+    }
+
+    #[test]
+    fn command_names_are_litestreams() {
+        for name in [
+            "databases",
+            "generations",
+            "ltx",
+            "replicate",
+            "restore",
+            "snapshots",
+            "wal",
+        ] {
+            assert!(Name::from_arg(name).is_some(), "{name}");
+        }
+        assert_eq!(Name::from_arg("version"), None);
+        assert_eq!(Name::from_arg("restores"), None);
+    }
+}

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::common::*;
-use litestream_core::retry::RetryConfig;
+use litestream_core::RetryConfig;
 use litestream_core::{Generation, Pos, ReplicaClient};
 use litestream_sftp::SftpClient;
 use litestream_test_servers::PrivateSshd;

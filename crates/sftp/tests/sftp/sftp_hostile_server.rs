@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use litestream_core::config::ReplicaConfig;
 use litestream_core::layout;
 use litestream_core::restore::{restore, RestoreOptions};
-use litestream_core::retry::RetryConfig;
+use litestream_core::RetryConfig;
 use litestream_core::{Generation, ReplicaClient};
 use litestream_sftp::SftpClient;
 use russh::keys::ssh_key::private::Ed25519Keypair;
