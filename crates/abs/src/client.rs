@@ -181,7 +181,7 @@ impl AbsClient {
             );
         }
 
-        let first = litestream_core::store::read_chunk(&mut data, self.part_size)
+        let first = litestream_core::read_chunk(&mut data, self.part_size)
             .await
             .map_err(|e| Error::io(format!("abs://{}/{key}", self.ctx.container), e))?;
         if first.len() < self.part_size {
@@ -223,7 +223,7 @@ impl AbsClient {
                     .wait_for_capacity(UPLOAD_CONCURRENCY)
                     .await
                     .map_err(|e| self.err(Operation::Put, key, e))?;
-                chunk = litestream_core::store::read_chunk(&mut data, self.part_size)
+                chunk = litestream_core::read_chunk(&mut data, self.part_size)
                     .await
                     .map_err(|e| Error::io(format!("abs://{}/{key}", self.ctx.container), e))?;
             }

@@ -70,7 +70,9 @@ pub use replica_client::{
 };
 pub use restore::RestoreOptions;
 pub use retry::{is_retryable, RetryConfig};
-pub use store::{format_writer_timestamp, DirListing, ObjectStore, PutOutcome, DELETE_CONCURRENCY};
+pub use store::{
+    format_writer_timestamp, read_chunk, DirListing, ObjectStore, PutOutcome, DELETE_CONCURRENCY,
+};
 
 // What an embedder or a backend crate uses by path.
 pub mod age;

@@ -156,7 +156,7 @@ impl GcsClient {
         metadata: &[(&str, String)],
     ) -> Result<u64> {
         let read_err = |e| Error::io(self.ctx.object(key), e);
-        let first = litestream_core::store::read_chunk(&mut data, self.part_size)
+        let first = litestream_core::read_chunk(&mut data, self.part_size)
             .await
             .map_err(read_err)?;
         if first.len() < self.part_size {
@@ -181,7 +181,7 @@ impl GcsClient {
                 // A full chunk may or may not be the last: read the next one first (two parts
                 // in memory at most), so the last is sent with the total size.
                 let next = if chunk.len() == self.part_size {
-                    litestream_core::store::read_chunk(&mut data, self.part_size)
+                    litestream_core::read_chunk(&mut data, self.part_size)
                         .await
                         .map_err(read_err)?
                 } else {

@@ -20,7 +20,7 @@ use litestream_core::engine::{LtxOptions, ReplicaFormat, ReplicaHandleConfig, Re
 use litestream_core::ltx::decoder::LtxDecoder;
 use litestream_core::ltx::encoder::LtxEncoder;
 use litestream_core::ltx::keys::list_all_ltx_files;
-use litestream_core::replica_client::ReplicaClient;
+use litestream_core::ReplicaClient;
 
 use crate::ltx_common::{
     assert_l0_contiguous, fast_opts, header, l0_path, ltx_files, ltx_replica, page_count,
