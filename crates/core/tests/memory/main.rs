@@ -5,7 +5,6 @@
 mod counting_alloc;
 
 // The engine tests' helpers, for `ltx_memory`.
-#[allow(dead_code)]
 #[path = "../engine/common.rs"]
 mod common;
 #[allow(dead_code)]
