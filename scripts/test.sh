@@ -2,9 +2,9 @@
 # scripts/test.sh - THE project test command (also what CI runs via .ci/run).
 #
 #   1. installs the real Litestream binaries v0.3.13 and v0.5.17 (scripts/install-litestream.sh)
-#   2. starts local S3 (moto), Azure Blob (Azurite), SFTP (sshd) and GCS (gcp-storage-emulator)
-#      test servers (scripts/test-servers/start.sh) and exports their env (TEST_S3_*, TEST_ABS_*,
-#      TEST_SFTP_*, TEST_GCS_*)
+#   2. starts local S3 (moto with IAM auth: signatures are checked), Azure Blob (Azurite), SFTP
+#      (sshd) and GCS (gcp-storage-emulator) test servers (scripts/test-servers/start.sh) and
+#      exports their env (TEST_S3_*, TEST_ABS_*, TEST_SFTP_*, TEST_GCS_*)
 #   3. exports LITESTREAM_V0313_BIN / LITESTREAM_V0517_BIN (absolute paths of the real binaries),
 #      after checking that their `version` reports exactly v0.3.13 / v0.5.17 (else exit 1)
 #   4. runs `cargo test --workspace --all-features --locked "$@"` (extra args go to cargo test,
@@ -101,6 +101,11 @@ fi
 
 # The tests run our binary, never a stand-in (LITESTREAM_TEST_OUR_BIN is a calibration knob).
 unset LITESTREAM_TEST_OUR_BIN
+# No fallback S3 credentials: the tests pass the test server's keys explicitly (config, builder
+# or the command's own env), and moto checks signatures, so a key taken from the environment
+# instead of the config would fail instead of being masked.
+unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_PROFILE \
+  LITESTREAM_ACCESS_KEY_ID LITESTREAM_SECRET_ACCESS_KEY
 # litestream >= 0.5 (aws-sdk-go-v2) fails on every S3 call when AWS_CA_BUNDLE is set
 unset AWS_CA_BUNDLE
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}

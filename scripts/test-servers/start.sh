@@ -34,7 +34,7 @@ AZURITE_VERSION=3.35.0
 GCS_EMULATOR_VERSION=2026.7.19        # gcp-storage-emulator; single-threaded, HTTP/1.0
 S3S_FS_VERSION=0.14.1                 # s3s-fs 0.17.0 needs rustc >= 1.96; this machine has 1.95
 
-S3_KEY=test S3_SECRET=testtest        # s3s-fs enforces SigV4 with these; moto accepts any credentials
+S3_KEY=test S3_SECRET=testtest        # s3s-fs enforces SigV4 with these; moto: an IAM user's key (below)
 AZ_ACCOUNT=devstoreaccount1           # Azurite's well-known development account + key
 AZ_KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
 SFTP_USER=${SFTP_USER:-lstest}
@@ -148,8 +148,11 @@ elif alive "$BASE/run/s3.pid" "$S3_PAT"; then
 else
   ensure_port_free "$S3_PORT"
   if [ "$S3_SERVER" = moto ]; then
-    # moto keeps everything in memory: a restart always starts empty
-    spawn s3 "$BASE/venv/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT"
+    # moto keeps everything in memory: a restart always starts empty. IAM auth is on from the
+    # first request (INITIAL_NO_AUTH_ACTION_COUNT=0): every request must carry a valid SigV4
+    # signature of a known access key; the key is created below.
+    rm -f "$BASE/run/s3-credentials"
+    INITIAL_NO_AUTH_ACTION_COUNT=0 spawn s3 "$BASE/venv/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT"
   else
     [ "$KEEP_DATA" = 1 ] || rm -rf "$BASE/data/s3s"
     mkdir -p "$BASE/data/s3s/$BUCKET"            # s3s-fs: a bucket is a directory under its root
@@ -306,8 +309,46 @@ fi
 
 # --- bucket / container ------------------------------------------------------------------------
 if want s3 && [ "$S3_SERVER" = moto ]; then
-  c=$(curl -s -o /dev/null -w '%{http_code}' -X PUT "http://127.0.0.1:$S3_PORT/$BUCKET")   # moto: no auth needed
-  case "$c" in 200|409) ;; *) die "create bucket on moto: HTTP $c" ;; esac
+  # moto with IAM auth: an IAM user with an allow-all policy, its access key and the bucket are
+  # created through moto's reset-auth window of exactly 4 unauthenticated actions (CreateUser,
+  # PutUserPolicy, CreateAccessKey, CreateBucket); afterwards a wrong key or secret gets 403.
+  # The key is kept in run/s3-credentials for later runs while this moto lives.
+  if [ ! -s "$BASE/run/s3-credentials" ]; then
+    c=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: text/plain' --data-binary 4 "http://127.0.0.1:$S3_PORT/moto-api/reset-auth")
+    [ "$c" = 200 ] || die "moto reset-auth: HTTP $c"
+    "$BASE/venv/bin/python" - "http://127.0.0.1:$S3_PORT" "$BUCKET" > "$BASE/run/s3-credentials.tmp" <<'PYEOF' || die "moto IAM setup failed"
+import json, sys
+import boto3
+ep, bucket = sys.argv[1], sys.argv[2]
+kw = dict(endpoint_url=ep, region_name="us-east-1",
+          aws_access_key_id="setup", aws_secret_access_key="setup")  # unchecked in the window
+iam = boto3.client("iam", **kw)
+iam.create_user(UserName="litestream-test")
+iam.put_user_policy(UserName="litestream-test", PolicyName="all", PolicyDocument=json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+k = iam.create_access_key(UserName="litestream-test")["AccessKey"]
+boto3.client("s3", **kw).create_bucket(Bucket=bucket)
+print(k["AccessKeyId"], k["SecretAccessKey"])
+PYEOF
+    mv "$BASE/run/s3-credentials.tmp" "$BASE/run/s3-credentials"
+  fi
+  read -r S3_KEY S3_SECRET < "$BASE/run/s3-credentials"
+  # auth is on: the key works, a wrong secret is refused (else the S3 tests would prove nothing)
+  "$BASE/venv/bin/python" - "http://127.0.0.1:$S3_PORT" "$BUCKET" "$S3_KEY" "$S3_SECRET" <<'PYEOF' >&2 || die "moto auth check failed"
+import sys
+import boto3, botocore.exceptions
+ep, bucket, key, secret = sys.argv[1:]
+def s3(sec):
+    return boto3.client("s3", endpoint_url=ep, region_name="us-east-1",
+                        aws_access_key_id=key, aws_secret_access_key=sec)
+s3(secret).head_bucket(Bucket=bucket)
+try:
+    s3(secret + "x").head_bucket(Bucket=bucket)
+    sys.exit("moto accepted a wrong secret key: IAM auth is off")
+except botocore.exceptions.ClientError as e:
+    assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 403, e
+print("[test-servers] moto: IAM auth on (wrong secret refused with 403)")
+PYEOF
 fi
 cat > "$BASE/bin/azcontainer.py" <<'PYEOF'
 #!/usr/bin/env python3
@@ -365,8 +406,6 @@ fi
   e TEST_S3_REGION us-east-1
   e TEST_S3_ACCESS_KEY_ID "$S3_KEY"
   e TEST_S3_SECRET_ACCESS_KEY "$S3_SECRET"
-  e LITESTREAM_ACCESS_KEY_ID "$S3_KEY"
-  e LITESTREAM_SECRET_ACCESS_KEY "$S3_SECRET"
   e TEST_ABS_ENDPOINT "http://127.0.0.1:$ABS_PORT/$AZ_ACCOUNT"
   e TEST_ABS_ACCOUNT_NAME "$AZ_ACCOUNT"
   e TEST_ABS_ACCOUNT_KEY "$AZ_KEY"

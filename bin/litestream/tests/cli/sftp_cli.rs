@@ -154,7 +154,7 @@ fn sftp_healthcheck_restore_url_mode() {
     std::fs::create_dir_all(&bare_home).unwrap();
     let refused_db = case.path("refused.db");
     let out = restore(&case.url(), &refused_db, &bare_home);
-    assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let text = output_text(&out);
     assert!(
         text.contains("unknown host key") && text.contains("SHA256:"),
@@ -199,7 +199,7 @@ fn sftp_wrong_password_is_a_clear_error_without_the_password() {
     let cfg = case.config("litestream.yml", Auth::Password, Some(wrong));
     case.create_db();
     let out = restore_config(&our_bin(), &cfg, &case.db, &case.path("out.db"), &[]);
-    assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let text = output_text(&out);
     assert!(text.contains("lstest@127.0.0.1:"), "{}", describe(&out));
     assert!(text.contains("authentication failed"), "{}", describe(&out));
