@@ -10,6 +10,8 @@
 // Test support only: a failed setup step should panic with its message, like a test would.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod prometheus_text;
+
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

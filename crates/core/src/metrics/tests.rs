@@ -1,6 +1,7 @@
 //! Unit tests of the metrics: a strict exposition parser, every name, health.
 
 use super::*;
+use litestream_test_servers::prometheus_text::{find, kind, parse_exposition};
 use std::time::Duration;
 
 #[test]
@@ -19,151 +20,6 @@ fn counts_accumulate() {
             bytes: 15
         }
     );
-}
-
-/// A sample line parsed by [`parse_exposition`].
-#[derive(Debug)]
-struct Sample {
-    name: String,
-    labels: Vec<(String, String)>,
-    value: f64,
-}
-
-fn is_name(s: &str) -> bool {
-    let mut cs = s.chars();
-    matches!(cs.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && cs.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
-
-/// A strict parser of the text format: returns (types by family, samples) or an error
-/// naming the offending line.
-#[allow(clippy::type_complexity)]
-fn parse_exposition(text: &str) -> Result<(BTreeMap<String, String>, Vec<Sample>), String> {
-    let mut types = BTreeMap::new();
-    let mut helps = BTreeMap::new();
-    let mut samples = Vec::new();
-    if !text.ends_with('\n') {
-        return Err("no trailing newline".into());
-    }
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# ") {
-            let mut parts = rest.splitn(3, ' ');
-            let kw = parts.next().unwrap_or("");
-            let name = parts.next().ok_or(format!("bad comment: {line}"))?;
-            let arg = parts.next().ok_or(format!("bad comment: {line}"))?;
-            if !is_name(name) {
-                return Err(format!("bad name: {line}"));
-            }
-            match kw {
-                "TYPE" => {
-                    if !matches!(
-                        arg,
-                        "counter" | "gauge" | "histogram" | "summary" | "untyped"
-                    ) {
-                        return Err(format!("bad type: {line}"));
-                    }
-                    if types.insert(name.to_string(), arg.to_string()).is_some() {
-                        return Err(format!("duplicate TYPE: {line}"));
-                    }
-                }
-                "HELP" if helps.insert(name.to_string(), arg.to_string()).is_some() => {
-                    return Err(format!("duplicate HELP: {line}"));
-                }
-                _ => {}
-            }
-            continue;
-        }
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let name_end = line.find(['{', ' ']).ok_or(format!("no value: {line}"))?;
-        let name = &line[..name_end];
-        if !is_name(name) {
-            return Err(format!("bad metric name: {line}"));
-        }
-        let mut rest = &line[name_end..];
-        let mut labels = Vec::new();
-        if let Some(r) = rest.strip_prefix('{') {
-            let mut chars = r.char_indices().peekable();
-            let end: usize;
-            loop {
-                // label name
-                let start = match chars.peek() {
-                    Some((_, '}')) => {
-                        end = chars.next().map(|(i, _)| i).unwrap_or(0) + 1;
-                        break;
-                    }
-                    Some((i, _)) => *i,
-                    None => return Err(format!("unterminated labels: {line}")),
-                };
-                let eq = r[start..].find('=').ok_or(format!("bad label: {line}"))? + start;
-                let lname = &r[start..eq];
-                if !is_name(lname) || lname.contains(':') {
-                    return Err(format!("bad label name {lname:?}: {line}"));
-                }
-                while chars.peek().is_some_and(|(i, _)| *i <= eq) {
-                    chars.next();
-                }
-                if chars.next().map(|(_, c)| c) != Some('"') {
-                    return Err(format!("label value not quoted: {line}"));
-                }
-                let mut val = String::new();
-                loop {
-                    match chars.next() {
-                        Some((_, '\\')) => match chars.next() {
-                            Some((_, '\\')) => val.push('\\'),
-                            Some((_, '"')) => val.push('"'),
-                            Some((_, 'n')) => val.push('\n'),
-                            _ => return Err(format!("bad escape: {line}")),
-                        },
-                        Some((_, '"')) => break,
-                        Some((_, '\n')) | None => {
-                            return Err(format!("unterminated value: {line}"))
-                        }
-                        Some((_, c)) => val.push(c),
-                    }
-                }
-                labels.push((lname.to_string(), val));
-                match chars.peek() {
-                    Some((_, ',')) => {
-                        chars.next();
-                    }
-                    Some((_, '}')) => {}
-                    _ => return Err(format!("bad label separator: {line}")),
-                }
-            }
-            rest = &r[end..];
-        }
-        let value = rest
-            .strip_prefix(' ')
-            .ok_or(format!("no space before value: {line}"))?;
-        let value = value.split(' ').next().unwrap_or("");
-        let value: f64 = match value {
-            "NaN" => f64::NAN,
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            v => v.parse().map_err(|_| format!("bad value: {line}"))?,
-        };
-        if !types.contains_key(name) {
-            return Err(format!("sample before its TYPE: {line}"));
-        }
-        samples.push(Sample {
-            name: name.to_string(),
-            labels,
-            value,
-        });
-    }
-    Ok((types, samples))
-}
-
-fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Option<&'a Sample> {
-    samples.iter().find(|s| {
-        s.name == name
-            && s.labels.len() == labels.len()
-            && labels
-                .iter()
-                .all(|(k, v)| s.labels.iter().any(|(lk, lv)| lk == k && lv == v))
-    })
 }
 
 #[test]
@@ -190,14 +46,9 @@ fn renders_valid_exposition_with_every_name() {
     record_operation("s3", Operation::Get, 7);
 
     let text = render_prometheus();
-    let (types, samples) = parse_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let exp = parse_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     for f in FAMILIES {
-        assert_eq!(
-            types.get(f.name).map(String::as_str),
-            Some(f.kind.as_str()),
-            "{}",
-            f.name
-        );
+        assert_eq!(kind(&exp, f.name), Some(f.kind.as_str()), "{}", f.name);
         assert!(text.contains(&format!("# HELP {} ", f.name)));
     }
     for name in [
@@ -220,10 +71,10 @@ fn renders_valid_exposition_with_every_name() {
         "litestream_replica_operation_bytes",
         "litestream_replica_lag_seconds",
     ] {
-        assert!(types.contains_key(name), "{name} missing");
+        assert!(kind(&exp, name).is_some(), "{name} missing");
     }
     let v = |n: &str, l: &[(&str, &str)]| {
-        find(&samples, n, l)
+        find(&exp, n, l)
             .unwrap_or_else(|| panic!("{n} {l:?} missing\n{text}"))
             .value
     };
@@ -313,9 +164,9 @@ fn values_and_escapes() {
             "{name}\n{text}"
         );
     }
-    let (_, samples) = parse_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let exp = parse_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let index = find(
-        &samples,
+        &exp,
         "litestream_shadow_wal_index",
         &[("db", "/tmp/metrics-test/a\"b\\c\nd")],
     );
@@ -338,8 +189,8 @@ fn an_embedder_registry_reports_the_same_values() {
     let text = prometheus::TextEncoder::new()
         .encode_to_string(&own.gather())
         .expect("encode");
-    let (_, samples) = parse_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let value = |n: &str, l: &[(&str, &str)]| find(&samples, n, l).map(|s| s.value);
+    let exp = parse_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let value = |n: &str, l: &[(&str, &str)]| find(&exp, n, l).map(|s| s.value);
     assert_eq!(value("litestream_sync_count", &[("db", path)]), Some(7.0));
     assert!(value(
         "litestream_replica_lag_seconds",

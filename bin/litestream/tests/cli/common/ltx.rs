@@ -90,16 +90,32 @@ pub struct Listed {
 /// -json`).
 pub fn parse_ltx_json(out: &Output) -> Vec<Listed> {
     assert_exit(out, 0, "v0.5.17 ltx listing");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let re = regex::Regex::new(
-        r#""level":\s*(\d+),(?:\s*"name":\s*"[^"]*",)?\s*"min_txid":\s*"([0-9a-f]{16})",\s*"max_txid":\s*"([0-9a-f]{16})""#,
-    )
-    .unwrap();
-    re.captures_iter(&text)
-        .map(|c| Listed {
-            level: c[1].parse().unwrap(),
-            min: c[2].to_string(),
-            max: c[3].to_string(),
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    let files = match doc.get("files") {
+        Some(files) => files,
+        None => &doc,
+    };
+    let files = files
+        .as_array()
+        .unwrap_or_else(|| panic!("no list of LTX files: {doc}"));
+    let txid = |f: &serde_json::Value, key: &str| -> String {
+        let t = f[key].as_str().unwrap_or_else(|| panic!("no {key}: {f}"));
+        assert!(
+            t.len() == 16 && t.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{key} is not 16 hex digits: {f}"
+        );
+        t.to_string()
+    };
+    files
+        .iter()
+        .map(|f| Listed {
+            level: f["level"]
+                .as_u64()
+                .and_then(|l| u8::try_from(l).ok())
+                .unwrap_or_else(|| panic!("no level: {f}")),
+            min: txid(f, "min_txid"),
+            max: txid(f, "max_txid"),
         })
         .collect()
 }
