@@ -37,6 +37,9 @@ pub(super) unsafe extern "C" fn poll_busy_handler(arg: *mut c_void, count: c_int
     1
 }
 
+/// Shortest time between two [`DbCore::close_idle_conns`] that close anything.
+const IDLE_CLOSE_GAP: Duration = Duration::from_secs(10);
+
 impl DbCore {
     pub(super) fn open_conn(&self) -> Result<Connection> {
         // Never create the database: it appears when the application or a restore makes it.
@@ -139,16 +142,29 @@ impl DbCore {
 
     /// Close the connections a sync of an idle database does not need: the writer (outside a
     /// transaction) and the reader not holding the read lock. The read lock stays held.
+    ///
+    /// At most once per [`IDLE_CLOSE_GAP`]: reopening a connection is itself a WAL event
+    /// (SQLite running as root chowns the WAL on every open), which wakes the monitor for
+    /// another sync that would close and reopen again.
     pub(super) fn close_idle_conns(&mut self) {
+        if self
+            .idle_closed_at
+            .is_some_and(|t| t.elapsed() < IDLE_CLOSE_GAP)
+        {
+            return;
+        }
+        self.idle_closed_at = Some(Instant::now());
         if let Some(c) = self.conns.as_mut() {
+            let mut idle = Vec::new();
             if c.writer.get().is_some_and(|w| w.is_autocommit()) {
-                c.writer.take();
+                idle.extend(c.writer.take());
             }
             for i in 0..2 {
                 if !c.held[i] {
-                    c.readers[i].take();
+                    idle.extend(c.readers[i].take());
                 }
             }
+            idle.iter().for_each(close_without_checkpoint);
         }
     }
 
@@ -269,5 +285,22 @@ impl DbCore {
         }
         self.conns = None;
         self.continuity = false;
+    }
+}
+
+/// Prepare `c` to be closed while the database stays in use: SQLite checkpoints the WAL when a
+/// connection that can take an exclusive lock on the database closes, which would write to the
+/// database (waking the monitor for another sync, and another close) every time an idle
+/// database's spare connections are closed.
+fn close_without_checkpoint(c: &Connection) {
+    // SAFETY: the handle is valid for the lifetime of `c`; SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE
+    // takes an int and a nullable int pointer.
+    unsafe {
+        rusqlite::ffi::sqlite3_db_config(
+            c.handle(),
+            rusqlite::ffi::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            1 as c_int,
+            std::ptr::null_mut::<c_int>(),
+        );
     }
 }

@@ -108,6 +108,8 @@ pub(crate) struct DbCore {
     /// After the last copy the WAL held frames of the current WAL past the committed end (a
     /// commit on its way, or a large transaction); see [`Self::commit_in_progress`].
     uncommitted: bool,
+    /// When [`Self::close_idle_conns`] last closed the spare connections.
+    idle_closed_at: Option<Instant>,
 }
 
 /// After this many consecutive failed syncs the connections are dropped and re-opened even
@@ -194,6 +196,7 @@ impl DbCore {
             own_write: None,
             errors: 0,
             uncommitted: false,
+            idle_closed_at: None,
         }
     }
 
@@ -247,17 +250,30 @@ impl DbCore {
 mod tests {
     use super::*;
 
+    /// An application database in WAL mode with a table `t`, its connection (busy timeout
+    /// 5 s) and a `DbCore` on it with `opts`.
+    fn app_and_core(opts: DbOptions) -> (tempfile::TempDir, Connection, DbCore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("app.db");
+        let app = Connection::open(&db).expect("app");
+        app.busy_timeout(Duration::from_secs(5))
+            .expect("busy timeout");
+        app.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE t(x);")
+            .expect("schema");
+        (dir, app, DbCore::new(db, opts))
+    }
+
+    /// One sync with no replicas and no interest in early positions.
+    fn sync(core: &mut DbCore) -> Result<SyncOutcome> {
+        core.sync(&[], true, &mut |_, _| {})
+    }
+
     /// A panic between `BEGIN IMMEDIATE` and `ROLLBACK` (here inside [`DbCore::guarded`], as
     /// every sync and checkpoint runs) must not leave the application's write lock held.
     #[test]
     fn a_panic_holding_the_write_lock_releases_it() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("app.db");
-        let app = Connection::open(&db).expect("app");
-        app.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE t(x);")
-            .expect("schema");
-        let mut core = DbCore::new(db.clone(), DbOptions::default());
-        core.sync(&[], true, &mut |_, _| {}).expect("first sync");
+        let (_dir, app, mut core) = app_and_core(DbOptions::default());
+        sync(&mut core).expect("first sync");
         let r: Result<()> = core.guarded(|c| {
             c.writer()?
                 .execute_batch("BEGIN IMMEDIATE")
@@ -267,8 +283,7 @@ mod tests {
         assert!(r.is_err(), "the panic becomes an error");
         app.execute_batch("BEGIN IMMEDIATE; INSERT INTO t VALUES (1); COMMIT")
             .expect("the application can write again at once");
-        core.sync(&[], true, &mut |_, _| {})
-            .expect("the next sync starts afresh");
+        sync(&mut core).expect("the next sync starts afresh");
         core.close();
     }
 
@@ -277,26 +292,18 @@ mod tests {
     /// after a few attempts instead of failing forever.
     #[test]
     fn repeated_sync_errors_with_a_read_lock_held_reinitialise() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("app.db");
-        let app = Connection::open(&db).expect("app");
-        app.busy_timeout(Duration::from_secs(5))
-            .expect("busy timeout");
-        app.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE t(x);")
-            .expect("schema");
-        let opts = DbOptions {
+        let (_dir, app, mut core) = app_and_core(DbOptions {
             min_checkpoint_page_count: 1,
             ..DbOptions::default()
-        };
-        let mut core = DbCore::new(db.clone(), opts);
-        core.sync(&[], true, &mut |_, _| {}).expect("first sync");
+        });
+        sync(&mut core).expect("first sync");
         core.writer()
             .expect("writer")
             .execute_batch("BEGIN")
             .expect("a transaction left open");
         let (mut failures, mut recovered) = (0, false);
         for _ in 0..6 {
-            match core.sync(&[], true, &mut |_, _| {}) {
+            match sync(&mut core) {
                 Ok(_) => {
                     recovered = true;
                     break;
@@ -315,8 +322,7 @@ mod tests {
         );
         app.execute("INSERT INTO t VALUES (1)", [])
             .expect("the application writes again");
-        core.sync(&[], true, &mut |_, _| {})
-            .expect("sync after re-init");
+        sync(&mut core).expect("sync after re-init");
         core.close();
     }
 
@@ -325,19 +331,21 @@ mod tests {
     /// it needs and continues the same generation.
     #[test]
     fn an_idle_sync_keeps_only_the_read_lock_connection() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("app.db");
-        let app = Connection::open(&db).expect("app");
-        app.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE t(x);")
-            .expect("schema");
-        let mut core = DbCore::new(db.clone(), DbOptions::default());
-        let first = core.sync(&[], true, &mut |_, _| {}).expect("first sync");
-        let idle = core.sync(&[], true, &mut |_, _| {}).expect("idle sync");
+        let (_dir, app, mut core) = app_and_core(DbOptions::default());
+        let first = sync(&mut core).expect("first sync");
+        let idle = sync(&mut core).expect("idle sync");
         assert!(!idle.changed);
         let c = core.conns().expect("conns");
         assert!(c.writer.get().is_none(), "writer closed");
         assert_eq!(c.readers.iter().filter(|r| r.get().is_some()).count(), 1);
         assert!(core.holds_read());
+        let stamps = |core: &DbCore| (WalStamp::of(&core.path), WalStamp::of(&core.wal_path));
+        let s0 = stamps(&core);
+        sync(&mut core).expect("idle sync");
+        let s1 = stamps(&core);
+        sync(&mut core).expect("idle sync");
+        assert_eq!(s0, s1, "an idle sync leaves the files alone");
+        assert_eq!(s1, stamps(&core), "an idle sync leaves the files alone");
         app.execute("INSERT INTO t VALUES (1)", []).expect("write");
         let (busy, _, _): (i64, i64, i64) = app
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
@@ -359,17 +367,11 @@ mod tests {
     /// checkpoint's back-fill, so replicas upload those frames meanwhile.
     #[test]
     fn a_checkpointing_sync_reports_copied_frames_before_the_checkpoint() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("app.db");
-        let app = Connection::open(&db).expect("app");
-        app.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE t(x);")
-            .expect("schema");
-        let opts = DbOptions {
+        let (_dir, app, mut core) = app_and_core(DbOptions {
             min_checkpoint_page_count: 1,
             ..DbOptions::default()
-        };
-        let mut core = DbCore::new(db.clone(), opts);
-        core.sync(&[], true, &mut |_, _| {}).expect("first sync");
+        });
+        sync(&mut core).expect("first sync");
         app.execute("INSERT INTO t VALUES (randomblob(3000))", [])
             .expect("write");
         let mut seen = Vec::new();
