@@ -166,6 +166,17 @@ pub fn parse_exposition(text: &str) -> Result<Exposition, ParseError> {
     parse_families(text).map_err(ParseError)
 }
 
+/// Whether a HELP text escapes only `\\` and `\n`.
+fn help_escapes_ok(help: &str) -> bool {
+    let mut it = help.chars();
+    while let Some(ch) = it.next() {
+        if ch == '\\' && !matches!(it.next(), Some('\\' | 'n')) {
+            return false;
+        }
+    }
+    true
+}
+
 fn parse_families(text: &str) -> Result<Exposition, String> {
     if !text.is_empty() && !text.ends_with('\n') {
         return Err("exposition does not end with a newline".into());
@@ -190,12 +201,8 @@ fn parse_families(text: &str) -> Result<Exposition, String> {
                     if !helped.insert(name.to_string()) {
                         return Err(err("second HELP for the family".into()));
                     }
-                    let help = help.unwrap_or("");
-                    let mut it = help.chars();
-                    while let Some(ch) = it.next() {
-                        if ch == '\\' && !matches!(it.next(), Some('\\' | 'n')) {
-                            return Err(err("bad escape in HELP".into()));
-                        }
+                    if !help_escapes_ok(help.unwrap_or("")) {
+                        return Err(err("bad escape in HELP".into()));
                     }
                 }
                 (Some("TYPE"), Some(name), Some(kind)) => {
