@@ -30,6 +30,12 @@ fn run_litestream(bin: &Path, args: &[&str]) -> Output {
     cmd.args(args)
         .env_remove("LITESTREAM_CONFIG")
         .env_remove("AWS_CA_BUNDLE");
+    // URL mode takes the keys from the environment, as the compose healthcheck passes them.
+    if args.iter().any(|a| a.starts_with("s3://")) {
+        let env = |n: &str| test_env(n, "the s3 URL form needs the test server's key");
+        cmd.env("AWS_ACCESS_KEY_ID", env("TEST_S3_ACCESS_KEY_ID"))
+            .env("AWS_SECRET_ACCESS_KEY", env("TEST_S3_SECRET_ACCESS_KEY"));
+    }
     run(&mut cmd)
 }
 
@@ -258,11 +264,6 @@ fn ltx_usage_errors_are_clear() {
 fn s3_ltx_listing_and_restore_match_v0517() {
     let env = |n: &str| test_env(n, "the s3 LTX interop test needs the local S3 server");
     let path = format!("{}/app.sqlite", unique("s3", "interop"));
-    // URL mode takes the keys from LITESTREAM_ACCESS_KEY_ID / LITESTREAM_SECRET_ACCESS_KEY.
-    test_env(
-        "LITESTREAM_ACCESS_KEY_ID",
-        "the s3 URL form needs the test server's key",
-    );
     let url = format!(
         "s3://{}/{path}?endpoint={}&forcePathStyle=true&region={}",
         env("TEST_S3_BUCKET"),
