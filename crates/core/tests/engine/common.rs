@@ -231,3 +231,10 @@ pub fn mixed_workload_round(
         .expect("delete");
     tx.commit().expect("commit");
 }
+
+/// Size of the database's WAL file (0 when there is none).
+pub fn wal_len(db: &Path) -> u64 {
+    let mut p = db.as_os_str().to_owned();
+    p.push("-wal");
+    std::fs::metadata(PathBuf::from(p)).map_or(0, |m| m.len())
+}

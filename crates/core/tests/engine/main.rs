@@ -12,7 +12,6 @@ mod engine_locks;
 mod engine_ltx;
 mod engine_more;
 mod engine_positions;
-mod engine_scale;
 mod engine_snapshots;
 mod ltx_common;
 mod restore_synthetic;

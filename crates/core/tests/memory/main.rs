@@ -1,6 +1,7 @@
-//! The memory-bound tests, in a test binary of their own: [`counting_alloc`] is this binary's
-//! global allocator and every test here takes its `SERIAL` lock, so a measured heap peak is
-//! never another test's.
+//! The tests that measure process-wide state, in a test binary of their own: the heap
+//! ([`counting_alloc`] is this binary's global allocator), the process's inotify instances and
+//! its I/O counters.
+//! Every test here takes the `SERIAL` lock, so a measured peak or count is never another test's.
 
 mod counting_alloc;
 
@@ -12,5 +13,7 @@ mod common;
 mod ltx_common;
 
 mod age_memory;
+mod engine_io;
+mod engine_scale;
 mod ltx_memory;
 mod restore_hostile;

@@ -1,5 +1,5 @@
-//! The scale case of issue 11: many databases in one directory. Alone in its test binary:
-//! it counts the process's inotify instances.
+//! The scale case of issue 11: many databases in one directory. It counts the process's
+//! inotify instances, so it runs in the `memory` binary under its `SERIAL` lock.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::common;
 use crate::common::{assert_restores, dump, fast_replica_opts, file_replica};
+use crate::counting_alloc::SERIAL;
 use litestream_core::engine::{DbOptions, ReplicaHandleConfig, Replicator};
 
 fn app_conn(db: &Path) -> rusqlite::Connection {
@@ -41,6 +42,8 @@ fn inotify_instances() -> usize {
 /// on every monitor tick.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn databases_in_one_directory_share_one_watcher_and_idle_ones_are_not_synced() {
+    // Counts the process's inotify instances: no other test may hold a watcher meanwhile.
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     std::fs::create_dir(&data).expect("mkdir");
