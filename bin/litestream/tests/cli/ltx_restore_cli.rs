@@ -184,7 +184,14 @@ fn our_base(listing: &[Listed]) -> String {
 /// from that level file. The output is the same at the latest point, at `-txid` and at
 /// `-timestamp` targets, and ours restores the latest point even with the snapshot damaged,
 /// so it does not read it (it did before the plan change).
+///
+/// On demand only (`cargo test ... -- --ignored`): whether v0.5.17 writes this shape depends
+/// on its timing (whether its first L1 compaction runs before its start-up snapshot), and on
+/// a loaded CI machine three attempts in a row gave L9 1-2 with level files from TXID 3. The
+/// plan's choice is covered deterministically by the unit tests in `crates/core/src/ltx/plan.rs`
+/// and byte-identity with v0.5.17 by `restores_match_v0517_latest_txid_and_timestamp`.
 #[test]
+#[ignore = "v0.5.17 writes the needed replica shape only with some timings; run with --ignored"]
 fn a_level_file_from_txid_1_past_the_snapshot_is_the_base() {
     let work = tempfile::tempdir().unwrap();
     // Whether v0.5.17's first L1 file starts at TXID 1 or 2 depends on its timing (seen both
