@@ -104,11 +104,12 @@ impl Error {
         }
     }
 
-    /// Build an [`Error::Corrupt`] for `object`.
-    pub fn corrupt(object: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// Build an [`Error::Corrupt`] for `object`; `reason` is a message or a typed error such as
+    /// [`WalError`](crate::wal::WalError).
+    pub fn corrupt(object: impl Into<String>, reason: impl std::fmt::Display) -> Self {
         Error::Corrupt {
             object: object.into(),
-            reason: reason.into(),
+            reason: reason.to_string(),
         }
     }
 

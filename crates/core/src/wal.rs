@@ -14,6 +14,52 @@ pub const WAL_MAGIC_BE: u32 = 0x377f_0683;
 /// The only WAL format version SQLite writes.
 pub const WAL_VERSION: u32 = 3_007_000;
 
+/// Why a WAL header or frame failed validation ([`WalHeader::parse`], [`FrameValidator::check`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WalError {
+    /// Fewer than [`WAL_HEADER_SIZE`] bytes.
+    #[error("wal header too short: {0} bytes")]
+    HeaderTooShort(usize),
+    /// The magic is neither [`WAL_MAGIC_LE`] nor [`WAL_MAGIC_BE`].
+    #[error("invalid wal header magic {0:#010x}")]
+    BadMagic(u32),
+    /// A format version other than [`WAL_VERSION`].
+    #[error("unsupported wal version {0}")]
+    UnsupportedVersion(u32),
+    /// A page size that is not a power of two in 512..=65536.
+    #[error("invalid wal page size {0}")]
+    BadPageSize(u32),
+    /// The header checksum does not match the header bytes.
+    #[error("wal header checksum mismatch")]
+    HeaderChecksum,
+    /// A frame of the wrong length for the header's page size.
+    #[error("frame of {got} bytes, expected {expected}")]
+    FrameSize {
+        /// The length passed in.
+        got: usize,
+        /// `24 + page_size`.
+        expected: usize,
+    },
+    /// The frame's salt is not the header's: the frame belongs to an earlier WAL.
+    #[error(
+        "frame salt {:08x}{:08x} does not match wal header salt {:08x}{:08x}",
+        frame.0, frame.1, header.0, header.1
+    )]
+    SaltMismatch {
+        /// The frame's salt-1 and salt-2.
+        frame: (u32, u32),
+        /// The header's salt-1 and salt-2.
+        header: (u32, u32),
+    },
+    /// A frame for page number 0.
+    #[error("frame with page number 0")]
+    ZeroPageNumber,
+    /// The running checksum does not match the frame's.
+    #[error("frame checksum mismatch")]
+    FrameChecksum,
+}
+
 fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
@@ -35,27 +81,27 @@ pub struct WalHeader {
 
 impl WalHeader {
     /// Parse and validate a 32-byte WAL header (magic, version, page size and checksum).
-    pub fn parse(b: &[u8]) -> std::result::Result<WalHeader, String> {
+    pub fn parse(b: &[u8]) -> std::result::Result<WalHeader, WalError> {
         if b.len() < WAL_HEADER_SIZE {
-            return Err(format!("wal header too short: {} bytes", b.len()));
+            return Err(WalError::HeaderTooShort(b.len()));
         }
         let magic = be32(b, 0);
         let big_endian = match magic {
             WAL_MAGIC_LE => false,
             WAL_MAGIC_BE => true,
-            m => return Err(format!("invalid wal header magic {m:#010x}")),
+            m => return Err(WalError::BadMagic(m)),
         };
         let version = be32(b, 4);
         if version != WAL_VERSION {
-            return Err(format!("unsupported wal version {version}"));
+            return Err(WalError::UnsupportedVersion(version));
         }
         let page_size = be32(b, 8);
         if !(512..=65536).contains(&page_size) || !page_size.is_power_of_two() {
-            return Err(format!("invalid wal page size {page_size}"));
+            return Err(WalError::BadPageSize(page_size));
         }
         let checksum = (be32(b, 24), be32(b, 28));
         if checksum_update(big_endian, (0, 0), &b[..24]) != checksum {
-            return Err("wal header checksum mismatch".to_string());
+            return Err(WalError::HeaderChecksum);
         }
         Ok(WalHeader {
             big_endian,
@@ -158,29 +204,28 @@ impl FrameValidator {
     }
 
     /// Check one whole frame (`24 + page_size` bytes); on success the chain advances.
-    pub fn check(&mut self, frame: &[u8]) -> std::result::Result<FrameHeader, String> {
+    pub fn check(&mut self, frame: &[u8]) -> std::result::Result<FrameHeader, WalError> {
         if frame.len() != self.header.frame_size() {
-            return Err(format!(
-                "frame of {} bytes, expected {}",
-                frame.len(),
-                self.header.frame_size()
-            ));
+            return Err(WalError::FrameSize {
+                got: frame.len(),
+                expected: self.header.frame_size(),
+            });
         }
         let fh = FrameHeader::parse(frame);
         if fh.salt != self.header.salt {
-            return Err(format!(
-                "frame salt {:08x}{:08x} does not match wal header salt {:08x}{:08x}",
-                fh.salt.0, fh.salt.1, self.header.salt.0, self.header.salt.1
-            ));
+            return Err(WalError::SaltMismatch {
+                frame: fh.salt,
+                header: self.header.salt,
+            });
         }
         if fh.pgno == 0 {
-            return Err("frame with page number 0".to_string());
+            return Err(WalError::ZeroPageNumber);
         }
         let be = self.header.big_endian;
         let sum = checksum_update(be, self.running, &frame[..8]);
         let sum = checksum_update(be, sum, &frame[WAL_FRAME_HEADER_SIZE..]);
         if sum != fh.checksum {
-            return Err("frame checksum mismatch".to_string());
+            return Err(WalError::FrameChecksum);
         }
         self.running = sum;
         Ok(fh)
@@ -319,10 +364,15 @@ mod tests {
         let h = WalHeader::parse(&encode_header(false, 512, 0, (1, 2))).expect("h");
         let other = WalHeader { salt: (3, 4), ..h };
         let (f, _) = encode_frame(&other, h.checksum, 1, 1, &[0u8; 512]);
-        assert!(FrameValidator::new(h)
-            .check(&f)
-            .unwrap_err()
-            .contains("salt"));
+        let err = FrameValidator::new(h).check(&f).unwrap_err();
+        assert_eq!(
+            err,
+            WalError::SaltMismatch {
+                frame: (3, 4),
+                header: (1, 2)
+            }
+        );
+        assert!(err.to_string().contains("salt"));
     }
 
     #[test]

@@ -214,7 +214,7 @@ impl<R: Read> LtxDecoder<R> {
         &self.object
     }
 
-    fn corrupt(&self, why: impl Into<String>) -> Error {
+    fn corrupt(&self, why: impl std::fmt::Display) -> Error {
         Error::corrupt(&self.object, why)
     }
 
