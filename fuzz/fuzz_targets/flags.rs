@@ -17,9 +17,9 @@ use std::os::unix::ffi::OsStringExt;
 use flags::{Flag, FlagError, FlagSet};
 use libfuzzer_sys::fuzz_target;
 use litestream_core::ltx::parse_txid;
-use litestream_core::pos::{parse_index_hex, Generation};
-use litestream_core::timefmt::{parse_go_duration, parse_rfc3339};
 use litestream_core::url::{is_url, parse_replica_url};
+use litestream_core::{parse_go_duration, parse_rfc3339};
+use litestream_core::{parse_index_hex, Generation};
 
 const CONFIG: &[(&str, bool)] = &[("config", false), ("no-expand-env", true)];
 const RESTORE: &[(&str, bool)] = &[
@@ -85,7 +85,9 @@ fuzz_target!(|data: &[u8]| {
         .split(|b| *b == 0)
         .map(|a| OsString::from_vec(a.to_vec()))
         .collect();
-    let all_utf8 = data.split(|b| *b == 0).all(|a| std::str::from_utf8(a).is_ok());
+    let all_utf8 = data
+        .split(|b| *b == 0)
+        .all(|a| std::str::from_utf8(a).is_ok());
     let args = match flags::utf8_args(raw.into_iter()) {
         Ok(args) => {
             assert!(all_utf8, "a non-UTF-8 argument was accepted");

@@ -15,8 +15,8 @@ use litestream_core::ltx::decoder::{lock_pgno, LtxDecoder, LtxHeader, HEADER_SIZ
 use litestream_core::ltx::detect::{restore_any, AnyRestoreOutcome};
 use litestream_core::ltx::encoder::LtxEncoder;
 use litestream_core::ltx::keys::file_key;
-use litestream_core::memory::MemoryClient;
 use litestream_core::restore::RestoreOptions;
+use litestream_core::MemoryClient;
 use litestream_core::ReplicaClient;
 use time::OffsetDateTime;
 
@@ -36,7 +36,10 @@ fn decode(data: &[u8]) -> Option<u64> {
             }
             Ok(None) => return Some(pages),
             Err(e) => {
-                assert!(e.to_string().contains("fuzz.ltx"), "error without the name: {e}");
+                assert!(
+                    e.to_string().contains("fuzz.ltx"),
+                    "error without the name: {e}"
+                );
                 return None;
             }
         }
@@ -91,7 +94,9 @@ fuzz_target!(|data: &[u8]| {
             return;
         };
         let key = file_key(kind, 9, 1, h.min_txid - 1);
-        client.put_object(&key, snap, at, None).expect("put snapshot");
+        client
+            .put_object(&key, snap, at, None)
+            .expect("put snapshot");
     }
     let level = if h.is_snapshot() { 9 } else { 0 };
     let key = file_key(kind, level, h.min_txid, h.max_txid);
@@ -114,7 +119,10 @@ fuzz_target!(|data: &[u8]| {
     let restored = rt.block_on(restore_any(Arc::new(client), &opts, None));
     match restored {
         Ok(AnyRestoreOutcome::Ltx(o)) => {
-            assert!(decoded.is_some(), "restored from a file the decoder refuses");
+            assert!(
+                decoded.is_some(),
+                "restored from a file the decoder refuses"
+            );
             assert_eq!(o.page_size, h.page_size);
             let len = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(u64::MAX);
             assert_eq!(len, o.db_size);

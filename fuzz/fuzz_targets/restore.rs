@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use litestream_core::lz4::compress_to_vec;
-use litestream_core::memory::MemoryClient;
 use litestream_core::restore::{restore, RestoreOptions};
+use litestream_core::MemoryClient;
 use litestream_core::{Generation, Pos, ReplicaClient};
 
 fn snapshot() -> Vec<u8> {
@@ -36,7 +36,8 @@ fuzz_target!(|data: &[u8]| {
     rt.block_on(async {
         let client = MemoryClient::new();
         let g = Generation::random();
-        let stream = |b: Vec<u8>| -> litestream_core::ByteStream { Box::pin(std::io::Cursor::new(b)) };
+        let stream =
+            |b: Vec<u8>| -> litestream_core::ByteStream { Box::pin(std::io::Cursor::new(b)) };
         client
             .write_snapshot(&g, 0, stream(compress_to_vec(&snapshot())))
             .await

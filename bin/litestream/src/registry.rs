@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
-use litestream_core::age::{AgeClient, AgeKeys};
 use litestream_core::config::{ReplicaConfig, ReplicaKind};
 use litestream_core::ReplicaClient;
+use litestream_core::{AgeClient, AgeKeys};
 
 /// The file in a database's meta directory where SFTP host keys trusted on first use are
 /// remembered (OpenSSH known_hosts format).

@@ -69,7 +69,7 @@ mod tests {
 
     #[test]
     fn rfc3339_drops_fractions() {
-        let t = litestream_core::timefmt::parse_rfc3339("2024-01-02T03:04:05.123Z").expect("parse");
+        let t = litestream_core::parse_rfc3339("2024-01-02T03:04:05.123Z").expect("parse");
         assert_eq!(rfc3339_seconds(t), "2024-01-02T03:04:05Z");
     }
 }

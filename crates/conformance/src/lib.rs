@@ -2,7 +2,7 @@
 //! `# Contract`, and [`run_all`] to call them in turn.
 //!
 //! Every backend's tests build a client on a fresh, empty root (a random prefix on the test
-//! server, a temporary directory, a new [`MemoryClient`](litestream_core::memory::MemoryClient))
+//! server, a temporary directory, a new [`MemoryClient`](litestream_core::MemoryClient))
 //! and call [`run_all`]; that is the whole contract test. Tests of what only one backend does
 //! (credentials, host keys, multipart uploads, raw keys that do not parse) stay with the backend.
 //!
@@ -15,7 +15,7 @@
 //!
 //! ```no_run
 //! # async fn example() {
-//! let client = litestream_core::memory::MemoryClient::new();
+//! let client = litestream_core::MemoryClient::new();
 //! litestream_conformance::run_all(&client).await;
 //! # }
 //! ```
@@ -34,7 +34,7 @@ pub use objects::{
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use litestream_core::pos::MAX_INDEX;
+use litestream_core::MAX_INDEX;
 use litestream_core::{ByteStream, Error, Generation, Pos, ReplicaClient, Result};
 use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};

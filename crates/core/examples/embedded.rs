@@ -20,10 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use litestream_core::age::{AgeClient, AgeKeys};
 use litestream_core::config::AgeConfig;
-use litestream_core::engine::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Replicator};
 use litestream_core::ReplicaClient;
+use litestream_core::{AgeClient, AgeKeys};
+use litestream_core::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Replicator};
 use litestream_file::FileClient;
 
 #[tokio::main]

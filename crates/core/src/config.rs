@@ -20,6 +20,7 @@ use crate::timefmt::parse_go_duration;
 mod env;
 mod replica;
 
+pub use crate::config_ltx::{LevelConfig, RetentionConfig, SnapshotConfig};
 pub use env::{
     absolute_path, default_config_path, expand_env_text, expand_home, expand_with,
     expand_with_values,
@@ -66,7 +67,7 @@ pub struct LoggingConfig {
     pub stderr: bool,
 }
 
-/// Client-side encryption keys (`age:`); see [`crate::age`].
+/// Client-side encryption keys (`age:`); see [`AgeClient`](crate::AgeClient).
 #[derive(Clone, Default, Deserialize, PartialEq)]
 #[serde(default, rename_all = "kebab-case")]
 pub struct AgeConfig {
@@ -115,7 +116,7 @@ pub struct DbConfig {
     /// `replica` (as Litestream v0.5): a single replica.
     pub replica: Option<ReplicaConfig>,
     /// `snapshot` (as Litestream v0.5): this database's L9 snapshot interval and retention.
-    pub snapshot: Option<crate::config_ltx::SnapshotConfig>,
+    pub snapshot: Option<SnapshotConfig>,
     /// Keys this version does not know.
     #[serde(flatten)]
     pub unknown: BTreeMap<String, serde::de::IgnoredAny>,
@@ -149,15 +150,15 @@ pub struct Config {
     /// `format` (extension): `v0.3` or `ltx`, the format of new (empty) replica paths.
     pub format: Option<String>,
     /// `snapshot` (Litestream v0.5): L9 snapshot interval and retention of LTX replicas.
-    pub snapshot: Option<crate::config_ltx::SnapshotConfig>,
+    pub snapshot: Option<SnapshotConfig>,
     /// `levels` (Litestream v0.5): compaction intervals of levels 1, 2, ...
-    pub levels: Option<Vec<crate::config_ltx::LevelConfig>>,
+    pub levels: Option<Vec<LevelConfig>>,
     /// `l0-retention` (Litestream v0.5, default 5m).
     pub l0_retention: Option<GoDuration>,
     /// `l0-retention-check-interval` (Litestream v0.5, default 15s).
     pub l0_retention_check_interval: Option<GoDuration>,
     /// `retention` (Litestream v0.5): `enabled: false` leaves remote deletes to the bucket.
-    pub retention: Option<crate::config_ltx::RetentionConfig>,
+    pub retention: Option<RetentionConfig>,
     /// Keys this version does not know.
     #[serde(flatten)]
     pub unknown: BTreeMap<String, serde::de::IgnoredAny>,

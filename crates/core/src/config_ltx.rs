@@ -1,7 +1,7 @@
 //! The Litestream v0.5 keys of `litestream.yml` that drive the LTX replication path
 //! (`snapshot`, `levels`, `l0-retention`, `l0-retention-check-interval`, `retention`), the
-//! replica format keys (`format`, top level and per replica; an extension), and the v0.5 keys
-//! that are accepted but do nothing here (each logged by name).
+//! replica format keys (`format`, top level and per replica; an extension). The v0.5 keys that
+//! are accepted but do nothing here are the binary's (it logs each by name).
 
 use std::time::Duration;
 
@@ -37,54 +37,6 @@ pub struct RetentionConfig {
     pub enabled: Option<bool>,
 }
 
-/// Litestream v0.5 keys accepted here without effect, with what they are (logged as a
-/// warning naming the key). Top-level keys.
-pub const UNSUPPORTED_V05_KEYS: &[(&str, &str)] = &[
-    ("socket", "the control socket"),
-    ("mcp-addr", "the MCP server"),
-    ("heartbeat-url", "heartbeat pings"),
-    ("heartbeat-interval", "heartbeat pings"),
-    (
-        "validation",
-        "v0.5 validation (use per-replica validation-interval)",
-    ),
-    ("verify-compaction", "compaction verification"),
-    ("shutdown-sync-timeout", "the shutdown sync timeout"),
-    ("shutdown-sync-interval", "the shutdown sync interval"),
-];
-
-/// Per-database Litestream v0.5 keys accepted here without effect.
-pub const UNSUPPORTED_V05_DB_KEYS: &[(&str, &str)] = &[
-    ("dir", "directory replication"),
-    ("pattern", "directory replication"),
-    ("recursive", "directory replication"),
-    ("watch", "directory replication"),
-    ("meta-dir", "the v0.5 meta directory option (use meta-path)"),
-    ("busy-timeout", "the busy timeout option"),
-    (
-        "truncate-page-n",
-        "the v0.5 truncate threshold (use truncate-page-count)",
-    ),
-    ("max-sync-wal-bytes", "the sync size limit"),
-    ("restore-if-db-not-exists", "restore on replicate start"),
-];
-
-/// What an unknown key that Litestream v0.5 knows stands for (`key` as reported by
-/// [`Config::unknown_keys`]: `socket`, `dbs[0].dir`, ...), or `None` for a truly unknown key.
-pub fn unsupported_v05_key(key: &str) -> Option<&'static str> {
-    if let Some((_, what)) = UNSUPPORTED_V05_KEYS.iter().find(|(k, _)| *k == key) {
-        return Some(what);
-    }
-    let (_, last) = key.rsplit_once('.')?;
-    if key.contains(".replica") {
-        return None;
-    }
-    UNSUPPORTED_V05_DB_KEYS
-        .iter()
-        .find(|(k, _)| *k == last)
-        .map(|(_, what)| *what)
-}
-
 fn nonzero(d: Option<GoDuration>, what: &str) -> Result<Option<Duration>> {
     match d {
         Some(GoDuration(d)) if d.is_zero() => Err(Error::InvalidConfig(format!(
@@ -95,7 +47,7 @@ fn nonzero(d: Option<GoDuration>, what: &str) -> Result<Option<Duration>> {
 }
 
 /// Parse a `format` value (`v0.3` or `ltx`), naming `what` in the error.
-pub fn parse_format(s: &str, what: &str) -> Result<ReplicaFormat> {
+pub(crate) fn parse_format(s: &str, what: &str) -> Result<ReplicaFormat> {
     ReplicaFormat::parse(s).ok_or_else(|| {
         Error::InvalidConfig(format!(
             "{what}: unknown replica format {s:?} (expected \"v0.3\" or \"ltx\")"
@@ -218,13 +170,6 @@ mod tests {
         );
         let unknown = cfg.unknown_keys();
         assert!(unknown.contains(&"socket".to_string()), "{unknown:?}");
-        assert_eq!(unsupported_v05_key("socket"), Some("the control socket"));
-        assert_eq!(
-            unsupported_v05_key("dbs[0].dir"),
-            Some("directory replication")
-        );
-        assert_eq!(unsupported_v05_key("dbs[0].replicas[0].dir"), None);
-        assert_eq!(unsupported_v05_key("nonsense"), None);
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //! * Litestream v0.5 replicas: [`ltx`] reads and writes the LTX format, and
 //!   [`ltx::detect`] picks the format to restore when a path holds v0.3 and LTX data.
 //! * Configuration: [`config`] reads `litestream.yml`, [`url`] parses replica URLs; an
-//!   [`Error`] says what went wrong in terms a caller can act on.
+//!   [`Error`] says what went wrong in terms a caller can act on. [`AgeClient`] wraps a
+//!   replica in age encryption.
 //!
 //! The formats, all byte-compatible with Litestream v0.3.13: replica key names ([`layout`]),
 //! the LZ4 frame ([`lz4`]) and the SQLite WAL ([`wal`]).
@@ -61,10 +62,14 @@
 //!   `bundled`): two copies of SQLite in one process must not open the same database.
 #![deny(missing_docs)]
 
-pub use engine::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Replicator};
+pub use age::{AgeClient, AgeKeys};
+pub use engine::{
+    DbOptions, LtxOptions, ReplicaFormat, ReplicaHandleConfig, ReplicaOptions, Replicator,
+    ValidationReport, ValidationStats,
+};
 pub use error::{BoxError, Error, Result};
 pub use memory::MemoryClient;
-pub use pos::{Generation, Pos};
+pub use pos::{parse_index_hex, Generation, Pos, MAX_INDEX};
 pub use replica_client::{
     check_object_key, ByteStream, ReplicaClient, SnapshotInfo, WalSegmentInfo,
 };
@@ -73,26 +78,32 @@ pub use retry::{is_retryable, RetryConfig};
 pub use store::{
     format_writer_timestamp, read_chunk, DirListing, ObjectStore, PutOutcome, DELETE_CONCURRENCY,
 };
+pub use timefmt::{parse_go_duration, parse_rfc3339};
 
-// What an embedder or a backend crate uses by path.
-pub mod age;
+// What an embedder uses by path: the config file and replica URLs, restore, the LTX format
+// (v0.5) and the metrics.
 pub mod config;
-pub mod config_ltx;
-pub mod engine;
+pub mod ltx;
+pub mod metrics;
+pub mod restore;
+pub mod url;
+
+// The v0.3 formats (replica key names, the LZ4 frame, the SQLite WAL) and the listing helpers a
+// backend crate builds on; also what the fuzz targets and the tests that write replicas by
+// hand use.
 pub mod layout;
 pub mod listing;
-pub mod ltx;
 pub mod lz4;
-pub mod memory;
-pub mod metrics;
-pub mod pos;
-pub mod restore;
-pub mod timefmt;
-pub mod url;
 pub mod wal;
 
-// Their items are all in the `pub use` block above.
+// Their items are in the `pub use` block above (or, for `config_ltx`, in `config`).
+mod age;
+mod config_ltx;
+mod engine;
 mod error;
+mod memory;
+mod pos;
 mod replica_client;
 mod retry;
 mod store;
+mod timefmt;

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use crate::error::{Error, Result};
 
 /// Number of characters in a generation name.
-pub const GENERATION_NAME_LEN: usize = 16;
+pub(crate) const GENERATION_NAME_LEN: usize = 16;
 
 /// Highest WAL index a generation may reach (`0x7FFFFFFF`); reaching it forces a new generation.
 pub const MAX_INDEX: u32 = 0x7FFF_FFFF;
@@ -58,7 +58,7 @@ impl FromStr for Generation {
 }
 
 /// True if `s` is exactly 16 lowercase hexadecimal characters.
-pub fn is_generation_name(s: &str) -> bool {
+pub(crate) fn is_generation_name(s: &str) -> bool {
     s.len() == GENERATION_NAME_LEN && s.bytes().all(is_lower_hex)
 }
 

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use crate::timefmt::{go_duration, rfc3339_seconds};
 use anyhow::{anyhow, Result};
-use litestream_core::pos::Generation;
 use litestream_core::restore::list_generations;
+use litestream_core::Generation;
 use time::OffsetDateTime;
 
 use super::{db_clients, find_db, tabwrite, url_client, NamedClient, Source};

@@ -6,6 +6,7 @@ pub(crate) mod list;
 pub(crate) mod ltx;
 pub(crate) mod replicate;
 pub(crate) mod restore;
+mod v05_keys;
 pub(crate) mod version;
 
 use std::process::ExitCode;
@@ -126,7 +127,7 @@ impl ConfigArgs {
         crate::logging::register_secrets(cfg.secrets());
         crate::logging::init(&cfg.logging)?;
         for key in cfg.unknown_keys() {
-            match litestream_core::config_ltx::unsupported_v05_key(&key) {
+            match v05_keys::unsupported_v05_key(&key) {
                 Some(what) => tracing::warn!(key = %key, feature = what, path = %path.display(),
                     "Litestream v0.5 config key accepted but not supported here, ignored"),
                 None => {

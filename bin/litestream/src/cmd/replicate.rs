@@ -1,14 +1,12 @@
 //! `litestream replicate`: replicate every database of the config file, or
 //! `replicate DB_PATH REPLICA_URL...`; `-exec CMD` runs the application as a child process.
-//! A thin layer over [`litestream_core::engine::Replicator`].
+//! A thin layer over [`litestream_core::Replicator`].
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use litestream_core::config::{self, Config, DbConfig, ReplicaConfig};
-use litestream_core::engine::{
-    DbOptions, ReplicaFormat, ReplicaHandleConfig, ReplicaOptions, Replicator,
-};
+use litestream_core::{DbOptions, ReplicaFormat, ReplicaHandleConfig, ReplicaOptions, Replicator};
 use tokio::process::Child;
 use tokio_util::sync::CancellationToken;
 
@@ -45,7 +43,9 @@ impl Args {
         let flags = [CONFIG, NO_EXPAND_ENV, EXEC, FORMAT];
         let p = FlagSet::new("replicate", synopsis, &flags).parse(args)?;
         let format = match p.value(&FORMAT) {
-            Some(f) => litestream_core::config_ltx::parse_format(f, "-format")?,
+            Some(f) => ReplicaFormat::parse(f).ok_or_else(|| {
+                anyhow!("-format: unknown replica format {f:?} (expected \"v0.3\" or \"ltx\")")
+            })?,
             None => ReplicaFormat::V3,
         };
         let config = ConfigArgs::from_flags(&p);

@@ -8,9 +8,9 @@ use litestream_core::ltx::detect::{
     find_any_target, restore_target, AnyRestoreOutcome, RestoreTarget,
 };
 use litestream_core::ltx::parse_txid;
-use litestream_core::pos::{parse_index_hex, Generation};
+use litestream_core::parse_rfc3339;
 use litestream_core::restore::{self, RestoreOptions};
-use litestream_core::timefmt::parse_rfc3339;
+use litestream_core::{parse_index_hex, Generation};
 
 use super::{db_clients, find_db, url_client, ConfigArgs, NamedClient, Source};
 use super::{CONFIG, NO_EXPAND_ENV};

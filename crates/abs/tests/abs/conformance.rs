@@ -468,7 +468,7 @@ async fn ltx_layout_objects_list_read_and_report_writer_timestamps() {
         .object_timestamp(&format!("ltx/0/{}", name(2, 2)))
         .await
         .unwrap();
-    let want = litestream_core::timefmt::parse_rfc3339(ts).unwrap();
+    let want = litestream_core::parse_rfc3339(ts).unwrap();
     assert_eq!(got, Some(want));
     assert_eq!(want.nanosecond(), 123_456_789);
     for key in [

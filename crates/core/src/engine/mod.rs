@@ -8,7 +8,7 @@
 //! # async fn demo() -> litestream_core::Result<()> {
 //! use std::sync::Arc;
 //! use std::time::Duration;
-//! use litestream_core::engine::{DbOptions, ReplicaHandleConfig, Replicator};
+//! use litestream_core::{DbOptions, ReplicaHandleConfig, Replicator};
 //! # fn client() -> Arc<dyn litestream_core::ReplicaClient> { unimplemented!() }
 //! let replicator = Replicator::start(
 //!     "/data/app.db",

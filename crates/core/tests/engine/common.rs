@@ -6,9 +6,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use litestream_core::engine::{DbOptions, ReplicaHandleConfig, ReplicaOptions};
 use litestream_core::restore::{restore, RestoreOptions};
 use litestream_core::ReplicaClient;
+use litestream_core::{DbOptions, ReplicaHandleConfig, ReplicaOptions};
 use litestream_file::FileClient;
 
 /// Path of a real Litestream binary from `var`; panics (never skips) if it is not there.

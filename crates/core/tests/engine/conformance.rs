@@ -1,6 +1,6 @@
 //! [`MemoryClient`] against the shared `ReplicaClient` behaviour suite.
 
-use litestream_core::memory::MemoryClient;
+use litestream_core::MemoryClient;
 
 #[tokio::test]
 async fn memory_client_passes_the_replica_client_suite() {

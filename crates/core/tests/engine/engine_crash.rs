@@ -18,10 +18,10 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::common::{example_bin, integrity, litestream_bin, restore_with};
-use litestream_core::age::{AgeClient, AgeKeys};
 use litestream_core::config::AgeConfig;
 use litestream_core::restore::{restore, RestoreOptions};
 use litestream_core::ReplicaClient;
+use litestream_core::{AgeClient, AgeKeys};
 use litestream_file::FileClient;
 use rand::{Rng, RngExt};
 use time::format_description::well_known::Rfc3339;

@@ -9,7 +9,7 @@ use crate::common::{
     app_conn, dump, file_replica, integrity, litestream_bin, mixed_schema, mixed_workload_round,
     restore_with,
 };
-use litestream_core::engine::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Replicator};
+use litestream_core::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Replicator};
 
 fn fast_opts() -> DbOptions {
     DbOptions {

@@ -10,7 +10,7 @@ use crate::common::{
     app_conn, assert_restores, dump, fast_db_opts, fast_replica_opts, file_replica, integrity,
     try_our_restore, wal_len,
 };
-use litestream_core::engine::{DbOptions, ReplicaOptions, Replicator};
+use litestream_core::{DbOptions, ReplicaOptions, Replicator};
 use litestream_core::{Generation, ReplicaClient};
 use litestream_file::FileClient;
 

@@ -7,8 +7,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use litestream_core::engine::{DbOptions, ReplicaHandleConfig, Replicator};
 use litestream_core::restore::{restore, RestoreOptions};
+use litestream_core::{DbOptions, ReplicaHandleConfig, Replicator};
 use litestream_file::FileClient;
 
 /// Insert rows from another process that then closes its (only) connection.

@@ -16,11 +16,11 @@ use crate::common::{
     app_conn, dump, integrity, litestream_bin, mixed_schema, mixed_workload_round,
 };
 use litestream_core::config::Config;
-use litestream_core::engine::{LtxOptions, ReplicaFormat, ReplicaHandleConfig, Replicator};
 use litestream_core::ltx::decoder::LtxDecoder;
 use litestream_core::ltx::encoder::LtxEncoder;
 use litestream_core::ltx::keys::list_all_ltx_files;
 use litestream_core::ReplicaClient;
+use litestream_core::{LtxOptions, ReplicaFormat, ReplicaHandleConfig, Replicator};
 
 use crate::ltx_common::{
     assert_l0_contiguous, fast_opts, header, l0_path, ltx_files, ltx_replica, page_count,

@@ -12,7 +12,7 @@ use crate::common::{
     app_conn, assert_restores, dump, fast_db_opts, fast_replica_opts, file_replica, integrity,
     litestream_bin, our_restore, restore_with, try_our_restore,
 };
-use litestream_core::engine::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Replicator};
+use litestream_core::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Replicator};
 use litestream_core::{Pos, ReplicaClient};
 use litestream_file::FileClient;
 

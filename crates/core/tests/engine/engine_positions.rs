@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{app_conn, assert_restores, dump, file_replica};
-use litestream_core::engine::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Replicator};
 use litestream_core::{ByteStream, Generation, Pos, ReplicaClient, SnapshotInfo, WalSegmentInfo};
+use litestream_core::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Replicator};
 use litestream_file::FileClient;
 
 fn db_opts() -> DbOptions {

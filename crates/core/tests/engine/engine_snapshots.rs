@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{app_conn, dump, example_bin, integrity, litestream_bin, restore_with};
-use litestream_core::engine::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Replicator};
 use litestream_core::restore::{restore, RestoreOptions};
+use litestream_core::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Replicator};
 use litestream_core::{ReplicaClient, SnapshotInfo};
 use litestream_file::FileClient;
 use rand::{Rng, RngExt};

@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use litestream_core::engine::{
+use litestream_core::ltx::decoder::{LtxDecoder, LtxHeader, HEADER_SIZE};
+use litestream_core::{
     DbOptions, LtxOptions, ReplicaFormat, ReplicaHandleConfig, ReplicaOptions, Replicator,
 };
-use litestream_core::ltx::decoder::{LtxDecoder, LtxHeader, HEADER_SIZE};
 
 use crate::common::file_replica;
 

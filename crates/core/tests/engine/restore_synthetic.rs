@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use litestream_core::lz4::compress_to_vec;
-use litestream_core::memory::MemoryClient;
 use litestream_core::restore::{restore, RestoreOptions};
 use litestream_core::wal::{split_at_commits as split_wal, WalHeader, WAL_HEADER_SIZE};
+use litestream_core::MemoryClient;
 use litestream_core::{
     ByteStream, Error, Generation, Pos, ReplicaClient, Result, RetryConfig, SnapshotInfo,
     WalSegmentInfo,

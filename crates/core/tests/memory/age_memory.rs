@@ -8,8 +8,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use litestream_core::age::{AgeClient, AgeKeys};
 use litestream_core::config::AgeConfig;
+use litestream_core::{AgeClient, AgeKeys};
 use litestream_core::{ByteStream, Generation, ReplicaClient};
 use litestream_file::FileClient;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use litestream_core::engine::{DbOptions, Replicator};
+use litestream_core::{DbOptions, Replicator};
 
 use crate::common::{app_conn, assert_restores, dump, fast_replica_opts, file_replica, wal_len};
 use crate::counting_alloc::SERIAL;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::common;
 use crate::common::{assert_restores, dump, fast_replica_opts, file_replica};
 use crate::counting_alloc::SERIAL;
-use litestream_core::engine::{DbOptions, ReplicaHandleConfig, Replicator};
+use litestream_core::{DbOptions, ReplicaHandleConfig, Replicator};
 
 fn app_conn(db: &Path) -> rusqlite::Connection {
     let c = common::app_conn(db);

@@ -423,7 +423,7 @@ async fn ltx_layout_objects_list_read_and_report_writer_timestamps() {
         .object_timestamp(&format!("0000/{}", name(2, 2)))
         .await
         .expect("timestamp");
-    let want = litestream_core::timefmt::parse_rfc3339(ts).expect("time");
+    let want = litestream_core::parse_rfc3339(ts).expect("time");
     assert_eq!(got, Some(want));
     assert_eq!(want.nanosecond(), 123_456_789);
     for key in [
