@@ -28,6 +28,7 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use litestream_core::metrics;
+use litestream_core::url::split_host_port;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
@@ -92,19 +93,11 @@ pub(crate) fn raise_nofile_limit() -> Option<libc::rlim_t> {
 /// error: `must specify port for bind address: "9999"`. Returns (host, port).
 pub(crate) fn parse_addr(addr: &str) -> Result<(String, u16)> {
     let no_port = || anyhow::anyhow!("must specify port for bind address: {addr:?}");
-    let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
-        let (h, p) = rest.split_once(']').ok_or_else(no_port)?;
-        (h, p.strip_prefix(':').ok_or_else(no_port)?)
-    } else {
-        let (h, p) = addr.rsplit_once(':').ok_or_else(no_port)?;
-        if h.contains(':') {
-            bail!("invalid bind address {addr:?}: too many colons");
-        }
-        (h, p)
+    let (host, port) = match split_host_port(addr) {
+        Some((host, Some(port))) if !port.is_empty() => (host, port),
+        None if !addr.starts_with('[') => bail!("invalid bind address {addr:?}: too many colons"),
+        _ => return Err(no_port()),
     };
-    if port.is_empty() {
-        return Err(no_port());
-    }
     let port: u16 = port
         .parse()
         .with_context(|| format!("invalid port in bind address: {addr:?}"))?;
@@ -446,6 +439,22 @@ mod tests {
         assert!(parse_addr("localhost:").is_err());
         assert_eq!(parse_addr(":9090").unwrap(), (String::new(), 9090));
         assert_eq!(parse_addr("[::1]:9090").unwrap(), ("::1".into(), 9090));
+        assert!(parse_addr("[::1]")
+            .unwrap_err()
+            .to_string()
+            .contains("must specify port"));
+        assert!(parse_addr("[::1]x")
+            .unwrap_err()
+            .to_string()
+            .contains("must specify port"));
+        assert!(parse_addr("::1:9090")
+            .unwrap_err()
+            .to_string()
+            .contains("too many colons"));
+        assert!(parse_addr("h:x")
+            .unwrap_err()
+            .to_string()
+            .contains("invalid port"));
         assert_eq!(
             metrics_url(":9090").unwrap(),
             "http://localhost:9090/metrics"
