@@ -1,5 +1,9 @@
 //! The format-neutral part of a restore: the temporary output file and its atomic publish,
 //! and the readers every format uses (retrying reopen, read-ahead, exact reads).
+//!
+//! The publish is `tempfile`'s `persist_noclobber` on the temporary file, which is created here
+//! beside the output (mode 0600, `create_new`, named after the output so that a leftover one is
+//! recognisable) rather than by `tempfile`'s builder, and removed by [`TempGuard`] on any error.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -112,21 +116,30 @@ pub(super) fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 /// Move the finished temporary file to `output` without replacing anything created there
-/// in the meantime.
+/// in the meantime: `tempfile`'s `persist_noclobber`, an atomic `renameat2(RENAME_NOREPLACE)`,
+/// or a hard link and an unlink of the temporary name where the filesystem has no
+/// `RENAME_NOREPLACE` (NFS). A filesystem with neither (some FUSE and SMB mounts) gets a plain
+/// rename, as Litestream always does: `output` was checked free when the restore started.
+/// The caller fsyncs the directory afterwards.
 pub(crate) fn publish(tmp: &Path, output: &Path) -> Result<()> {
-    match std::fs::hard_link(tmp, output) {
-        Ok(()) => {
-            let _ = std::fs::remove_file(tmp);
-            Ok(())
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::InvalidArgument(format!(
+    let tmp = tempfile::TempPath::try_from_path(tmp)
+        .map_err(|e| Error::io(tmp.display().to_string(), e))?;
+    let err = match tmp.persist_noclobber(output) {
+        Ok(()) => return Ok(()),
+        Err(err) => err,
+    };
+    if err.error.kind() == io::ErrorKind::AlreadyExists {
+        // Dropping `err` removes the temporary file.
+        return Err(Error::InvalidArgument(format!(
             "cannot restore, output path already exists: {}",
             output.display()
-        ))),
-        Err(_) => {
-            std::fs::rename(tmp, output).map_err(|e| Error::io(output.display().to_string(), e))
-        }
+        )));
     }
+    tracing::debug!(error = %err.error, path = %output.display(),
+        "no-clobber rename and hard link unsupported here, renaming");
+    err.path
+        .persist(output)
+        .map_err(|e| Error::io(output.display().to_string(), e.error))
 }
 
 pub(crate) fn read_error(object: &str, e: io::Error) -> Error {
@@ -374,4 +387,34 @@ pub(crate) fn read_exact_or_corrupt(
         return Err(Error::corrupt(name, why));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_moves_the_temporary_file_into_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("app.db");
+        let (_, tmp, file, mut guard) = prepare_output(&out).unwrap();
+        file.write_all_at(b"restored", 0).unwrap();
+        publish(&tmp, &out).unwrap();
+        guard.armed = false;
+        assert_eq!(std::fs::read(&out).unwrap(), b"restored");
+        assert!(!tmp.exists(), "the temporary name is gone");
+    }
+
+    #[test]
+    fn publish_never_replaces_an_output_created_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("app.db");
+        let (_, tmp, file, _guard) = prepare_output(&out).unwrap();
+        file.write_all_at(b"restored", 0).unwrap();
+        std::fs::write(&out, b"the application's").unwrap();
+        let err = publish(&tmp, &out).unwrap_err().to_string();
+        assert!(err.contains("output path already exists"), "{err}");
+        assert_eq!(std::fs::read(&out).unwrap(), b"the application's");
+        assert!(!tmp.exists(), "the temporary file is removed");
+    }
 }
