@@ -137,6 +137,17 @@ impl DbCore {
             let (pos, _, _) = self.copy_frames()?;
             return Ok(pos);
         }
+        self.restart_wal(mode)?;
+        let (pos, _, _) = self.copy_frames()?;
+        self.own_write = WalStamp::of(&self.wal_path);
+        tracing::debug!(db = %self.path.display(), mode = mode.as_str(),
+            elapsed = ?started.elapsed(), position = %pos.pos(), "checkpoint done");
+        Ok(pos)
+    }
+
+    /// After a complete back-fill: write the `_litestream_seq` frame in a fresh transaction so
+    /// that SQLite restarts the WAL (TRUNCATE also has it truncate the file to zero bytes).
+    fn restart_wal(&self, mode: CheckpointMode) -> Result<()> {
         let writer = self.writer()?;
         if mode == CheckpointMode::Truncate {
             writer
@@ -148,11 +159,7 @@ impl DbCore {
             let _ = writer.execute_batch("PRAGMA journal_size_limit = -1");
         }
         seq.map_err(|e| self.sql_err(e))?;
-        let (pos, _, _) = self.copy_frames()?;
-        self.own_write = WalStamp::of(&self.wal_path);
-        tracing::debug!(db = %self.path.display(), mode = mode.as_str(),
-            elapsed = ?started.elapsed(), position = %pos.pos(), "checkpoint done");
-        Ok(pos)
+        Ok(())
     }
 
     /// Pin a position for validation (see `validate.rs`): under the write lock copy every
