@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use litestream_core::restore::{restore, RestoreOptions};
 use litestream_core::ReplicaClient;
-use litestream_core::{DbOptions, ReplicaHandleConfig, ReplicaOptions};
+use litestream_core::{DbOptions, Pos, ReplicaHandleConfig, ReplicaOptions, Replicator};
 use litestream_file::FileClient;
 
 /// Path of a real Litestream binary from `var`; panics (never skips) if it is not there.
@@ -116,6 +116,35 @@ pub fn file_replica(name: &str, dir: &Path, options: ReplicaOptions) -> ReplicaH
         client: Arc::new(FileClient::new(dir)),
         options,
     }
+}
+
+/// Start a [`Replicator`] on `db` with one `file://` replica named `file` in `replica_dir`;
+/// panics on failure.
+pub async fn start_with_file_replica(
+    db: &Path,
+    replica_dir: &Path,
+    replica: ReplicaOptions,
+    opts: DbOptions,
+) -> Replicator {
+    Replicator::start(db, vec![file_replica("file", replica_dir, replica)], opts)
+        .await
+        .unwrap_or_else(|e| panic!("start replicating {}: {e}", db.display()))
+}
+
+/// [`start_with_file_replica`], then wait (20 s at most) until the replica holds the latest
+/// transaction; returns the replicator and that position.
+pub async fn start_synced(
+    db: &Path,
+    replica_dir: &Path,
+    replica: ReplicaOptions,
+    opts: DbOptions,
+) -> (Replicator, Pos) {
+    let r = start_with_file_replica(db, replica_dir, replica, opts).await;
+    let pos = r
+        .sync_and_wait(Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|e| panic!("first sync of {}: {e}", db.display()));
+    (r, pos)
 }
 
 /// Replica options for tests: `sync-interval` 20 ms.

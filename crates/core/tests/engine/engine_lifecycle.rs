@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::common::{
-    app_conn, assert_restores, dump, fast_db_opts, fast_replica_opts, file_replica, integrity,
-    try_our_restore, wal_len,
+    app_conn, assert_restores, dump, fast_db_opts, fast_replica_opts, integrity, start_synced,
+    start_with_file_replica, try_our_restore, wal_len,
 };
-use litestream_core::{DbOptions, ReplicaOptions, Replicator};
+use litestream_core::{DbOptions, ReplicaOptions};
 use litestream_core::{Generation, ReplicaClient};
 use litestream_file::FileClient;
 
@@ -65,17 +65,7 @@ async fn seed_replica(dir: &Path, rep: &Path) -> (Generation, Vec<(String, Vec<S
     let db = dir.join("seed.db");
     let c = app_conn(&db);
     insert(&c, "t", 0, 50);
-    let r = Replicator::start(
-        &db,
-        vec![file_replica("file", rep, fast_replica_opts())],
-        fast_db_opts(),
-    )
-    .await
-    .expect("start seed");
-    let pos = r
-        .sync_and_wait(Duration::from_secs(20))
-        .await
-        .expect("sync seed");
+    let (r, pos) = start_synced(&db, rep, fast_replica_opts(), fast_db_opts()).await;
     r.shutdown().await.expect("shutdown seed");
     drop(c);
     (pos.generation, dump(&db))
@@ -106,13 +96,7 @@ async fn no_database_means_no_retention_even_for_old_backups() {
         retention_check_interval: Duration::from_millis(200),
         ..fast_replica_opts()
     };
-    let r = Replicator::start(
-        &missing,
-        vec![file_replica("file", &rep, opts)],
-        fast_db_opts(),
-    )
-    .await
-    .expect("start on a missing database");
+    let r = start_with_file_replica(&missing, &rep, opts, fast_db_opts()).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     r.shutdown().await.expect("shutdown");
     assert!(!missing.exists(), "replicate must not create the database");
@@ -135,13 +119,7 @@ async fn database_restored_into_place_under_a_running_replicator_is_replicated()
     let rep = dir.path().join("replica");
     let (old_gen, _) = seed_replica(dir.path(), &rep).await;
     let db = dir.path().join("app.db");
-    let r = Replicator::start(
-        &db,
-        vec![file_replica("file", &rep, fast_replica_opts())],
-        fast_db_opts(),
-    )
-    .await
-    .expect("start before the database exists");
+    let r = start_with_file_replica(&db, &rep, fast_replica_opts(), fast_db_opts()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!db.exists(), "replicate must not create the database file");
     assert!(r.position().is_none());
@@ -179,17 +157,7 @@ async fn database_replaced_at_the_same_path_starts_a_new_generation() {
     let db = dir.path().join("app.db");
     let c = app_conn(&db);
     insert(&c, "old", 0, 200);
-    let r = Replicator::start(
-        &db,
-        vec![file_replica("file", &rep, fast_replica_opts())],
-        fast_db_opts(),
-    )
-    .await
-    .expect("start");
-    let first = r
-        .sync_and_wait(Duration::from_secs(20))
-        .await
-        .expect("sync");
+    let (r, first) = start_synced(&db, &rep, fast_replica_opts(), fast_db_opts()).await;
     drop(c);
 
     remove_db(&db);
@@ -234,16 +202,7 @@ async fn a_held_reader_causes_no_checkpoint_spin() {
         min_checkpoint_page_count: 50,
         ..Default::default()
     };
-    let r = Replicator::start(
-        &db,
-        vec![file_replica("file", &rep, fast_replica_opts())],
-        opts,
-    )
-    .await
-    .expect("start");
-    r.sync_and_wait(Duration::from_secs(20))
-        .await
-        .expect("sync");
+    let (r, _) = start_synced(&db, &rep, fast_replica_opts(), opts).await;
     // The application's reader, held open for the whole test.
     let reader = rusqlite::Connection::open(&db).expect("reader");
     reader.execute_batch("BEGIN").expect("begin");
@@ -288,13 +247,7 @@ async fn an_empty_database_file_is_left_for_the_application_to_create() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rep = dir.path().join("replica");
     let db = dir.path().join("app.db");
-    let r = Replicator::start(
-        &db,
-        vec![file_replica("file", &rep, fast_replica_opts())],
-        fast_db_opts(),
-    )
-    .await
-    .expect("start");
+    let r = start_with_file_replica(&db, &rep, fast_replica_opts(), fast_db_opts()).await;
     std::fs::File::create(&db).expect("the application creates the file");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(std::fs::metadata(&db).expect("db").len(), 0, "untouched");
@@ -332,13 +285,7 @@ async fn the_engines_read_lock_survives_its_syncs() {
         min_checkpoint_page_count: 100_000,
         ..Default::default()
     };
-    let r = Replicator::start(
-        &db,
-        vec![file_replica("file", &rep, fast_replica_opts())],
-        opts,
-    )
-    .await
-    .expect("start");
+    let r = start_with_file_replica(&db, &rep, fast_replica_opts(), opts).await;
     for k in 0..3 {
         insert(&c, "t", 100 + k * 100, 20);
         r.sync().await.expect("sync");
@@ -411,16 +358,7 @@ async fn a_one_second_sync_gap_under_steady_load_with_app_autocheckpoints_loses_
     c.pragma_update(None, "synchronous", "NORMAL")
         .expect("synchronous");
     // Litestream's defaults: monitor-interval 1 s, sync-interval 1 s.
-    let r = Replicator::start(
-        &db,
-        vec![file_replica("file", &rep, ReplicaOptions::default())],
-        DbOptions::default(),
-    )
-    .await
-    .expect("start");
-    r.sync_and_wait(Duration::from_secs(20))
-        .await
-        .expect("first sync");
+    let (r, _) = start_synced(&db, &rep, ReplicaOptions::default(), DbOptions::default()).await;
     let m = litestream_core::metrics::db(&db.to_string_lossy());
     let syncs_before = m.sync_count.get();
     let wal = dir.path().join("app.db-wal");

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{
     app_conn, assert_restores, dump, fast_db_opts, fast_replica_opts, file_replica, integrity,
-    litestream_bin, our_restore, restore_with, try_our_restore,
+    litestream_bin, our_restore, restore_with, start_with_file_replica, try_our_restore,
 };
 use litestream_core::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Replicator};
 use litestream_core::{Pos, ReplicaClient};
@@ -88,13 +88,7 @@ async fn retention_deletes_old_generations_snapshots_and_segments_and_replica_re
 
     // An old generation: replicate a little, stop, and lose the meta directory so the next
     // start begins a new generation.
-    let r = Replicator::start(
-        &db,
-        vec![file_replica("file", &rep, fast_replica_opts())],
-        fast_db_opts(),
-    )
-    .await
-    .expect("start");
+    let r = start_with_file_replica(&db, &rep, fast_replica_opts(), fast_db_opts()).await;
     write_tx(&c, 0, 3000);
     let old = r
         .sync_and_wait(Duration::from_secs(20))
@@ -112,9 +106,7 @@ async fn retention_deletes_old_generations_snapshots_and_segments_and_replica_re
         snapshot_interval: Some(Duration::from_millis(700)),
         ..fast_replica_opts()
     };
-    let r = Replicator::start(&db, vec![file_replica("file", &rep, opts)], fast_db_opts())
-        .await
-        .expect("restart");
+    let r = start_with_file_replica(&db, &rep, opts, fast_db_opts()).await;
     let current = r.position().expect("pos").generation;
     assert_ne!(
         current, old,
@@ -291,13 +283,7 @@ async fn several_databases_replicate_independently_in_one_process() {
         let rep = dir.path().join(format!("replica{i}"));
         let c = app_conn(&db);
         schema(&c);
-        let r = Replicator::start(
-            &db,
-            vec![file_replica("file", &rep, fast_replica_opts())],
-            fast_db_opts(),
-        )
-        .await
-        .expect("start");
+        let r = start_with_file_replica(&db, &rep, fast_replica_opts(), fast_db_opts()).await;
         dbs.push((db, rep, c, r));
     }
     // Interleaved writes of different sizes, with syncs of one database while the others
@@ -398,9 +384,7 @@ async fn validation_reports_ok_on_a_healthy_replica_and_mismatch_on_a_corrupted_
         validation_interval: Some(Duration::from_millis(300)),
         ..fast_replica_opts()
     };
-    let r = Replicator::start(&db, vec![file_replica("file", &rep, opts)], fast_db_opts())
-        .await
-        .expect("start");
+    let r = start_with_file_replica(&db, &rep, opts, fast_db_opts()).await;
 
     // Under a write load with our checkpoints (several indexes), the periodic validator
     // and on-demand validations all match.
@@ -472,13 +456,7 @@ async fn application_never_sees_busy_and_the_wal_stays_bounded() {
         checkpoint_interval: Some(Duration::from_millis(100)),
         ..Default::default()
     };
-    let r = Replicator::start(
-        &db,
-        vec![file_replica("file", &rep, fast_replica_opts())],
-        opts,
-    )
-    .await
-    .expect("start");
+    let r = start_with_file_replica(&db, &rep, fast_replica_opts(), opts).await;
     let wal = dir.path().join("app.db-wal");
     let stop = Arc::new(AtomicBool::new(false));
     let max_wal = Arc::new(AtomicU64::new(0));
@@ -725,13 +703,7 @@ async fn a_second_replicator_on_the_same_database_is_refused() {
     let c = app_conn(&db);
     schema(&c);
     write_tx(&c, 1, 1000);
-    let first = Replicator::start(
-        &db,
-        vec![file_replica("file", &rep, fast_replica_opts())],
-        fast_db_opts(),
-    )
-    .await
-    .expect("first replicator");
+    let first = start_with_file_replica(&db, &rep, fast_replica_opts(), fast_db_opts()).await;
     let err = Replicator::start(
         &db,
         vec![file_replica("file", &other_rep, fast_replica_opts())],
@@ -761,13 +733,7 @@ async fn a_second_replicator_on_the_same_database_is_refused() {
         .expect("sync");
     first.shutdown().await.expect("shutdown");
 
-    let again = Replicator::start(
-        &db,
-        vec![file_replica("file", &rep, fast_replica_opts())],
-        fast_db_opts(),
-    )
-    .await
-    .expect("replicating again after the first one stopped");
+    let again = start_with_file_replica(&db, &rep, fast_replica_opts(), fast_db_opts()).await;
     write_tx(&c, 3, 1000);
     let pos2 = again
         .sync_and_wait(Duration::from_secs(20))
@@ -833,9 +799,7 @@ async fn a_replica_whose_objects_were_deleted_repairs_itself() {
         monitor_interval: Duration::from_millis(50),
         ..Default::default()
     };
-    let r = Replicator::start(&db, vec![file_replica("file", &rep, opts)], db_opts)
-        .await
-        .expect("start");
+    let r = start_with_file_replica(&db, &rep, opts, db_opts).await;
     for n in 0..5 {
         write_tx(&c, n, 1000);
     }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::{app_conn, assert_restores, dump, file_replica};
+use crate::common::{app_conn, assert_restores, dump, file_replica, start_with_file_replica};
 use litestream_core::{ByteStream, Generation, Pos, ReplicaClient, SnapshotInfo, WalSegmentInfo};
 use litestream_core::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Replicator};
 use litestream_file::FileClient;
@@ -79,13 +79,7 @@ async fn a_replica_ahead_of_a_rolled_back_database_starts_a_new_generation() {
     let c = app_conn(&db);
     c.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
         .expect("schema");
-    let r = Replicator::start(
-        &db,
-        vec![file_replica("file", &rep, opts.clone())],
-        db_opts(),
-    )
-    .await
-    .expect("start");
+    let r = start_with_file_replica(&db, &rep, opts.clone(), db_opts()).await;
     insert(&c, 0, 50, "before");
     let before = r
         .sync_and_wait(Duration::from_secs(20))
@@ -104,9 +98,7 @@ async fn a_replica_ahead_of_a_rolled_back_database_starts_a_new_generation() {
     // Roll back: the old copy comes back, the replica is ahead of it.
     copy_state(&saved, &live);
     let c = app_conn(&db);
-    let r = Replicator::start(&db, vec![file_replica("file", &rep, opts)], db_opts())
-        .await
-        .expect("restart");
+    let r = start_with_file_replica(&db, &rep, opts, db_opts()).await;
     insert(&c, 50, 60, "after rollback");
     let acked = r
         .sync_and_wait(Duration::from_secs(20))

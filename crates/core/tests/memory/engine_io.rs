@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use litestream_core::{DbOptions, Replicator};
+use litestream_core::DbOptions;
 
-use crate::common::{app_conn, assert_restores, dump, fast_replica_opts, file_replica, wal_len};
+use crate::common::{app_conn, assert_restores, dump, fast_replica_opts, start_synced, wal_len};
 use crate::counting_alloc::SERIAL;
 
 /// `rchar` and `wchar` of this process (`/proc/self/io`).
@@ -42,16 +42,7 @@ async fn a_large_uncommitted_transaction_is_not_reread_on_every_sync() {
         checkpoint_interval: None,
         ..Default::default()
     };
-    let r = Replicator::start(
-        &db,
-        vec![file_replica("file", &rep, fast_replica_opts())],
-        opts,
-    )
-    .await
-    .expect("start");
-    r.sync_and_wait(Duration::from_secs(20))
-        .await
-        .expect("sync");
+    let (r, _) = start_synced(&db, &rep, fast_replica_opts(), opts).await;
     let wal0 = wal_len(&db);
     let (mut engine_r, mut engine_w) = (0u64, 0u64);
     c.execute_batch("BEGIN").expect("begin");
