@@ -439,22 +439,15 @@ mod tests {
         assert!(parse_addr("localhost:").is_err());
         assert_eq!(parse_addr(":9090").unwrap(), (String::new(), 9090));
         assert_eq!(parse_addr("[::1]:9090").unwrap(), ("::1".into(), 9090));
-        assert!(parse_addr("[::1]")
-            .unwrap_err()
-            .to_string()
-            .contains("must specify port"));
-        assert!(parse_addr("[::1]x")
-            .unwrap_err()
-            .to_string()
-            .contains("must specify port"));
-        assert!(parse_addr("::1:9090")
-            .unwrap_err()
-            .to_string()
-            .contains("too many colons"));
-        assert!(parse_addr("h:x")
-            .unwrap_err()
-            .to_string()
-            .contains("invalid port"));
+        for (addr, why) in [
+            ("[::1]", "must specify port"),
+            ("[::1]x", "must specify port"),
+            ("::1:9090", "too many colons"),
+            ("h:x", "invalid port"),
+        ] {
+            let e = parse_addr(addr).unwrap_err().to_string();
+            assert!(e.contains(why), "{addr}: {e}");
+        }
         assert_eq!(
             metrics_url(":9090").unwrap(),
             "http://localhost:9090/metrics"
