@@ -1,15 +1,14 @@
 //! The engine against the real Litestream binaries: v0.3.13 and v0.5.17 restore what we
 //! replicate, and we take over a database and meta directory left by v0.3.13.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::{
-    app_conn, dump, file_replica, integrity, litestream_bin, mixed_schema, mixed_workload_round,
-    restore_with,
+    app_conn, dump, integrity, litestream_bin, mixed_schema, mixed_workload_round, restore_with,
+    start_with_file_replica,
 };
-use litestream_core::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Replicator};
+use litestream_core::{DbOptions, ReplicaOptions};
 
 fn fast_opts() -> DbOptions {
     DbOptions {
@@ -24,12 +23,12 @@ fn workload_round(c: &rusqlite::Connection, round: u32) {
     mixed_workload_round(c, round, 40, 5000..20000);
 }
 
-fn replica(dir: &Path) -> ReplicaHandleConfig {
-    let options = ReplicaOptions {
+/// `sync-interval` 10 ms.
+fn replica_opts() -> ReplicaOptions {
+    ReplicaOptions {
         sync_interval: Duration::from_millis(10),
         ..Default::default()
-    };
-    file_replica("file", dir, options)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,9 +41,7 @@ async fn real_litestream_restores_our_replica_under_a_mixed_workload() {
     let c = app_conn(&db);
     mixed_schema(&c);
 
-    let mut r = Replicator::start(&db, vec![replica(&rep)], fast_opts())
-        .await
-        .expect("start");
+    let mut r = start_with_file_replica(&db, &rep, replica_opts(), fast_opts()).await;
     let generation = r.position().expect("position").generation;
     for round in 0..12 {
         workload_round(&c, round);
@@ -54,9 +51,7 @@ async fn real_litestream_restores_our_replica_under_a_mixed_workload() {
                 .await
                 .expect("sync");
             r.shutdown().await.expect("shutdown");
-            r = Replicator::start(&db, vec![replica(&rep)], fast_opts())
-                .await
-                .expect("restart");
+            r = start_with_file_replica(&db, &rep, replica_opts(), fast_opts()).await;
             assert_eq!(r.position().expect("pos").generation, generation);
         }
         if round == 8 {
@@ -128,9 +123,7 @@ async fn takeover_from_litestream_v0313_keeps_generation() {
 
     // Writes while nobody replicates, then ours takes over.
     workload_round(&c, 100);
-    let r = Replicator::start(&db, vec![replica(&rep)], fast_opts())
-        .await
-        .expect("start");
+    let r = start_with_file_replica(&db, &rep, replica_opts(), fast_opts()).await;
     assert_eq!(
         r.position().expect("pos").generation.as_str(),
         theirs.trim(),

@@ -9,9 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::{app_conn, dump, example_bin, integrity, litestream_bin, restore_with};
+use crate::common::{
+    app_conn, dump, example_bin, integrity, litestream_bin, restore_with, start_with_file_replica,
+};
 use litestream_core::restore::{restore, RestoreOptions};
-use litestream_core::{DbOptions, ReplicaHandleConfig, ReplicaOptions, Replicator};
+use litestream_core::{DbOptions, ReplicaOptions};
 use litestream_core::{ReplicaClient, SnapshotInfo};
 use litestream_file::FileClient;
 use rand::{Rng, RngExt};
@@ -196,20 +198,11 @@ async fn every_snapshot_timestamp_and_every_index_restores_consistent() {
     let rep = dir.path().join("replica");
     seed(&app_conn(&db));
 
-    let r = Replicator::start(
-        &db,
-        vec![ReplicaHandleConfig {
-            name: "file".into(),
-            client: Arc::new(FileClient::new(&rep)),
-            options: ReplicaOptions {
-                snapshot_interval: Some(Duration::from_secs(1)),
-                ..Default::default()
-            },
-        }],
-        DbOptions::default(),
-    )
-    .await
-    .expect("start");
+    let opts = ReplicaOptions {
+        snapshot_interval: Some(Duration::from_secs(1)),
+        ..Default::default()
+    };
+    let r = start_with_file_replica(&db, &rep, opts, DbOptions::default()).await;
     let stop = Arc::new(AtomicBool::new(false));
     let app = {
         let (db, stop) = (db.clone(), Arc::clone(&stop));

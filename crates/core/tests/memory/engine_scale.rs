@@ -6,9 +6,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common;
-use crate::common::{assert_restores, dump, fast_replica_opts, file_replica};
+use crate::common::{assert_restores, dump, fast_replica_opts, start_with_file_replica};
 use crate::counting_alloc::SERIAL;
-use litestream_core::{DbOptions, ReplicaHandleConfig, Replicator};
+use litestream_core::DbOptions;
 
 fn app_conn(db: &Path) -> rusqlite::Connection {
     let c = common::app_conn(db);
@@ -20,10 +20,6 @@ fn app_conn(db: &Path) -> rusqlite::Connection {
 fn insert(c: &rusqlite::Connection, id: i64) {
     c.execute("INSERT INTO t (id, v) VALUES (?1, 'row')", [id])
         .expect("insert");
-}
-
-fn replica(dir: &Path) -> ReplicaHandleConfig {
-    file_replica("file", dir, fast_replica_opts())
 }
 
 /// inotify instances this process holds (`/proc/self/fd` links to `anon_inode:inotify`).
@@ -58,13 +54,8 @@ async fn databases_in_one_directory_share_one_watcher_and_idle_ones_are_not_sync
         let db = data.join(format!("db{i}.db"));
         let c = app_conn(&db);
         insert(&c, 0);
-        let r = Replicator::start(
-            &db,
-            vec![replica(&dir.path().join(format!("rep{i}")))],
-            opts.clone(),
-        )
-        .await
-        .expect("start");
+        let rep = dir.path().join(format!("rep{i}"));
+        let r = start_with_file_replica(&db, &rep, fast_replica_opts(), opts.clone()).await;
         reps.push(r);
         dbs.push((db, c));
     }
