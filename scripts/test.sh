@@ -125,7 +125,8 @@ set -e
 log "cargo test finished with exit $rc ($(since "$t")); disk free: $(disk_free)"
 
 # --- 4. style checks (whole-workspace runs only: extra arguments mean a partial run) ------------
-# fmt, clippy with warnings denied and the docs with warnings denied; any failure fails the run.
+# fmt, clippy with warnings denied, the docs with warnings denied and core without `bundled`;
+# any failure fails the run.
 if [ $# -eq 0 ] && [ "${SKIP_STYLE_CHECKS:-0}" != 1 ]; then
   style_rc=0
   t=$(date +%s.%N)
@@ -134,6 +135,10 @@ if [ $# -eq 0 ] && [ "${SKIP_STYLE_CHECKS:-0}" != 1 ]; then
     || { log "ERROR: cargo clippy reported warnings"; style_rc=1; }
   RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --locked 2>&1 \
     || { log "ERROR: cargo doc reported warnings"; style_rc=1; }
+  # An embedder with its own SQLite turns core's `bundled` feature off: core must still build
+  # against rusqlite's bindings for a system SQLite.
+  cargo check -p litestream-core --no-default-features --locked 2>&1 \
+    || { log "ERROR: litestream-core does not build without its bundled feature"; style_rc=1; }
   log "style checks (fmt, clippy, doc) finished with exit $style_rc ($(since "$t"))"
   [ "$rc" != 0 ] || rc=$style_rc
 fi

@@ -293,12 +293,16 @@ impl DbCore {
 /// database (waking the monitor for another sync, and another close) every time an idle
 /// database's spare connections are closed.
 fn close_without_checkpoint(c: &Connection) {
+    // SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE from sqlite3.h (SQLite 3.16+). Spelled out because
+    // rusqlite's pre-generated bindings for a system SQLite (core without `bundled`) lack it;
+    // an older SQLite answers SQLITE_ERROR and closes as before.
+    const SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE: c_int = 1010;
     // SAFETY: the handle is valid for the lifetime of `c`; SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE
     // takes an int and a nullable int pointer.
     unsafe {
         rusqlite::ffi::sqlite3_db_config(
             c.handle(),
-            rusqlite::ffi::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
             1 as c_int,
             std::ptr::null_mut::<c_int>(),
         );
