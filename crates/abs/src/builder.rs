@@ -7,6 +7,7 @@ use std::time::Duration;
 use litestream_core::config::ReplicaConfig;
 use litestream_core::url::EndpointError;
 use object_store::azure::MicrosoftAzureBuilder;
+use object_store::client::{HttpClient, HttpConnector};
 use object_store::{BackoffConfig, ClientOptions, RetryConfig};
 
 use crate::client::AbsClient;
@@ -79,6 +80,18 @@ pub struct AbsBuilder {
     tenant_id: Option<String>,
     retry: Option<RetryConfig>,
     part_size: Option<usize>,
+    http_connector: Option<SharedConnector>,
+}
+
+/// The [`HttpConnector`] given to [`AbsBuilder::with_http_connector`], shared by the
+/// builder's clones.
+#[derive(Debug, Clone)]
+struct SharedConnector(Arc<dyn HttpConnector>);
+
+impl HttpConnector for SharedConnector {
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        self.0.connect(options)
+    }
 }
 
 impl fmt::Debug for AbsBuilder {
@@ -211,6 +224,13 @@ impl AbsBuilder {
         self
     }
 
+    /// The HTTP client factory of every request (default: `object_store`'s reqwest client),
+    /// e.g. to route requests through a proxy of your own or to observe them.
+    pub fn with_http_connector(mut self, connector: impl HttpConnector) -> Self {
+        self.http_connector = Some(SharedConnector(Arc::new(connector)));
+        self
+    }
+
     fn effective_credential(&self) -> Credential {
         match &self.credential {
             Some(c) => c.clone(),
@@ -237,6 +257,9 @@ impl AbsBuilder {
                 options = options.with_allow_http(true);
             }
             az = az.with_endpoint(ep.trim_end_matches('/').to_string());
+        }
+        if let Some(connector) = &self.http_connector {
+            az = az.with_http_connector(connector.clone());
         }
         let missing = |what: &str| Error::MissingCredential {
             account: account.clone(),
