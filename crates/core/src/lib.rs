@@ -73,6 +73,8 @@ pub use retry::{is_retryable, RetryConfig};
 pub use store::{
     format_writer_timestamp, read_chunk, DirListing, ObjectStore, PutOutcome, DELETE_CONCURRENCY,
 };
+// What the backend crates share: `support::BucketStore` (s3, abs, gcs) and helpers.
+pub use store::{support, Upload};
 
 // What an embedder or a backend crate uses by path.
 pub mod age;

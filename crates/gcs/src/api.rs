@@ -19,6 +19,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use litestream_core::support::error_chain;
 use object_store::gcp::GcpCredentialProvider;
 use object_store::RetryConfig;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -76,26 +77,11 @@ impl std::fmt::Display for Failure {
                 write!(f, "HTTP {status}")
             }
             Failure::Status { status, message } => write!(f, "HTTP {status}: {message}"),
-            Failure::Transport(e) => write!(f, "{}", transport_message(e)),
+            Failure::Transport(e) => write!(f, "{}", error_chain(e)),
             Failure::Credentials(m) => write!(f, "cannot get credentials: {m}"),
             Failure::Protocol(m) => write!(f, "unexpected answer: {m}"),
         }
     }
-}
-
-/// A reqwest error with its causes on one line (reqwest's own message is only the outer layer).
-fn transport_message(e: &reqwest::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = std::error::Error::source(e);
-    while let Some(s) = cur {
-        let m = s.to_string();
-        if !out.contains(&m) {
-            out.push_str(": ");
-            out.push_str(&m);
-        }
-        cur = s.source();
-    }
-    out
 }
 
 /// How requests are authorised.
@@ -226,7 +212,7 @@ impl Api {
                 let cred = provider
                     .get_credential()
                     .await
-                    .map_err(|e| Failure::Credentials(one_line(&e)))?;
+                    .map_err(|e| Failure::Credentials(error_chain(&e)))?;
                 Ok(req.bearer_auth(&cred.bearer))
             }
         }
@@ -598,21 +584,6 @@ async fn failure_from(resp: Response) -> Failure {
             .join(" "),
     };
     Failure::Status { status, message }
-}
-
-/// An error and its causes on one line.
-pub(crate) fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let m = s.to_string();
-        if !out.contains(&m) {
-            out.push_str(": ");
-            out.push_str(&m);
-        }
-        cur = s.source();
-    }
-    out
 }
 
 #[cfg(test)]
