@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use litestream_core::listing::ListedObject;
-use litestream_core::{ByteStream, DirListing, Error, ObjectStore, PutOutcome, Result};
+use litestream_core::{ByteStream, DirListing, Error, ObjectStore, PutOutcome, Result, Upload};
 use time::OffsetDateTime;
 use tokio::io::AsyncWriteExt;
 
@@ -83,11 +83,13 @@ impl FileClient {
         Ok(out)
     }
 
-    async fn write_atomic(
-        path: &Path,
-        mut data: ByteStream,
-        mtime_at: Option<OffsetDateTime>,
-    ) -> Result<(u64, OffsetDateTime)> {
+    /// Write `upload` to a temporary name beside `path`, set its mtime to the writer's
+    /// timestamp if there is one, fsync, rename over `path`; the size and the mtime.
+    async fn write_atomic(path: &Path, upload: Upload) -> Result<(u64, OffsetDateTime)> {
+        let Upload {
+            mut data,
+            timestamp: mtime_at,
+        } = upload;
         let dir = path.parent().unwrap_or(Path::new("."));
         create_dir_all_durable(dir).await?;
         let tmp = PathBuf::from(format!("{}.tmp", path.display()));
@@ -179,9 +181,7 @@ fn mtime(meta: &std::fs::Metadata) -> OffsetDateTime {
 
 #[async_trait]
 impl ObjectStore for FileClient {
-    fn store_kind(&self) -> &'static str {
-        TYPE
-    }
+    const KIND: &'static str = TYPE;
 
     async fn list_dir(&self, dir: &str) -> Result<DirListing> {
         Self::read_dir(&self.path(dir)).await
@@ -195,13 +195,8 @@ impl ObjectStore for FileClient {
         Ok(Box::pin(tokio::io::BufReader::with_capacity(256 << 10, f)))
     }
 
-    async fn put(
-        &self,
-        key: &str,
-        data: ByteStream,
-        timestamp: Option<OffsetDateTime>,
-    ) -> Result<PutOutcome> {
-        let (size, modified) = Self::write_atomic(&self.path(key), data, timestamp).await?;
+    async fn put(&self, key: &str, upload: Upload) -> Result<PutOutcome> {
+        let (size, modified) = Self::write_atomic(&self.path(key), upload).await?;
         Ok(PutOutcome {
             size,
             modified: Some(modified),

@@ -11,7 +11,7 @@ use litestream_core::layout;
 use litestream_core::listing::ListedObject;
 use litestream_core::metrics::{record_operation, Operation};
 use litestream_core::RetryConfig;
-use litestream_core::{ByteStream, DirListing, Error, ObjectStore, PutOutcome, Result};
+use litestream_core::{ByteStream, DirListing, Error, ObjectStore, PutOutcome, Result, Upload};
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 use time::OffsetDateTime;
@@ -332,12 +332,11 @@ impl SftpClient {
 
     /// Write `data` to `<path>.tmp`, set its mtime to `timestamp` if given (as Litestream
     /// v0.5 does for LTX files), then rename it over `path`. Returns (size, mtime).
-    async fn write_atomic(
-        &self,
-        path: &str,
-        mut data: ByteStream,
-        timestamp: Option<OffsetDateTime>,
-    ) -> Result<(u64, OffsetDateTime)> {
+    async fn write_atomic(&self, path: &str, upload: Upload) -> Result<(u64, OffsetDateTime)> {
+        let Upload {
+            mut data,
+            timestamp,
+        } = upload;
         let tmp = format!("{path}.tmp");
         let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
         let t = tmp.as_str();
@@ -515,9 +514,7 @@ fn readdir_limit(entries: usize, empty_pages: u32) -> Option<String> {
 
 #[async_trait]
 impl ObjectStore for SftpClient {
-    fn store_kind(&self) -> &'static str {
-        TYPE
-    }
+    const KIND: &'static str = TYPE;
 
     async fn list_dir(&self, dir: &str) -> Result<DirListing> {
         let mut out = DirListing::default();
@@ -535,13 +532,8 @@ impl ObjectStore for SftpClient {
         self.open(self.path(key)).await
     }
 
-    async fn put(
-        &self,
-        key: &str,
-        data: ByteStream,
-        timestamp: Option<OffsetDateTime>,
-    ) -> Result<PutOutcome> {
-        let (size, modified) = self.write_atomic(&self.path(key), data, timestamp).await?;
+    async fn put(&self, key: &str, upload: Upload) -> Result<PutOutcome> {
+        let (size, modified) = self.write_atomic(&self.path(key), upload).await?;
         Ok(PutOutcome {
             size,
             modified: Some(modified),

@@ -55,8 +55,8 @@ pub trait BucketStore: Send + Sync + fmt::Debug {
     /// `None` if it has none.
     async fn head_writer_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>>;
 
-    /// The key prefix of the replica root, as [`listing::root_prefix`] cleans it (`""` for
-    /// the bucket's root).
+    /// The key prefix of the replica root (`""` for the bucket's root; abs and gcs clean it
+    /// with [`listing::root_prefix`]).
     fn root(&self) -> &str;
 }
 
