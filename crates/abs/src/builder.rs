@@ -10,7 +10,7 @@ use object_store::azure::MicrosoftAzureBuilder;
 use object_store::client::{HttpClient, HttpConnector};
 use object_store::{ClientOptions, RetryConfig};
 
-use litestream_core::support::{Opaque, Secret, Secrets};
+use litestream_core::support::{env_non_blank, non_blank, Opaque, Secret, Secrets};
 
 use crate::client::AbsClient;
 use crate::error::{Error, ErrorContext};
@@ -108,7 +108,7 @@ impl AbsBuilder {
     /// A builder seeded from the environment: only `LITESTREAM_AZURE_ACCOUNT_KEY`.
     pub fn from_env() -> Self {
         AbsBuilder {
-            account_key: non_empty(std::env::var(ACCOUNT_KEY_ENV).ok()).map(Secret::new),
+            account_key: env_non_blank(&[ACCOUNT_KEY_ENV]).map(Secret::new),
             ..Self::default()
         }
     }
@@ -118,17 +118,17 @@ impl AbsBuilder {
     /// `client-id`, `tenant-id`).
     pub fn from_replica_config(cfg: &ReplicaConfig) -> Result<Self, Error> {
         let mut b = Self::from_env();
-        if let Some(k) = non_empty(cfg.account_key.clone()) {
+        if let Some(k) = non_blank(cfg.account_key.clone()) {
             b.account_key = Some(Secret::new(k));
         }
-        b.account = non_empty(cfg.account_name.clone());
-        b.container = non_empty(cfg.bucket.clone());
+        b.account = non_blank(cfg.account_name.clone());
+        b.container = non_blank(cfg.bucket.clone());
         b.path = cfg.path.clone().unwrap_or_default();
-        b.endpoint = non_empty(cfg.endpoint.clone());
-        b.sas_token = non_empty(cfg.sas_token.clone()).map(Secret::new);
-        b.client_id = non_empty(cfg.client_id.clone());
-        b.tenant_id = non_empty(cfg.tenant_id.clone());
-        if let Some(c) = non_empty(cfg.credential.clone()) {
+        b.endpoint = non_blank(cfg.endpoint.clone());
+        b.sas_token = non_blank(cfg.sas_token.clone()).map(Secret::new);
+        b.client_id = non_blank(cfg.client_id.clone());
+        b.tenant_id = non_blank(cfg.tenant_id.clone());
+        if let Some(c) = non_blank(cfg.credential.clone()) {
             b.credential = Some(Credential::parse(&c)?);
         }
         Ok(b)
@@ -290,7 +290,7 @@ impl AbsBuilder {
                     az = az.with_client_id(id.clone());
                 }
                 if let Some(ep) =
-                    env_any(&["AZURE_MSI_ENDPOINT", "MSI_ENDPOINT", "IDENTITY_ENDPOINT"])
+                    env_non_blank(&["AZURE_MSI_ENDPOINT", "MSI_ENDPOINT", "IDENTITY_ENDPOINT"])
                 {
                     az = az.with_msi_endpoint(ep);
                 }
@@ -310,25 +310,25 @@ impl AbsBuilder {
         let client_id = self
             .client_id
             .clone()
-            .or_else(|| env_any(&["AZURE_CLIENT_ID"]))
+            .or_else(|| env_non_blank(&["AZURE_CLIENT_ID"]))
             .ok_or_else(|| {
                 missing("client-id (or AZURE_CLIENT_ID) required for workload-identity")
             })?;
         let tenant_id = self
             .tenant_id
             .clone()
-            .or_else(|| env_any(&["AZURE_TENANT_ID"]))
+            .or_else(|| env_non_blank(&["AZURE_TENANT_ID"]))
             .ok_or_else(|| {
                 missing("tenant-id (or AZURE_TENANT_ID) required for workload-identity")
             })?;
-        let token_file = env_any(&["AZURE_FEDERATED_TOKEN_FILE"])
+        let token_file = env_non_blank(&["AZURE_FEDERATED_TOKEN_FILE"])
             .ok_or_else(|| missing("AZURE_FEDERATED_TOKEN_FILE required for workload-identity"))?;
         let mut az = az
             .with_credential_type("workload_identity")
             .with_client_id(client_id)
             .with_tenant_id(tenant_id)
             .with_federated_token_file(token_file);
-        if let Some(h) = env_any(&["AZURE_AUTHORITY_HOST"]) {
+        if let Some(h) = env_non_blank(&["AZURE_AUTHORITY_HOST"]) {
             az = az.with_authority_host(h);
         }
         Ok(az)
@@ -347,14 +347,6 @@ fn parse_endpoint(endpoint: &str) -> Result<url::Url, Error> {
             reason: format!("{e}{hint}"),
         }
     })
-}
-
-fn env_any(names: &[&str]) -> Option<String> {
-    names.iter().find_map(|n| non_empty(std::env::var(n).ok()))
-}
-
-fn non_empty(s: Option<String>) -> Option<String> {
-    s.filter(|v| !v.trim().is_empty())
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use litestream_core::config::ReplicaConfig;
-use litestream_core::support::{error_chain, Opaque};
+use litestream_core::support::{env_non_blank, error_chain, non_blank, Opaque};
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::{ClientOptions, RetryConfig};
 use url::Url;
@@ -50,8 +50,8 @@ impl GcsBuilder {
     /// `GOOGLE_APPLICATION_CREDENTIALS`.
     pub fn from_env() -> Self {
         GcsBuilder {
-            emulator_host: non_empty(std::env::var(EMULATOR_HOST_ENV).ok()),
-            credentials_file: non_empty(std::env::var(CREDENTIALS_ENV).ok()),
+            emulator_host: env_non_blank(&[EMULATOR_HOST_ENV]),
+            credentials_file: env_non_blank(&[CREDENTIALS_ENV]),
             ..Self::default()
         }
     }
@@ -60,9 +60,9 @@ impl GcsBuilder {
     /// extension) and the environment ([`from_env`](Self::from_env)).
     pub fn from_replica_config(cfg: &ReplicaConfig) -> Self {
         let mut b = Self::from_env();
-        b.bucket = non_empty(cfg.bucket.clone());
+        b.bucket = non_blank(cfg.bucket.clone());
         b.path = cfg.path.clone().unwrap_or_default();
-        b.endpoint = non_empty(cfg.endpoint.clone());
+        b.endpoint = non_blank(cfg.endpoint.clone());
         b
     }
 
@@ -178,10 +178,6 @@ fn parse_endpoint(source_name: &'static str, s: &str) -> Result<Url, Error> {
         return Err(bad("a query is not allowed".into()));
     }
     Ok(url)
-}
-
-fn non_empty(s: Option<String>) -> Option<String> {
-    s.filter(|v| !v.trim().is_empty())
 }
 
 #[cfg(test)]

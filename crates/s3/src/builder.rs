@@ -11,7 +11,7 @@ use aws_smithy_types::timeout::TimeoutConfig;
 use litestream_core::config::ReplicaConfig;
 use litestream_core::{Error, Result};
 
-use litestream_core::support::{Opaque, Secret, Secrets};
+use litestream_core::support::{env_non_blank, non_blank, Opaque, Secret, Secrets};
 
 use crate::client::S3Client;
 use crate::error::Target;
@@ -47,14 +47,6 @@ pub struct S3Builder {
     part_size: usize,
 }
 
-fn non_empty(s: &Option<String>) -> Option<String> {
-    s.as_ref().filter(|v| !v.is_empty()).cloned()
-}
-
-fn env_non_empty(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
 impl S3Builder {
     /// A builder for a replica in `bucket` with the default settings.
     pub fn new(bucket: impl Into<String>) -> Self {
@@ -69,16 +61,16 @@ impl S3Builder {
 
     /// A builder from a resolved replica config (call [`ReplicaConfig::resolve`] first).
     pub fn from_replica_config(cfg: &ReplicaConfig) -> Result<Self> {
-        let bucket = non_empty(&cfg.bucket)
+        let bucket = non_blank(cfg.bucket.clone())
             .ok_or_else(|| Error::InvalidConfig("bucket required for s3 replica".into()))?;
         let mut b = S3Builder::new(bucket)
             .with_path(cfg.path.clone().unwrap_or_default())
             .with_skip_verify(cfg.skip_verify.unwrap_or(false));
-        b.region = non_empty(&cfg.region);
-        b.endpoint = non_empty(&cfg.endpoint);
+        b.region = non_blank(cfg.region.clone());
+        b.endpoint = non_blank(cfg.endpoint.clone());
         b.force_path_style = cfg.force_path_style;
-        b.access_key_id = non_empty(&cfg.access_key_id).map(Secret::new);
-        b.secret_access_key = non_empty(&cfg.secret_access_key).map(Secret::new);
+        b.access_key_id = non_blank(cfg.access_key_id.clone()).map(Secret::new);
+        b.secret_access_key = non_blank(cfg.secret_access_key.clone()).map(Secret::new);
         Ok(b)
     }
 
@@ -135,12 +127,12 @@ impl S3Builder {
         match (&self.access_key_id, &self.secret_access_key) {
             (Some(k), Some(s)) => Some((k.expose().to_string(), s.expose().to_string())),
             _ => {
-                if env_non_empty("AWS_ACCESS_KEY_ID").is_none()
-                    && env_non_empty("AWS_SECRET_ACCESS_KEY").is_none()
+                if env_non_blank(&["AWS_ACCESS_KEY_ID"]).is_none()
+                    && env_non_blank(&["AWS_SECRET_ACCESS_KEY"]).is_none()
                 {
                     if let (Some(k), Some(s)) = (
-                        env_non_empty("LITESTREAM_ACCESS_KEY_ID"),
-                        env_non_empty("LITESTREAM_SECRET_ACCESS_KEY"),
+                        env_non_blank(&["LITESTREAM_ACCESS_KEY_ID"]),
+                        env_non_blank(&["LITESTREAM_SECRET_ACCESS_KEY"]),
                     ) {
                         return Some((k, s));
                     }

@@ -200,6 +200,17 @@ impl fmt::Debug for Secrets {
     }
 }
 
+/// A setting's value unless it is unset or blank (only whitespace): how the backends read
+/// optional config keys and environment variables.
+pub fn non_blank(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+/// The first of the environment variables `names` that is set and not blank.
+pub fn env_non_blank(names: &[&str]) -> Option<String> {
+    names.iter().find_map(|n| non_blank(std::env::var(n).ok()))
+}
+
 /// `e` and its causes on one line, `: `-separated; a cause whose text the line already holds
 /// is left out (many errors repeat their source's message).
 pub fn error_chain(e: &(dyn StdError + 'static)) -> String {
