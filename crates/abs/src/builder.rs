@@ -307,20 +307,15 @@ impl AbsBuilder {
         az: MicrosoftAzureBuilder,
         missing: impl Fn(&str) -> Error,
     ) -> Result<MicrosoftAzureBuilder, Error> {
-        let client_id = self
-            .client_id
-            .clone()
-            .or_else(|| env_non_blank(&["AZURE_CLIENT_ID"]))
-            .ok_or_else(|| {
-                missing("client-id (or AZURE_CLIENT_ID) required for workload-identity")
-            })?;
-        let tenant_id = self
-            .tenant_id
-            .clone()
-            .or_else(|| env_non_blank(&["AZURE_TENANT_ID"]))
-            .ok_or_else(|| {
-                missing("tenant-id (or AZURE_TENANT_ID) required for workload-identity")
-            })?;
+        // A setting from the config, else from the environment variable `env`.
+        let required = |value: &Option<String>, key: &str, env: &str| {
+            value
+                .clone()
+                .or_else(|| env_non_blank(&[env]))
+                .ok_or_else(|| missing(&format!("{key} (or {env}) required for workload-identity")))
+        };
+        let client_id = required(&self.client_id, "client-id", "AZURE_CLIENT_ID")?;
+        let tenant_id = required(&self.tenant_id, "tenant-id", "AZURE_TENANT_ID")?;
         let token_file = env_non_blank(&["AZURE_FEDERATED_TOKEN_FILE"])
             .ok_or_else(|| missing("AZURE_FEDERATED_TOKEN_FILE required for workload-identity"))?;
         let mut az = az

@@ -173,6 +173,15 @@ async fn create_dir_all_durable(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The result of removing `path`, where a path that does not exist counts as removed.
+fn removed(path: &Path, result: io::Result<()>) -> Result<()> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path.display().to_string(), e)),
+    }
+}
+
 fn mtime(meta: &std::fs::Metadata) -> OffsetDateTime {
     meta.modified()
         .map(OffsetDateTime::from)
@@ -205,20 +214,12 @@ impl ObjectStore for FileClient {
 
     async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path(key);
-        match tokio::fs::remove_file(&path).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(path.display().to_string(), e)),
-        }
+        removed(&path, tokio::fs::remove_file(&path).await)
     }
 
     async fn delete_dir(&self, dir: &str) -> Result<()> {
         let path = self.path(dir);
-        match tokio::fs::remove_dir_all(&path).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(path.display().to_string(), e)),
-        }
+        removed(&path, tokio::fs::remove_dir_all(&path).await)
     }
 }
 
@@ -230,6 +231,16 @@ mod tests {
     /// Every directory `sync_dir` fsynced (tests run in parallel: filter by your own root).
     pub(super) static SYNCED_DIRS: std::sync::Mutex<Vec<PathBuf>> =
         std::sync::Mutex::new(Vec::new());
+
+    /// The directories below `dir` that `sync_dir` fsynced, in order.
+    fn synced_below(dir: &Path) -> Vec<PathBuf> {
+        let synced = SYNCED_DIRS.lock().expect("lock");
+        synced
+            .iter()
+            .filter(|p| p.starts_with(dir))
+            .cloned()
+            .collect()
+    }
 
     fn bytes(b: &'static [u8]) -> ByteStream {
         Box::pin(b)
@@ -245,13 +256,7 @@ mod tests {
             .await
             .expect("write");
         let gen_dir = root.join("generations").join(g.as_str());
-        let synced: Vec<PathBuf> = SYNCED_DIRS
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter(|p| p.starts_with(tmp.path()))
-            .cloned()
-            .collect();
+        let synced = synced_below(tmp.path());
         for want in [
             tmp.path().to_path_buf(),
             root.clone(),
@@ -276,13 +281,7 @@ mod tests {
         c.write_wal_segment(&Pos::new(g.clone(), 0, 3), bytes(b"more"))
             .await
             .expect("write");
-        let synced: Vec<PathBuf> = SYNCED_DIRS
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter(|p| p.starts_with(tmp.path()))
-            .cloned()
-            .collect();
+        let synced = synced_below(tmp.path());
         assert_eq!(
             synced,
             vec![

@@ -170,22 +170,31 @@ pub(crate) struct Api {
 }
 
 impl Api {
+    /// The API of `bucket` at `base` (`https://storage.googleapis.com` or an emulator), over
+    /// an HTTP client of its own; `request_timeout` limits each request but a download's body.
     pub(crate) fn new(
-        http: reqwest::Client,
         base: Url,
         bucket: String,
         auth: Auth,
         retry: RetryConfig,
         request_timeout: Duration,
-    ) -> Self {
-        Api {
+    ) -> Result<Api, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            // A download's body is streamed for as long as it takes, but a server that goes
+            // silent for this long fails the read.
+            .read_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .user_agent(concat!("litestream-rs/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Api {
             http,
             base,
             bucket,
             auth,
             retry,
             request_timeout,
-        }
+        })
     }
 
     /// `BASE/storage/v1/b/BUCKET/o[/NAME]`, each part one encoded path segment (a `/` in an
@@ -289,14 +298,7 @@ impl Api {
                     q.append_pair("pageToken", t);
                 }
             }
-            let resp = self
-                .send(
-                    || self.http.get(url.clone()),
-                    &[],
-                    Some(self.request_timeout),
-                )
-                .await?;
-            let page: ListPage = json(resp).await?;
+            let page: ListPage = self.get_json(&url).await?;
             out.objects.extend(page.items);
             out.prefixes.extend(page.prefixes);
             match page.next_page_token.filter(|t| !t.is_empty()) {
@@ -308,7 +310,11 @@ impl Api {
 
     /// The object's resource (size, times, metadata).
     pub(crate) async fn metadata(&self, name: &str) -> Result<ObjectResource, Failure> {
-        let url = self.object_url(false, Some(name));
+        self.get_json(&self.object_url(false, Some(name))).await
+    }
+
+    /// GET `url` (retried, with the request timeout) and decode its JSON answer.
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &Url) -> Result<T, Failure> {
         let resp = self
             .send(
                 || self.http.get(url.clone()),
@@ -612,13 +618,13 @@ mod tests {
     #[test]
     fn object_names_are_one_segment() {
         let api = Api::new(
-            reqwest::Client::new(),
             Url::parse("http://127.0.0.1:4443").expect("url"),
             "b".into(),
             Auth::Anonymous,
             RetryConfig::default(),
             Duration::from_secs(1),
-        );
+        )
+        .expect("api");
         assert_eq!(
             api.object_url(false, Some("db/generations/x y")).as_str(),
             "http://127.0.0.1:4443/storage/v1/b/b/o/db%2Fgenerations%2Fx%20y"

@@ -11,7 +11,7 @@ use litestream_core::support::{error_chain, run_concurrently, BucketStore, Opaqu
 use litestream_core::{ByteStream, DirListing, Error, Result, Upload};
 use time::OffsetDateTime;
 
-use crate::api::{Api, Failure};
+use crate::api::{Api, Failure, Listing};
 use crate::error::ErrorContext;
 use crate::TYPE;
 
@@ -51,6 +51,16 @@ impl GcsClient {
 
     fn err(&self, op: Operation, key: &str, f: Failure) -> Error {
         self.ctx.convert(op, key, f)
+    }
+
+    /// Everything under the name prefix `prefix`, pages followed; with `delimited`, objects
+    /// in sub-directories are folded into `prefixes`. Counted as one LIST.
+    async fn list(&self, prefix: &str, delimited: bool) -> Result<Listing> {
+        record_operation(TYPE, Operation::List, 0);
+        self.api
+            .list(prefix, delimited)
+            .await
+            .map_err(|e| self.err(Operation::List, prefix, e))
     }
 
     /// Upload `data` to `key` with `metadata`: one request when it is smaller than a part,
@@ -131,12 +141,7 @@ impl BucketStore for GcsClient {
     const KIND: &'static str = TYPE;
 
     async fn list_delimited(&self, prefix: &str) -> Result<DirListing> {
-        record_operation(TYPE, Operation::List, 0);
-        let listing = self
-            .api
-            .list(prefix, true)
-            .await
-            .map_err(|e| self.err(Operation::List, prefix, e))?;
+        let listing = self.list(prefix, true).await?;
         let objects = listing
             .objects
             .iter()
@@ -161,12 +166,7 @@ impl BucketStore for GcsClient {
     }
 
     async fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
-        record_operation(TYPE, Operation::List, 0);
-        let listing = self
-            .api
-            .list(prefix, false)
-            .await
-            .map_err(|e| self.err(Operation::List, prefix, e))?;
+        let listing = self.list(prefix, false).await?;
         Ok(listing.objects.into_iter().map(|o| o.name).collect())
     }
 

@@ -433,11 +433,7 @@ impl SftpClient {
 
     async fn remove(&self, path: &str) -> Result<()> {
         self.run("remove", path, |c| async move {
-            match c.sftp.remove(path).await {
-                Ok(_) => Ok(()),
-                Err(e) if is_no_such_file(&e) => Ok(()),
-                Err(e) => Err(e),
-            }
+            removed(c.sftp.remove(path).await)
         })
         .await?;
         record_operation(TYPE, Operation::Delete, 0);
@@ -450,13 +446,11 @@ impl SftpClient {
         while let Some((d, expanded)) = stack.pop() {
             if expanded {
                 let p = d.as_str();
-                self.run("rmdir", p, |c| async move {
-                    match c.sftp.rmdir(p).await {
-                        Ok(_) => Ok(()),
-                        Err(e) if is_no_such_file(&e) => Ok(()),
-                        Err(e) => Err(e),
-                    }
-                })
+                self.run(
+                    "rmdir",
+                    p,
+                    |c| async move { removed(c.sftp.rmdir(p).await) },
+                )
                 .await?;
                 record_operation(TYPE, Operation::Delete, 0);
                 continue;
@@ -473,6 +467,15 @@ impl SftpClient {
             }
         }
         Ok(())
+    }
+}
+
+/// The result of a removal, where a file or directory that does not exist counts as removed.
+fn removed<T>(result: std::result::Result<T, SftpError>) -> std::result::Result<(), SftpError> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if is_no_such_file(&e) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
