@@ -137,17 +137,17 @@ where
 
 #[cfg(test)]
 mod debug_tests {
-    use super::Target;
+    use super::{Secrets, Target};
 
     #[test]
     fn debug_does_not_show_secrets() {
+        let mut secrets = Secrets::new();
+        secrets.push("wJalrXUtnFEMI");
         let t = Target {
             bucket: "b".into(),
             endpoint: None,
-            secrets: Secrets::new(),
+            secrets,
         };
-        let mut t = t;
-        t.secrets.push("wJalrXUtnFEMI");
         let shown = format!("{t:?}");
         assert!(!shown.contains("wJalrXUtnFEMI"), "{shown}");
         assert!(shown.contains("1 redacted"), "{shown}");

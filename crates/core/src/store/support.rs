@@ -27,7 +27,7 @@ use crate::replica_client::ByteStream;
 /// the blanket implementation in this module, which maps keys under [`root`](Self::root).
 ///
 /// The methods take and return full keys (root included). Request counting
-/// ([`crate::metrics::record_operation`]) and error mapping stay with the store.
+/// (`metrics::record_operation`) and error mapping stay with the store.
 #[async_trait]
 pub trait BucketStore: Send + Sync + fmt::Debug {
     /// The replica type (the store's [`ObjectStore::KIND`]).
@@ -56,7 +56,7 @@ pub trait BucketStore: Send + Sync + fmt::Debug {
     async fn head_writer_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>>;
 
     /// The key prefix of the replica root (`""` for the bucket's root; abs and gcs clean it
-    /// with [`listing::root_prefix`]).
+    /// with `listing::root_prefix`).
     fn root(&self) -> &str;
 }
 
