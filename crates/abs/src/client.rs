@@ -176,6 +176,7 @@ fn to_time(meta: &ObjectMeta) -> OffsetDateTime {
 impl BucketStore for AbsClient {
     const KIND: &'static str = TYPE;
 
+    /// One delimited listing (paged inside `object_store`).
     async fn list_delimited(&self, prefix: &str) -> Result<DirListing> {
         let dir = prefix.trim_end_matches('/');
         let res = self.store.list_with_delimiter(Some(&Path::from(dir))).await;
@@ -230,6 +231,8 @@ impl BucketStore for AbsClient {
         run_concurrently(keys, DELETE_CONCURRENCY, |key| self.delete_blob(key)).await
     }
 
+    /// The `litestreamtimestamp` metadata: one HEAD, not counted in the operation metrics
+    /// (v0.5 reads it from its listing).
     async fn head_writer_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
         let opts = GetOptions {
             head: true,

@@ -407,6 +407,8 @@ impl BucketStore for S3Client {
         Ok(())
     }
 
+    /// The `litestream-timestamp` metadata: one HeadObject, not counted in the operation
+    /// metrics, as v0.5 does not count it.
     async fn head_writer_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
         let out = self
             .client
