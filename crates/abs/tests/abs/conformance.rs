@@ -184,8 +184,8 @@ async fn snapshot_over_8_mib_is_uploaded_in_blocks() {
     cleanup(&c).await;
 }
 
-/// An HTTP connector that records `METHOD path?query` of every request its clients send,
-/// then hands the request to `object_store`'s default reqwest client.
+/// An HTTP connector that hands each request to `object_store`'s default reqwest client and
+/// records `METHOD path?query` of every request that succeeded.
 #[derive(Debug, Clone, Default)]
 struct RequestLog(Arc<Mutex<Vec<String>>>);
 
@@ -216,8 +216,12 @@ struct LoggedClient {
 impl HttpService for LoggedClient {
     async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
         let line = format!("{} {}", req.method(), req.uri().path_and_query().unwrap());
-        self.log.0.lock().unwrap().push(line);
-        self.inner.execute(req).await
+        let res = self.inner.execute(req).await;
+        // Attempts that failed and were retried by object_store are not the upload's requests.
+        if res.as_ref().is_ok_and(|r| r.status().is_success()) {
+            self.log.0.lock().unwrap().push(line);
+        }
+        res
     }
 }
 
