@@ -7,7 +7,10 @@ use std::time::Duration;
 use litestream_core::config::ReplicaConfig;
 use litestream_core::url::EndpointError;
 use object_store::azure::MicrosoftAzureBuilder;
-use object_store::{BackoffConfig, ClientOptions, RetryConfig};
+use object_store::client::{HttpClient, HttpConnector};
+use object_store::{ClientOptions, RetryConfig};
+
+use litestream_core::support::{env_non_blank, non_blank, Opaque, Secret, Secrets};
 
 use crate::client::AbsClient;
 use crate::error::{Error, ErrorContext};
@@ -66,37 +69,30 @@ impl Credential {
 /// Settings for an [`AbsClient`], validated by [`build`](Self::build).
 ///
 /// `Debug` never prints the account key or the SAS token.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, Debug)]
 pub struct AbsBuilder {
     account: Option<String>,
-    account_key: Option<String>,
+    account_key: Option<Secret>,
     container: Option<String>,
     path: String,
     endpoint: Option<String>,
     credential: Option<Credential>,
-    sas_token: Option<String>,
+    sas_token: Option<Secret>,
     client_id: Option<String>,
     tenant_id: Option<String>,
     retry: Option<RetryConfig>,
     part_size: Option<usize>,
+    http_connector: Option<SharedConnector>,
 }
 
-impl fmt::Debug for AbsBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AbsBuilder")
-            .field("account", &self.account)
-            .field(
-                "account_key",
-                &self.account_key.as_ref().map(|_| "<redacted>"),
-            )
-            .field("container", &self.container)
-            .field("path", &self.path)
-            .field("endpoint", &self.endpoint)
-            .field("credential", &self.credential)
-            .field("sas_token", &self.sas_token.as_ref().map(|_| "<redacted>"))
-            .field("client_id", &self.client_id)
-            .field("tenant_id", &self.tenant_id)
-            .finish()
+/// The [`HttpConnector`] given to [`AbsBuilder::with_http_connector`], shared by the
+/// builder's clones.
+#[derive(Debug, Clone)]
+struct SharedConnector(Arc<dyn HttpConnector>);
+
+impl HttpConnector for SharedConnector {
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        self.0.connect(options)
     }
 }
 
@@ -111,7 +107,10 @@ impl AbsBuilder {
 
     /// A builder seeded from the environment: only `LITESTREAM_AZURE_ACCOUNT_KEY`.
     pub fn from_env() -> Self {
-        Self::new().with_account_key_opt(non_empty(std::env::var(ACCOUNT_KEY_ENV).ok()))
+        AbsBuilder {
+            account_key: env_non_blank(&[ACCOUNT_KEY_ENV]).map(Secret::new),
+            ..Self::default()
+        }
     }
 
     /// A builder from a resolved replica config (`account-name`, `account-key` falling back to
@@ -119,95 +118,72 @@ impl AbsBuilder {
     /// `client-id`, `tenant-id`).
     pub fn from_replica_config(cfg: &ReplicaConfig) -> Result<Self, Error> {
         let mut b = Self::from_env();
-        if let Some(k) = non_empty(cfg.account_key.clone()) {
-            b.account_key = Some(k);
+        if let Some(k) = non_blank(cfg.account_key.clone()) {
+            b.account_key = Some(Secret::new(k));
         }
-        b.account = non_empty(cfg.account_name.clone());
-        b.container = non_empty(cfg.bucket.clone());
+        b.account = non_blank(cfg.account_name.clone());
+        b.container = non_blank(cfg.bucket.clone());
         b.path = cfg.path.clone().unwrap_or_default();
-        b.endpoint = non_empty(cfg.endpoint.clone());
-        b.sas_token = non_empty(cfg.sas_token.clone());
-        b.client_id = non_empty(cfg.client_id.clone());
-        b.tenant_id = non_empty(cfg.tenant_id.clone());
-        if let Some(c) = non_empty(cfg.credential.clone()) {
+        b.endpoint = non_blank(cfg.endpoint.clone());
+        b.sas_token = non_blank(cfg.sas_token.clone()).map(Secret::new);
+        b.client_id = non_blank(cfg.client_id.clone());
+        b.tenant_id = non_blank(cfg.tenant_id.clone());
+        if let Some(c) = non_blank(cfg.credential.clone()) {
             b.credential = Some(Credential::parse(&c)?);
         }
         Ok(b)
     }
 
-    /// Storage account name.
-    pub fn with_account(mut self, account: impl Into<String>) -> Self {
-        self.account = Some(account.into());
-        self
+    litestream_core::builder_setters! {
+        /// Storage account name.
+        with_account(account: impl Into<String>) -> Some;
+        /// Container name (Litestream's `bucket`).
+        with_container(container: impl Into<String>) -> Some;
+        /// Key prefix inside the container (Litestream's `path`).
+        with_path(path: impl Into<String>);
+        /// Blob service endpoint, e.g. `http://127.0.0.1:10000/devstoreaccount1` for Azurite
+        /// (path style: the account is the first path segment) or a sovereign-cloud URL.
+        /// Default `https://ACCOUNT.blob.core.windows.net`. `http://` endpoints are allowed.
+        with_endpoint(endpoint: impl Into<String>) -> Some;
+        /// How requests are authorised (default: [`Credential::Sas`] when only a SAS token is
+        /// configured, otherwise [`Credential::SharedKey`]).
+        with_credential(credential: Credential) -> Some;
+        /// Client ID of a user-assigned managed identity or of the workload identity.
+        with_client_id(client_id: impl Into<String>) -> Some;
+        /// Tenant of the workload identity.
+        with_tenant_id(tenant_id: impl Into<String>) -> Some;
     }
 
     /// Storage account key (base64), for [`Credential::SharedKey`].
     pub fn with_account_key(mut self, key: impl Into<String>) -> Self {
-        self.account_key = Some(key.into());
-        self
-    }
-
-    fn with_account_key_opt(mut self, key: Option<String>) -> Self {
-        self.account_key = key;
-        self
-    }
-
-    /// Container name (Litestream's `bucket`).
-    pub fn with_container(mut self, container: impl Into<String>) -> Self {
-        self.container = Some(container.into());
-        self
-    }
-
-    /// Key prefix inside the container (Litestream's `path`).
-    pub fn with_path(mut self, path: impl Into<String>) -> Self {
-        self.path = path.into();
-        self
-    }
-
-    /// Blob service endpoint, e.g. `http://127.0.0.1:10000/devstoreaccount1` for Azurite
-    /// (path style: the account is the first path segment) or a sovereign-cloud URL.
-    /// Default `https://ACCOUNT.blob.core.windows.net`. `http://` endpoints are allowed.
-    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
-        self.endpoint = Some(endpoint.into());
-        self
-    }
-
-    /// How requests are authorised (default: [`Credential::Sas`] when only a SAS token is
-    /// configured, otherwise [`Credential::SharedKey`]).
-    pub fn with_credential(mut self, credential: Credential) -> Self {
-        self.credential = Some(credential);
+        self.account_key = Some(Secret::new(key));
         self
     }
 
     /// SAS token for [`Credential::Sas`].
     pub fn with_sas_token(mut self, token: impl Into<String>) -> Self {
-        self.sas_token = Some(token.into());
+        self.sas_token = Some(Secret::new(token));
         self
     }
 
-    /// Client ID of a user-assigned managed identity or of the workload identity.
-    pub fn with_client_id(mut self, id: impl Into<String>) -> Self {
-        self.client_id = Some(id.into());
-        self
-    }
-
-    /// Tenant of the workload identity.
-    pub fn with_tenant_id(mut self, id: impl Into<String>) -> Self {
-        self.tenant_id = Some(id.into());
-        self
-    }
-
-    /// Retry policy of the underlying HTTP client (default: 3 retries, 100 ms..4 s backoff,
-    /// at most 30 s per request). Core's retry loop still wraps every replica operation.
-    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
-        self.retry = Some(retry);
-        self
+    litestream_core::builder_setters! {
+        /// Retry policy of the underlying HTTP client (default: 3 retries, 100 ms..4 s
+        /// backoff, at most 30 s per request). Core's retry loop still wraps every replica
+        /// operation.
+        with_retry(retry: RetryConfig) -> Some;
     }
 
     /// Size of one block for uploads in parts (default [`DEFAULT_PART_SIZE`]; at least 1 MiB).
     /// Payloads up to this size are sent in one request.
     pub fn with_part_size(mut self, bytes: usize) -> Self {
         self.part_size = Some(bytes.max(1 << 20));
+        self
+    }
+
+    /// The HTTP client factory of every request (default: `object_store`'s reqwest client),
+    /// e.g. to route requests through a proxy of your own or to observe them.
+    pub fn with_http_connector(mut self, connector: impl HttpConnector) -> Self {
+        self.http_connector = Some(SharedConnector(Arc::new(connector)));
         self
     }
 
@@ -231,12 +207,19 @@ impl AbsBuilder {
         let mut az = MicrosoftAzureBuilder::new()
             .with_account(account.clone())
             .with_container_name(container.clone())
-            .with_retry(self.retry.clone().unwrap_or_else(default_retry));
+            .with_retry(
+                self.retry
+                    .clone()
+                    .unwrap_or_else(|| litestream_core::object_store_retry!()),
+            );
         if let Some(ep) = &self.endpoint {
             if parse_endpoint(ep)?.scheme() == "http" {
                 options = options.with_allow_http(true);
             }
             az = az.with_endpoint(ep.trim_end_matches('/').to_string());
+        }
+        if let Some(connector) = &self.http_connector {
+            az = az.with_http_connector(connector.clone());
         }
         let missing = |what: &str| Error::MissingCredential {
             account: account.clone(),
@@ -255,16 +238,16 @@ impl AbsBuilder {
             .map_err(|e| Error::Build {
                 account,
                 container,
-                message: ctx.redact(&crate::error::chain_message(&e)),
+                message: ctx.redact(&litestream_core::support::error_chain(&e)),
             })?;
-        Ok(AbsClient::new(
-            Arc::new(store),
+        Ok(AbsClient {
+            store: Opaque(Arc::new(store)),
             ctx,
-            litestream_core::listing::root_prefix(&self.path),
+            root: litestream_core::listing::root_prefix(&self.path),
             credential,
-            self.endpoint.clone(),
-            self.part_size.unwrap_or(DEFAULT_PART_SIZE),
-        ))
+            endpoint: self.endpoint.clone(),
+            part_size: self.part_size.unwrap_or(DEFAULT_PART_SIZE),
+        })
     }
 
     /// `az` set up for `credential`, and the secrets that errors must never show.
@@ -273,27 +256,28 @@ impl AbsBuilder {
         az: MicrosoftAzureBuilder,
         credential: &Credential,
         missing: impl Fn(&str) -> Error,
-    ) -> Result<(MicrosoftAzureBuilder, Vec<String>), Error> {
-        let mut secrets = Vec::new();
+    ) -> Result<(MicrosoftAzureBuilder, Secrets), Error> {
+        let mut secrets = Secrets::new();
         let az = match credential {
             Credential::SharedKey => {
-                let key = self.account_key.clone().ok_or_else(|| {
+                let key = self.account_key.as_ref().map(Secret::expose).ok_or_else(|| {
                     missing(
                         "account-key required (set account-key, or LITESTREAM_AZURE_ACCOUNT_KEY, or choose another credential: sas, managed-identity, workload-identity)",
                     )
                 })?;
-                secrets.push(key.clone());
+                secrets.push(key);
                 az.with_access_key(key).with_credential_type("access_key")
             }
             Credential::Sas => {
                 let sas = self
                     .sas_token
-                    .clone()
+                    .as_ref()
+                    .map(Secret::expose)
                     .ok_or_else(|| missing("sas-token required for credential sas"))?;
                 let sas = sas.trim_start_matches('?').to_string();
                 secrets.push(sas.clone());
                 for (_, v) in sas.split('&').filter_map(|kv| kv.split_once('=')) {
-                    secrets.push(v.to_string());
+                    secrets.push(v);
                 }
                 let pairs = object_store::azure::split_sas(&sas)
                     .map_err(|_| missing("sas-token is not a valid query string (k=v&k=v...)"))?;
@@ -306,7 +290,7 @@ impl AbsBuilder {
                     az = az.with_client_id(id.clone());
                 }
                 if let Some(ep) =
-                    env_any(&["AZURE_MSI_ENDPOINT", "MSI_ENDPOINT", "IDENTITY_ENDPOINT"])
+                    env_non_blank(&["AZURE_MSI_ENDPOINT", "MSI_ENDPOINT", "IDENTITY_ENDPOINT"])
                 {
                     az = az.with_msi_endpoint(ep);
                 }
@@ -323,43 +307,26 @@ impl AbsBuilder {
         az: MicrosoftAzureBuilder,
         missing: impl Fn(&str) -> Error,
     ) -> Result<MicrosoftAzureBuilder, Error> {
-        let client_id = self
-            .client_id
-            .clone()
-            .or_else(|| env_any(&["AZURE_CLIENT_ID"]))
-            .ok_or_else(|| {
-                missing("client-id (or AZURE_CLIENT_ID) required for workload-identity")
-            })?;
-        let tenant_id = self
-            .tenant_id
-            .clone()
-            .or_else(|| env_any(&["AZURE_TENANT_ID"]))
-            .ok_or_else(|| {
-                missing("tenant-id (or AZURE_TENANT_ID) required for workload-identity")
-            })?;
-        let token_file = env_any(&["AZURE_FEDERATED_TOKEN_FILE"])
+        // A setting from the config, else from the environment variable `env`.
+        let required = |value: &Option<String>, key: &str, env: &str| {
+            value
+                .clone()
+                .or_else(|| env_non_blank(&[env]))
+                .ok_or_else(|| missing(&format!("{key} (or {env}) required for workload-identity")))
+        };
+        let client_id = required(&self.client_id, "client-id", "AZURE_CLIENT_ID")?;
+        let tenant_id = required(&self.tenant_id, "tenant-id", "AZURE_TENANT_ID")?;
+        let token_file = env_non_blank(&["AZURE_FEDERATED_TOKEN_FILE"])
             .ok_or_else(|| missing("AZURE_FEDERATED_TOKEN_FILE required for workload-identity"))?;
         let mut az = az
             .with_credential_type("workload_identity")
             .with_client_id(client_id)
             .with_tenant_id(tenant_id)
             .with_federated_token_file(token_file);
-        if let Some(h) = env_any(&["AZURE_AUTHORITY_HOST"]) {
+        if let Some(h) = env_non_blank(&["AZURE_AUTHORITY_HOST"]) {
             az = az.with_authority_host(h);
         }
         Ok(az)
-    }
-}
-
-fn default_retry() -> RetryConfig {
-    RetryConfig {
-        backoff: BackoffConfig {
-            init_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(4),
-            base: 2.0,
-        },
-        max_retries: 3,
-        retry_timeout: Duration::from_secs(30),
     }
 }
 
@@ -375,14 +342,6 @@ fn parse_endpoint(endpoint: &str) -> Result<url::Url, Error> {
             reason: format!("{e}{hint}"),
         }
     })
-}
-
-fn env_any(names: &[&str]) -> Option<String> {
-    names.iter().find_map(|n| non_empty(std::env::var(n).ok()))
-}
-
-fn non_empty(s: Option<String>) -> Option<String> {
-    s.filter(|v| !v.trim().is_empty())
 }
 
 #[cfg(test)]

@@ -7,9 +7,8 @@ use async_trait::async_trait;
 use futures::TryStreamExt;
 use litestream_core::listing::{self, ListedObject};
 use litestream_core::metrics::{record_operation, Operation};
-use litestream_core::{
-    ByteStream, DirListing, Error, ObjectStore as LitestreamStore, PutOutcome, Result,
-};
+use litestream_core::support::{run_concurrently, BucketStore, Opaque};
+use litestream_core::{ByteStream, DirListing, Error, Result, Upload, DELETE_CONCURRENCY};
 use object_store::path::Path;
 use object_store::{
     Attribute, Attributes, GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt,
@@ -30,47 +29,17 @@ const TIMESTAMP_METADATA: &str = "litestreamtimestamp";
 /// A replica stored in an Azure Blob Storage container (or Azurite).
 ///
 /// Cheap to clone; clones share the HTTP connection pool.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct AbsClient {
-    store: Arc<dyn ObjectStore>,
-    ctx: ErrorContext,
-    root: String,
-    credential: Credential,
-    endpoint: Option<String>,
-    part_size: usize,
-}
-
-impl std::fmt::Debug for AbsClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AbsClient")
-            .field("account", &self.ctx.account)
-            .field("container", &self.ctx.container)
-            .field("root", &self.root)
-            .field("endpoint", &self.endpoint)
-            .field("credential", &self.credential)
-            .finish()
-    }
+    pub(crate) store: Opaque<Arc<dyn ObjectStore>>,
+    pub(crate) ctx: ErrorContext,
+    pub(crate) root: String,
+    pub(crate) credential: Credential,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) part_size: usize,
 }
 
 impl AbsClient {
-    pub(crate) fn new(
-        store: Arc<dyn ObjectStore>,
-        ctx: ErrorContext,
-        root: String,
-        credential: Credential,
-        endpoint: Option<String>,
-        part_size: usize,
-    ) -> Self {
-        AbsClient {
-            store,
-            ctx,
-            root,
-            credential,
-            endpoint,
-            part_size,
-        }
-    }
-
     /// Storage account name.
     pub fn account(&self) -> &str {
         &self.ctx.account
@@ -98,88 +67,37 @@ impl AbsClient {
 
     /// The underlying `object_store` (for tests and tools).
     pub fn object_store(&self) -> Arc<dyn ObjectStore> {
-        Arc::clone(&self.store)
+        Arc::clone(&self.store.0)
     }
 
     fn err(&self, op: Operation, key: &str, e: object_store::Error) -> Error {
         self.ctx.convert(op, key, e)
     }
 
-    /// The blobs and sub-"directories" directly under the key prefix `prefix` (`""` or
-    /// ending in `/`): one delimited listing (paged inside `object_store`), relative to it.
-    async fn list_children(&self, prefix: &str) -> Result<DirListing> {
-        let dir = prefix.trim_end_matches('/');
-        let res = self.store.list_with_delimiter(Some(&Path::from(dir))).await;
-        record_operation(TYPE, Operation::List, 0);
-        let res = res.map_err(|e| self.err(Operation::List, dir, e))?;
-        let objects = res.objects.iter().map(|meta| ListedObject {
-            name: meta.location.to_string(),
-            size: meta.size,
-            modified: to_time(meta),
-        });
-        Ok(DirListing {
-            objects: listing::direct_children(prefix, objects),
-            dirs: res
-                .common_prefixes
-                .iter()
-                .filter_map(|p| p.filename().map(str::to_string))
-                .collect(),
-        })
+    /// Delete the blob `key`; a missing blob is no error.
+    async fn delete_blob(&self, key: String) -> Result<()> {
+        let res = self.store.delete(&Path::from(key.as_str())).await;
+        record_operation(TYPE, Operation::Delete, 0);
+        match res {
+            Ok(()) => Ok(()),
+            Err(e) => match self.err(Operation::Delete, &key, e) {
+                e if e.is_not_found() => Ok(()),
+                e => Err(e),
+            },
+        }
     }
 
-    /// The `litestreamtimestamp` metadata of the blob `key` (one HEAD, not counted in the
-    /// operation metrics: v0.5 reads it from its listing), `None` if it has none.
-    async fn head_object_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
-        let opts = GetOptions {
-            head: true,
-            ..Default::default()
-        };
-        let res = self
-            .store
-            .get_opts(&Path::from(key), opts)
-            .await
-            .map_err(|e| self.err(Operation::Get, key, e))?;
-        let value = res
-            .attributes
-            .get(&Attribute::Metadata(TIMESTAMP_METADATA.into()));
-        Ok(listing::parse_writer_timestamp(value.map(|v| v.as_ref())))
-    }
-
-    async fn open(&self, key: String) -> Result<ByteStream> {
-        let path = Path::from(key.as_str());
-        let res = self.store.get(&path).await;
-        let size = res.as_ref().map(|r| r.meta.size).unwrap_or(0);
-        record_operation(TYPE, Operation::Get, size);
-        let res = res.map_err(|e| self.err(Operation::Get, &key, e))?;
-        let ctx = self.ctx.clone();
-        let stream = res.into_stream().map_err(move |e| {
-            let kind = match crate::error::classify(&e) {
-                crate::error::Class::Other(true) => std::io::ErrorKind::ConnectionReset,
-                _ => std::io::ErrorKind::Other,
-            };
-            std::io::Error::new(kind, ctx.convert(Operation::Get, &key, e))
-        });
-        Ok(Box::pin(tokio_util::io::StreamReader::new(stream)))
-    }
-
-    /// Upload `data` to `key`: one request when it fits in a part, else a block blob in parts
-    /// with bounded memory, with the writer's `timestamp` as `litestreamtimestamp` metadata.
+    /// Upload to `key`: one request when it fits in a part, else a block blob in parts with
+    /// bounded memory, with the writer's timestamp as `litestreamtimestamp` metadata.
     /// Returns the bytes written.
-    async fn upload(
-        &self,
-        key: &str,
-        mut data: ByteStream,
-        timestamp: Option<OffsetDateTime>,
-    ) -> Result<u64> {
+    async fn upload_blob(&self, key: &str, upload: Upload) -> Result<u64> {
         let path = Path::from(key);
         let mut attrs = Attributes::new();
         attrs.insert(Attribute::ContentType, "application/octet-stream".into());
-        if let Some(t) = timestamp {
-            attrs.insert(
-                Attribute::Metadata(TIMESTAMP_METADATA.into()),
-                litestream_core::format_writer_timestamp(t).into(),
-            );
+        if let Some(t) = upload.timestamp_metadata() {
+            attrs.insert(Attribute::Metadata(TIMESTAMP_METADATA.into()), t.into());
         }
+        let mut data = upload.data;
 
         let first = litestream_core::read_chunk(&mut data, self.part_size)
             .await
@@ -255,49 +173,83 @@ fn to_time(meta: &ObjectMeta) -> OffsetDateTime {
 }
 
 #[async_trait]
-impl LitestreamStore for AbsClient {
-    fn store_kind(&self) -> &'static str {
-        TYPE
-    }
+impl BucketStore for AbsClient {
+    const KIND: &'static str = TYPE;
 
-    async fn list_dir(&self, dir: &str) -> Result<DirListing> {
-        self.list_children(&listing::dir_prefix(&self.root, dir)?)
-            .await
-    }
-
-    async fn get(&self, key: &str) -> Result<ByteStream> {
-        self.open(listing::object_key(&self.root, key)?).await
-    }
-
-    async fn put(
-        &self,
-        key: &str,
-        data: ByteStream,
-        timestamp: Option<OffsetDateTime>,
-    ) -> Result<PutOutcome> {
-        let key = listing::object_key(&self.root, key)?;
-        let size = self.upload(&key, data, timestamp).await?;
-        Ok(PutOutcome {
-            size,
-            modified: None,
+    /// One delimited listing (paged inside `object_store`).
+    async fn list_delimited(&self, prefix: &str) -> Result<DirListing> {
+        let dir = prefix.trim_end_matches('/');
+        let res = self.store.list_with_delimiter(Some(&Path::from(dir))).await;
+        record_operation(TYPE, Operation::List, 0);
+        let res = res.map_err(|e| self.err(Operation::List, dir, e))?;
+        let objects = res.objects.iter().map(|meta| ListedObject {
+            name: meta.location.to_string(),
+            size: meta.size,
+            modified: to_time(meta),
+        });
+        Ok(DirListing {
+            objects: listing::direct_children(prefix, objects),
+            dirs: res
+                .common_prefixes
+                .iter()
+                .filter_map(|p| p.filename().map(str::to_string))
+                .collect(),
         })
     }
 
-    async fn delete(&self, key: &str) -> Result<()> {
-        let key = listing::object_key(&self.root, key)?;
-        let res = self.store.delete(&Path::from(key.as_str())).await;
-        record_operation(TYPE, Operation::Delete, 0);
-        match res {
-            Ok(()) => Ok(()),
-            Err(e) => match self.err(Operation::Delete, &key, e) {
-                e if e.is_not_found() => Ok(()),
-                e => Err(e),
-            },
-        }
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
+        let dir = prefix.trim_end_matches('/');
+        let res: std::result::Result<Vec<ObjectMeta>, _> =
+            self.store.list(Some(&Path::from(dir))).try_collect().await;
+        record_operation(TYPE, Operation::List, 0);
+        let metas = res.map_err(|e| self.err(Operation::List, dir, e))?;
+        Ok(metas.into_iter().map(|m| m.location.to_string()).collect())
     }
 
-    async fn head_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
-        self.head_object_timestamp(&listing::object_key(&self.root, key)?)
+    async fn open_key(&self, key: String) -> Result<ByteStream> {
+        let path = Path::from(key.as_str());
+        let res = self.store.get(&path).await;
+        let size = res.as_ref().map(|r| r.meta.size).unwrap_or(0);
+        record_operation(TYPE, Operation::Get, size);
+        let res = res.map_err(|e| self.err(Operation::Get, &key, e))?;
+        let ctx = self.ctx.clone();
+        let stream = res.into_stream().map_err(move |e| {
+            let kind = match crate::error::classify(&e) {
+                crate::error::Class::Other(true) => std::io::ErrorKind::ConnectionReset,
+                _ => std::io::ErrorKind::Other,
+            };
+            std::io::Error::new(kind, ctx.convert(Operation::Get, &key, e))
+        });
+        Ok(Box::pin(tokio_util::io::StreamReader::new(stream)))
+    }
+
+    async fn upload(&self, key: &str, upload: Upload) -> Result<u64> {
+        self.upload_blob(key, upload).await
+    }
+
+    async fn delete_keys(&self, keys: Vec<String>) -> Result<()> {
+        run_concurrently(keys, DELETE_CONCURRENCY, |key| self.delete_blob(key)).await
+    }
+
+    /// The `litestreamtimestamp` metadata: one HEAD, not counted in the operation metrics
+    /// (v0.5 reads it from its listing).
+    async fn head_writer_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
+        let opts = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        let res = self
+            .store
+            .get_opts(&Path::from(key), opts)
             .await
+            .map_err(|e| self.err(Operation::Get, key, e))?;
+        let value = res
+            .attributes
+            .get(&Attribute::Metadata(TIMESTAMP_METADATA.into()));
+        Ok(listing::parse_writer_timestamp(value.map(|v| v.as_ref())))
+    }
+
+    fn root(&self) -> &str {
+        &self.root
     }
 }

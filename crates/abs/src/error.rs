@@ -5,6 +5,7 @@
 use std::error::Error as StdError;
 
 use litestream_core::metrics::Operation;
+use litestream_core::support::{error_chain, Secrets};
 
 use crate::TYPE;
 
@@ -75,37 +76,18 @@ pub(crate) enum Class {
 }
 
 /// Context for turning request errors into core errors (its `Debug` never shows the secrets).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub(crate) struct ErrorContext {
     pub(crate) account: String,
     pub(crate) container: String,
     /// Strings that must never appear in a message (account key, SAS token).
-    pub(crate) secrets: Vec<String>,
-}
-
-impl std::fmt::Debug for ErrorContext {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ErrorContext")
-            .field("account", &self.account)
-            .field("container", &self.container)
-            .field(
-                "secrets",
-                &format_args!("[{} redacted]", self.secrets.len()),
-            )
-            .finish()
-    }
+    pub(crate) secrets: Secrets,
 }
 
 impl ErrorContext {
     /// Remove every configured secret from `s`.
     pub(crate) fn redact(&self, s: &str) -> String {
-        let mut out = s.to_string();
-        for secret in &self.secrets {
-            if secret.len() >= 4 {
-                out = out.replace(secret.as_str(), "<redacted>");
-            }
-        }
-        out
+        self.secrets.scrub(s)
     }
 
     /// Convert an `object_store` error from `op` on `key` into a core error.
@@ -144,7 +126,7 @@ impl ErrorContext {
             Class::Other(retryable) => self.backend(
                 format!(
                     "account {account} container {container}: {verb} {key}: {}",
-                    compact(&chain_message(&e))
+                    compact(&error_chain(&e))
                 ),
                 retryable,
             ),
@@ -163,21 +145,6 @@ impl ErrorContext {
     }
 }
 
-/// The whole source chain as one line.
-pub(crate) fn chain_message(e: &(dyn StdError + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let msg = s.to_string();
-        if !out.contains(&msg) {
-            out.push_str(": ");
-            out.push_str(&msg);
-        }
-        cur = s.source();
-    }
-    out
-}
-
 /// One line: an XML error body is replaced by its `<Code>`, whitespace runs collapse.
 fn compact(text: &str) -> String {
     let text = match text.find("<?xml") {
@@ -192,7 +159,7 @@ fn compact(text: &str) -> String {
 
 /// The Azure error code (`<Code>…</Code>`) and status of a failed request, as a short cause.
 fn short_cause(e: &object_store::Error) -> String {
-    let text = chain_message(e);
+    let text = error_chain(e);
     let code = between(&text, "<Code>", "</Code>");
     match (status_of(&text), code) {
         (Some(s), Some(c)) => format!("HTTP {s} {c}"),
@@ -216,7 +183,7 @@ fn status_of(text: &str) -> Option<u16> {
 
 /// Decide what an `object_store` error means.
 pub(crate) fn classify(e: &object_store::Error) -> Class {
-    let text = chain_message(e);
+    let text = error_chain(e);
     if text.contains("ContainerNotFound") {
         return Class::ContainerMissing;
     }
@@ -291,33 +258,28 @@ mod tests {
         assert_eq!(compact("a\n  b"), "a b");
     }
 
-    #[test]
-    fn debug_does_not_show_secrets() {
-        let ctx = ErrorContext {
+    fn ctx(secrets: &[&str]) -> ErrorContext {
+        let mut ctx = ErrorContext {
             account: "acct".into(),
             container: "c".into(),
-            secrets: vec!["c2VjcmV0a2V5".into()],
+            secrets: Secrets::new(),
         };
-        assert!(!format!("{ctx:?}").contains("c2VjcmV0a2V5"));
+        for s in secrets {
+            ctx.secrets.push(*s);
+        }
+        ctx
     }
 
     #[test]
-    fn secrets_are_redacted() {
-        let ctx = ErrorContext {
-            account: "acct".into(),
-            container: "c".into(),
-            secrets: vec!["c2VjcmV0a2V5".into()],
-        };
+    fn secrets_stay_out_of_debug_and_messages() {
+        let ctx = ctx(&["c2VjcmV0a2V5"]);
+        assert!(!format!("{ctx:?}").contains("c2VjcmV0a2V5"));
         assert_eq!(ctx.redact("key=c2VjcmV0a2V5!"), "key=<redacted>!");
     }
 
     #[test]
     fn not_found_maps_to_core_not_found() {
-        let ctx = ErrorContext {
-            account: "acct".into(),
-            container: "c".into(),
-            secrets: vec![],
-        };
+        let ctx = ctx(&[]);
         let e = object_store::Error::NotFound {
             path: "x".into(),
             source: "BlobNotFound".into(),

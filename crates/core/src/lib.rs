@@ -76,9 +76,12 @@ pub use replica_client::{
 pub use restore::RestoreOptions;
 pub use retry::{is_retryable, RetryConfig};
 pub use store::{
-    format_writer_timestamp, read_chunk, DirListing, ObjectStore, PutOutcome, DELETE_CONCURRENCY,
+    format_writer_timestamp, read_chunk, DirListing, ObjectStore, PutOutcome, Upload,
+    DELETE_CONCURRENCY,
 };
 pub use timefmt::{parse_go_duration, parse_rfc3339};
+// What the backend crates share: `support::BucketStore` (s3, abs, gcs) and helpers.
+pub use store::support;
 
 // What an embedder uses by path: the config file and replica URLs, restore, the LTX format
 // (v0.5) and the metrics.

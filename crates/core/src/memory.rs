@@ -15,7 +15,7 @@ use crate::pos::Pos;
 use crate::replica_client::ByteStream;
 #[cfg(doc)]
 use crate::replica_client::ReplicaClient;
-use crate::store::{DirListing, ObjectStore, PutOutcome};
+use crate::store::{DirListing, ObjectStore, PutOutcome, Upload};
 
 #[derive(Debug, Clone)]
 struct Object {
@@ -94,9 +94,7 @@ impl MemoryClient {
 
 #[async_trait]
 impl ObjectStore for MemoryClient {
-    fn store_kind(&self) -> &'static str {
-        "memory"
-    }
+    const KIND: &'static str = "memory";
 
     async fn list_dir(&self, dir: &str) -> Result<DirListing> {
         let prefix = listing::dir_prefix("", dir)?;
@@ -127,12 +125,11 @@ impl ObjectStore for MemoryClient {
         Ok(Box::pin(std::io::Cursor::new(o.data.as_ref().clone())))
     }
 
-    async fn put(
-        &self,
-        key: &str,
-        mut data: ByteStream,
-        timestamp: Option<OffsetDateTime>,
-    ) -> Result<PutOutcome> {
+    async fn put(&self, key: &str, upload: Upload) -> Result<PutOutcome> {
+        let Upload {
+            mut data,
+            timestamp,
+        } = upload;
         let mut buf = Vec::new();
         data.read_to_end(&mut buf)
             .await

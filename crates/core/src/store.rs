@@ -36,6 +36,8 @@ use crate::pos::{Generation, Pos};
 use crate::replica_client::{check_object_key, ByteStream, ReplicaClient};
 use crate::replica_client::{SnapshotInfo, WalSegmentInfo};
 
+pub mod support;
+
 /// Single-object deletes run at once by the default [`ObjectStore::delete_batch`].
 pub const DELETE_CONCURRENCY: usize = 8;
 
@@ -47,6 +49,29 @@ pub struct DirListing {
     /// Names of the sub-directories (s3 and abs: common prefixes) directly in it, in any
     /// order.
     pub dirs: Vec<String>,
+}
+
+/// An object for [`ObjectStore::put`] to store: its bytes and the writer's timestamp.
+pub struct Upload {
+    /// The bytes, read until EOF (streaming).
+    pub data: ByteStream,
+    /// The writer's timestamp, if the writer has one (Litestream v0.5's LTX files).
+    pub timestamp: Option<OffsetDateTime>,
+}
+
+impl Upload {
+    /// The writer's timestamp as object metadata holds it ([`format_writer_timestamp`]).
+    pub fn timestamp_metadata(&self) -> Option<String> {
+        self.timestamp.map(format_writer_timestamp)
+    }
+}
+
+impl Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upload")
+            .field("timestamp", &self.timestamp)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a store reports about an object it has just written.
@@ -86,9 +111,9 @@ pub struct PutOutcome {
 /// module; the `litestream-conformance` crate checks both layers.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + Debug {
-    /// The replica type: `file`, `s3`, `abs`, `sftp`, `memory`
+    /// The replica type: `file`, `s3`, `abs`, `gcs`, `sftp`, `memory`
     /// (what [`ReplicaClient::kind`] returns).
-    fn store_kind(&self) -> &'static str;
+    const KIND: &'static str;
 
     /// The objects and sub-directories directly in `dir`.
     async fn list_dir(&self, dir: &str) -> Result<DirListing>;
@@ -96,14 +121,9 @@ pub trait ObjectStore: Send + Sync + Debug {
     /// Open the object at `key` for reading, streaming.
     async fn get(&self, key: &str) -> Result<ByteStream>;
 
-    /// Store `data` (read until EOF, streaming) at `key`, with the writer's `timestamp` if
-    /// given (see the contract above).
-    async fn put(
-        &self,
-        key: &str,
-        data: ByteStream,
-        timestamp: Option<OffsetDateTime>,
-    ) -> Result<PutOutcome>;
+    /// Store `upload` at `key`: its data read until EOF, streaming, with the writer's
+    /// timestamp if given (see the contract above).
+    async fn put(&self, key: &str, upload: Upload) -> Result<PutOutcome>;
 
     /// Delete the object at `key`; a missing object is no error.
     async fn delete(&self, key: &str) -> Result<()>;
@@ -212,7 +232,7 @@ fn rel(path: String) -> String {
 #[async_trait]
 impl<S: ObjectStore> ReplicaClient for S {
     fn kind(&self) -> &'static str {
-        self.store_kind()
+        S::KIND
     }
 
     async fn generations(&self) -> Result<Vec<Generation>> {
@@ -251,7 +271,7 @@ impl<S: ObjectStore> ReplicaClient for S {
         data: ByteStream,
     ) -> Result<SnapshotInfo> {
         let key = rel(layout::snapshot_path("", generation, index));
-        let out = self.put(&key, data, None).await?;
+        let out = self.put(&key, v03_upload(data)).await?;
         Ok(SnapshotInfo::new(
             generation,
             index,
@@ -262,7 +282,7 @@ impl<S: ObjectStore> ReplicaClient for S {
 
     async fn write_wal_segment(&self, pos: &Pos, data: ByteStream) -> Result<WalSegmentInfo> {
         layout::check_offset_fits_name(pos)?;
-        let out = self.put(&segment_key(pos), data, None).await?;
+        let out = self.put(&segment_key(pos), v03_upload(data)).await?;
         Ok(WalSegmentInfo::at(pos, out.size, created_at(&out)))
     }
 
@@ -301,7 +321,11 @@ impl<S: ObjectStore> ReplicaClient for S {
         timestamp: OffsetDateTime,
     ) -> Result<u64> {
         check_object_key(key)?;
-        Ok(self.put(key, data, Some(timestamp)).await?.size)
+        let upload = Upload {
+            data,
+            timestamp: Some(timestamp),
+        };
+        Ok(self.put(key, upload).await?.size)
     }
 
     fn supports_object_writes(&self) -> bool {
@@ -328,6 +352,14 @@ fn segment_key(pos: &Pos) -> String {
         pos.index,
         pos.offset,
     ))
+}
+
+/// A v0.3 snapshot or WAL segment: no writer's timestamp.
+fn v03_upload(data: ByteStream) -> Upload {
+    Upload {
+        data,
+        timestamp: None,
+    }
 }
 
 fn created_at(out: &PutOutcome) -> OffsetDateTime {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use litestream_core::listing::ListedObject;
-use litestream_core::{ByteStream, DirListing, Error, ObjectStore, PutOutcome, Result};
+use litestream_core::{ByteStream, DirListing, Error, ObjectStore, PutOutcome, Result, Upload};
 use time::OffsetDateTime;
 use tokio::io::AsyncWriteExt;
 
@@ -83,11 +83,13 @@ impl FileClient {
         Ok(out)
     }
 
-    async fn write_atomic(
-        path: &Path,
-        mut data: ByteStream,
-        mtime_at: Option<OffsetDateTime>,
-    ) -> Result<(u64, OffsetDateTime)> {
+    /// Write `upload` to a temporary name beside `path`, set its mtime to the writer's
+    /// timestamp if there is one, fsync, rename over `path`; the size and the mtime.
+    async fn write_atomic(path: &Path, upload: Upload) -> Result<(u64, OffsetDateTime)> {
+        let Upload {
+            mut data,
+            timestamp: mtime_at,
+        } = upload;
         let dir = path.parent().unwrap_or(Path::new("."));
         create_dir_all_durable(dir).await?;
         let tmp = PathBuf::from(format!("{}.tmp", path.display()));
@@ -171,6 +173,15 @@ async fn create_dir_all_durable(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The result of removing `path`, where a path that does not exist counts as removed.
+fn removed(path: &Path, result: io::Result<()>) -> Result<()> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path.display().to_string(), e)),
+    }
+}
+
 fn mtime(meta: &std::fs::Metadata) -> OffsetDateTime {
     meta.modified()
         .map(OffsetDateTime::from)
@@ -179,9 +190,7 @@ fn mtime(meta: &std::fs::Metadata) -> OffsetDateTime {
 
 #[async_trait]
 impl ObjectStore for FileClient {
-    fn store_kind(&self) -> &'static str {
-        TYPE
-    }
+    const KIND: &'static str = TYPE;
 
     async fn list_dir(&self, dir: &str) -> Result<DirListing> {
         Self::read_dir(&self.path(dir)).await
@@ -195,13 +204,8 @@ impl ObjectStore for FileClient {
         Ok(Box::pin(tokio::io::BufReader::with_capacity(256 << 10, f)))
     }
 
-    async fn put(
-        &self,
-        key: &str,
-        data: ByteStream,
-        timestamp: Option<OffsetDateTime>,
-    ) -> Result<PutOutcome> {
-        let (size, modified) = Self::write_atomic(&self.path(key), data, timestamp).await?;
+    async fn put(&self, key: &str, upload: Upload) -> Result<PutOutcome> {
+        let (size, modified) = Self::write_atomic(&self.path(key), upload).await?;
         Ok(PutOutcome {
             size,
             modified: Some(modified),
@@ -210,20 +214,12 @@ impl ObjectStore for FileClient {
 
     async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path(key);
-        match tokio::fs::remove_file(&path).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(path.display().to_string(), e)),
-        }
+        removed(&path, tokio::fs::remove_file(&path).await)
     }
 
     async fn delete_dir(&self, dir: &str) -> Result<()> {
         let path = self.path(dir);
-        match tokio::fs::remove_dir_all(&path).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(path.display().to_string(), e)),
-        }
+        removed(&path, tokio::fs::remove_dir_all(&path).await)
     }
 }
 
@@ -235,6 +231,16 @@ mod tests {
     /// Every directory `sync_dir` fsynced (tests run in parallel: filter by your own root).
     pub(super) static SYNCED_DIRS: std::sync::Mutex<Vec<PathBuf>> =
         std::sync::Mutex::new(Vec::new());
+
+    /// The directories below `dir` that `sync_dir` fsynced, in order.
+    fn synced_below(dir: &Path) -> Vec<PathBuf> {
+        let synced = SYNCED_DIRS.lock().expect("lock");
+        synced
+            .iter()
+            .filter(|p| p.starts_with(dir))
+            .cloned()
+            .collect()
+    }
 
     fn bytes(b: &'static [u8]) -> ByteStream {
         Box::pin(b)
@@ -250,13 +256,7 @@ mod tests {
             .await
             .expect("write");
         let gen_dir = root.join("generations").join(g.as_str());
-        let synced: Vec<PathBuf> = SYNCED_DIRS
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter(|p| p.starts_with(tmp.path()))
-            .cloned()
-            .collect();
+        let synced = synced_below(tmp.path());
         for want in [
             tmp.path().to_path_buf(),
             root.clone(),
@@ -281,13 +281,7 @@ mod tests {
         c.write_wal_segment(&Pos::new(g.clone(), 0, 3), bytes(b"more"))
             .await
             .expect("write");
-        let synced: Vec<PathBuf> = SYNCED_DIRS
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter(|p| p.starts_with(tmp.path()))
-            .cloned()
-            .collect();
+        let synced = synced_below(tmp.path());
         assert_eq!(
             synced,
             vec![

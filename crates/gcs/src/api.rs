@@ -19,6 +19,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use litestream_core::support::error_chain;
 use object_store::gcp::GcpCredentialProvider;
 use object_store::RetryConfig;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -76,26 +77,11 @@ impl std::fmt::Display for Failure {
                 write!(f, "HTTP {status}")
             }
             Failure::Status { status, message } => write!(f, "HTTP {status}: {message}"),
-            Failure::Transport(e) => write!(f, "{}", transport_message(e)),
+            Failure::Transport(e) => write!(f, "{}", error_chain(e)),
             Failure::Credentials(m) => write!(f, "cannot get credentials: {m}"),
             Failure::Protocol(m) => write!(f, "unexpected answer: {m}"),
         }
     }
-}
-
-/// A reqwest error with its causes on one line (reqwest's own message is only the outer layer).
-fn transport_message(e: &reqwest::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = std::error::Error::source(e);
-    while let Some(s) = cur {
-        let m = s.to_string();
-        if !out.contains(&m) {
-            out.push_str(": ");
-            out.push_str(&m);
-        }
-        cur = s.source();
-    }
-    out
 }
 
 /// How requests are authorised.
@@ -184,22 +170,31 @@ pub(crate) struct Api {
 }
 
 impl Api {
+    /// The API of `bucket` at `base` (`https://storage.googleapis.com` or an emulator), over
+    /// an HTTP client of its own; `request_timeout` limits each request but a download's body.
     pub(crate) fn new(
-        http: reqwest::Client,
         base: Url,
         bucket: String,
         auth: Auth,
         retry: RetryConfig,
         request_timeout: Duration,
-    ) -> Self {
-        Api {
+    ) -> Result<Api, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            // A download's body is streamed for as long as it takes, but a server that goes
+            // silent for this long fails the read.
+            .read_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .user_agent(concat!("litestream-rs/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Api {
             http,
             base,
             bucket,
             auth,
             retry,
             request_timeout,
-        }
+        })
     }
 
     /// `BASE/storage/v1/b/BUCKET/o[/NAME]`, each part one encoded path segment (a `/` in an
@@ -226,7 +221,7 @@ impl Api {
                 let cred = provider
                     .get_credential()
                     .await
-                    .map_err(|e| Failure::Credentials(one_line(&e)))?;
+                    .map_err(|e| Failure::Credentials(error_chain(&e)))?;
                 Ok(req.bearer_auth(&cred.bearer))
             }
         }
@@ -303,14 +298,7 @@ impl Api {
                     q.append_pair("pageToken", t);
                 }
             }
-            let resp = self
-                .send(
-                    || self.http.get(url.clone()),
-                    &[],
-                    Some(self.request_timeout),
-                )
-                .await?;
-            let page: ListPage = json(resp).await?;
+            let page: ListPage = self.get_json(&url).await?;
             out.objects.extend(page.items);
             out.prefixes.extend(page.prefixes);
             match page.next_page_token.filter(|t| !t.is_empty()) {
@@ -322,7 +310,11 @@ impl Api {
 
     /// The object's resource (size, times, metadata).
     pub(crate) async fn metadata(&self, name: &str) -> Result<ObjectResource, Failure> {
-        let url = self.object_url(false, Some(name));
+        self.get_json(&self.object_url(false, Some(name))).await
+    }
+
+    /// GET `url` (retried, with the request timeout) and decode its JSON answer.
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &Url) -> Result<T, Failure> {
         let resp = self
             .send(
                 || self.http.get(url.clone()),
@@ -600,21 +592,6 @@ async fn failure_from(resp: Response) -> Failure {
     Failure::Status { status, message }
 }
 
-/// An error and its causes on one line.
-pub(crate) fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let m = s.to_string();
-        if !out.contains(&m) {
-            out.push_str(": ");
-            out.push_str(&m);
-        }
-        cur = s.source();
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -641,13 +618,13 @@ mod tests {
     #[test]
     fn object_names_are_one_segment() {
         let api = Api::new(
-            reqwest::Client::new(),
             Url::parse("http://127.0.0.1:4443").expect("url"),
             "b".into(),
             Auth::Anonymous,
             RetryConfig::default(),
             Duration::from_secs(1),
-        );
+        )
+        .expect("api");
         assert_eq!(
             api.object_url(false, Some("db/generations/x y")).as_str(),
             "http://127.0.0.1:4443/storage/v1/b/b/o/db%2Fgenerations%2Fx%20y"

@@ -1,11 +1,11 @@
 //! [`GcsBuilder`]: validates the `type: gcs` settings once and builds a [`GcsClient`].
 
-use std::fmt;
 use std::time::Duration;
 
 use litestream_core::config::ReplicaConfig;
+use litestream_core::support::{env_non_blank, error_chain, non_blank, Opaque};
 use object_store::gcp::GoogleCloudStorageBuilder;
-use object_store::{BackoffConfig, ClientOptions, RetryConfig};
+use object_store::{ClientOptions, RetryConfig};
 use url::Url;
 
 use crate::api::{Api, Auth};
@@ -28,7 +28,7 @@ pub const DEFAULT_ENDPOINT: &str = "https://storage.googleapis.com";
 pub const DEFAULT_PART_SIZE: usize = 8 << 20;
 
 /// Settings for a [`GcsClient`], validated by [`build`](Self::build).
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct GcsBuilder {
     bucket: Option<String>,
     path: String,
@@ -38,19 +38,6 @@ pub struct GcsBuilder {
     retry: Option<RetryConfig>,
     part_size: Option<usize>,
     request_timeout: Option<Duration>,
-}
-
-impl fmt::Debug for GcsBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GcsBuilder")
-            .field("bucket", &self.bucket)
-            .field("path", &self.path)
-            .field("endpoint", &self.endpoint)
-            .field("emulator_host", &self.emulator_host)
-            .field("credentials_file", &self.credentials_file)
-            .field("part_size", &self.part_size)
-            .finish()
-    }
 }
 
 impl GcsBuilder {
@@ -63,8 +50,8 @@ impl GcsBuilder {
     /// `GOOGLE_APPLICATION_CREDENTIALS`.
     pub fn from_env() -> Self {
         GcsBuilder {
-            emulator_host: non_empty(std::env::var(EMULATOR_HOST_ENV).ok()),
-            credentials_file: non_empty(std::env::var(CREDENTIALS_ENV).ok()),
+            emulator_host: env_non_blank(&[EMULATOR_HOST_ENV]),
+            credentials_file: env_non_blank(&[CREDENTIALS_ENV]),
             ..Self::default()
         }
     }
@@ -73,50 +60,29 @@ impl GcsBuilder {
     /// extension) and the environment ([`from_env`](Self::from_env)).
     pub fn from_replica_config(cfg: &ReplicaConfig) -> Self {
         let mut b = Self::from_env();
-        b.bucket = non_empty(cfg.bucket.clone());
+        b.bucket = non_blank(cfg.bucket.clone());
         b.path = cfg.path.clone().unwrap_or_default();
-        b.endpoint = non_empty(cfg.endpoint.clone());
+        b.endpoint = non_blank(cfg.endpoint.clone());
         b
     }
 
-    /// Bucket name.
-    pub fn with_bucket(mut self, bucket: impl Into<String>) -> Self {
-        self.bucket = Some(bucket.into());
-        self
-    }
-
-    /// Key prefix inside the bucket (Litestream's `path`).
-    pub fn with_path(mut self, path: impl Into<String>) -> Self {
-        self.path = path.into();
-        self
-    }
-
-    /// An emulator, as `STORAGE_EMULATOR_HOST` gives it: `HOST:PORT` (plain HTTP) or a URL.
-    /// Requests carry no credentials.
-    pub fn with_emulator_host(mut self, host: impl Into<String>) -> Self {
-        self.emulator_host = Some(host.into());
-        self
-    }
-
-    /// Another JSON API endpoint (a URL; `http://` allowed), with credentials as for GCS.
-    /// Wins over the emulator host.
-    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
-        self.endpoint = Some(endpoint.into());
-        self
-    }
-
-    /// The credentials file (what `GOOGLE_APPLICATION_CREDENTIALS` names): a service-account
-    /// key or an authorized user's application-default credentials.
-    pub fn with_credentials_file(mut self, path: impl Into<String>) -> Self {
-        self.credentials_file = Some(path.into());
-        self
-    }
-
-    /// Retry policy of each request (default: 3 retries, 100 ms..4 s backoff, at most 30 s).
-    /// Core's retry loop still wraps every replica operation.
-    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
-        self.retry = Some(retry);
-        self
+    litestream_core::builder_setters! {
+        /// Bucket name.
+        with_bucket(bucket: impl Into<String>) -> Some;
+        /// Key prefix inside the bucket (Litestream's `path`).
+        with_path(path: impl Into<String>);
+        /// An emulator, as `STORAGE_EMULATOR_HOST` gives it: `HOST:PORT` (plain HTTP) or a
+        /// URL. Requests carry no credentials.
+        with_emulator_host(emulator_host: impl Into<String>) -> Some;
+        /// Another JSON API endpoint (a URL; `http://` allowed), with credentials as for GCS.
+        /// Wins over the emulator host.
+        with_endpoint(endpoint: impl Into<String>) -> Some;
+        /// The credentials file (what `GOOGLE_APPLICATION_CREDENTIALS` names): a
+        /// service-account key or an authorized user's application-default credentials.
+        with_credentials_file(credentials_file: impl Into<String>) -> Some;
+        /// Retry policy of each request (default: 3 retries, 100 ms..4 s backoff, at most
+        /// 30 s). Core's retry loop still wraps every replica operation.
+        with_retry(retry: RetryConfig) -> Some;
     }
 
     /// Size of one chunk of a resumable upload (default [`DEFAULT_PART_SIZE`]); rounded up to
@@ -137,7 +103,10 @@ impl GcsBuilder {
     /// read and its key parsed here.
     pub fn build(self) -> Result<GcsClient, Error> {
         let bucket = self.bucket.clone().ok_or(Error::MissingBucket)?;
-        let retry = self.retry.clone().unwrap_or_else(default_retry);
+        let retry = self
+            .retry
+            .clone()
+            .unwrap_or_else(|| litestream_core::object_store_retry!());
         let (base, anonymous) = match (&self.endpoint, &self.emulator_host) {
             (Some(ep), _) => (parse_endpoint("endpoint", ep)?, false),
             (None, Some(host)) => {
@@ -170,30 +139,22 @@ impl GcsBuilder {
                 path: self.credentials_file.clone().unwrap_or_else(|| {
                     format!("{CREDENTIALS_ENV} unset: application default credentials")
                 }),
-                message: crate::api::one_line(&e),
+                message: error_chain(&e),
             })?;
             Auth::Bearer(store.credentials().clone())
         };
 
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            // A download's body is streamed for as long as it takes, but a server that goes
-            // silent for this long fails the read.
-            .read_timeout(Duration::from_secs(60))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .user_agent(concat!("litestream-rs/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::Http(crate::api::one_line(&e)))?;
         let endpoint_desc = base.as_str().trim_end_matches('/').to_string();
         let request_timeout = self.request_timeout.unwrap_or(Duration::from_secs(120));
-        let api = Api::new(http, base, bucket.clone(), auth, retry, request_timeout);
-        Ok(GcsClient::new(
-            api,
-            ErrorContext { bucket },
-            litestream_core::listing::root_prefix(&self.path),
-            endpoint_desc,
-            self.part_size.unwrap_or(DEFAULT_PART_SIZE),
-        ))
+        let api = Api::new(base, bucket.clone(), auth, retry, request_timeout)
+            .map_err(|e| Error::Http(error_chain(&e)))?;
+        Ok(GcsClient {
+            api: Opaque(api),
+            ctx: ErrorContext { bucket },
+            root: litestream_core::listing::root_prefix(&self.path),
+            endpoint: endpoint_desc,
+            part_size: self.part_size.unwrap_or(DEFAULT_PART_SIZE),
+        })
     }
 }
 
@@ -209,22 +170,6 @@ fn parse_endpoint(source_name: &'static str, s: &str) -> Result<Url, Error> {
         return Err(bad("a query is not allowed".into()));
     }
     Ok(url)
-}
-
-fn default_retry() -> RetryConfig {
-    RetryConfig {
-        backoff: BackoffConfig {
-            init_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(4),
-            base: 2.0,
-        },
-        max_retries: 3,
-        retry_timeout: Duration::from_secs(30),
-    }
-}
-
-fn non_empty(s: Option<String>) -> Option<String> {
-    s.filter(|v| !v.trim().is_empty())
 }
 
 #[cfg(test)]
@@ -249,26 +194,22 @@ mod tests {
                 .expect("client");
             assert_eq!(c.endpoint(), "http://127.0.0.1:4443", "{host}");
         }
-        let e = GcsBuilder::new()
-            .with_bucket("b")
-            .with_emulator_host("ftp://x")
-            .build()
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(e.contains("STORAGE_EMULATOR_HOST"), "{e}");
     }
 
     #[test]
-    fn a_missing_credentials_file_is_named() {
-        let e = GcsBuilder::new()
-            .with_bucket("b")
-            .with_credentials_file("/nonexistent/sa.json")
-            .build()
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(e.contains("/nonexistent/sa.json"), "{e}");
+    fn bad_settings_are_named_in_the_error() {
+        let bucket = || GcsBuilder::new().with_bucket("b");
+        let cases = [
+            (bucket().with_emulator_host("ftp://x"), EMULATOR_HOST_ENV),
+            (
+                bucket().with_credentials_file("/nonexistent/sa.json"),
+                "/nonexistent/sa.json",
+            ),
+        ];
+        for (b, named) in cases {
+            let e = b.build().err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains(named), "{named}: {e}");
+        }
     }
 
     #[test]

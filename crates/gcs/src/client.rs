@@ -1,18 +1,17 @@
-//! [`GcsClient`]: the [`ObjectStore`] implementation over the GCS JSON API (and so a
-//! [`litestream_core::ReplicaClient`], through core's blanket implementation, which holds the
-//! v0.3 layout).
+//! [`GcsClient`]: the [`BucketStore`] (so the [`litestream_core::ObjectStore`] and the
+//! [`litestream_core::ReplicaClient`], through core's blanket implementations) over the GCS
+//! JSON API.
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
-use litestream_core::format_writer_timestamp;
-use litestream_core::layout;
+use futures::TryStreamExt;
 use litestream_core::listing::ListedObject;
 use litestream_core::metrics::{record_operation, Operation};
-use litestream_core::{ByteStream, DirListing, Error, ObjectStore, PutOutcome, Result};
+use litestream_core::support::{error_chain, run_concurrently, BucketStore, Opaque};
+use litestream_core::{ByteStream, DirListing, Error, Result, Upload};
 use time::OffsetDateTime;
 
-use crate::api::{Api, Failure};
+use crate::api::{Api, Failure, Listing};
 use crate::error::ErrorContext;
 use crate::TYPE;
 
@@ -25,43 +24,16 @@ const TIMESTAMP_METADATA: &str = "litestream-timestamp";
 /// A replica stored in a Google Cloud Storage bucket (or an emulator).
 ///
 /// Cheap to clone; clones share the HTTP connection pool and the cached access token.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct GcsClient {
-    api: Api,
-    ctx: ErrorContext,
-    root: String,
-    endpoint: String,
-    part_size: usize,
-}
-
-impl std::fmt::Debug for GcsClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GcsClient")
-            .field("bucket", &self.ctx.bucket)
-            .field("root", &self.root)
-            .field("endpoint", &self.endpoint)
-            .field("part_size", &self.part_size)
-            .finish()
-    }
+    pub(crate) api: Opaque<Api>,
+    pub(crate) ctx: ErrorContext,
+    pub(crate) root: String,
+    pub(crate) endpoint: String,
+    pub(crate) part_size: usize,
 }
 
 impl GcsClient {
-    pub(crate) fn new(
-        api: Api,
-        ctx: ErrorContext,
-        root: String,
-        endpoint: String,
-        part_size: usize,
-    ) -> Self {
-        GcsClient {
-            api,
-            ctx,
-            root,
-            endpoint,
-            part_size,
-        }
-    }
-
     /// Bucket name.
     pub fn bucket(&self) -> &str {
         &self.ctx.bucket
@@ -81,75 +53,19 @@ impl GcsClient {
         self.ctx.convert(op, key, f)
     }
 
-    /// The full object name of `key` (relative to the root).
-    fn full(&self, key: &str) -> String {
-        layout::join(&[&self.root, key])
-    }
-
-    /// The name prefix that lists the directory `dir` (relative to the root; `""` is the
-    /// root): `""` or ending in `/`.
-    fn dir_prefix(&self, dir: &str) -> String {
-        let joined = self.full(dir);
-        match joined.trim_matches('/') {
-            "" | "." => String::new(),
-            d => format!("{d}/"),
-        }
-    }
-
-    /// The objects and sub-directories directly under the name prefix `prefix`, named
-    /// relative to it (one delimited listing, pages followed).
-    async fn list_children(&self, prefix: &str) -> Result<DirListing> {
+    /// Everything under the name prefix `prefix`, pages followed; with `delimited`, objects
+    /// in sub-directories are folded into `prefixes`. Counted as one LIST.
+    async fn list(&self, prefix: &str, delimited: bool) -> Result<Listing> {
         record_operation(TYPE, Operation::List, 0);
-        let listing = self
-            .api
-            .list(prefix, true)
+        self.api
+            .list(prefix, delimited)
             .await
-            .map_err(|e| self.err(Operation::List, prefix, e))?;
-        let objects = listing
-            .objects
-            .iter()
-            .filter_map(|o| {
-                let name = o.name.strip_prefix(prefix)?;
-                (!name.is_empty() && !name.contains('/')).then(|| ListedObject {
-                    name: name.to_string(),
-                    size: o.size,
-                    modified: o.created(),
-                })
-            })
-            .collect();
-        let dirs = listing
-            .prefixes
-            .iter()
-            .filter_map(|p| p.strip_prefix(prefix))
-            .map(|d| d.trim_end_matches('/'))
-            .filter(|d| !d.is_empty() && !d.contains('/'))
-            .map(str::to_string)
-            .collect();
-        Ok(DirListing { objects, dirs })
-    }
-
-    async fn open(&self, key: String) -> Result<ByteStream> {
-        let resp = self
-            .api
-            .download(&key)
-            .await
-            .map_err(|e| self.err(Operation::Get, &key, e))?;
-        record_operation(TYPE, Operation::Get, resp.content_length().unwrap_or(0));
-        let what = self.ctx.object(&key);
-        let stream = resp.bytes_stream().map_err(move |e| {
-            let kind = if e.is_timeout() {
-                std::io::ErrorKind::TimedOut
-            } else {
-                std::io::ErrorKind::ConnectionReset
-            };
-            std::io::Error::new(kind, format!("get {what}: {}", crate::api::one_line(&e)))
-        });
-        Ok(Box::pin(tokio_util::io::StreamReader::new(stream)))
+            .map_err(|e| self.err(Operation::List, prefix, e))
     }
 
     /// Upload `data` to `key` with `metadata`: one request when it is smaller than a part,
     /// else a resumable upload in parts (one part in memory). Returns the bytes written.
-    async fn upload(
+    async fn upload_object(
         &self,
         key: &str,
         mut data: ByteStream,
@@ -218,77 +134,81 @@ impl GcsClient {
             .map(|_| ())
             .map_err(|e| self.err(Operation::Delete, &key, e))
     }
-
-    async fn delete_keys(&self, keys: Vec<String>) -> Result<()> {
-        futures::stream::iter(keys.into_iter().map(|k| self.delete_key(k)))
-            .buffer_unordered(DELETE_CONCURRENCY)
-            .try_collect::<Vec<()>>()
-            .await?;
-        Ok(())
-    }
 }
 
 #[async_trait]
-impl ObjectStore for GcsClient {
-    fn store_kind(&self) -> &'static str {
-        TYPE
+impl BucketStore for GcsClient {
+    const KIND: &'static str = TYPE;
+
+    async fn list_delimited(&self, prefix: &str) -> Result<DirListing> {
+        let listing = self.list(prefix, true).await?;
+        let objects = listing
+            .objects
+            .iter()
+            .filter_map(|o| {
+                let name = o.name.strip_prefix(prefix)?;
+                (!name.is_empty() && !name.contains('/')).then(|| ListedObject {
+                    name: name.to_string(),
+                    size: o.size,
+                    modified: o.created(),
+                })
+            })
+            .collect();
+        let dirs = listing
+            .prefixes
+            .iter()
+            .filter_map(|p| p.strip_prefix(prefix))
+            .map(|d| d.trim_end_matches('/'))
+            .filter(|d| !d.is_empty() && !d.contains('/'))
+            .map(str::to_string)
+            .collect();
+        Ok(DirListing { objects, dirs })
     }
 
-    async fn list_dir(&self, dir: &str) -> Result<DirListing> {
-        self.list_children(&self.dir_prefix(dir)).await
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
+        let listing = self.list(prefix, false).await?;
+        Ok(listing.objects.into_iter().map(|o| o.name).collect())
     }
 
-    async fn get(&self, key: &str) -> Result<ByteStream> {
-        self.open(self.full(key)).await
+    async fn open_key(&self, key: String) -> Result<ByteStream> {
+        let resp = self
+            .api
+            .download(&key)
+            .await
+            .map_err(|e| self.err(Operation::Get, &key, e))?;
+        record_operation(TYPE, Operation::Get, resp.content_length().unwrap_or(0));
+        let what = self.ctx.object(&key);
+        let stream = resp.bytes_stream().map_err(move |e| {
+            let kind = if e.is_timeout() {
+                std::io::ErrorKind::TimedOut
+            } else {
+                std::io::ErrorKind::ConnectionReset
+            };
+            std::io::Error::new(kind, format!("get {what}: {}", error_chain(&e)))
+        });
+        Ok(Box::pin(tokio_util::io::StreamReader::new(stream)))
     }
 
-    async fn put(
-        &self,
-        key: &str,
-        data: ByteStream,
-        timestamp: Option<OffsetDateTime>,
-    ) -> Result<PutOutcome> {
-        // As Litestream v0.5's `gs` replica: the writer's timestamp in object metadata.
-        let metadata: Vec<(&str, String)> = timestamp
-            .map(|t| (TIMESTAMP_METADATA, format_writer_timestamp(t)))
+    /// As Litestream v0.5's `gs` replica: the writer's timestamp in object metadata.
+    async fn upload(&self, key: &str, upload: Upload) -> Result<u64> {
+        let metadata: Vec<(&str, String)> = upload
+            .timestamp_metadata()
+            .map(|t| (TIMESTAMP_METADATA, t))
             .into_iter()
             .collect();
-        let size = self.upload(&self.full(key), data, &metadata).await?;
-        Ok(PutOutcome {
-            size,
-            modified: None,
-        })
+        self.upload_object(key, upload.data, &metadata).await
     }
 
-    async fn delete(&self, key: &str) -> Result<()> {
-        self.delete_key(self.full(key)).await
+    async fn delete_keys(&self, keys: Vec<String>) -> Result<()> {
+        run_concurrently(keys, DELETE_CONCURRENCY, |k| self.delete_key(k)).await
     }
 
-    async fn delete_batch(&self, keys: &[String]) -> Result<()> {
-        self.delete_keys(keys.iter().map(|k| self.full(k)).collect())
-            .await
-    }
-
-    /// One flat listing of everything under `dir` (no walk directory by directory).
-    async fn delete_dir(&self, dir: &str) -> Result<()> {
-        let prefix = self.dir_prefix(dir);
-        record_operation(TYPE, Operation::List, 0);
-        let listing = self
-            .api
-            .list(&prefix, false)
-            .await
-            .map_err(|e| self.err(Operation::List, &prefix, e))?;
-        self.delete_keys(listing.objects.into_iter().map(|o| o.name).collect())
-            .await
-    }
-
-    async fn head_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
-        let full = self.full(key);
+    async fn head_writer_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
         let resource = self
             .api
-            .metadata(&full)
+            .metadata(key)
             .await
-            .map_err(|e| self.err(Operation::Get, &full, e))?;
+            .map_err(|e| self.err(Operation::Get, key, e))?;
         let value = resource
             .metadata
             .as_ref()
@@ -296,5 +216,9 @@ impl ObjectStore for GcsClient {
         Ok(litestream_core::listing::parse_writer_timestamp(
             value.map(String::as_str),
         ))
+    }
+
+    fn root(&self) -> &str {
+        &self.root
     }
 }

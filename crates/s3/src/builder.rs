@@ -1,7 +1,6 @@
 //! [`S3Builder`]: every `type: s3` setting, validated once in [`S3Builder::build`], which
 //! also picks credentials and looks up the bucket's region when it has to.
 
-use std::fmt;
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
@@ -11,6 +10,8 @@ use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use litestream_core::config::ReplicaConfig;
 use litestream_core::{Error, Result};
+
+use litestream_core::support::{env_non_blank, non_blank, Opaque, Secret, Secrets};
 
 use crate::client::S3Client;
 use crate::error::Target;
@@ -31,7 +32,7 @@ pub const MIN_PART_SIZE: usize = 5 << 20;
 /// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` are unset (as Litestream does), else the AWS
 /// default chain (environment, shared config and profiles, web identity, container and
 /// instance roles).
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct S3Builder {
     bucket: String,
     path: String,
@@ -39,43 +40,11 @@ pub struct S3Builder {
     endpoint: Option<String>,
     force_path_style: Option<bool>,
     skip_verify: bool,
-    access_key_id: Option<String>,
-    secret_access_key: Option<String>,
+    access_key_id: Option<Secret>,
+    secret_access_key: Option<Secret>,
     max_attempts: u32,
     read_timeout: Duration,
     part_size: usize,
-}
-
-impl fmt::Debug for S3Builder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("S3Builder")
-            .field("bucket", &self.bucket)
-            .field("path", &self.path)
-            .field("region", &self.region)
-            .field("endpoint", &self.endpoint)
-            .field("force_path_style", &self.force_path_style)
-            .field("skip_verify", &self.skip_verify)
-            .field(
-                "access_key_id",
-                &self.access_key_id.as_ref().map(|_| "[set]"),
-            )
-            .field(
-                "secret_access_key",
-                &self.secret_access_key.as_ref().map(|_| "[redacted]"),
-            )
-            .field("max_attempts", &self.max_attempts)
-            .field("read_timeout", &self.read_timeout)
-            .field("part_size", &self.part_size)
-            .finish()
-    }
-}
-
-fn non_empty(s: &Option<String>) -> Option<String> {
-    s.as_ref().filter(|v| !v.is_empty()).cloned()
-}
-
-fn env_non_empty(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 impl S3Builder {
@@ -92,41 +61,28 @@ impl S3Builder {
 
     /// A builder from a resolved replica config (call [`ReplicaConfig::resolve`] first).
     pub fn from_replica_config(cfg: &ReplicaConfig) -> Result<Self> {
-        let bucket = non_empty(&cfg.bucket)
+        let bucket = non_blank(cfg.bucket.clone())
             .ok_or_else(|| Error::InvalidConfig("bucket required for s3 replica".into()))?;
         let mut b = S3Builder::new(bucket)
             .with_path(cfg.path.clone().unwrap_or_default())
             .with_skip_verify(cfg.skip_verify.unwrap_or(false));
-        b.region = non_empty(&cfg.region);
-        b.endpoint = non_empty(&cfg.endpoint);
+        b.region = non_blank(cfg.region.clone());
+        b.endpoint = non_blank(cfg.endpoint.clone());
         b.force_path_style = cfg.force_path_style;
-        b.access_key_id = non_empty(&cfg.access_key_id);
-        b.secret_access_key = non_empty(&cfg.secret_access_key);
+        b.access_key_id = non_blank(cfg.access_key_id.clone()).map(Secret::new);
+        b.secret_access_key = non_blank(cfg.secret_access_key.clone()).map(Secret::new);
         Ok(b)
     }
 
-    /// Key prefix of the replica (`path`); `""` puts `generations/` at the bucket root.
-    pub fn with_path(mut self, path: impl Into<String>) -> Self {
-        self.path = path.into();
-        self
-    }
-
-    /// The bucket's region (`region`); looked up when unset and no endpoint is set.
-    pub fn with_region(mut self, region: impl Into<String>) -> Self {
-        self.region = Some(region.into());
-        self
-    }
-
-    /// A custom endpoint URL (`endpoint`), e.g. `http://127.0.0.1:9000` for MinIO.
-    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
-        self.endpoint = Some(endpoint.into());
-        self
-    }
-
-    /// Path-style addressing (`force-path-style`); default on when an endpoint is set.
-    pub fn with_force_path_style(mut self, on: bool) -> Self {
-        self.force_path_style = Some(on);
-        self
+    litestream_core::builder_setters! {
+        /// Key prefix of the replica (`path`); `""` puts `generations/` at the bucket root.
+        with_path(path: impl Into<String>);
+        /// The bucket's region (`region`); looked up when unset and no endpoint is set.
+        with_region(region: impl Into<String>) -> Some;
+        /// A custom endpoint URL (`endpoint`), e.g. `http://127.0.0.1:9000` for MinIO.
+        with_endpoint(endpoint: impl Into<String>) -> Some;
+        /// Path-style addressing (`force-path-style`); default on when an endpoint is set.
+        with_force_path_style(force_path_style: bool) -> Some;
     }
 
     /// Do not verify TLS certificates (`skip-verify`), for stores with self-signed
@@ -142,8 +98,8 @@ impl S3Builder {
         access_key_id: impl Into<String>,
         secret_access_key: impl Into<String>,
     ) -> Self {
-        self.access_key_id = Some(access_key_id.into());
-        self.secret_access_key = Some(secret_access_key.into());
+        self.access_key_id = Some(Secret::new(access_key_id));
+        self.secret_access_key = Some(Secret::new(secret_access_key));
         self
     }
 
@@ -169,14 +125,14 @@ impl S3Builder {
 
     fn static_credentials(&self) -> Option<(String, String)> {
         match (&self.access_key_id, &self.secret_access_key) {
-            (Some(k), Some(s)) => Some((k.clone(), s.clone())),
+            (Some(k), Some(s)) => Some((k.expose().to_string(), s.expose().to_string())),
             _ => {
-                if env_non_empty("AWS_ACCESS_KEY_ID").is_none()
-                    && env_non_empty("AWS_SECRET_ACCESS_KEY").is_none()
+                if env_non_blank(&["AWS_ACCESS_KEY_ID"]).is_none()
+                    && env_non_blank(&["AWS_SECRET_ACCESS_KEY"]).is_none()
                 {
                     if let (Some(k), Some(s)) = (
-                        env_non_empty("LITESTREAM_ACCESS_KEY_ID"),
-                        env_non_empty("LITESTREAM_SECRET_ACCESS_KEY"),
+                        env_non_blank(&["LITESTREAM_ACCESS_KEY_ID"]),
+                        env_non_blank(&["LITESTREAM_SECRET_ACCESS_KEY"]),
                     ) {
                         return Some((k, s));
                     }
@@ -203,10 +159,14 @@ impl S3Builder {
             }
         }
         let creds = self.static_credentials();
+        let mut secrets = Secrets::new();
+        if let Some((_, secret)) = &creds {
+            secrets.push(secret.clone());
+        }
         let target = Target {
             bucket: self.bucket.clone(),
             endpoint: self.endpoint.clone(),
-            secrets: creds.iter().map(|(_, s)| s.clone()).collect(),
+            secrets,
         };
 
         let connect_timeout = Duration::from_secs(10);
@@ -267,13 +227,13 @@ impl S3Builder {
             (None, Some(_)) => DEFAULT_REGION.to_string(),
             (None, None) => find_region(&make(DEFAULT_REGION), &target).await?,
         };
-        Ok(S3Client::new(
-            make(&region),
+        Ok(S3Client {
+            client: Opaque(make(&region)),
             target,
-            self.path,
+            root: self.path,
             region,
-            self.part_size,
-        ))
+            part_size: self.part_size,
+        })
     }
 }
 
@@ -317,7 +277,7 @@ async fn find_region(client: &aws_sdk_s3::Client, target: &Target) -> Result<Str
             }
         }
     }
-    Err(Error::InvalidConfig(target.scrub(format!(
+    Err(Error::InvalidConfig(target.secrets.scrub(&format!(
         "cannot find the region of s3 bucket {:?}; set `region` in the replica config \
          (or `?region=` in the URL): {first}",
         target.bucket

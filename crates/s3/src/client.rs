@@ -6,7 +6,6 @@
 //! UploadPart per part + CompleteMultipartUpload (each counted as a PUT), deletes
 //! DeleteObjects in batches of 1000. Nothing lists during plain writes.
 
-use std::fmt;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -16,7 +15,8 @@ use aws_sdk_s3::primitives::ByteStream as SdkStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use litestream_core::listing::{self, ListedObject};
 use litestream_core::metrics::{record_operation, Operation};
-use litestream_core::{ByteStream, DirListing, Error, ObjectStore, PutOutcome, Result};
+use litestream_core::support::{BucketStore, Opaque};
+use litestream_core::{ByteStream, DirListing, Error, Result, Upload};
 use time::OffsetDateTime;
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, ReadBuf};
 
@@ -33,25 +33,13 @@ const TIMESTAMP_METADATA: &str = "litestream-timestamp";
 /// A replica stored under a key prefix of an S3 (or S3-compatible) bucket.
 ///
 /// Build one with [`crate::S3Builder`] or [`S3Client::from_replica_config`].
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct S3Client {
-    client: aws_sdk_s3::Client,
-    target: Target,
-    root: String,
-    region: String,
-    part_size: usize,
-}
-
-impl fmt::Debug for S3Client {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("S3Client")
-            .field("bucket", &self.target.bucket)
-            .field("endpoint", &self.target.endpoint)
-            .field("root", &self.root)
-            .field("region", &self.region)
-            .field("part_size", &self.part_size)
-            .finish()
-    }
+    pub(crate) client: Opaque<aws_sdk_s3::Client>,
+    pub(crate) target: Target,
+    pub(crate) root: String,
+    pub(crate) region: String,
+    pub(crate) part_size: usize,
 }
 
 fn to_offset(dt: Option<&aws_sdk_s3::primitives::DateTime>) -> OffsetDateTime {
@@ -103,22 +91,6 @@ impl AsyncRead for BodyReader {
 }
 
 impl S3Client {
-    pub(crate) fn new(
-        client: aws_sdk_s3::Client,
-        target: Target,
-        root: String,
-        region: String,
-        part_size: usize,
-    ) -> Self {
-        S3Client {
-            client,
-            target,
-            root,
-            region,
-            part_size,
-        }
-    }
-
     /// Build a client from a resolved replica config (see [`crate::S3Builder`] for the keys).
     pub async fn from_replica_config(cfg: &litestream_core::config::ReplicaConfig) -> Result<Self> {
         crate::S3Builder::from_replica_config(cfg)?.build().await
@@ -213,55 +185,13 @@ impl S3Client {
         Ok(out)
     }
 
-    async fn open(&self, key: String) -> Result<ByteStream> {
-        let res = self
-            .client
-            .get_object()
-            .bucket(&self.target.bucket)
-            .key(&key)
-            .send()
-            .await;
-        let len = match &res {
-            Ok(out) => out.content_length().unwrap_or(0).max(0) as u64,
-            Err(_) => 0,
-        };
-        record_operation(TYPE, Operation::Get, len);
-        let out = res.map_err(|e| self.target.sdk("get", &key, e))?;
-        Ok(Box::pin(BodyReader {
-            inner: Box::pin(out.body.into_async_read()),
-            what: format!("s3://{}/{key}", self.target.bucket),
-        }))
-    }
-
-    /// The `litestream-timestamp` metadata of `key` (one HeadObject, not counted in the
-    /// operation metrics, as v0.5 does not count it), `None` if it has none.
-    async fn head_object_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
-        let out = self
-            .client
-            .head_object()
-            .bucket(&self.target.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.target.sdk("head", key, e))?;
-        let value = out.metadata().and_then(|m| m.get(TIMESTAMP_METADATA));
-        Ok(listing::parse_writer_timestamp(value.map(String::as_str)))
-    }
-
-    /// Upload `data` to `key`: one PutObject if it fits one part, else multipart, with the
-    /// writer's `timestamp` as `litestream-timestamp` metadata. Returns the bytes stored.
-    async fn upload(
-        &self,
-        key: &str,
-        mut data: ByteStream,
-        timestamp: Option<OffsetDateTime>,
-    ) -> Result<u64> {
-        let metadata = timestamp.map(|t| {
-            std::collections::HashMap::from([(
-                TIMESTAMP_METADATA.to_string(),
-                litestream_core::format_writer_timestamp(t),
-            )])
-        });
+    /// Upload to `key`: one PutObject if it fits one part, else multipart, with the writer's
+    /// timestamp as `litestream-timestamp` metadata. Returns the bytes stored.
+    async fn upload_object(&self, key: &str, upload: Upload) -> Result<u64> {
+        let metadata = upload
+            .timestamp_metadata()
+            .map(|t| std::collections::HashMap::from([(TIMESTAMP_METADATA.to_string(), t)]));
+        let mut data = upload.data;
         let io_err = |e: std::io::Error| Error::io(format!("s3://{}/{key}", self.target.bucket), e);
         let mut buf = Vec::with_capacity(self.part_size.min(1 << 20));
         // Read one byte past a part so an exactly-part-sized payload is a single PUT.
@@ -393,8 +323,50 @@ impl S3Client {
             .map_err(|e| self.target.sdk("complete multipart upload", key, e))?;
         Ok(total)
     }
+}
 
-    /// Delete `keys` in batches; keys that do not exist are not an error.
+#[async_trait]
+impl BucketStore for S3Client {
+    const KIND: &'static str = TYPE;
+
+    async fn list_delimited(&self, prefix: &str) -> Result<DirListing> {
+        self.list_prefix(prefix, true).await
+    }
+
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
+        let listed = self.list_prefix(prefix, false).await?;
+        Ok(listed
+            .objects
+            .into_iter()
+            .map(|l| format!("{prefix}{}", l.name))
+            .collect())
+    }
+
+    async fn open_key(&self, key: String) -> Result<ByteStream> {
+        let res = self
+            .client
+            .get_object()
+            .bucket(&self.target.bucket)
+            .key(&key)
+            .send()
+            .await;
+        let len = match &res {
+            Ok(out) => out.content_length().unwrap_or(0).max(0) as u64,
+            Err(_) => 0,
+        };
+        record_operation(TYPE, Operation::Get, len);
+        let out = res.map_err(|e| self.target.sdk("get", &key, e))?;
+        Ok(Box::pin(BodyReader {
+            inner: Box::pin(out.body.into_async_read()),
+            what: format!("s3://{}/{key}", self.target.bucket),
+        }))
+    }
+
+    async fn upload(&self, key: &str, upload: Upload) -> Result<u64> {
+        self.upload_object(key, upload).await
+    }
+
+    /// In batches of 1000 (DeleteObjects).
     async fn delete_keys(&self, keys: Vec<String>) -> Result<()> {
         for batch in keys.chunks(DELETE_BATCH) {
             let objects = batch
@@ -434,65 +406,23 @@ impl S3Client {
         }
         Ok(())
     }
-}
 
-#[async_trait]
-impl ObjectStore for S3Client {
-    fn store_kind(&self) -> &'static str {
-        TYPE
-    }
-
-    async fn list_dir(&self, dir: &str) -> Result<DirListing> {
-        let prefix = listing::dir_prefix(&self.root, dir)?;
-        self.list_prefix(&prefix, true).await
-    }
-
-    async fn get(&self, key: &str) -> Result<ByteStream> {
-        self.open(listing::object_key(&self.root, key)?).await
-    }
-
-    async fn put(
-        &self,
-        key: &str,
-        data: ByteStream,
-        timestamp: Option<OffsetDateTime>,
-    ) -> Result<PutOutcome> {
-        let key = listing::object_key(&self.root, key)?;
-        let size = self.upload(&key, data, timestamp).await?;
-        Ok(PutOutcome {
-            size,
-            modified: None,
-        })
-    }
-
-    async fn delete(&self, key: &str) -> Result<()> {
-        self.delete_keys(vec![listing::object_key(&self.root, key)?])
+    /// The `litestream-timestamp` metadata: one HeadObject, not counted in the operation
+    /// metrics, as v0.5 does not count it.
+    async fn head_writer_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.target.bucket)
+            .key(key)
+            .send()
             .await
+            .map_err(|e| self.target.sdk("head", key, e))?;
+        let value = out.metadata().and_then(|m| m.get(TIMESTAMP_METADATA));
+        Ok(listing::parse_writer_timestamp(value.map(String::as_str)))
     }
 
-    async fn delete_batch(&self, keys: &[String]) -> Result<()> {
-        let keys = keys
-            .iter()
-            .map(|k| listing::object_key(&self.root, k))
-            .collect::<Result<Vec<_>>>()?;
-        self.delete_keys(keys).await
-    }
-
-    /// One listing of every key below `dir` (no delimiter), then batch deletes.
-    async fn delete_dir(&self, dir: &str) -> Result<()> {
-        let prefix = listing::dir_prefix(&self.root, dir)?;
-        let keys: Vec<String> = self
-            .list_prefix(&prefix, false)
-            .await?
-            .objects
-            .into_iter()
-            .map(|l| format!("{prefix}{}", l.name))
-            .collect();
-        self.delete_keys(keys).await
-    }
-
-    async fn head_timestamp(&self, key: &str) -> Result<Option<OffsetDateTime>> {
-        let key = listing::object_key(&self.root, key)?;
-        self.head_object_timestamp(&key).await
+    fn root(&self) -> &str {
+        &self.root
     }
 }

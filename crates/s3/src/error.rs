@@ -3,30 +3,18 @@
 
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use litestream_core::support::Secrets;
 use litestream_core::Error;
 
 use crate::TYPE;
 
 /// Where a request went: used to build error messages (its `Debug` never shows the secrets).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub(crate) struct Target {
     pub(crate) bucket: String,
     pub(crate) endpoint: Option<String>,
     /// Secrets to scrub from any message, should a lower layer echo them.
-    pub(crate) secrets: Vec<String>,
-}
-
-impl std::fmt::Debug for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Target")
-            .field("bucket", &self.bucket)
-            .field("endpoint", &self.endpoint)
-            .field(
-                "secrets",
-                &format_args!("[{} redacted]", self.secrets.len()),
-            )
-            .finish()
-    }
+    pub(crate) secrets: Secrets,
 }
 
 impl Target {
@@ -38,17 +26,6 @@ impl Target {
         }
     }
 
-    /// Remove every configured secret from `msg`.
-    pub(crate) fn scrub(&self, msg: String) -> String {
-        let mut msg = msg;
-        for s in &self.secrets {
-            if !s.is_empty() {
-                msg = msg.replace(s.as_str(), "[redacted]");
-            }
-        }
-        msg
-    }
-
     /// A backend error for `op` on `key` (empty for bucket-level operations).
     pub(crate) fn backend(&self, op: &str, key: &str, detail: String, retryable: bool) -> Error {
         let what = if key.is_empty() {
@@ -58,7 +35,7 @@ impl Target {
         };
         Error::Backend {
             kind: TYPE,
-            message: self.scrub(format!("{what}: {detail}")),
+            message: self.secrets.scrub(&format!("{what}: {detail}")),
             retryable,
             source: None,
         }
@@ -160,14 +137,16 @@ where
 
 #[cfg(test)]
 mod debug_tests {
-    use super::Target;
+    use super::{Secrets, Target};
 
     #[test]
     fn debug_does_not_show_secrets() {
+        let mut secrets = Secrets::new();
+        secrets.push("wJalrXUtnFEMI");
         let t = Target {
             bucket: "b".into(),
             endpoint: None,
-            secrets: vec!["wJalrXUtnFEMI".into()],
+            secrets,
         };
         let shown = format!("{t:?}");
         assert!(!shown.contains("wJalrXUtnFEMI"), "{shown}");

@@ -11,7 +11,7 @@ use litestream_core::layout;
 use litestream_core::listing::ListedObject;
 use litestream_core::metrics::{record_operation, Operation};
 use litestream_core::RetryConfig;
-use litestream_core::{ByteStream, DirListing, Error, ObjectStore, PutOutcome, Result};
+use litestream_core::{ByteStream, DirListing, Error, ObjectStore, PutOutcome, Result, Upload};
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 use time::OffsetDateTime;
@@ -332,12 +332,11 @@ impl SftpClient {
 
     /// Write `data` to `<path>.tmp`, set its mtime to `timestamp` if given (as Litestream
     /// v0.5 does for LTX files), then rename it over `path`. Returns (size, mtime).
-    async fn write_atomic(
-        &self,
-        path: &str,
-        mut data: ByteStream,
-        timestamp: Option<OffsetDateTime>,
-    ) -> Result<(u64, OffsetDateTime)> {
+    async fn write_atomic(&self, path: &str, upload: Upload) -> Result<(u64, OffsetDateTime)> {
+        let Upload {
+            mut data,
+            timestamp,
+        } = upload;
         let tmp = format!("{path}.tmp");
         let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
         let t = tmp.as_str();
@@ -434,11 +433,7 @@ impl SftpClient {
 
     async fn remove(&self, path: &str) -> Result<()> {
         self.run("remove", path, |c| async move {
-            match c.sftp.remove(path).await {
-                Ok(_) => Ok(()),
-                Err(e) if is_no_such_file(&e) => Ok(()),
-                Err(e) => Err(e),
-            }
+            removed(c.sftp.remove(path).await)
         })
         .await?;
         record_operation(TYPE, Operation::Delete, 0);
@@ -451,13 +446,11 @@ impl SftpClient {
         while let Some((d, expanded)) = stack.pop() {
             if expanded {
                 let p = d.as_str();
-                self.run("rmdir", p, |c| async move {
-                    match c.sftp.rmdir(p).await {
-                        Ok(_) => Ok(()),
-                        Err(e) if is_no_such_file(&e) => Ok(()),
-                        Err(e) => Err(e),
-                    }
-                })
+                self.run(
+                    "rmdir",
+                    p,
+                    |c| async move { removed(c.sftp.rmdir(p).await) },
+                )
                 .await?;
                 record_operation(TYPE, Operation::Delete, 0);
                 continue;
@@ -474,6 +467,15 @@ impl SftpClient {
             }
         }
         Ok(())
+    }
+}
+
+/// The result of a removal, where a file or directory that does not exist counts as removed.
+fn removed<T>(result: std::result::Result<T, SftpError>) -> std::result::Result<(), SftpError> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if is_no_such_file(&e) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -515,9 +517,7 @@ fn readdir_limit(entries: usize, empty_pages: u32) -> Option<String> {
 
 #[async_trait]
 impl ObjectStore for SftpClient {
-    fn store_kind(&self) -> &'static str {
-        TYPE
-    }
+    const KIND: &'static str = TYPE;
 
     async fn list_dir(&self, dir: &str) -> Result<DirListing> {
         let mut out = DirListing::default();
@@ -535,13 +535,8 @@ impl ObjectStore for SftpClient {
         self.open(self.path(key)).await
     }
 
-    async fn put(
-        &self,
-        key: &str,
-        data: ByteStream,
-        timestamp: Option<OffsetDateTime>,
-    ) -> Result<PutOutcome> {
-        let (size, modified) = self.write_atomic(&self.path(key), data, timestamp).await?;
+    async fn put(&self, key: &str, upload: Upload) -> Result<PutOutcome> {
+        let (size, modified) = self.write_atomic(&self.path(key), upload).await?;
         Ok(PutOutcome {
             size,
             modified: Some(modified),

@@ -300,60 +300,36 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn plain_and_bracketed_port_entries_match() {
-        let k = key(KEY);
-        let text = format!("example.org {KEY}\n[127.0.0.1]:2022 {KEY}\n");
-        assert!(matches!(
-            check_text(&text, "example.org", 22, &k),
-            Verdict::Match
-        ));
-        assert!(matches!(
-            check_text(&text, "127.0.0.1", 2022, &k),
-            Verdict::Match
-        ));
-        assert!(matches!(
-            check_text(&text, "127.0.0.1", 22, &k),
-            Verdict::Unknown { .. }
-        ));
-    }
-
-    #[test]
-    fn hashed_entry_matches() {
-        // Generated with: ssh-keygen -H on "[127.0.0.1]:2022 KEY"
+    fn entries_match_by_host_port_hash_and_pattern() {
+        // Hashed entry generated as `ssh-keygen -H` does for "[127.0.0.1]:2022 KEY".
         let salt = [7u8; 20];
         let mut mac = Hmac::<sha1::Sha1>::new_from_slice(&salt).expect("mac");
         mac.update(b"[127.0.0.1]:2022");
         let hash = mac.finalize().into_bytes();
         let b64 = base64::engine::general_purpose::STANDARD;
-        let line = format!("|1|{}|{} {KEY}\n", b64.encode(salt), b64.encode(hash));
-        let k = key(KEY);
-        assert!(matches!(
-            check_text(&line, "127.0.0.1", 2022, &k),
-            Verdict::Match
-        ));
-        assert!(matches!(
-            check_text(&line, "127.0.0.2", 2022, &k),
-            Verdict::Unknown { .. }
-        ));
-    }
-
-    #[test]
-    fn changed_key_and_revoked_and_patterns() {
-        let k = key(OTHER);
-        let text = format!("*.example.org,!bad.example.org {KEY}\n");
-        assert!(matches!(
-            check_text(&text, "a.example.org", 22, &k),
-            Verdict::Changed { line: 1, .. }
-        ));
-        assert!(matches!(
-            check_text(&text, "bad.example.org", 22, &k),
-            Verdict::Unknown { .. }
-        ));
+        let hashed = format!("|1|{}|{} {KEY}\n", b64.encode(salt), b64.encode(hash));
+        let plain = format!("example.org {KEY}\n[127.0.0.1]:2022 {KEY}\n");
+        let patterns = format!("*.example.org,!bad.example.org {KEY}\n");
         let revoked = format!("@revoked * {OTHER}\n* {OTHER}\n");
-        assert!(matches!(
-            check_text(&revoked, "x", 22, &k),
-            Verdict::Revoked
-        ));
+        let cases = [
+            (&plain, "example.org", 22, KEY, "match"),
+            (&plain, "127.0.0.1", 2022, KEY, "match"),
+            (&plain, "127.0.0.1", 22, KEY, "unknown"),
+            (&hashed, "127.0.0.1", 2022, KEY, "match"),
+            (&hashed, "127.0.0.2", 2022, KEY, "unknown"),
+            (&patterns, "a.example.org", 22, OTHER, "changed at 1"),
+            (&patterns, "bad.example.org", 22, OTHER, "unknown"),
+            (&revoked, "x", 22, OTHER, "revoked"),
+        ];
+        for (text, host, port, offered, want) in cases {
+            let got = match check_text(text, host, port, &key(offered)) {
+                Verdict::Match => "match".to_string(),
+                Verdict::Revoked => "revoked".to_string(),
+                Verdict::Changed { line, .. } => format!("changed at {line}"),
+                Verdict::Unknown { .. } => "unknown".to_string(),
+            };
+            assert_eq!(got, want, "{host}:{port} offering {offered} to {text:?}");
+        }
     }
 
     #[test]

@@ -8,9 +8,13 @@ use litestream_abs::{AbsBuilder, AbsClient};
 use litestream_conformance::{payload, read_all, stream, FailingSource};
 use litestream_core::config::ReplicaConfig;
 use litestream_core::{Generation, Pos, ReplicaClient};
+use object_store::client::{
+    HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService, ReqwestConnector,
+};
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::{ClientOptions, ObjectStoreExt, PutPayload};
 use rand::Rng;
+use std::sync::{Arc, Mutex};
 
 fn env(name: &str) -> String {
     match std::env::var(name) {
@@ -144,17 +148,27 @@ async fn listings_ignore_unparseable_names() {
 
 #[tokio::test]
 async fn snapshot_over_8_mib_is_uploaded_in_blocks() {
-    // 1 MiB parts so that a 9 MiB + 123 B snapshot takes 10 blocks.
+    // 1 MiB parts so that a 9 MiB + 123 B snapshot takes 10 blocks. The requests counted are
+    // this client's own, seen by its HTTP connector (other tests run in parallel).
+    let requests = RequestLog::default();
     let c = builder(&random_prefix("large"))
         .with_part_size(1 << 20)
+        .with_http_connector(requests.clone())
         .build()
         .unwrap();
     let g = gen("00000000000000dd");
     let data = payload((9 << 20) + 123, 42);
-    let before = put_count();
     let info = c.write_snapshot(&g, 7, stream(data.clone())).await.unwrap();
     assert_eq!(info.size, data.len() as u64);
-    assert!(put_count() - before >= 10, "expected one PUT per block");
+    let sent = requests.take();
+    let put_block = sent.iter().filter(|r| r.contains("comp=block&")).count();
+    let put_block_list = sent.iter().filter(|r| r.contains("comp=blocklist")).count();
+    assert_eq!(
+        (put_block, put_block_list, sent.len()),
+        (10, 1, 11),
+        "expected 10 Put Block and one Put Block List, nothing else: {sent:#?}"
+    );
+    assert!(sent.iter().all(|r| r.starts_with("PUT ")), "{sent:#?}");
     let back = read_all(c.open_snapshot(&g, 7).await.unwrap()).await;
     assert_eq!(back.len(), data.len());
     assert!(back == data, "large snapshot differs");
@@ -170,12 +184,45 @@ async fn snapshot_over_8_mib_is_uploaded_in_blocks() {
     cleanup(&c).await;
 }
 
-fn put_count() -> u64 {
-    litestream_core::metrics::operation_counts()
-        .into_iter()
-        .find(|(t, o, _)| *t == "abs" && *o == litestream_core::metrics::Operation::Put)
-        .map(|(_, _, c)| c.total)
-        .unwrap_or(0)
+/// An HTTP connector that hands each request to `object_store`'s default reqwest client and
+/// records `METHOD path?query` of every request that succeeded.
+#[derive(Debug, Clone, Default)]
+struct RequestLog(Arc<Mutex<Vec<String>>>);
+
+impl RequestLog {
+    /// The requests recorded so far, in the order they were sent; the log is emptied.
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+impl HttpConnector for RequestLog {
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        let inner = ReqwestConnector::default().connect(options)?;
+        Ok(HttpClient::new(LoggedClient {
+            inner,
+            log: self.clone(),
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct LoggedClient {
+    inner: HttpClient,
+    log: RequestLog,
+}
+
+#[async_trait::async_trait]
+impl HttpService for LoggedClient {
+    async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let line = format!("{} {}", req.method(), req.uri().path_and_query().unwrap());
+        let res = self.inner.execute(req).await;
+        // Attempts that failed and were retried by object_store are not the upload's requests.
+        if res.as_ref().is_ok_and(|r| r.status().is_success()) {
+            self.log.0.lock().unwrap().push(line);
+        }
+        res
+    }
 }
 
 /// A source that fails after 3 MiB, i.e. after some 1 MiB blocks were staged: the write
