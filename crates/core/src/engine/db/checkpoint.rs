@@ -7,6 +7,11 @@ use super::*;
 /// timeout, so the application's writers, whose busy timeout is at least ours, never time out).
 pub(super) const RESTART_WAIT: Duration = Duration::from_millis(100);
 pub(super) const RESTART_WAIT_POLL: Duration = Duration::from_millis(1);
+/// Most catch-up rounds (copy, then back-fill up to the copy) before a checkpoint takes the
+/// application's write lock.
+pub(super) const PRE_LOCK_ROUNDS: usize = 3;
+/// A catch-up round that found fewer new frames than this is the last one.
+pub(super) const PRE_LOCK_SMALL_FRAMES: u64 = 256;
 
 /// Checkpoint modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,14 +67,29 @@ impl DbCore {
         // writes since the sync's copy (moving our read mark, which bounds the back-fill, so
         // no frame we have not copied is back-filled), then back-fill up to it. Under the
         // lock only the frames written since remain to copy and back-fill.
-        let (caught_up, changed, _) = self.copy_moving_read_lock()?;
-        copied(&caught_up, changed);
-        let pre = self
-            .writer()?
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        // Under a steady load the application writes more while a round runs (a back-fill
+        // of tens of megabytes and its fsync take a while): a few rounds, until one finds
+        // little new, leave little for the write lock.
+        let mut before: Option<ShadowPos> = None;
+        for _ in 0..PRE_LOCK_ROUNDS {
+            let (caught_up, changed, _) = self.copy_moving_read_lock()?;
+            copied(&caught_up, changed);
+            let small = before.as_ref().is_some_and(|b| {
+                b.generation == caught_up.generation
+                    && b.index == caught_up.index
+                    && caught_up.size.saturating_sub(b.size) < PRE_LOCK_SMALL_FRAMES * self.frame_size()
             });
-        tracing::trace!(db = %self.path.display(), result = ?pre, "checkpoint: back-fill before the write lock");
+            before = Some(caught_up);
+            if small {
+                break;
+            }
+            let pre = self
+                .writer()?
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                });
+            tracing::trace!(db = %self.path.display(), result = ?pre, "checkpoint: back-fill before the write lock");
+        }
         self.writer()?
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(|e| self.sql_err(e))?;
@@ -83,9 +103,12 @@ impl DbCore {
             // RESTART and TRUNCATE wait (a bounded time, holding the write lock so the WAL
             // cannot grow meanwhile) for the application's readers that still use older
             // frames to finish, so that the WAL is fully back-filled and the next writer can
-            // restart it. PASSIVE takes what it can at once.
-            let deadline = (mode != CheckpointMode::Passive)
-                .then(|| Instant::now() + RESTART_WAIT.min(self.opts.busy_timeout / 4));
+            // restart it. PASSIVE takes what it can at once, except when another checkpoint
+            // (the application's auto-checkpoint after its last commit) holds the checkpoint
+            // lock (`1,-1,-1`): with the write lock held no new one can start, so that one
+            // ends soon, and giving up would leave the WAL growing until the back-off ends.
+            let wait = RESTART_WAIT.min(self.opts.busy_timeout / 4);
+            let deadline = Instant::now() + wait;
             let mut attempts = 0u32;
             let (busy, log, ckpt) = loop {
                 attempts += 1;
@@ -95,11 +118,11 @@ impl DbCore {
                     })
                     .map_err(|e| self.sql_err(e))?;
                 let done = busy == 0 && ckpt >= log;
-                match deadline {
-                    Some(d) if !done && Instant::now() < d => {
-                        std::thread::sleep(RESTART_WAIT_POLL);
-                    }
-                    _ => break (busy, log, ckpt),
+                let waits = mode != CheckpointMode::Passive || (busy != 0 && log < 0);
+                if !done && waits && Instant::now() < deadline {
+                    std::thread::sleep(RESTART_WAIT_POLL);
+                } else {
+                    break (busy, log, ckpt);
                 }
             };
             tracing::debug!(db = %self.path.display(), mode = mode.as_str(), attempts,
