@@ -496,15 +496,30 @@ mod tests {
             calls.len()
         );
         let joined: Vec<u8> = calls.iter().flat_map(|(b, _)| b.clone()).collect();
-        assert_eq!(joined, bytes[WAL_HEADER_SIZE..valid_end], "exactly the valid frames");
+        assert_eq!(
+            joined,
+            bytes[WAL_HEADER_SIZE..valid_end],
+            "exactly the valid frames"
+        );
         for (b, commit) in &calls {
             assert_eq!(b.len() % fsz, 0);
             let lastf = FrameHeader::parse(&b[b.len() - fsz..]);
-            assert_eq!(*commit, lastf.commit_size != 0, "a run's flag is its last frame's");
+            assert_eq!(
+                *commit,
+                lastf.commit_size != 0,
+                "a run's flag is its last frame's"
+            );
         }
         let (tail, commit) = calls.last().expect("calls");
-        assert!(!commit && tail.len() == fsz, "the uncommitted last frame comes alone");
-        assert_eq!(v.running_checksum(), last, "the chain stopped at the last valid frame");
+        assert!(
+            !commit && tail.len() == fsz,
+            "the uncommitted last frame comes alone"
+        );
+        assert_eq!(
+            v.running_checksum(),
+            last,
+            "the chain stopped at the last valid frame"
+        );
     }
 
     /// A copy in two parts (two syncs: the second resumes the checksum chain from the last
@@ -558,6 +573,10 @@ mod tests {
             .into_iter()
             .flat_map(|(b, _)| b)
             .collect();
-        assert_eq!(copied, restarted[WAL_HEADER_SIZE..keep], "only the new WAL's frames");
+        assert_eq!(
+            copied,
+            restarted[WAL_HEADER_SIZE..keep],
+            "only the new WAL's frames"
+        );
     }
 }
