@@ -131,8 +131,10 @@ impl FileClient {
     }
 }
 
-/// Bytes gathered from the stream per write to the file by [`copy_large`].
-const WRITE_CHUNK: usize = 1 << 20;
+/// Bytes gathered from the stream per write to the file by [`copy_large`] (the size of the
+/// engine's upload chunks; larger ones only add to peak memory: `tokio::fs::File` copies each
+/// write into a buffer of its own).
+const WRITE_CHUNK: usize = 256 << 10;
 
 /// Copy `data` to `f` in writes of up to [`WRITE_CHUNK`] bytes. `tokio::io::copy` writes
 /// 8 KiB at a time, and each write of a `tokio::fs::File` is a round trip to a blocking

@@ -71,9 +71,10 @@ impl DbCore {
     /// forbids any further back-fill), release the write lock, then write the
     /// `_litestream_seq` frame in a fresh transaction so that SQLite restarts the WAL (the
     /// writer's own read mark must be 0 for that), and copy the new index. Application
-    /// writers wait for at most the copy and the back-fill (plus, for RESTART and TRUNCATE, at
-    /// most `RESTART_WAIT` for readers still on older frames, so that the back-fill is
-    /// complete and the WAL can restart). The write lock is taken with `poll_busy_handler`,
+    /// writers wait for at most the copy and the back-fill (plus at most `RESTART_WAIT`: for
+    /// RESTART and TRUNCATE, for readers still on older frames, so that the back-fill is
+    /// complete and the WAL can restart; in every mode, for an application checkpoint that
+    /// still holds the checkpoint lock). The write lock is taken with `poll_busy_handler`,
     /// which gets in between two transactions of an application that writes back to back.
     ///
     /// `copied` is called with each position copied on the way (see [`DbCore::sync`]): the
