@@ -11,11 +11,14 @@ pub(super) const SHM_READ_ATTEMPTS: usize = 8;
 /// Bytes of WAL read per `read` call by [`copy_valid_frames`] (rounded down to whole frames).
 pub(super) const COPY_CHUNK: usize = 512 << 10;
 
-/// Read whole frames of `wal` from `from` (at most `limit` bytes when given) and hand every run
-/// of valid frames to `sink`, split after each commit frame: `sink(frames, ends_with_commit)`.
-/// Stops at the end of the file (a partial frame is not read), at `limit`, or before the first
-/// frame that does not validate. Each WAL byte is read once, straight into one chunk buffer:
-/// the frames are validated and handed on from there (no per-frame copies).
+/// Read whole frames of `wal` from `from` (at most `limit` bytes when given) and hand the valid
+/// frames to `sink` as `sink(frames, ends_with_commit)`: per chunk read, at most one run that
+/// ends with the chunk's last commit frame, then at most one run of the frames after it (not
+/// committed yet as far as this chunk shows). Stops at the end of the file (a partial frame is
+/// not read), at `limit`, or before the first frame that does not validate. Each WAL byte is
+/// read once, straight into one chunk buffer: the frames are validated and handed on from
+/// there (no per-frame copies), and the sink writes a whole chunk at once (a write per commit
+/// was one system call per application transaction).
 ///
 /// The one frame loop of both copies into the shadow WAL (`DbCore::copy_committed`, bounded
 /// by the wal-index, and the scanning fallback of `DbCore::copy_to_shadow_raw`).
@@ -47,30 +50,32 @@ pub(super) fn copy_valid_frames(
             }
         }
         let whole = got / fsz * fsz;
-        let mut run = 0;
+        // End of the last commit frame validated in this chunk, and of the valid frames.
+        let mut committed = 0;
         let mut at = 0;
+        let mut invalid = false;
         while at < whole {
             match validator.check(&buf[at..at + fsz]) {
                 Ok(fh) => {
                     at += fsz;
                     if fh.commit_size != 0 {
-                        sink(&buf[run..at], true)?;
-                        run = at;
+                        committed = at;
                     }
                 }
                 Err(reason) => {
                     tracing::trace!(%reason, offset = off + at as u64, "copy shadow: stop at invalid frame");
-                    if run < at {
-                        sink(&buf[run..at], false)?;
-                    }
-                    return Ok(());
+                    invalid = true;
+                    break;
                 }
             }
         }
-        if run < whole {
-            sink(&buf[run..whole], false)?;
+        if committed > 0 {
+            sink(&buf[..committed], true)?;
         }
-        if whole < want {
+        if committed < at {
+            sink(&buf[committed..at], false)?;
+        }
+        if invalid || whole < want {
             return Ok(());
         }
         off += whole as u64;
@@ -407,5 +412,171 @@ impl DbCore {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::{encode_frame, encode_header, FrameHeader};
+
+    const PAGE: u32 = 512;
+
+    /// A WAL of `header` with `frames` frames continuing from `prev`, a commit every `every`
+    /// frames; returns the bytes (after `raw_header`) and the last checksum.
+    fn wal_bytes(
+        header: &WalHeader,
+        raw_header: &[u8],
+        prev: (u32, u32),
+        frames: u32,
+        every: u32,
+    ) -> (Vec<u8>, (u32, u32)) {
+        let mut out = raw_header.to_vec();
+        let mut sum = prev;
+        for i in 0..frames {
+            let commit = if (i + 1) % every == 0 { i + 1 } else { 0 };
+            let page = vec![(i % 251) as u8; PAGE as usize];
+            let (f, s) = encode_frame(header, sum, i + 1, commit, &page);
+            out.extend_from_slice(&f);
+            sum = s;
+        }
+        (out, sum)
+    }
+
+    fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> (File, PathBuf) {
+        let p = dir.join(name);
+        fs::write(&p, bytes).expect("write wal");
+        (File::open(&p).expect("open wal"), p)
+    }
+
+    /// Every call of the sink, with the frames it got.
+    fn copy_all(
+        wal: &File,
+        path: &Path,
+        from: u64,
+        limit: Option<u64>,
+        v: &mut FrameValidator,
+    ) -> Vec<(Vec<u8>, bool)> {
+        let mut calls = Vec::new();
+        copy_valid_frames(wal, path, from, limit, v, |b, c| {
+            calls.push((b.to_vec(), c));
+            Ok(())
+        })
+        .expect("copy");
+        calls
+    }
+
+    /// The sink gets at most two runs per chunk read (not one per commit: a write system call
+    /// per application transaction was the copy's main cost), the runs hold exactly the valid
+    /// frames in order, a committed run ends with a commit frame, and the copy stops before a
+    /// frame that does not validate.
+    #[test]
+    fn the_copy_hands_on_whole_chunks_and_stops_at_an_invalid_frame() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let raw = encode_header(false, PAGE, 0, (7, 9));
+        let h = WalHeader::parse(&raw).expect("header");
+        let fsz = h.frame_size();
+        // 3,001 frames: a commit every 2 frames, the last frame uncommitted.
+        let (mut bytes, last) = wal_bytes(&h, &raw, h.checksum, 3001, 2);
+        let valid_end = bytes.len();
+        // Then a frame with a broken checksum, then a valid-looking frame after it.
+        let (mut bad, _) = encode_frame(&h, last, 1, 1, &[1u8; PAGE as usize]);
+        bad[WAL_FRAME_HEADER_SIZE + 3] ^= 0xff;
+        bytes.extend_from_slice(&bad);
+        let (good, _) = encode_frame(&h, last, 1, 1, &[1u8; PAGE as usize]);
+        bytes.extend_from_slice(&good);
+        let (wal, path) = write_file(dir.path(), "a-wal", &bytes);
+
+        let mut v = FrameValidator::new(h);
+        let calls = copy_all(&wal, &path, WAL_HEADER_SIZE as u64, None, &mut v);
+        let chunks = (valid_end - WAL_HEADER_SIZE).div_ceil((COPY_CHUNK / fsz) * fsz);
+        assert!(
+            calls.len() <= 2 * chunks,
+            "{} sink calls for {chunks} chunks of 1,500 commits",
+            calls.len()
+        );
+        let joined: Vec<u8> = calls.iter().flat_map(|(b, _)| b.clone()).collect();
+        assert_eq!(
+            joined,
+            bytes[WAL_HEADER_SIZE..valid_end],
+            "exactly the valid frames"
+        );
+        for (b, commit) in &calls {
+            assert_eq!(b.len() % fsz, 0);
+            let lastf = FrameHeader::parse(&b[b.len() - fsz..]);
+            assert_eq!(
+                *commit,
+                lastf.commit_size != 0,
+                "a run's flag is its last frame's"
+            );
+        }
+        let (tail, commit) = calls.last().expect("calls");
+        assert!(
+            !commit && tail.len() == fsz,
+            "the uncommitted last frame comes alone"
+        );
+        assert_eq!(
+            v.running_checksum(),
+            last,
+            "the chain stopped at the last valid frame"
+        );
+    }
+
+    /// A copy in two parts (two syncs: the second resumes the checksum chain from the last
+    /// frame the first one copied) gives the same frames as one pass; after a WAL restart
+    /// (new salts) a validator of the new header accepts the new frames and rejects the old
+    /// WAL's frames left past them.
+    #[test]
+    fn a_resumed_copy_continues_the_chain_across_syncs_and_a_wal_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let raw = encode_header(true, PAGE, 0, (1, 2));
+        let h = WalHeader::parse(&raw).expect("header");
+        let fsz = h.frame_size() as u64;
+        let (bytes, last) = wal_bytes(&h, &raw, h.checksum, 2000, 4);
+        let (wal, path) = write_file(dir.path(), "b-wal", &bytes);
+        let hdr = WAL_HEADER_SIZE as u64;
+
+        let mut one = FrameValidator::new(h);
+        let whole: Vec<u8> = copy_all(&wal, &path, hdr, None, &mut one)
+            .into_iter()
+            .flat_map(|(b, _)| b)
+            .collect();
+        assert_eq!(one.running_checksum(), last);
+
+        let split = 777 * fsz;
+        let mut first = FrameValidator::new(h);
+        let mut two: Vec<u8> = copy_all(&wal, &path, hdr, Some(split), &mut first)
+            .into_iter()
+            .flat_map(|(b, _)| b)
+            .collect();
+        // The second sync knows only the last copied frame's checksum (from the shadow WAL).
+        let fh = FrameHeader::parse(&two[two.len() - fsz as usize..]);
+        let mut second = FrameValidator::resume(h, fh.checksum);
+        two.extend(
+            copy_all(&wal, &path, hdr + split, None, &mut second)
+                .into_iter()
+                .flat_map(|(b, _)| b),
+        );
+        assert_eq!(two, whole, "two syncs copy what one does");
+        assert_eq!(second.running_checksum(), last);
+
+        // The application restarts the WAL: a new header (salts), 10 new frames over the start
+        // of the old ones.
+        let raw2 = encode_header(true, PAGE, 1, (3, 4));
+        let h2 = WalHeader::parse(&raw2).expect("header 2");
+        let (mut restarted, _) = wal_bytes(&h2, &raw2, h2.checksum, 10, 5);
+        let keep = restarted.len();
+        restarted.extend_from_slice(&bytes[keep..]);
+        let (wal2, path2) = write_file(dir.path(), "c-wal", &restarted);
+        let mut v2 = FrameValidator::new(h2);
+        let copied: Vec<u8> = copy_all(&wal2, &path2, hdr, None, &mut v2)
+            .into_iter()
+            .flat_map(|(b, _)| b)
+            .collect();
+        assert_eq!(
+            copied,
+            restarted[WAL_HEADER_SIZE..keep],
+            "only the new WAL's frames"
+        );
     }
 }
