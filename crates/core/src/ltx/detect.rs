@@ -187,10 +187,12 @@ pub async fn find_any_target(
             "cannot specify both TXID & timestamp to restore".into(),
         ));
     }
-    let listings = Listings {
-        v3: restore::list_generations(client, None).await?,
-        ltx: list_levels(client, opts.timestamp.is_some()).await?,
-    };
+    // Both formats' listings go out together: one round trip of latency, not two.
+    let (v3, ltx) = futures::try_join!(
+        restore::list_generations(client, None),
+        list_levels(client, opts.timestamp.is_some())
+    )?;
+    let listings = Listings { v3, ltx };
     let Some(use_v3) = choose(&listings, opts, txid)? else {
         return Ok(None);
     };
