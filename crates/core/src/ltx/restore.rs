@@ -17,6 +17,7 @@ use std::time::Instant;
 use futures::{StreamExt, TryStreamExt};
 use tokio::io::AsyncReadExt;
 use tokio::runtime::Handle;
+use tokio_util::io::SyncIoBridge;
 
 use crate::error::{Error, Result};
 use crate::replica_client::{ByteStream, ReplicaClient};
@@ -33,11 +34,6 @@ use super::keys::{format_txid, LtxFileInfo};
 const PREFETCH_BUDGET: u64 = 32 << 20;
 /// Read buffer of a streamed file.
 const STREAM_BUFFER: usize = 256 << 10;
-/// Memory for the read-ahead of the streamed files together: each stream reads ahead up to
-/// [`READ_AHEAD_DEPTH`] chunks of this budget's share (64 KiB to 1 MiB) on the runtime.
-const READ_AHEAD_BUDGET: usize = 4 << 20;
-/// Chunks a stream's read-ahead may hold before the merge takes them.
-const READ_AHEAD_DEPTH: usize = 2;
 /// Consecutive pages are written in runs of up to this many bytes.
 const WRITE_RUN: usize = 1 << 20;
 
@@ -86,11 +82,6 @@ pub async fn restore_plan(
         plan.iter().map(|f| f.size).sum::<u64>(),
     );
     let (handle, retry, files) = (Handle::current(), opts.retry, plan.to_vec());
-    let streams = sources
-        .iter()
-        .filter(|s| matches!(s, Source::Stream(_)))
-        .count();
-    let chunk = (READ_AHEAD_BUDGET / streams.max(1) / READ_AHEAD_DEPTH).clamp(64 << 10, 1 << 20);
     let merged = tokio::task::spawn_blocking(move || -> Result<(u32, u64)> {
         let mut readers: Vec<Box<dyn Read + Send>> = Vec::with_capacity(files.len());
         for (f, src) in files.iter().zip(sources) {
@@ -98,10 +89,11 @@ pub async fn restore_plan(
                 Source::Data(d) => Box::new(std::io::Cursor::new(d)),
                 Source::Stream(first) => {
                     let (c, h, key) = (client.clone(), handle.clone(), f.key(kind));
-                    let first = Box::new(ReadAhead::spawn(&h, first, chunk));
+                    let first = Box::new(SyncIoBridge::new_with_handle(first, h.clone()));
                     let reopen = ReopeningReader::new(key.clone(), retry, move || {
                         let stream = h.block_on(c.open_object(&key))?;
-                        Ok(Box::new(ReadAhead::spawn(&h, stream, chunk)) as Box<dyn Read + Send>)
+                        Ok(Box::new(SyncIoBridge::new_with_handle(stream, h.clone()))
+                            as Box<dyn Read + Send>)
                     });
                     Box::new(reopen.opened(first))
                 }
@@ -300,71 +292,6 @@ fn missing_pages(from: u32, to: u32, files: &[LtxFileInfo]) -> Error {
         format!("ltx files {}-{}", format_txid(min), format_txid(max)),
         format!("pages {from}..={to} are in no file of the restore plan"),
     )
-}
-
-/// A stream read ahead by a task on the runtime, in chunks of up to `chunk` bytes, at most
-/// [`READ_AHEAD_DEPTH`] of them waiting: the network reads overlap with the merge, and the
-/// merge's thread takes a chunk at a time instead of waking the runtime for every read.
-/// Errors arrive in order after the data before them; dropping the reader stops the task.
-struct ReadAhead {
-    rx: tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
-    chunk: Vec<u8>,
-    pos: usize,
-}
-
-impl ReadAhead {
-    fn spawn(handle: &Handle, mut stream: ByteStream, chunk: usize) -> Self {
-        let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD_DEPTH);
-        handle.spawn(async move {
-            loop {
-                let mut buf = Vec::with_capacity(chunk);
-                let read = loop {
-                    match stream.read_buf(&mut buf).await {
-                        Ok(0) => break Ok(()),
-                        Ok(_) if buf.len() == buf.capacity() => break Ok(()),
-                        Ok(_) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => break Err(e),
-                    }
-                };
-                let done = buf.len() < buf.capacity() || read.is_err();
-                if !buf.is_empty() && tx.send(Ok(buf)).await.is_err() {
-                    return;
-                }
-                if let Err(e) = read {
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
-                if done {
-                    return;
-                }
-            }
-        });
-        ReadAhead {
-            rx,
-            chunk: Vec::new(),
-            pos: 0,
-        }
-    }
-}
-
-impl Read for ReadAhead {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.pos == self.chunk.len() {
-            match self.rx.blocking_recv() {
-                Some(Ok(chunk)) => {
-                    self.chunk = chunk;
-                    self.pos = 0;
-                }
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = (self.chunk.len() - self.pos).min(buf.len());
-        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
 }
 
 /// Collects consecutive pages into runs written with one `pwrite` each.
