@@ -13,7 +13,7 @@ use crate::replica_client::ReplicaClient;
 use crate::restore::{self, GenerationListing, RestoreOptions, RestoreOutcome};
 
 use super::keys::{format_txid, LtxFileInfo, SNAPSHOT_LEVEL};
-use super::plan::{list_levels, plan_from_levels, LevelListings};
+use super::plan::{list_levels_under, plan_from_levels, LevelListings};
 use super::restore::{restore_plan, LtxRestoreOutcome};
 
 /// What a restore will read: a v0.3 generation or an LTX plan.
@@ -187,10 +187,22 @@ pub async fn find_any_target(
             "cannot specify both TXID & timestamp to restore".into(),
         ));
     }
-    // Both formats' listings go out together: one round trip of latency, not two.
+    // One listing of the root tells which of `generations/` and the level directories exist
+    // (v0.3.13 and v0.5.17 list only their own format); then both formats' listings go out
+    // together.
+    let root = client.list_subdirs("").await?;
+    let has_v3 = root
+        .as_ref()
+        .is_none_or(|r| r.iter().any(|d| d == crate::layout::GENERATIONS_DIR));
     let (v3, ltx) = futures::try_join!(
-        restore::list_generations(client, None),
-        list_levels(client, opts.timestamp.is_some())
+        async {
+            if has_v3 {
+                restore::list_generations(client, None).await
+            } else {
+                Ok(Vec::new())
+            }
+        },
+        list_levels_under(client, opts.timestamp.is_some(), root.as_deref())
     )?;
     let listings = Listings { v3, ltx };
     let Some(use_v3) = choose(&listings, opts, txid)? else {
