@@ -89,7 +89,7 @@ async fn present_levels(
             Some(r) => Some(r.to_vec()),
             None => client.list_subdirs("").await?,
         }
-    } else if root.is_some_and(|r| !r.iter().any(|d| *d == parent)) {
+    } else if root.is_some_and(|r| !r.contains(&parent)) {
         Some(Vec::new())
     } else {
         client.list_subdirs(&parent).await?
