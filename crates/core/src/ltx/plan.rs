@@ -57,16 +57,27 @@ pub async fn list_levels_under(
 ) -> Result<LevelListings> {
     let present = present_levels(client, root).await?;
     // The listings go out together: one round trip of latency instead of one per level.
-    let levels = (0..=SNAPSHOT_LEVEL).map(|level| {
-        let skip = present.as_ref().is_some_and(|p| !p.contains(&level));
-        async move {
-            if skip {
-                return Ok(Vec::new());
-            }
-            list_level(client, level, use_timestamps).await
-        }
-    });
+    // A Vec, not a lazy iterator: the future must stay `Send` inside spawned tasks (the
+    // replicator's format check), which a closure-mapped iterator inside it is not.
+    let mut levels = Vec::with_capacity(usize::from(SNAPSHOT_LEVEL) + 1);
+    for level in 0..=SNAPSHOT_LEVEL {
+        let wanted = present.as_ref().is_none_or(|p| p.contains(&level));
+        levels.push(list_level_if(client, level, use_timestamps, wanted));
+    }
     futures::future::try_join_all(levels).await
+}
+
+/// [`list_level`] when `wanted`, else empty.
+async fn list_level_if(
+    client: &dyn ReplicaClient,
+    level: u8,
+    use_timestamps: bool,
+    wanted: bool,
+) -> Result<Vec<LtxFileInfo>> {
+    if !wanted {
+        return Ok(Vec::new());
+    }
+    list_level(client, level, use_timestamps).await
 }
 
 /// The levels whose directory exists, from one listing of their parent (`root` when that is
@@ -120,8 +131,14 @@ pub async fn apply_writer_timestamps(
     files: &mut [LtxFileInfo],
 ) -> Result<()> {
     let kind = client.kind();
-    let stamps: Vec<Option<OffsetDateTime>> = futures::stream::iter(files.iter())
-        .map(|f| async move { client.object_timestamp(&f.key(kind)).await })
+    let keys: Vec<String> = files.iter().map(|f| f.key(kind)).collect();
+    // Futures built in a loop, not by a closure over the stream: the whole listing must stay
+    // `Send` inside spawned tasks (the replicator's format check).
+    let mut lookups = Vec::with_capacity(keys.len());
+    for key in &keys {
+        lookups.push(client.object_timestamp(key));
+    }
+    let stamps: Vec<Option<OffsetDateTime>> = futures::stream::iter(lookups)
         .buffered(TIMESTAMP_LOOKUPS)
         .try_collect()
         .await?;
