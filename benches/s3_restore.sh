@@ -38,6 +38,7 @@
 #   BENCH_DIR              default /tmp/litestream-bench
 #   TEST_SERVERS_DIR       where moto's venv is (default <repo>/.test-servers; scripts/test-servers/start.sh installs it)
 #   S3S_SERVER_BIN         use this bench-s3-server binary (no build)
+#   S3S_SERVER_FLAGS       extra flags for it (`--hash-on-get`: no stored ETags, as before 2026-12-06)
 #   OURS_RESTORE_FLAGS     extra flags for our restore only (e.g. "-parallelism 32")
 #   BENCH_SKIP_BUILD=1     use the existing release binary as is
 set -euo pipefail
@@ -144,7 +145,7 @@ case $SERVER in
     cp -al "$REPLICA" "$WORK/s3root/bench/bench/$SCENARIO"
     log "private s3s-fs (benches/s3-server) on 127.0.0.1:$PORT (access log $SERVER_LOG)"
     "$S3S" --port "$PORT" --access-key test --secret-key testtest --access-log "$SERVER_LOG" \
-      --latency-ms "$LATENCY_MS" "$WORK/s3root" </dev/null 2>"$WORK/server.stderr" &
+      --latency-ms "$LATENCY_MS" ${S3S_SERVER_FLAGS:-} "$WORK/s3root" </dev/null 2>"$WORK/server.stderr" &
     SERVER_PID=$!
     ;;
   *) log "unknown server $SERVER (moto or s3s-fs)"; exit 2 ;;

@@ -188,6 +188,16 @@ pub trait ReplicaClient: Send + Sync + Debug {
     /// is refused with [`Error::InvalidArgument`].
     async fn list_objects(&self, dir: &str) -> Result<Vec<ListedObject>>;
 
+    /// The sub-directories (common prefixes) directly under `dir` (a path as for
+    /// [`list_objects`](Self::list_objects)), sorted by name; `None` when this client cannot
+    /// list them (the default, for wrappers that do not forward it): callers then list what
+    /// they need directly. One LIST on object stores: a restore uses it to skip the LTX levels
+    /// and the v0.3 `generations/` tree that do not exist.
+    async fn list_subdirs(&self, dir: &str) -> Result<Option<Vec<String>>> {
+        let _ = dir;
+        Ok(None)
+    }
+
     /// Open the object at `key` (relative to the replica root, as for
     /// [`list_objects`](Self::list_objects)) for reading; a missing object fails with an error
     /// for which [`Error::is_not_found`](crate::Error::is_not_found) is true, a `key` that is

@@ -309,6 +309,13 @@ impl<S: ObjectStore> ReplicaClient for S {
         Ok(objects)
     }
 
+    async fn list_subdirs(&self, dir: &str) -> Result<Option<Vec<String>>> {
+        listing::check_relative(dir, true)?;
+        let mut dirs = self.list_dir(dir).await?.dirs;
+        dirs.sort();
+        Ok(Some(dirs))
+    }
+
     async fn open_object(&self, key: &str) -> Result<ByteStream> {
         listing::check_relative(key, false)?;
         self.get(key).await

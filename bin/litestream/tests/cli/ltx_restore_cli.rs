@@ -52,21 +52,25 @@ fn v0517_listing(replica: &Path) -> Vec<Listed> {
 
 /// v0.5.17's plan for a plain restore (its `restore -dry-run -json`), as replica keys.
 fn v0517_plan(replica: &Path) -> Vec<String> {
-    let out = run_bin(
-        &litestream_v0517(),
-        [
-            "restore",
-            "-dry-run",
-            "-json",
-            "-o",
-            "/nonexistent/x.db",
-            &file_url(replica),
-        ],
-    );
-    parse_ltx_json(&out)
-        .into_iter()
-        .map(|l| format!("ltx/{}/{}-{}.ltx", l.level, l.min, l.max))
-        .collect()
+    v0517_plan_with(replica, &[]).expect("v0.5.17 restore -dry-run failed")
+}
+
+/// v0.5.17's plan with `extra` flags, as replica keys; `None` when it has none.
+fn v0517_plan_with(replica: &Path, extra: &[&str]) -> Option<Vec<String>> {
+    let url = file_url(replica);
+    let mut args = vec!["restore", "-dry-run", "-json", "-o", "/nonexistent/x.db"];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    let out = run_bin(&litestream_v0517(), args);
+    if !out.status.success() {
+        return None;
+    }
+    Some(
+        parse_ltx_json(&out)
+            .into_iter()
+            .map(|l| format!("ltx/{}/{}-{}.ltx", l.level, l.min, l.max))
+            .collect(),
+    )
 }
 
 #[test]
@@ -177,64 +181,150 @@ fn our_base(listing: &[Listed]) -> String {
     format!("ltx/{}/{}-{}.ltx", l.level, l.min, l.max)
 }
 
-/// A replica whose L1/L2 files start at TXID 1 and reach past its only L9 snapshot (v0.5.17
-/// snapshots at start; a long snapshot interval and L0 retention keep the L0 file of TXID 1
-/// for the first compactions, as in `benches/ltx_restore.sh`): v0.5.17's plan reads the
-/// snapshot and then a level file from TXID 1 that holds the whole database again; ours starts
-/// from that level file. The output is the same at the latest point, at `-txid` and at
-/// `-timestamp` targets, and ours restores the latest point even with the snapshot damaged,
-/// so it does not read it (it did before the plan change).
+/// Copy of the shared replica with every file's mtime kept (file:// `-timestamp` restores
+/// go by mtimes), all but its oldest L9 snapshot removed.
+fn copy_keeping_mtimes(work: &Path, tag: &str) -> PathBuf {
+    let r = copy_replica(work, tag);
+    for rel in list_files(&r) {
+        let mtime = fs::metadata(shared().replica.join(&rel))
+            .unwrap()
+            .modified()
+            .unwrap();
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(r.join(&rel))
+            .unwrap();
+        f.set_modified(mtime).unwrap();
+    }
+    keep_oldest_snapshot(&r);
+    r
+}
+
+fn txid_of(hex: &str) -> u64 {
+    u64::from_str_radix(hex, 16).unwrap()
+}
+
+/// Compact the replica files `keys` (oldest first) with our compaction (the one our engine
+/// writes L1+ files with) into `ltx/<level>/<min>-<max>.ltx`, with the newest input's mtime
+/// as a compacting writer would give it; returns the new key.
+fn compact_into(r: &Path, keys: &[String], level: u8) -> String {
+    use litestream_core::ltx::{compact::compact, decoder::LtxDecoder, format_txid};
+    use std::io::{BufReader, BufWriter, Write};
+    // A plan may hold files that start at or before an earlier one (v0.5.17 applies a level
+    // file from TXID 1 on top of the snapshot): such a file supersedes what it overlaps.
+    let mut chain: Vec<&String> = Vec::new();
+    for k in keys {
+        let min = |k: &str| txid_of(&k[k.rfind('/').unwrap() + 1..][..16]);
+        while chain.last().is_some_and(|p| min(p) >= min(k)) {
+            chain.pop();
+        }
+        chain.push(k);
+    }
+    let mut inputs: Vec<LtxDecoder<BufReader<fs::File>>> = chain
+        .iter()
+        .map(|k| LtxDecoder::new(*k, BufReader::new(fs::File::open(r.join(k)).unwrap())))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let (min, max) = (
+        inputs[0].header().min_txid,
+        inputs.last().unwrap().header().max_txid,
+    );
+    let key = format!("ltx/{level}/{}-{}.ltx", format_txid(min), format_txid(max));
+    fs::create_dir_all(r.join(format!("ltx/{level}"))).unwrap();
+    let out = BufWriter::new(fs::File::create(r.join(&key)).unwrap());
+    let (mut out, _) = compact(&key, &mut inputs, out).unwrap();
+    out.flush().unwrap();
+    let file = out.into_inner().unwrap();
+    let newest = fs::metadata(r.join(keys.last().unwrap()))
+        .unwrap()
+        .modified()
+        .unwrap();
+    file.set_modified(newest).unwrap();
+    key
+}
+
+/// The replica shape where a level file starts at TXID 1 and reaches past the only L9
+/// snapshot (what v0.5.17 writes when its first compactions still see the L0 file of TXID 1,
+/// as in `benches/ltx_restore.sh`): v0.5.17's plan reads the snapshot and then that level
+/// file, which holds the whole database again; ours starts from the level file. The output
+/// is the same at the latest point, at `-txid` and at `-timestamp` targets, and ours restores
+/// the latest point with the snapshot damaged, so it does not read it (it did before the
+/// plan change).
 ///
-/// On demand only (`cargo test ... -- --ignored`): whether v0.5.17 writes this shape depends
-/// on its timing (whether its first L1 compaction runs before its start-up snapshot), and on
-/// a loaded CI machine three attempts in a row gave L9 1-2 with level files from TXID 3. The
-/// plan's choice is covered deterministically by the unit tests in `crates/core/src/ltx/plan.rs`
-/// and byte-identity with v0.5.17 by `restores_match_v0517_latest_txid_and_timestamp`.
+/// Whether v0.5.17 itself writes this shape depends on its timing (three CI attempts in a row
+/// gave L9 1-2 with level files from TXID 3), so the shape is built here, deterministically,
+/// from the shared replica: keep only the oldest snapshot (TXID 1 to S), take v0.5.17's own
+/// `-txid M` plan (the snapshot and level files up to M, for an M reaching at least as far as
+/// every file that could follow the snapshot) and compact it with our compaction into one L3
+/// file from TXID 1 to M, stamped with its newest input's mtime. Both tools then restore from
+/// real v0.5.17 files plus that one.
 #[test]
-#[ignore = "v0.5.17 writes the needed replica shape only with some timings; run with --ignored"]
 fn a_level_file_from_txid_1_past_the_snapshot_is_the_base() {
     let work = tempfile::tempdir().unwrap();
-    // Whether v0.5.17's first L1 file starts at TXID 1 or 2 depends on its timing (seen both
-    // ways): write the replica again, up to three times, until it has the shape.
-    let mut attempt = 0;
-    let (db, r, marks, plan, listing, base) = loop {
-        attempt += 1;
-        let dir = work.path().join(format!("attempt-{attempt}"));
-        fs::create_dir_all(&dir).unwrap();
-        let (db, r) = (dir.join("src.db"), dir.join("replica"));
-        let cfg = dir.join("v0517.yml");
-        let yaml = format!(
-            "levels:\n  - interval: 2s\n  - interval: 6s\nsnapshot:\n  interval: 1h\n\
-             l0-retention: 1h\ndbs:\n  - path: {}\n    replica:\n      url: {}\n",
-            db.display(),
-            file_url(&r)
-        );
-        fs::write(&cfg, yaml).unwrap();
-        let marks = v0517_workload(&db, &cfg, &dir.join("replicate.log"));
-        let (plan, listing) = (v0517_plan(&r), v0517_listing(&r));
-        let base = our_base(&listing);
-        if plan[0].starts_with("ltx/9/")
-            && plan.get(1) == Some(&base)
-            && !base.starts_with("ltx/9/")
-        {
-            break (db, r, marks, plan, listing, base);
-        }
-        assert!(
-            attempt < 3,
-            "v0.5.17's plan should read the snapshot, then {base}: {plan:?}"
-        );
-    };
-    eprintln!("attempt {attempt}: v0.5.17's plan {plan:?}, ours starts at {base}");
-    let restore = restore_file(&r);
-    let out_dir = r.parent().unwrap();
-    let ours = assert_ltx_interop(out_dir, &restore, &listing, &marks);
-    assert_eq!(all_rows(&ours), all_rows(&db), "latest restore vs source");
+    let r = copy_keeping_mtimes(work.path(), "l3-from-1");
+    let listing = v0517_listing(&r);
+    let snap = listing.iter().find(|l| l.level == 9).unwrap().clone();
+    assert_eq!(snap.min, "0000000000000001", "snapshot {snap:?}");
+    // M must reach at least as far as any file v0.5.17 could take right after the snapshot,
+    // so that v0.5.17's plan takes the new file second; of those TXIDs, one in the middle
+    // whose -txid plan v0.5.17 can make.
+    let frontier = listing
+        .iter()
+        .filter(|l| l.level != 9 && txid_of(&l.min) <= txid_of(&snap.max) + 1)
+        .map(|l| txid_of(&l.max))
+        .max()
+        .unwrap_or(0);
+    let mut maxes: Vec<u64> = listing
+        .iter()
+        .map(|l| txid_of(&l.max))
+        .filter(|&m| m > txid_of(&snap.max) && m >= frontier)
+        .collect();
+    maxes.sort();
+    maxes.dedup();
+    assert!(!maxes.is_empty(), "nothing past the snapshot: {listing:?}");
+    let mid = maxes.len() / 2;
+    let mut order: Vec<u64> = maxes[mid..].to_vec();
+    order.extend(maxes[..mid].iter().rev());
+    let (m, inputs) = order
+        .iter()
+        .find_map(|&m| {
+            let t = litestream_core::ltx::format_txid(m);
+            let plan = v0517_plan_with(&r, &["-txid", &t])?;
+            let ends = plan
+                .last()
+                .is_some_and(|k| k.ends_with(&format!("-{t}.ltx")));
+            (ends && plan[0].starts_with("ltx/9/")).then_some((m, plan))
+        })
+        .unwrap_or_else(|| panic!("v0.5.17 plans no -txid in {maxes:x?}"));
+    let key = compact_into(&r, &inputs, 3);
+    let plan = v0517_plan(&r);
+    let listing = v0517_listing(&r);
+    assert_eq!(our_base(&listing), key, "our base");
+    assert!(
+        plan[0].starts_with("ltx/9/") && plan.get(1) == Some(&key),
+        "v0.5.17's plan should read the snapshot, then {key}: {plan:?}"
+    );
+    eprintln!("M = {m:x}: v0.5.17's plan {plan:?}, ours starts at {key} (from {inputs:?})");
 
+    let restore = restore_file(&r);
+    let ours = assert_ltx_interop(work.path(), &restore, &listing, &shared().marks);
+    assert_eq!(
+        all_rows(&ours),
+        all_rows(&shared().db),
+        "latest restore vs source"
+    );
     flip(&r.join(&plan[0]), |_| 100 + 6 + 4 + 40);
-    let out = out_dir.join("ours-damaged-snapshot.db");
+    let out = work.path().join("ours-damaged-snapshot.db");
     let o = restore_url(&our_bin(), &file_url(&r), &out, &[], &[]);
     assert_exit(&o, 0, "latest restore with the unread snapshot damaged");
     assert_files_equal(&ours, &out, "damaged snapshot");
+    // The damage is real: v0.5.17, which reads the snapshot, fails on it.
+    let theirs = work.path().join("v0517-damaged-snapshot.db");
+    let o = restore_url(&litestream_v0517(), &file_url(&r), &theirs, &[], &[]);
+    assert!(
+        !o.status.success(),
+        "v0.5.17 restored past a damaged snapshot"
+    );
 }
 
 #[test]

@@ -13,7 +13,7 @@ use crate::replica_client::ReplicaClient;
 use crate::restore::{self, GenerationListing, RestoreOptions, RestoreOutcome};
 
 use super::keys::{format_txid, LtxFileInfo, SNAPSHOT_LEVEL};
-use super::plan::{list_levels, plan_from_levels, LevelListings};
+use super::plan::{list_levels_under, plan_from_levels, LevelListings};
 use super::restore::{restore_plan, LtxRestoreOutcome};
 
 /// What a restore will read: a v0.3 generation or an LTX plan.
@@ -152,22 +152,41 @@ fn choose(l: &Listings, opts: &RestoreOptions, txid: Option<u64>) -> Result<Opti
 /// `Some(false)` for LTX files, `None` for an empty path. A replicator continues a path in
 /// this format.
 pub async fn existing_format_is_v3(client: &dyn ReplicaClient) -> Result<Option<bool>> {
-    let v3 = restore::list_generations(client, None)
-        .await?
-        .iter()
-        .filter_map(|l| l.updated_at())
-        .max();
-    let ltx = super::keys::list_all_ltx_files(client)
-        .await?
-        .iter()
-        .map(|f| f.created_at)
-        .max();
+    let listings = list_both(client, false).await?;
+    let v3 = listings.v3.iter().filter_map(|l| l.updated_at()).max();
+    let ltx = listings.ltx.iter().flatten().map(|f| f.created_at).max();
     Ok(match (v3, ltx) {
         (None, None) => None,
         (Some(_), None) => Some(true),
         (None, Some(_)) => Some(false),
         (Some(a), Some(b)) => Some(a > b),
     })
+}
+
+/// Both formats' listings of `client`: one listing of the root tells which of
+/// `generations/` and the level directories exist (v0.3.13 and v0.5.17 each list only their
+/// own format), then what exists is listed, both formats together.
+async fn list_both(client: &dyn ReplicaClient, use_timestamps: bool) -> Result<Listings> {
+    let root = client.list_subdirs("").await?;
+    let has_v3 = root
+        .as_ref()
+        .is_none_or(|r| r.iter().any(|d| d == crate::layout::GENERATIONS_DIR));
+    let (v3, ltx) = futures::try_join!(
+        list_generations_if(client, has_v3),
+        list_levels_under(client, use_timestamps, root.as_deref())
+    )?;
+    Ok(Listings { v3, ltx })
+}
+
+/// The v0.3 generations when `wanted`, else none.
+async fn list_generations_if(
+    client: &dyn ReplicaClient,
+    wanted: bool,
+) -> Result<Vec<GenerationListing>> {
+    if !wanted {
+        return Ok(Vec::new());
+    }
+    restore::list_generations(client, None).await
 }
 
 /// Find what to restore on `client` for `opts` (v0.3 options, timestamp) and `txid`, across
@@ -187,10 +206,7 @@ pub async fn find_any_target(
             "cannot specify both TXID & timestamp to restore".into(),
         ));
     }
-    let listings = Listings {
-        v3: restore::list_generations(client, None).await?,
-        ltx: list_levels(client, opts.timestamp.is_some()).await?,
-    };
+    let listings = list_both(client, opts.timestamp.is_some()).await?;
     let Some(use_v3) = choose(&listings, opts, txid)? else {
         return Ok(None);
     };

@@ -28,7 +28,7 @@ use time::OffsetDateTime;
 use crate::error::{Error, Result};
 use crate::replica_client::ReplicaClient;
 
-use super::keys::{format_txid, list_ltx_files, LtxFileInfo, SNAPSHOT_LEVEL};
+use super::keys::{format_txid, level_dir, list_ltx_files, LtxFileInfo, SNAPSHOT_LEVEL};
 
 /// Concurrent timestamp look-ups per level for `-timestamp` (levels are listed together, so
 /// up to 80 in flight; Litestream uses 50).
@@ -43,9 +43,73 @@ pub async fn list_levels(
     client: &dyn ReplicaClient,
     use_timestamps: bool,
 ) -> Result<LevelListings> {
-    // The ten listings go out together: one round trip of latency instead of ten.
-    let levels = (0..=SNAPSHOT_LEVEL).map(|level| list_level(client, level, use_timestamps));
+    list_levels_under(client, use_timestamps, None).await
+}
+
+/// [`list_levels`], given the sub-directories of the replica root when the caller already
+/// listed them (`root`): levels whose directory does not exist are not listed. On s3 the
+/// level directories are in the root (`0000/`…`0009/`), elsewhere under `ltx/` (one more
+/// listing); a client that cannot list sub-directories gets all ten levels listed.
+pub async fn list_levels_under(
+    client: &dyn ReplicaClient,
+    use_timestamps: bool,
+    root: Option<&[String]>,
+) -> Result<LevelListings> {
+    let present = present_levels(client, root).await?;
+    // The listings go out together: one round trip of latency instead of one per level.
+    // A Vec, not a lazy iterator: the future must stay `Send` inside spawned tasks (the
+    // replicator's format check), which a closure-mapped iterator inside it is not.
+    let mut levels = Vec::with_capacity(usize::from(SNAPSHOT_LEVEL) + 1);
+    for level in 0..=SNAPSHOT_LEVEL {
+        let wanted = present.as_ref().is_none_or(|p| p.contains(&level));
+        levels.push(list_level_if(client, level, use_timestamps, wanted));
+    }
     futures::future::try_join_all(levels).await
+}
+
+/// [`list_level`] when `wanted`, else empty.
+async fn list_level_if(
+    client: &dyn ReplicaClient,
+    level: u8,
+    use_timestamps: bool,
+    wanted: bool,
+) -> Result<Vec<LtxFileInfo>> {
+    if !wanted {
+        return Ok(Vec::new());
+    }
+    list_level(client, level, use_timestamps).await
+}
+
+/// The levels whose directory exists, from one listing of their parent (`root` when that is
+/// the replica root and the caller listed it); `None` when the client cannot tell.
+async fn present_levels(
+    client: &dyn ReplicaClient,
+    root: Option<&[String]>,
+) -> Result<Option<Vec<u8>>> {
+    let kind = client.kind();
+    let split = |l: u8| -> (String, String) {
+        let dir = level_dir(kind, l);
+        match dir.rsplit_once('/') {
+            Some((parent, name)) => (parent.to_string(), name.to_string()),
+            None => (String::new(), dir),
+        }
+    };
+    let (parent, _) = split(0);
+    let names = if parent.is_empty() {
+        match root {
+            Some(r) => Some(r.to_vec()),
+            None => client.list_subdirs("").await?,
+        }
+    } else if root.is_some_and(|r| !r.contains(&parent)) {
+        Some(Vec::new())
+    } else {
+        client.list_subdirs(&parent).await?
+    };
+    Ok(names.map(|names| {
+        (0..=SNAPSHOT_LEVEL)
+            .filter(|&l| names.contains(&split(l).1))
+            .collect()
+    }))
 }
 
 async fn list_level(
@@ -67,8 +131,14 @@ pub async fn apply_writer_timestamps(
     files: &mut [LtxFileInfo],
 ) -> Result<()> {
     let kind = client.kind();
-    let stamps: Vec<Option<OffsetDateTime>> = futures::stream::iter(files.iter())
-        .map(|f| async move { client.object_timestamp(&f.key(kind)).await })
+    let keys: Vec<String> = files.iter().map(|f| f.key(kind)).collect();
+    // Futures built in a loop, not by a closure over the stream: the whole listing must stay
+    // `Send` inside spawned tasks (the replicator's format check).
+    let mut lookups = Vec::with_capacity(keys.len());
+    for key in &keys {
+        lookups.push(client.object_timestamp(key));
+    }
+    let stamps: Vec<Option<OffsetDateTime>> = futures::stream::iter(lookups)
         .buffered(TIMESTAMP_LOOKUPS)
         .try_collect()
         .await?;
@@ -285,6 +355,31 @@ mod tests {
         plan.iter()
             .map(|x| (x.level, x.min_txid, x.max_txid))
             .collect()
+    }
+
+    #[tokio::test]
+    async fn only_existing_level_directories_are_listed() {
+        let c = crate::memory::MemoryClient::new();
+        let t = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("t");
+        for key in [
+            "ltx/0/0000000000000002-0000000000000002.ltx",
+            "ltx/9/0000000000000001-0000000000000001.ltx",
+        ] {
+            c.put_object(key, vec![0; 100], t, None).expect("put");
+        }
+        let all = list_levels(&c, false).await.expect("levels");
+        let found: Vec<(u8, u64, u64)> = names(&all.concat());
+        assert_eq!(found, vec![(0, 2, 2), (9, 1, 1)]);
+        assert_eq!(
+            present_levels(&c, None).await.expect("present"),
+            Some(vec![0, 9])
+        );
+        // A root listing without `ltx/` (given by the caller): nothing else is listed.
+        let root = vec!["generations".to_string()];
+        let none = list_levels_under(&c, false, Some(&root))
+            .await
+            .expect("levels");
+        assert!(none.iter().all(Vec::is_empty), "{none:?}");
     }
 
     #[test]
