@@ -362,8 +362,25 @@ fn recipients_only_survives_sigterm_and_kill_9_and_restores_with_the_identity() 
         stop(child, &log);
         std::fs::read_to_string(&log).unwrap()
     };
+    let with_identity = file_config(&case, "litestream.yml", &ids_and_recipients(SK));
     let sigterm = |child, log: &Path| common::signal_and_wait(child, "TERM", log);
+    // kill -9 once the replica holds every row (a fixed wait raced the sync on a loaded CI
+    // machine): what was replicated before the kill must survive the restarts.
     let kill = |mut child: std::process::Child, _: &Path| {
+        let probe = case.path("probe.db");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let _ = std::fs::remove_file(&probe);
+            let out = restore_config(&our_bin(), &with_identity, &case.db, &probe, &[]);
+            if out.status.success() && common::count_rows(&probe) == common::count_rows(&case.db) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the replica did not catch up within 60 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
         child.kill().unwrap();
         child.wait().unwrap();
     };
@@ -386,7 +403,6 @@ fn recipients_only_survives_sigterm_and_kill_9_and_restores_with_the_identity() 
         generations = now;
     }
     assert_encrypted(&case.replica);
-    let with_identity = file_config(&case, "litestream.yml", &ids_and_recipients(SK));
     scenarios::assert_restore_identical_to_v0313(
         &case,
         &|bin, out| restore_config(bin, &with_identity, &case.db, out, &[]),
