@@ -140,7 +140,8 @@ pub(crate) struct LtxReplica {
     need_snapshot: bool,
     /// When the next `snapshot.interval` snapshot is due.
     pub(super) next_snapshot: Option<Instant>,
-    /// The newest TXID in level 1, as last seen.
+    /// The newest TXID in level 1: from the start-up listing, then our own compactions
+    /// (`None`: level 1 was empty or not listed yet).
     pub(super) l1_max: Option<u64>,
 }
 
@@ -294,6 +295,11 @@ impl LtxReplica {
             .await?;
         let remote_max = files.iter().map(|f| f.max_txid).max().unwrap_or(0);
         self.txid = remote_max;
+        self.l1_max = files
+            .iter()
+            .filter(|f| f.level == 1)
+            .map(|f| f.max_txid)
+            .max();
         let newest_snapshot = files
             .iter()
             .filter(|f| f.level == SNAPSHOT_LEVEL)
