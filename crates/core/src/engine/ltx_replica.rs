@@ -49,6 +49,9 @@ use super::validate::ValidationReport;
 
 type ValidateRequest = oneshot::Sender<Result<ValidationReport>>;
 
+/// Read buffer of a staged LTX file being uploaded.
+const UPLOAD_READ_BUF: usize = 256 << 10;
+
 /// Run the replica `task` in the format its path holds (or, on an empty path, the
 /// configured one): the v0.3 task itself, or an [`LtxReplica`] around it.
 pub(crate) async fn run_in_format(
@@ -425,6 +428,9 @@ impl LtxReplica {
                 let f = tokio::fs::File::open(&staged.path)
                     .await
                     .map_err(|e| Error::io(staged.path.display().to_string(), e))?;
+                // Large reads: each read of a `tokio::fs::File` is a round trip to the
+                // blocking pool (a thread wake-up), and the backends read in small pieces.
+                let f = tokio::io::BufReader::with_capacity(UPLOAD_READ_BUF, f);
                 upload_ltx_file(client.as_ref(), level, &staged.header, Box::pin(f)).await
             })
             .await?;
