@@ -215,7 +215,7 @@ fn encode(
                 put(pgno, &mut enc)?;
             }
         }
-    let (w, _) = enc.finish()?;
+        let (w, _) = enc.finish()?;
         let f = w.into_inner().map_err(|e| io_err(&tmp, e.into_error()))?;
         f.sync_all().map_err(|e| io_err(&tmp, e))
     })();
