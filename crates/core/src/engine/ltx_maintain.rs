@@ -11,6 +11,8 @@
 //! * **L0 retention** every `l0-retention-check-interval`: an L0 file compacted into L1 and
 //!   older than `l0-retention` is deleted; the newest L0 is always kept.
 //! * `retention.enabled: false` deletes nothing remotely.
+//! * Level 1's newest TXID is remembered (from the start-up listing and our own compactions;
+//!   forgotten after a failed one): compaction into level 1 and L0 retention do not LIST it.
 
 use std::fs;
 use std::io::{BufWriter, Read, Write};
@@ -66,6 +68,10 @@ impl LtxReplica {
             let level = u8::try_from(i + 1).unwrap_or(SNAPSHOT_LEVEL);
             if let Err(e) = self.compact(level).await {
                 tracing::warn!(replica = %self.base.name, level, error = %e, "compaction error");
+                if level == 1 {
+                    // The upload may have stored the file after all: list level 1 next time.
+                    self.l1_max = None;
+                }
             }
         }
     }
@@ -102,7 +108,12 @@ impl LtxReplica {
             return Ok(());
         }
         let src = dst - 1;
-        let dst_max = self.list(dst).await?.iter().map(|f| f.max_txid).max();
+        // Level 1's newest TXID is known from the start-up listing and our own compactions
+        // (nothing else writes level 1 while we replicate): no LIST for it.
+        let dst_max = match (dst, self.l1_max) {
+            (1, Some(m)) => Some(m),
+            _ => self.list(dst).await?.iter().map(|f| f.max_txid).max(),
+        };
         let mut run: Vec<LtxFileInfo> = Vec::new();
         for f in self.list(src).await? {
             if f.min_txid <= dst_max.unwrap_or(0) {
@@ -228,7 +239,11 @@ impl LtxReplica {
         {
             return Ok(());
         }
-        let Some(l1_max) = self.list(1).await?.iter().map(|f| f.max_txid).max() else {
+        let l1_max = match self.l1_max {
+            Some(m) => Some(m),
+            None => self.list(1).await?.iter().map(|f| f.max_txid).max(),
+        };
+        let Some(l1_max) = l1_max else {
             return Ok(());
         };
         self.l1_max = Some(l1_max);

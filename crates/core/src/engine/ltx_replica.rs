@@ -49,6 +49,9 @@ use super::validate::ValidationReport;
 
 type ValidateRequest = oneshot::Sender<Result<ValidationReport>>;
 
+/// Read buffer of a staged LTX file being uploaded.
+const UPLOAD_READ_BUF: usize = 256 << 10;
+
 /// Run the replica `task` in the format its path holds (or, on an empty path, the
 /// configured one): the v0.3 task itself, or an [`LtxReplica`] around it.
 pub(crate) async fn run_in_format(
@@ -140,7 +143,8 @@ pub(crate) struct LtxReplica {
     need_snapshot: bool,
     /// When the next `snapshot.interval` snapshot is due.
     pub(super) next_snapshot: Option<Instant>,
-    /// The newest TXID in level 1, as last seen.
+    /// The newest TXID in level 1: from the start-up listing, then our own compactions
+    /// (`None`: level 1 was empty or not listed yet).
     pub(super) l1_max: Option<u64>,
 }
 
@@ -294,6 +298,11 @@ impl LtxReplica {
             .await?;
         let remote_max = files.iter().map(|f| f.max_txid).max().unwrap_or(0);
         self.txid = remote_max;
+        self.l1_max = files
+            .iter()
+            .filter(|f| f.level == 1)
+            .map(|f| f.max_txid)
+            .max();
         let newest_snapshot = files
             .iter()
             .filter(|f| f.level == SNAPSHOT_LEVEL)
@@ -419,6 +428,9 @@ impl LtxReplica {
                 let f = tokio::fs::File::open(&staged.path)
                     .await
                     .map_err(|e| Error::io(staged.path.display().to_string(), e))?;
+                // Large reads: each read of a `tokio::fs::File` is a round trip to the
+                // blocking pool (a thread wake-up), and the backends read in small pieces.
+                let f = tokio::io::BufReader::with_capacity(UPLOAD_READ_BUF, f);
                 upload_ltx_file(client.as_ref(), level, &staged.header, Box::pin(f)).await
             })
             .await?;
