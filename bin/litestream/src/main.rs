@@ -33,6 +33,7 @@ The commands are:
 ";
 
 fn main() -> ExitCode {
+    one_malloc_arena();
     copy_aws_env();
     let args: Vec<String> = match flags::utf8_args(std::env::args_os().skip(1)) {
         Ok(args) => args,
@@ -59,6 +60,22 @@ fn main() -> ExitCode {
     logging::init_default();
     http::raise_nofile_limit();
     exit_code(cmd::Command::parse(name, rest).and_then(run))
+}
+
+/// glibc gives each thread that allocates its own malloc arena (up to 8 per core), and an
+/// arena keeps the memory freed into it. The sidecar's allocations are a few buffers of up to
+/// 512 KiB per sync, made on whichever tokio or blocking thread runs the step, so under a
+/// steady load every one of ~5 threads kept 2-3 MB of freed buffers: half the process's
+/// anonymous memory (peak RSS 27 MB with per-thread arenas, 18 MB with one, same load). One
+/// arena, set before any thread starts; `MALLOC_ARENA_MAX` in the environment still wins.
+fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only changes an allocator setting; no other thread exists yet.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
+    }
 }
 
 /// Litestream copies these before dispatch, only when the AWS variables are unset.
