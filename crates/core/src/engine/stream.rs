@@ -17,6 +17,9 @@ use crate::lz4::{Lz4FrameReader, Lz4FrameWriter};
 use crate::replica_client::ByteStream;
 
 const CHUNK: usize = 256 << 10;
+/// Chunks the producer may be ahead of the upload (each up to `CHUNK` bytes): two keep the
+/// compression and the upload running side by side; more only added to peak memory.
+const PIPELINE_CHUNKS: usize = 2;
 /// Bytes read from a file per `read` call by [`lz4_file_stream`].
 const READ_CHUNK: usize = 256 << 10;
 
@@ -98,7 +101,7 @@ fn producer_stream<F>(produce: F) -> ByteStream
 where
     F: FnOnce(ChannelWriter) -> io::Result<ChannelWriter> + Send + 'static,
 {
-    let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(4);
+    let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(PIPELINE_CHUNKS);
     let done = Arc::new(AtomicBool::new(false));
     let finished = Arc::clone(&done);
     tokio::task::spawn_blocking(move || {
