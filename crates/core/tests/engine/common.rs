@@ -196,6 +196,26 @@ pub async fn assert_restores(rep: &Path, out: &Path, expected: &[(String, Vec<St
     assert_same(&dump(&theirs), expected, &format!("{tag}: v0.3.13 restore"));
 }
 
+/// The usual end of an engine test: wait (up to `timeout`) until the replica holds the latest
+/// transaction, take the source's dump, stop the replicator, close the application's
+/// connection `app`, and check both restores of `rep` against the dump ([`assert_restores`],
+/// into `restored.db` under `dir`). Returns the position reached and the dump.
+pub async fn finish_and_assert_restores(
+    r: Replicator,
+    app: rusqlite::Connection,
+    db: &Path,
+    rep: &Path,
+    dir: &Path,
+    timeout: Duration,
+) -> (Pos, Vec<(String, Vec<String>)>) {
+    let pos = r.sync_and_wait(timeout).await.expect("sync");
+    let expected = dump(db);
+    r.shutdown().await.expect("shutdown");
+    drop(app);
+    assert_restores(rep, &dir.join("restored.db"), &expected).await;
+    (pos, expected)
+}
+
 /// Compare two dumps, reporting the first difference only (rows are long).
 pub fn assert_same(got: &[(String, Vec<String>)], want: &[(String, Vec<String>)], what: &str) {
     for ((gt, gr), (wt, wr)) in got.iter().zip(want) {

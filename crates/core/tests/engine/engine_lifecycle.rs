@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::common::{
-    app_conn, assert_restores, dump, fast_db_opts, fast_replica_opts, integrity, start_synced,
-    start_with_file_replica, try_our_restore, wal_len,
+    app_conn, assert_restores, dump, fast_db_opts, fast_replica_opts, finish_and_assert_restores,
+    integrity, start_synced, start_with_file_replica, try_our_restore, wal_len,
 };
 use litestream_core::{DbOptions, ReplicaOptions};
 use litestream_core::{Generation, ReplicaClient};
@@ -134,18 +134,12 @@ async fn database_restored_into_place_under_a_running_replicator_is_replicated()
         assert!(start.elapsed() < Duration::from_secs(10), "never picked up");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let pos = r
-        .sync_and_wait(Duration::from_secs(20))
-        .await
-        .expect("sync");
+    let (pos, expected) =
+        finish_and_assert_restores(r, c, &db, &rep, dir.path(), Duration::from_secs(20)).await;
     assert_ne!(pos.generation, old_gen, "a new generation");
-    let expected = dump(&db);
     assert!(expected
         .iter()
         .any(|(t, rows)| t == "t" && rows.len() == 70));
-    r.shutdown().await.expect("shutdown");
-    drop(c);
-    assert_restores(&rep, &dir.path().join("restored.db"), &expected).await;
 }
 
 /// Item 3: a database deleted and recreated at the same path under a running replicator is a
@@ -178,14 +172,9 @@ async fn database_replaced_at_the_same_path_starts_a_new_generation() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     insert(&c, "fresh", 60, 30);
-    r.sync_and_wait(Duration::from_secs(20))
-        .await
-        .expect("sync");
-    let expected = dump(&db);
+    let (_, expected) =
+        finish_and_assert_restores(r, c, &db, &rep, dir.path(), Duration::from_secs(20)).await;
     assert!(expected.iter().all(|(t, _)| t != "old"));
-    r.shutdown().await.expect("shutdown");
-    drop(c);
-    assert_restores(&rep, &dir.path().join("restored.db"), &expected).await;
 }
 
 /// Item 4: an application reader held open keeps the WAL from restarting. The engine must not
@@ -230,13 +219,7 @@ async fn a_held_reader_causes_no_checkpoint_spin() {
         "WAL grew {grown} bytes, the application wrote {app_bytes}"
     );
     reader.execute_batch("COMMIT").expect("end read");
-    r.sync_and_wait(Duration::from_secs(20))
-        .await
-        .expect("sync");
-    let expected = dump(&db);
-    r.shutdown().await.expect("shutdown");
-    drop(c);
-    assert_restores(&rep, &dir.path().join("restored.db"), &expected).await;
+    finish_and_assert_restores(r, c, &db, &rep, dir.path(), Duration::from_secs(20)).await;
 }
 
 /// Item 3: a database file the application has created but not written yet (an empty file)
@@ -259,13 +242,7 @@ async fn an_empty_database_file_is_left_for_the_application_to_create() {
         .query_row("PRAGMA page_size", [], |r| r.get(0))
         .expect("page size");
     assert_eq!(ps, 8192, "the application's page size");
-    r.sync_and_wait(Duration::from_secs(20))
-        .await
-        .expect("sync");
-    let expected = dump(&db);
-    r.shutdown().await.expect("shutdown");
-    drop(c);
-    assert_restores(&rep, &dir.path().join("restored.db"), &expected).await;
+    finish_and_assert_restores(r, c, &db, &rep, dir.path(), Duration::from_secs(20)).await;
 }
 
 /// The engine's read lock must survive its syncs: reading the wal-index through a `-shm`
@@ -307,13 +284,7 @@ async fn the_engines_read_lock_survives_its_syncs() {
             "round {k}: the WAL was checkpointed under the engine's read lock: {res}"
         );
     }
-    r.sync_and_wait(Duration::from_secs(20))
-        .await
-        .expect("sync");
-    let expected = dump(&db);
-    r.shutdown().await.expect("shutdown");
-    drop(c);
-    assert_restores(&rep, &dir.path().join("restored.db"), &expected).await;
+    finish_and_assert_restores(r, c, &db, &rep, dir.path(), Duration::from_secs(20)).await;
 }
 
 /// A ~3 KB blob that depends only on `id` (so a restored row's content can be checked).

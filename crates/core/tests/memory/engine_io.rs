@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use litestream_core::DbOptions;
 
-use crate::common::{app_conn, assert_restores, dump, fast_replica_opts, start_synced, wal_len};
+use crate::common::{
+    app_conn, fast_replica_opts, finish_and_assert_restores, start_synced, wal_len,
+};
 use crate::counting_alloc::SERIAL;
 
 /// `rchar` and `wchar` of this process (`/proc/self/io`).
@@ -85,11 +87,5 @@ async fn a_large_uncommitted_transaction_is_not_reread_on_every_sync() {
         engine_w <= 2 * wal + (1 << 20),
         "the syncs wrote {engine_w} bytes for a {wal}-byte WAL"
     );
-    r.sync_and_wait(Duration::from_secs(60))
-        .await
-        .expect("sync");
-    let expected = dump(&db);
-    r.shutdown().await.expect("shutdown");
-    drop(c);
-    assert_restores(&rep, &dir.path().join("restored.db"), &expected).await;
+    finish_and_assert_restores(r, c, &db, &rep, dir.path(), Duration::from_secs(60)).await;
 }
